@@ -1,0 +1,152 @@
+-- gobearmon schema for MySQL 5.7+/8 and MariaDB 10.3+.
+--
+-- Run it on an empty database to install, and run it again at any time: every statement is
+-- idempotent. Run on a database made by the original gobearmon's install.sql it upgrades it in
+-- place and keeps every row.
+--
+--   mysql -u root gobearmon < install.sql        (or: source install.sql)
+--
+-- The first five tables are gobearmon's, with the same columns, types and defaults, so
+-- gobearmon's INSERTs keep working. `checks.confirmations` is new and nullable. The tables
+-- after them are new: the epoch fence, the notification outbox, the latest result per check
+-- and worker, and a change log that lets the controller notice edits without re-reading
+-- every table (filled by triggers; creating triggers needs the TRIGGER privilege, and with
+-- binary logging on MySQL also log_bin_trust_function_creators=1 or SUPER).
+
+-- front-end tables (written by operators)
+CREATE TABLE IF NOT EXISTS checks (
+	id INT NOT NULL PRIMARY KEY AUTO_INCREMENT,
+	name VARCHAR(64) NOT NULL,
+	type VARCHAR(16) NOT NULL,
+	data VARCHAR(1024) NOT NULL,
+	check_interval INT NOT NULL DEFAULT 60,
+	delay INT NOT NULL DEFAULT 1,
+	status ENUM ('online', 'offline') DEFAULT 'online',
+	enabled TINYINT(1) NOT NULL DEFAULT 1
+);
+
+CREATE TABLE IF NOT EXISTS contacts (
+	id INT NOT NULL PRIMARY KEY AUTO_INCREMENT,
+	type VARCHAR(32) NOT NULL,
+	data VARCHAR(512) NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS alerts (
+	id INT NOT NULL PRIMARY KEY AUTO_INCREMENT,
+	check_id INT NOT NULL,
+	contact_id INT NOT NULL,
+	type ENUM ('online', 'offline', 'both') DEFAULT 'both',
+	enabled TINYINT(1) NOT NULL DEFAULT 1
+);
+
+-- data tables (written by the controller)
+CREATE TABLE IF NOT EXISTS check_events (
+	id INT NOT NULL PRIMARY KEY AUTO_INCREMENT,
+	check_id INT NOT NULL,
+	type ENUM ('online', 'offline'),
+	time TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+);
+
+CREATE TABLE IF NOT EXISTS charges (
+	id INT NOT NULL PRIMARY KEY AUTO_INCREMENT,
+	check_id INT NOT NULL,
+	type VARCHAR(32) NOT NULL,
+	data VARCHAR(512) NOT NULL
+);
+
+-- checks.confirmations: per-check override of [controller] confirmations (NULL: the global
+-- value). Added only when missing, in a form both MySQL and MariaDB accept.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'checks' AND COLUMN_NAME = 'confirmations') = 0,
+	'ALTER TABLE checks ADD COLUMN confirmations INT NULL DEFAULT NULL',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+
+-- The epoch fence: the highest view epoch that has taken control. A controller raises it when
+-- it takes over; every write that matters locks this row and aborts unless it still holds the
+-- writer's own epoch. It only ever grows.
+CREATE TABLE IF NOT EXISTS epoch_fence (
+	id TINYINT NOT NULL PRIMARY KEY,
+	epoch BIGINT UNSIGNED NOT NULL,
+	controller VARCHAR(64) NOT NULL DEFAULT '',
+	raised_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+);
+INSERT IGNORE INTO epoch_fence (id, epoch, controller) VALUES (1, 0, '');
+
+-- The notification outbox: one row per (flip event, contact), written in the same fenced
+-- transaction as the flip and delivered afterwards with retries. `payload` is the
+-- notification as it was at the flip (JSON), so later edits of the check do not change it.
+CREATE TABLE IF NOT EXISTS notification_outbox (
+	id BIGINT NOT NULL PRIMARY KEY AUTO_INCREMENT,
+	event_id INT NOT NULL,
+	check_id INT NOT NULL,
+	contact_id INT NOT NULL,
+	payload TEXT NOT NULL,
+	state ENUM ('pending', 'sent', 'failed') NOT NULL DEFAULT 'pending',
+	attempts INT NOT NULL DEFAULT 0,
+	next_attempt_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+	claimed_by VARCHAR(64) NULL,
+	claimed_until TIMESTAMP(3) NULL,
+	last_error VARCHAR(1024) NULL,
+	sent_at TIMESTAMP(3) NULL,
+	admin_notified TINYINT(1) NOT NULL DEFAULT 0,
+	created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+	UNIQUE KEY outbox_event_contact (event_id, contact_id),
+	KEY outbox_due (state, next_attempt_at)
+);
+
+-- The latest result of every check from every worker (for `gobearmon status` and for a new
+-- controller that takes over an open round).
+CREATE TABLE IF NOT EXISTS check_results (
+	check_id INT NOT NULL,
+	node_id VARCHAR(64) NOT NULL,
+	status ENUM ('online', 'offline', 'fail') NOT NULL,
+	message VARCHAR(1024) NOT NULL DEFAULT '',
+	duration_ms INT NOT NULL DEFAULT 0,
+	epoch BIGINT UNSIGNED NOT NULL DEFAULT 0,
+	updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+	PRIMARY KEY (check_id, node_id)
+);
+
+-- The change log behind cheap reloads: triggers record which row of checks, contacts or
+-- alerts changed; the controller reads only new entries and re-reads only those rows.
+CREATE TABLE IF NOT EXISTS config_changes (
+	seq BIGINT NOT NULL PRIMARY KEY AUTO_INCREMENT,
+	table_name VARCHAR(16) NOT NULL,
+	row_id INT NOT NULL,
+	changed_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+	KEY config_changes_time (changed_at)
+);
+
+DROP TRIGGER IF EXISTS gbm_checks_ins;
+CREATE TRIGGER gbm_checks_ins AFTER INSERT ON checks FOR EACH ROW
+	INSERT INTO config_changes (table_name, row_id) VALUES ('checks', NEW.id);
+DROP TRIGGER IF EXISTS gbm_checks_upd;
+CREATE TRIGGER gbm_checks_upd AFTER UPDATE ON checks FOR EACH ROW
+	INSERT INTO config_changes (table_name, row_id) VALUES ('checks', NEW.id);
+DROP TRIGGER IF EXISTS gbm_checks_del;
+CREATE TRIGGER gbm_checks_del AFTER DELETE ON checks FOR EACH ROW
+	INSERT INTO config_changes (table_name, row_id) VALUES ('checks', OLD.id);
+
+DROP TRIGGER IF EXISTS gbm_contacts_ins;
+CREATE TRIGGER gbm_contacts_ins AFTER INSERT ON contacts FOR EACH ROW
+	INSERT INTO config_changes (table_name, row_id) VALUES ('contacts', NEW.id);
+DROP TRIGGER IF EXISTS gbm_contacts_upd;
+CREATE TRIGGER gbm_contacts_upd AFTER UPDATE ON contacts FOR EACH ROW
+	INSERT INTO config_changes (table_name, row_id) VALUES ('contacts', NEW.id);
+DROP TRIGGER IF EXISTS gbm_contacts_del;
+CREATE TRIGGER gbm_contacts_del AFTER DELETE ON contacts FOR EACH ROW
+	INSERT INTO config_changes (table_name, row_id) VALUES ('contacts', OLD.id);
+
+DROP TRIGGER IF EXISTS gbm_alerts_ins;
+CREATE TRIGGER gbm_alerts_ins AFTER INSERT ON alerts FOR EACH ROW
+	INSERT INTO config_changes (table_name, row_id) VALUES ('alerts', NEW.id);
+DROP TRIGGER IF EXISTS gbm_alerts_upd;
+CREATE TRIGGER gbm_alerts_upd AFTER UPDATE ON alerts FOR EACH ROW
+	INSERT INTO config_changes (table_name, row_id) VALUES ('alerts', NEW.id);
+DROP TRIGGER IF EXISTS gbm_alerts_del;
+CREATE TRIGGER gbm_alerts_del AFTER DELETE ON alerts FOR EACH ROW
+	INSERT INTO config_changes (table_name, row_id) VALUES ('alerts', OLD.id);

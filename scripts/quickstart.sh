@@ -1,0 +1,114 @@
+#!/bin/sh
+# Quickstart: a whole gobearmon cluster on this machine.
+#
+# Builds gobearmon, makes sure MariaDB runs (installing or starting it), loads install.sql into
+# the demo database `gobearmon_demo` with example checks (one healthy, one failing, a ping),
+# starts a viewserver group of three and three workers on loopback, a small web server for
+# the healthy check and a webhook receiver that prints every notification, and shows the
+# flips as they happen. Ctrl-C stops everything it started.
+set -eu
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+log "building (release)"
+cargo build --release --quiet
+BIN=$PWD/target/release/gobearmon
+DIR=$PWD/target/quickstart
+rm -rf "$DIR"
+mkdir -p "$DIR"
+
+ensure_mariadb
+log "loading install.sql into gobearmon_demo"
+mariadb_root -e "DROP DATABASE IF EXISTS gobearmon_demo; CREATE DATABASE gobearmon_demo;
+  CREATE USER IF NOT EXISTS 'gobearmon'@'127.0.0.1' IDENTIFIED BY 'gobearmon-demo';
+  GRANT ALL ON gobearmon_demo.* TO 'gobearmon'@'127.0.0.1';"
+mariadb_root gobearmon_demo < install.sql
+mariadb_root gobearmon_demo <<'SQL'
+INSERT INTO checks (id, name, type, data, check_interval, delay) VALUES
+  (1, 'local web (healthy)', 'http', '{"url":"http://127.0.0.1:18080/","expect_status":200}', 5, 1),
+  (2, 'nothing listens here (failing)', 'tcp', '{"address":"127.0.0.1:1","timeout":3}', 5, 1),
+  (3, 'loopback ping', 'icmp', '{"target":"127.0.0.1"}', 10, 1);
+INSERT INTO contacts (id, type, data) VALUES (1, 'webhook', 'http://127.0.0.1:18090/hook');
+INSERT INTO alerts (check_id, contact_id, type) VALUES (1, 1, 'both'), (2, 1, 'both'), (3, 1, 'both');
+SQL
+
+PIDS=""
+cleanup() {
+    trap - INT TERM EXIT
+    log "stopping"
+    # shellcheck disable=SC2086
+    [ -n "$PIDS" ] && kill $PIDS 2>/dev/null
+    wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+start() { # name, command...
+    name=$1; shift
+    "$@" >"$DIR/$name.log" 2>&1 &
+    PIDS="$PIDS $!"
+}
+
+# The healthy check's target and the webhook receiver.
+mkdir -p "$DIR/www" && echo ok > "$DIR/www/index.html"
+start web python3 -m http.server 18080 --bind 127.0.0.1 --directory "$DIR/www"
+cat > "$DIR/receiver.py" <<'PY'
+import http.server, json, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        try:
+            n = json.loads(body)
+            msg = f" ({n['message']})" if n.get("message") else ""
+            line = f"{time.strftime('%H:%M:%S')}  check {n['check']['id']} [{n['check']['name']}] {n['old_status']} -> {n['new_status']}{msg}  confirmed by {', '.join(n.get('confirmed_by') or []) or '-'}"
+        except Exception:
+            line = body.decode(errors="replace")
+        print(line, flush=True)
+        self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", 18090), H).serve_forever()
+PY
+python3 "$DIR/receiver.py" &
+PIDS="$PIDS $!"
+
+PEERS='["127.0.0.1:17001", "127.0.0.1:17002", "127.0.0.1:17003"]'
+for i in 1 2 3; do
+    cat > "$DIR/vs$i.toml" <<TOML
+[default]
+password = "demo-cluster-secret-0001"
+[viewserver]
+id = $i
+addr = "127.0.0.1:1700$i"
+peers = $PEERS
+data_dir = "$DIR/vs$i-data"
+TOML
+    cat > "$DIR/w$i.toml" <<TOML
+[default]
+password = "demo-cluster-secret-0001"
+[worker]
+id = "w$i"
+location = "demo-$i"
+addr = "127.0.0.1:1710$i"
+view_addr = $PEERS
+[controller]
+addr = "127.0.0.1:1720$i"
+database = ["mysql://gobearmon:gobearmon-demo@127.0.0.1:3306/gobearmon_demo"]
+confirmations = 2
+reload_period = "2s"
+TOML
+    $BIN check-config "$DIR/vs$i.toml" >/dev/null
+    $BIN check-config "$DIR/w$i.toml" >/dev/null
+done
+log "starting 3 viewservers and 3 workers (logs in $DIR)"
+for i in 1 2 3; do start "vs$i" "$BIN" run "$DIR/vs$i.toml"; done
+for i in 1 2 3; do start "w$i" "$BIN" run "$DIR/w$i.toml"; done
+
+i=0
+until "$BIN" status --config "$DIR/w1.toml" >"$DIR/status.json" 2>/dev/null; do
+    i=$((i + 1))
+    [ $i -gt 60 ] && die "no controller after 30 s; see the logs in $DIR"
+    sleep 0.5
+done
+log "cluster up; controller: $(grep -m1 '"controller"' "$DIR/status.json")"
+log "flips appear below as the webhook receives them (the failing check goes offline after two rounds, about 10 s)"
+log "try: $BIN status --config $DIR/w1.toml    |   kill the controller and watch another take over"
+log "Ctrl-C stops everything"
+wait

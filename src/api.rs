@@ -1,0 +1,144 @@
+//! HTTP plumbing shared by every role: serving an axum router on a listener the caller bound,
+//! plain or with TLS (`[tls]`), with graceful shutdown, and rendering `/metrics` in the
+//! Prometheus text format.
+
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use tls::TlsListener;
+
+/// Bound on one TLS handshake on a node listener.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A listener the caller bound, and the TLS it serves: HTTPS with a server config, plain HTTP
+/// without one.
+pub struct NodeListener {
+    tcp: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl NodeListener {
+    /// Serves HTTPS with `tls`, or plain HTTP when it is `None`.
+    pub fn new(tcp: TcpListener, tls: Option<Arc<rustls::ServerConfig>>) -> NodeListener {
+        NodeListener { tcp, tls }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+impl From<TcpListener> for NodeListener {
+    /// A plain-HTTP listener.
+    fn from(tcp: TcpListener) -> NodeListener {
+        NodeListener::new(tcp, None)
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets in-flight requests
+/// finish. Handlers can read the peer address (`ConnectInfo<SocketAddr>`), with or without
+/// TLS.
+pub async fn serve(
+    listener: impl Into<NodeListener>,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_with_handshake_timeout(listener.into(), router, shutdown, HANDSHAKE_TIMEOUT).await
+}
+
+pub(crate) async fn serve_with_handshake_timeout(
+    listener: NodeListener,
+    router: Router,
+    shutdown: CancellationToken,
+    handshake_timeout: Duration,
+) -> std::io::Result<()> {
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let stop = async move { shutdown.cancelled().await };
+    match listener.tls {
+        None => {
+            axum::serve(listener.tcp, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        Some(config) => {
+            let tls = TlsListener::new(listener.tcp, config, handshake_timeout);
+            // The no-op tap is for `ConnectInfo`: axum provides the peer address of any
+            // listener wrapped in `TapIo`, and the orphan rule keeps this crate from
+            // implementing `Connected` for its own listener's streams.
+            axum::serve(tls.tap_io(|_| {}), app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    }
+}
+
+/// One value for `/metrics`.
+pub enum Sample {
+    /// A value that goes up and down.
+    Gauge(&'static str, &'static str, f64),
+    /// A count that only grows.
+    Counter(&'static str, &'static str, u64),
+}
+
+/// Renders samples as a Prometheus text exposition.
+pub fn metrics_response(samples: Vec<Sample>) -> Response {
+    let mut registry = Registry::with_prefix("gobearmon");
+    for s in samples {
+        match s {
+            Sample::Gauge(name, help, v) => {
+                let g: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+                g.set(v);
+                registry.register(name, help, g);
+            }
+            Sample::Counter(name, help, v) => {
+                let c: Counter = Counter::default();
+                c.inc_by(v);
+                registry.register(name, help, c);
+            }
+        }
+    }
+    let mut text = String::new();
+    match encode(&mut text, &registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `/ready`: 200 when `ready`, 503 otherwise, with a one-line reason.
+pub fn ready_response(ready: bool, why: &str) -> Response {
+    if ready {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,212 @@
+//! Per-node configuration: the typed sections of a `gobearmon.*.toml` file, how a file is read
+//! (`${NAME}` from the environment, gobearmon's camelCase aliases, every problem reported at
+//! once), and the [`Secret`] wrapper that keeps passwords out of `Debug`, logs and errors.
+//!
+//! Reading happens in [`load`] / [`parse`] (see `read.rs`); the structs here are what the rest
+//! of the program sees, with every default already applied.
+
+mod read;
+mod secret;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use read::{ConfigError, Problem, known_keys, load, parse};
+pub use secret::Secret;
+
+/// A whole node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    pub default: DefaultConfig,
+    pub role: Role,
+    pub smtp: SmtpConfig,
+    pub dns: DnsConfig,
+    pub twilio: TwilioConfig,
+    /// TLS for every listener and for node-to-node clients; `None` means plain HTTP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// What this node is, decided by which sections the file has (DESIGN 2).
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// `[worker]`, with `[controller]` when it may become controller.
+    Worker {
+        worker: WorkerConfig,
+        controller: Option<ControllerConfig>,
+    },
+    /// `[viewserver]`: a member of the viewserver group.
+    Viewserver(ViewserverConfig),
+}
+
+/// `[default]`: keys every node has.
+#[derive(Debug, Clone)]
+pub struct DefaultConfig {
+    /// The cluster secret that signs every request between nodes.
+    pub password: Secret,
+    /// Debug logging (gobearmon's `debug`).
+    pub debug: bool,
+}
+
+/// `[controller]`: a worker that may become controller.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// Listen address of the controller API (workers and `gobearmon status`).
+    pub addr: String,
+    /// The address other nodes use to reach the controller API (default: `addr`; required
+    /// when `addr` listens on all interfaces).
+    pub advertise_addr: String,
+    /// MySQL/MariaDB URLs (`mysql://user:pw@host:3306/db`), tried in turn.
+    pub database: Vec<Secret>,
+    /// Distinct workers that must agree in one round (overridable per check).
+    pub confirmations: u32,
+    /// How often checks, contacts and alerts are re-read for changes.
+    pub reload_period: Duration,
+    /// A check handed to a worker that has not answered within this is handed out again.
+    pub assignment_timeout: Duration,
+    /// The notification outbox.
+    pub delivery: DeliveryConfig,
+}
+
+/// `[controller]` keys of the notification outbox.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Attempts per notification before it is marked failed and the admin is mailed.
+    pub attempts: u32,
+    /// Wait before the second attempt; it doubles after each failure.
+    pub backoff: Duration,
+    /// The longest wait between two attempts.
+    pub backoff_max: Duration,
+    /// Bound on one delivery attempt (connect plus send).
+    pub timeout: Duration,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Admin notices of one kind are sent at most once per this period.
+    pub admin_interval: Duration,
+}
+
+/// `[worker]`.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Stable node id; results and votes are counted per id.
+    pub id: String,
+    /// Where the worker runs, shown in `gobearmon status`.
+    pub location: String,
+    /// The viewserver group members (`host:port`).
+    pub view_addr: Vec<String>,
+    /// Checks run at once (gobearmon's `numThreads`).
+    pub num_threads: usize,
+    /// Listen address for `/ready`, `/metrics` and `/disconnect`.
+    pub addr: String,
+    /// How often the worker heartbeats the viewserver group.
+    pub heartbeat_interval: Duration,
+    /// A controller acts only while its last heartbeat reply is younger than this.
+    pub lease: Duration,
+    /// Results kept while no controller answers; the oldest are dropped first.
+    pub result_buffer: usize,
+    /// After `SIGUSR1` or `POST /disconnect`, how long the worker stays away.
+    pub disconnect_pause: Duration,
+}
+
+/// `[viewserver]`.
+#[derive(Debug, Clone)]
+pub struct ViewserverConfig {
+    /// This member's Raft id (1-based; its position in `peers`).
+    pub id: u64,
+    /// Listen address (Raft RPC and heartbeats).
+    pub addr: String,
+    /// The whole group, this node included, in id order: `peers[id - 1]` is this node.
+    pub peers: Vec<String>,
+    /// Raft log, vote and snapshots.
+    pub data_dir: PathBuf,
+    /// Optional allow-list of worker ids that may be named controller (empty: any).
+    pub controller: Vec<String>,
+    /// A controller silent for this long is replaced.
+    pub controller_timeout: Duration,
+    /// Raft heartbeat period between members.
+    pub raft_heartbeat: Duration,
+    /// Raft election timeout (lower bound; the upper bound is twice this).
+    pub raft_election_timeout: Duration,
+}
+
+/// `[smtp]`: email contacts and admin notices.
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    /// SMTP server host; `None` means email is not configured.
+    pub host: Option<String>,
+    pub port: u16,
+    /// The `From:` address.
+    pub from: String,
+    /// AUTH user; no AUTH when `None`.
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Where admin notices go; none are sent when `None`.
+    pub admin: Option<String>,
+    pub tls: SmtpTls,
+    /// `[smtp] ca`: a PEM CA trusted for the server's certificate besides the system's roots
+    /// (a private mail server).
+    pub ca: Option<PathBuf>,
+    /// Bound on connecting and on a whole send.
+    pub timeout: Duration,
+}
+
+/// `[smtp] tls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// STARTTLS when the server offers it, plain otherwise.
+    Auto,
+    /// STARTTLS required.
+    StartTls,
+    /// Implicit TLS from the first byte (the default on port 465).
+    Tls,
+    /// Never TLS.
+    None,
+}
+
+/// `[dns]`.
+#[derive(Debug, Clone, Default)]
+pub struct DnsConfig {
+    /// The default nameserver of dns checks that name none (`ip` or `ip:port`).
+    pub server: Option<String>,
+}
+
+/// `[twilio]`.
+#[derive(Debug, Clone)]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    pub auth_token: Option<Secret>,
+    /// The calling number.
+    pub from: String,
+    /// Default `https://api.twilio.com`; a test points it at a local stand-in.
+    pub base_url: String,
+}
+
+/// `[tls]`: optional TLS on every listener and for node-to-node clients.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM certificate chain this node presents.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA that signs the other nodes' certificates.
+    pub ca: PathBuf,
+}
+
+impl Config {
+    /// The worker section, when this is a worker node.
+    pub fn worker(&self) -> Option<&WorkerConfig> {
+        match &self.role {
+            Role::Worker { worker, .. } => Some(worker),
+            Role::Viewserver(_) => None,
+        }
+    }
+
+    /// The controller section, when this node may become controller.
+    pub fn controller(&self) -> Option<&ControllerConfig> {
+        match &self.role {
+            Role::Worker { controller, .. } => controller.as_ref(),
+            Role::Viewserver(_) => None,
+        }
+    }
+}

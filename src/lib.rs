@@ -1,0 +1,35 @@
+//! gobearmon: a distributed uptime monitor.
+//!
+//! # Layout
+//!
+//! Concept modules (no knowledge of roles):
+//!
+//! - [`config`]: the per-node TOML file, read and validated into typed sections.
+//! - [`model`]: pure domain types (ids, statuses, the operator's rows).
+//! - [`probe`]: the check types (http, tcp, icmp, ssl_expire, dns) that workers run.
+//! - [`vote`]: the controller's scheduling and voting rules (confirmations, delay, quorum) as
+//!   a pure state machine driven with explicit time.
+//! - [`store`]: MySQL/MariaDB access for the controller: loading, change tracking, the epoch
+//!   fence.
+//! - [`notify`]: the durable outbox and delivery (email, Twilio, webhooks), admin notices.
+//! - [`view`]: the viewserver group on openraft: storage, network, elections.
+//! - [`rpc`]: signed node-to-node HTTP and the work protocol's wire types.
+//! - [`api`]: serving routers, `/ready` and `/metrics` helpers.
+//! - [`tlsutil`]: the one rustls crypto provider (ring) the whole build uses.
+//!
+//! Roles ([`role`]): wiring and loops only: `viewserver`, `worker` (membership, lease,
+//! runner, hand-over), `controller` (one term per epoch).
+//!
+//! The binary (`src/main.rs`) maps the command line to a config and a role, with exit codes.
+
+pub mod api;
+pub mod config;
+pub mod model;
+pub mod notify;
+pub mod probe;
+pub mod role;
+pub mod rpc;
+pub mod store;
+pub mod tlsutil;
+pub mod view;
+pub mod vote;

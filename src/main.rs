@@ -1,0 +1,486 @@
+//! The `gobearmon` binary: command line -> config -> role, and exit codes.
+//!
+//! Exit codes: 0 success, 1 a probe found its target offline, 2 an unusable command line for
+//! `probe`, 64 (EX_USAGE) a config file that cannot be used (or a certificate, key or CA file
+//! it names), 70 a node that stopped on an internal error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gobearmon::config;
+
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gobearmon",
+    version,
+    about = "A distributed uptime monitor: workers run checks from several places, a replicated \
+             viewserver elects the controller, and a check flips only when several workers agree.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// Config file of the node to run (same as `gobearmon run CONFIG`).
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the node the config file describes: a viewserver ([viewserver]) or a worker
+    /// ([worker], with [controller] when it may become controller).
+    Run {
+        /// The node's TOML config file.
+        config: PathBuf,
+    },
+    /// Validate a config file: prints every problem with its key; exits 0 when the file is
+    /// usable, 64 when it is not.
+    CheckConfig {
+        /// The TOML config file to check.
+        config: PathBuf,
+    },
+    /// Run one check here and now with gobearmon's parameters, e.g.
+    /// `gobearmon probe tcp '{"address":"127.0.0.1:22"}'`. Prints one JSON line
+    /// (`status`, `message`, `duration_ms`, `details`); exits 0 online, 1 offline (unreadable
+    /// parameters and unknown types included), 2 for an unusable command line, 3 when this
+    /// machine cannot run the check (status `fail`, e.g. no permission for ICMP sockets).
+    Probe {
+        /// Check type: http, tcp, icmp, ssl_expire or dns.
+        check_type: String,
+        /// The check's parameters, as in `checks.data`.
+        data: String,
+        /// Read the default nameserver of dns checks (`[dns] server`) from this node config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Show the cluster as the controller sees it: epoch, controller, viewserver leader,
+    /// workers with last-seen and stale flags, checks with status, open round and last
+    /// results. Prints JSON; exits 0, or 1 when no controller answers.
+    Status {
+        /// Any node's config file (for the cluster secret and the viewserver addresses).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Contacts: `contact test ID --config FILE` sends a test notification to contact ID
+    /// through the real delivery path and prints `delivered` (exit 0) or the error (exit 1).
+    Contact {
+        #[command(subcommand)]
+        action: ContactAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ContactAction {
+    /// Send a test notification to one contact of the `[controller] database`.
+    Test {
+        /// `contacts.id`.
+        id: i64,
+        /// The config file of a controller-capable worker (its database, [smtp], [twilio]).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// mimalloc (2.x) rather than glibc's allocator: a controller with 100,000 checks takes
+/// 919 bytes per check with it against 1,503 with glibc, which keeps the memory of each
+/// minute's due burst (scripts/bench-controller-scale, README "Measured").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match (cli.command, cli.config) {
+        (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
+        (Some(Command::CheckConfig { config }), _) => check_config(&config),
+        (Some(Command::Status { config }), _) => status(&config),
+        (
+            Some(Command::Probe {
+                check_type,
+                data,
+                config,
+            }),
+            _,
+        ) => probe(&check_type, &data, config.as_deref()),
+        (
+            Some(Command::Contact {
+                action: ContactAction::Test { id, config },
+            }),
+            _,
+        ) => contact_test(id, &config),
+        (None, None) => {
+            eprintln!("gobearmon: no config file given; see `gobearmon --help`");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match config::load(path) {
+        Ok(c) => {
+            if let Err(e) = preflight(&c) {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            let role = match &c.role {
+                config::Role::Worker {
+                    controller: Some(_),
+                    ..
+                } => "worker (controller-capable)",
+                config::Role::Worker { .. } => "worker (probe-only)",
+                config::Role::Viewserver(_) => "viewserver",
+            };
+            println!("{}: ok, {role} node", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn run(path: &std::path::Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let tls = match preflight(&config) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_tracing(config.default.debug);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gobearmon: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_SOFTWARE);
+        }
+    };
+    runtime.block_on(run_node(config, tls))
+}
+
+/// Reads the files the config names (`[tls] cert`, `key` and `ca`; `[smtp] ca`), so that a
+/// node with an unusable one stops at start naming it. Returns what the listeners serve:
+/// HTTPS with this server config, or plain HTTP without `[tls]`.
+fn preflight(
+    config: &config::Config,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+    gobearmon::tlsutil::install_default_provider();
+    smtp_ca(config)?;
+    let Some(tls) = &config.tls else {
+        return Ok(None);
+    };
+    let node = gobearmon::tlsutil::NodeTls::load(tls).map_err(|e| e.to_string())?;
+    node.server_config().map(Some).map_err(|e| e.to_string())
+}
+
+/// Checks that `[smtp] ca`, when set, holds a certificate.
+fn smtp_ca(config: &config::Config) -> Result<(), String> {
+    match (&config.smtp.ca, &config.smtp.host) {
+        (Some(ca), Some(_)) => gobearmon::tlsutil::read_certs("[smtp] ca", ca)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        _ => Ok(()),
+    }
+}
+
+const EXIT_SOFTWARE: u8 = 70;
+
+fn init_tracing(debug: bool) {
+    let default = if debug {
+        "gobearmon=debug,info"
+    } else {
+        "info,openraft=warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn bind(what: &str, addr: &str) -> Result<tokio::net::TcpListener, ExitCode> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        tracing::error!(%addr, error = %e, "cannot listen on {what}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// How often one kind of admin notice may be mailed.
+fn admin_interval(config: &config::Config) -> std::time::Duration {
+    config
+        .controller()
+        .map_or(std::time::Duration::from_secs(3600), |c| {
+            c.delivery.admin_interval
+        })
+}
+
+async fn run_node(
+    config: config::Config,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> ExitCode {
+    use gobearmon::api::NodeListener;
+    use gobearmon::role;
+    use std::sync::Arc;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    gobearmon::tlsutil::install_default_provider();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let disconnect = Arc::new(tokio::sync::Notify::new());
+    let (admin_tx, mut admin_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    match gobearmon::notify::admin::AdminNotifier::new(&config.smtp, admin_interval(&config)) {
+        Ok(notifier) => {
+            tokio::spawn(async move { notifier.serve(admin_rx).await });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "admin notices cannot be mailed; they are only logged");
+            tokio::spawn(async move {
+                while let Some((subject, body)) = admin_rx.recv().await {
+                    tracing::error!(%subject, %body, "admin notice");
+                }
+            });
+        }
+    }
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return ExitCode::from(EXIT_SOFTWARE);
+    };
+    let stop = shutdown.clone();
+    let usr1_notify = disconnect.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); stop.cancel(); }
+                _ = int.recv() => { tracing::info!("SIGINT: draining"); stop.cancel(); }
+                _ = usr1.recv() => { tracing::info!("SIGUSR1: hand-over"); usr1_notify.notify_one(); }
+            }
+        }
+    });
+    let result = match &config.role {
+        config::Role::Viewserver(vs) => {
+            let listener = match bind("the viewserver address", &vs.addr).await {
+                Ok(l) => NodeListener::new(l, tls.clone()),
+                Err(code) => return code,
+            };
+            role::viewserver::run(config.clone(), listener, shutdown.clone(), admin_tx).await
+        }
+        config::Role::Worker { worker, controller } => {
+            let worker_listener = match bind("the worker address", &worker.addr).await {
+                Ok(l) => NodeListener::new(l, tls.clone()),
+                Err(code) => return code,
+            };
+            let controller_listener = match controller {
+                Some(c) => match bind("the controller address", &c.addr).await {
+                    Ok(l) => Some(NodeListener::new(l, tls.clone())),
+                    Err(code) => return code,
+                },
+                None => None,
+            };
+            let listeners = role::worker::Listeners {
+                worker: worker_listener,
+                controller: controller_listener,
+            };
+            role::worker::run(
+                config.clone(),
+                listeners,
+                shutdown.clone(),
+                disconnect,
+                admin_tx,
+            )
+            .await
+        }
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "node stopped on an error");
+            ExitCode::from(EXIT_SOFTWARE)
+        }
+    }
+}
+
+fn probe(check_type: &str, data: &str, config_path: Option<&std::path::Path>) -> ExitCode {
+    use gobearmon::model::CheckStatus;
+    use gobearmon::probe::{self, CheckSpec, ProbeContext};
+
+    let dns_server = match config_path.map(config::load) {
+        None => None,
+        Some(Ok(c)) => c.dns.server,
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gobearmon: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let spec = CheckSpec::parse(check_type, data);
+    let ctx = ProbeContext::new(dns_server);
+    match runtime.block_on(probe::run(&spec, &ctx)) {
+        Ok(outcome) => {
+            println!(
+                "{}",
+                serde_json::to_string(&outcome).unwrap_or_else(|e| format!(
+                    r#"{{"status":"{}","message":"cannot print the outcome: {e}"}}"#,
+                    outcome.status
+                ))
+            );
+            match outcome.status {
+                CheckStatus::Online => ExitCode::SUCCESS,
+                CheckStatus::Offline => ExitCode::from(1),
+            }
+        }
+        Err(e) => {
+            println!(
+                "{}",
+                serde_json::json!({ "status": "fail", "message": e.to_string() })
+            );
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// `gobearmon contact test ID --config FILE`.
+fn contact_test(id: i64, path: &std::path::Path) -> ExitCode {
+    use gobearmon::{model::ContactId, notify, store::Store};
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some(controller) = config.controller() else {
+        eprintln!(
+            "{}: no [controller] section, so no database to read contacts from",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    if let Err(e) = smtp_ca(&config) {
+        eprintln!("{}: {e}", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let store = Store::new(&controller.database).map_err(|e| e.to_string())?;
+                let channels = notify::Channels::new(
+                    &config.smtp,
+                    &config.twilio,
+                    controller.delivery.timeout,
+                )
+                .map_err(|e| e.to_string())?;
+                let sent = notify::contact_test(&store, &channels, ContactId(id))
+                    .await
+                    .map_err(|e| e.to_string());
+                store.close().await;
+                sent
+            })
+        });
+    match outcome {
+        Ok(delivered) => {
+            match delivered.charge {
+                Some((kind, sid)) => println!("delivered ({kind} {sid})"),
+                None => println!("delivered"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `gobearmon status --config FILE`: finds the controller through the viewserver group and
+/// prints its status JSON.
+fn status(path: &std::path::Path) -> ExitCode {
+    use gobearmon::rpc::RpcClient;
+    use gobearmon::rpc::sign::Signer;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let members = match &config.role {
+        config::Role::Worker { worker, .. } => worker.view_addr.clone(),
+        config::Role::Viewserver(vs) => vs.peers.clone(),
+    };
+    let run = async {
+        gobearmon::tlsutil::install_default_provider();
+        let signer = Arc::new(Signer::new(&config.default.password, "status-cli"));
+        let client = RpcClient::new(signer, config.tls.as_ref())?;
+        let mut errors = Vec::new();
+        let mut controller = None;
+        for m in &members {
+            match client
+                .get::<serde_json::Value>(m, "/view", Duration::from_secs(3))
+                .await
+            {
+                Ok(v) => {
+                    controller = v["view"]["controller"]["addr"].as_str().map(str::to_string);
+                    if controller.is_some() {
+                        break;
+                    }
+                    errors.push(format!("{m}: the view names no controller"));
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        let Some(addr) = controller else {
+            return Err(format!("no controller found: {}", errors.join("; ")));
+        };
+        client
+            .get::<serde_json::Value>(&addr, "/status", Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let answer = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(run),
+        Err(e) => Err(e.to_string()),
+    };
+    match answer {
+        Ok(v) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! The durable notification outbox (`notification_outbox`).
+//!
+//! A flip writes one row per (event, contact) with [`enqueue`], inside the flip's fenced
+//! transaction: the flip and its notifications are stored together or not at all, and a
+//! repeated enqueue of the same event adds nothing (`UNIQUE(event_id, contact_id)`).
+//!
+//! The controller runs one [`Dispatcher`] per epoch. It claims due rows in a fenced
+//! transaction (`claimed_by`, `claimed_until`, `attempts + 1`), so a deposed controller can
+//! neither claim nor record; delivers each in its own task with the delivery timeout, at most
+//! `delivery_concurrency` at once; and records the outcome in another fenced transaction:
+//! `sent` (with `sent_at`, and a `charges` row for Twilio), `pending` again after an
+//! exponential backoff (`delivery_backoff` doubling up to `delivery_backoff_max`), or `failed`
+//! (a final error, or `delivery_attempts` used up). Failed rows are listed to the admin in one
+//! rate-limited mail and marked `admin_notified`.
+//!
+//! How the controller uses it:
+//!
+//! ```text
+//! // once per epoch, after fence::raise:
+//! let dispatcher = Dispatcher::new(store.clone(), epoch, node.clone(), delivery_config,
+//!                                  Arc::new(Channels::new(&smtp, &twilio, timeout)?), admin);
+//! let wake = dispatcher.waker();
+//! let task = tokio::spawn(dispatcher.run(shutdown.child_token()));
+//!
+//! // on every flip, in one fenced transaction:
+//! let mut tx = FencedTx::begin(&store, epoch).await?;
+//! //   UPDATE checks SET status ...; INSERT INTO check_events ... -> event id
+//! outbox::enqueue(&mut tx, &notification, &contacts).await?;
+//! tx.commit().await?;
+//! wake.wake();
+//! ```
+//!
+//! `run` returns `Err(StoreError::Fenced)` when a newer epoch took over: the node must stop
+//! acting as controller.
+//!
+//! Delivery is at-least-once with a window of one send per row: a dispatcher that dies during
+//! a send leaves the row claimed; once the claim runs out (twice the delivery timeout plus a
+//! second), whichever dispatcher runs next sends it again. Every other row is sent once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Params, Row, Value};
+use tokio::sync::Notify;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::admin::{AdminKind, AdminNotifier, AdminOutcome};
+use super::{Delivered, Deliverer, DeliveryError, Notification, Retry};
+use crate::config::DeliveryConfig;
+use crate::model::{CheckId, ContactId, ContactKind, ContactRow, Epoch, NodeId};
+use crate::store::fence::FencedTx;
+use crate::store::{Store, StoreError};
+
+/// `last_error` is a `VARCHAR(1024)`.
+const MAX_ERROR_CHARS: usize = 1000;
+
+/// Failed rows listed in one admin mail; the rest follow in the next.
+const ADMIN_LIST_LIMIT: usize = 50;
+
+/// Writes one pending row per contact of `contacts` for `notification`, in the flip's fenced
+/// transaction. Rows that exist already (same event and contact) are left alone, so calling
+/// it again for the same event is harmless. Returns how many rows were added.
+pub async fn enqueue(
+    tx: &mut FencedTx,
+    notification: &Notification,
+    contacts: &[ContactId],
+) -> Result<u64, StoreError> {
+    if contacts.is_empty() {
+        return Ok(0);
+    }
+    let payload = serde_json::to_string(notification)
+        .map_err(|e| StoreError::Schema(format!("notification cannot be serialized: {e}")))?;
+    let mut sql = String::from(
+        "INSERT IGNORE INTO notification_outbox (event_id, check_id, contact_id, payload) VALUES ",
+    );
+    let mut params: Vec<Value> = Vec::with_capacity(contacts.len() * 4);
+    for (i, contact) in contacts.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?, ?, ?, ?)");
+        params.push(notification.event_id.0.into());
+        params.push(notification.check_id.0.into());
+        params.push(contact.0.into());
+        params.push(payload.as_str().into());
+    }
+    let tx = tx.tx();
+    tx.exec_drop(sql, Params::Positional(params)).await?;
+    Ok(tx.affected_rows())
+}
+
+/// Reads one contact, or `None` when it does not exist.
+pub async fn load_contact(store: &Store, id: ContactId) -> Result<Option<ContactRow>, StoreError> {
+    let mut conn = store.conn().await?;
+    let row: Option<(String, String)> = conn
+        .exec_first("SELECT type, data FROM contacts WHERE id = ?", (id.0,))
+        .await?;
+    Ok(row.map(|(kind, data)| ContactRow {
+        id,
+        kind: ContactKind::parse(&kind),
+        data,
+    }))
+}
+
+/// Records a Twilio message or call in `charges` (outside the outbox; used by
+/// `gobearmon contact test`).
+pub async fn record_charge(
+    store: &Store,
+    check_id: CheckId,
+    kind: &str,
+    sid: &str,
+) -> Result<(), StoreError> {
+    let mut conn = store.conn().await?;
+    conn.exec_drop(
+        "INSERT INTO charges (check_id, type, data) VALUES (?, ?, ?)",
+        (check_id.0, kind, sid),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Wakes a [`Dispatcher`] at once (after a flip's transaction committed) instead of at its
+/// next poll. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct WakeHandle(Arc<Notify>);
+
+impl WakeHandle {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Delivers the outbox for one epoch; see the module documentation.
+pub struct Dispatcher {
+    store: Store,
+    epoch: Epoch,
+    node: NodeId,
+    config: DeliveryConfig,
+    deliverer: Arc<dyn Deliverer>,
+    admin: Arc<AdminNotifier>,
+    wake: Arc<Notify>,
+    poll: Duration,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("epoch", &self.epoch)
+            .field("node", &self.node)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A claimed row, ready to deliver.
+struct Claimed {
+    id: i64,
+    check_id: CheckId,
+    contact_id: ContactId,
+    /// Attempts including this one.
+    attempts: u32,
+    payload: String,
+    contact: Option<ContactRow>,
+}
+
+/// What one delivery attempt came to.
+struct Outcome {
+    id: i64,
+    check_id: CheckId,
+    attempts: u32,
+    result: Result<Delivered, DeliveryError>,
+}
+
+/// How far an admin pass over the failed rows got.
+enum AdminPass {
+    /// Every failed row has been reported.
+    Done,
+    /// More than one mail's worth: go on when the rate limit allows.
+    More,
+    /// A notice of this kind went out recently: wait for the rate limit.
+    Suppressed,
+    /// The mail was not accepted: try again after a backoff.
+    SendFailed,
+    /// Nothing can be sent: stop trying.
+    NotConfigured,
+}
+
+/// The dispatcher's bookkeeping of admin reports on failed rows.
+struct AdminReports {
+    /// Raised every time rows become failed.
+    failures: u64,
+    /// The value of `failures` when the last complete pass started.
+    reported: u64,
+    /// `failures` when the running pass started.
+    running: Option<(u64, JoinHandle<Result<AdminPass, StoreError>>)>,
+    /// No new pass before this (after a mail was not accepted).
+    retry_at: Option<tokio::time::Instant>,
+    /// Mails not accepted in a row, for the backoff.
+    send_failures: u32,
+    /// Notices cannot be sent at all.
+    disabled: bool,
+}
+
+impl Drop for AdminReports {
+    /// A dispatcher that stops on an error does not leave its report running.
+    fn drop(&mut self) {
+        if let Some((_, task)) = &self.running {
+            task.abort();
+        }
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher acting for `epoch` as `node`. `admin` receives the failed rows.
+    pub fn new(
+        store: Store,
+        epoch: Epoch,
+        node: NodeId,
+        config: DeliveryConfig,
+        deliverer: Arc<dyn Deliverer>,
+        admin: Arc<AdminNotifier>,
+    ) -> Dispatcher {
+        let poll = config
+            .backoff
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
+        Dispatcher {
+            store,
+            epoch,
+            node,
+            config,
+            deliverer,
+            admin,
+            wake: Arc::new(Notify::new()),
+            poll,
+        }
+    }
+
+    /// How often an idle dispatcher looks for due rows (default: `delivery_backoff`, between
+    /// 10 ms and 1 s). A [`WakeHandle`] makes it look at once.
+    pub fn with_poll_interval(mut self, poll: Duration) -> Dispatcher {
+        self.poll = poll.max(Duration::from_millis(1));
+        self
+    }
+
+    /// A handle that makes the dispatcher look for due rows now.
+    pub fn waker(&self) -> WakeHandle {
+        WakeHandle(self.wake.clone())
+    }
+
+    /// How long a claim keeps other dispatchers off a row: longer than any one attempt.
+    fn lease(&self) -> Duration {
+        self.config.timeout * 2 + Duration::from_secs(1)
+    }
+
+    /// The wait after the `attempts`-th failed attempt.
+    pub fn backoff(config: &DeliveryConfig, attempts: u32) -> Duration {
+        let doublings = attempts.saturating_sub(1).min(32);
+        config
+            .backoff
+            .saturating_mul(2u32.saturating_pow(doublings))
+            .min(config.backoff_max)
+    }
+
+    /// Delivers until `shutdown` is cancelled, then stops claiming, waits for the sends in
+    /// flight (each bounded by the delivery timeout) and records them. Returns
+    /// `Err(StoreError::Fenced)` as soon as another epoch holds the fence (sends in flight are
+    /// abandoned: their rows stay claimed and are retried by the new controller). Other
+    /// database errors are logged and retried; they end the run only while shutting down.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
+        let concurrency = self.config.concurrency.max(1);
+        let mut tasks: JoinSet<Outcome> = JoinSet::new();
+        let mut unrecorded: Vec<Outcome> = Vec::new();
+        // Start with one pass: earlier controllers may have left failed rows unreported.
+        let mut reports = AdminReports {
+            failures: 1,
+            reported: 0,
+            running: None,
+            retry_at: None,
+            send_failures: 0,
+            disabled: !self.admin.is_configured(),
+        };
+        let mut claim_now = true;
+        let mut draining = false;
+        tracing::info!(epoch = %self.epoch, node = %self.node, "outbox dispatcher started");
+        loop {
+            if !unrecorded.is_empty() {
+                match self.record(&unrecorded).await {
+                    Ok(any_failed) => {
+                        unrecorded.clear();
+                        if any_failed {
+                            reports.failures += 1;
+                        }
+                        claim_now = true;
+                    }
+                    Err(e @ StoreError::Fenced { .. }) => {
+                        tasks.abort_all();
+                        return Err(e);
+                    }
+                    Err(e) if draining => {
+                        tracing::warn!(error = %e, rows = unrecorded.len(), "outbox results not recorded at shutdown; the rows will be sent again");
+                        tasks.abort_all();
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "recording outbox results failed; retrying")
+                    }
+                }
+            }
+            if !draining && claim_now && unrecorded.is_empty() && tasks.len() < concurrency {
+                claim_now = false;
+                match self.claim(concurrency - tasks.len()).await {
+                    Ok(rows) => {
+                        for row in rows {
+                            tasks.spawn(deliver(self.deliverer.clone(), row, self.config.timeout));
+                        }
+                    }
+                    Err(e @ StoreError::Fenced { .. }) => {
+                        tasks.abort_all();
+                        return Err(e);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "claiming outbox rows failed; retrying"),
+                }
+            }
+            if reports.failures > reports.reported
+                && !reports.disabled
+                && !draining
+                && reports.running.is_none()
+                && reports
+                    .retry_at
+                    .is_none_or(|t| t <= tokio::time::Instant::now())
+                && self.admin.is_due(AdminKind::FailedDeliveries)
+            {
+                let task = tokio::spawn(report_failed(
+                    self.store.clone(),
+                    self.epoch,
+                    self.admin.clone(),
+                ));
+                reports.running = Some((reports.failures, task));
+            }
+            if draining && tasks.is_empty() && unrecorded.is_empty() {
+                if let Some((_, task)) = reports.running.take() {
+                    let _ = task.await;
+                }
+                tracing::info!(epoch = %self.epoch, "outbox dispatcher stopped");
+                return Ok(());
+            }
+            tokio::select! {
+                _ = shutdown.cancelled(), if !draining => draining = true,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                    let mut collect = |j: Result<Outcome, tokio::task::JoinError>| match j {
+                        Ok(outcome) => unrecorded.push(outcome),
+                        // The row stays claimed and is tried again when the claim runs out.
+                        Err(e) => tracing::error!(error = %e, "an outbox delivery task died"),
+                    };
+                    collect(joined);
+                    while let Some(j) = tasks.try_join_next() {
+                        collect(j);
+                    }
+                    claim_now = true;
+                }
+                pass = async {
+                    match reports.running.as_mut() {
+                        Some((_, task)) => task.await,
+                        None => std::future::pending().await,
+                    }
+                }, if reports.running.is_some() =>
+                {
+                    let started_at = reports.running.take().map_or(0, |(g, _)| g);
+                    if !matches!(pass, Ok(Ok(AdminPass::SendFailed))) {
+                        reports.send_failures = 0;
+                        reports.retry_at = None;
+                    }
+                    match pass {
+                        // Rows that failed while the pass ran are reported by the next.
+                        Ok(Ok(AdminPass::Done)) => reports.reported = started_at,
+                        Ok(Ok(AdminPass::More | AdminPass::Suppressed)) => {}
+                        Ok(Ok(AdminPass::SendFailed)) => {
+                            reports.send_failures += 1;
+                            let wait = Dispatcher::backoff(&self.config, reports.send_failures);
+                            reports.retry_at = Some(tokio::time::Instant::now() + wait);
+                        }
+                        Ok(Ok(AdminPass::NotConfigured)) => reports.disabled = true,
+                        Ok(Err(e @ StoreError::Fenced { .. })) => {
+                            tasks.abort_all();
+                            return Err(e);
+                        }
+                        Ok(Err(e)) => tracing::warn!(error = %e, "reporting failed notifications"),
+                        Err(e) => tracing::error!(error = %e, "the admin report task died"),
+                    }
+                }
+                _ = self.wake.notified() => claim_now = true,
+                _ = tokio::time::sleep(self.poll) => claim_now = true,
+            }
+        }
+    }
+
+    /// Claims up to `limit` due rows for this node, with their contacts.
+    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
+        let mut fenced = FencedTx::begin(&self.store, self.epoch).await?;
+        let tx = fenced.tx();
+        let rows: Vec<Row> = tx
+            .exec(
+                "SELECT id, check_id, contact_id, attempts, payload FROM notification_outbox \
+                 WHERE state = 'pending' AND next_attempt_at <= NOW(3) \
+                 AND (claimed_until IS NULL OR claimed_until <= NOW(3)) \
+                 ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE",
+                (limit as u64,),
+            )
+            .await?;
+        if rows.is_empty() {
+            fenced.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let mut claimed = Vec::with_capacity(rows.len());
+        for mut row in rows {
+            let id: i64 = take(&mut row, 0)?;
+            let check_id: i64 = take(&mut row, 1)?;
+            let contact_id: i64 = take(&mut row, 2)?;
+            let attempts: i64 = take(&mut row, 3)?;
+            let payload: String = take(&mut row, 4)?;
+            claimed.push(Claimed {
+                id,
+                check_id: CheckId(check_id),
+                contact_id: ContactId(contact_id),
+                attempts: u32::try_from(attempts.max(0) + 1).unwrap_or(u32::MAX),
+                payload,
+                contact: None,
+            });
+        }
+        let ids = id_list(claimed.iter().map(|c| c.id));
+        let contact_ids = id_list(claimed.iter().map(|c| c.contact_id.0));
+        let contacts: Vec<(i64, String, String)> = tx
+            .query(format!(
+                "SELECT id, type, data FROM contacts WHERE id IN ({contact_ids})"
+            ))
+            .await?;
+        for c in &mut claimed {
+            c.contact = contacts
+                .iter()
+                .find(|(id, _, _)| *id == c.contact_id.0)
+                .map(|(id, kind, data)| ContactRow {
+                    id: ContactId(*id),
+                    kind: ContactKind::parse(kind),
+                    data: data.clone(),
+                });
+        }
+        tx.exec_drop(
+            format!(
+                "UPDATE notification_outbox SET claimed_by = ?, \
+                 claimed_until = NOW(3) + INTERVAL ? MICROSECOND, attempts = attempts + 1 \
+                 WHERE id IN ({ids})"
+            ),
+            (self.node.0.as_str(), micros(self.lease())),
+        )
+        .await?;
+        fenced.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Writes the outcomes; true when a row became `failed`.
+    async fn record(&self, outcomes: &[Outcome]) -> Result<bool, StoreError> {
+        let mut fenced = FencedTx::begin(&self.store, self.epoch).await?;
+        let tx = fenced.tx();
+        let mut any_failed = false;
+        for o in outcomes {
+            match &o.result {
+                Ok(delivered) => {
+                    tx.exec_drop(
+                        "UPDATE notification_outbox SET state = 'sent', sent_at = NOW(3), \
+                         last_error = NULL, claimed_by = NULL, claimed_until = NULL \
+                         WHERE id = ? AND state = 'pending'",
+                        (o.id,),
+                    )
+                    .await?;
+                    if let Some((kind, sid)) = &delivered.charge {
+                        tx.exec_drop(
+                            "INSERT INTO charges (check_id, type, data) VALUES (?, ?, ?)",
+                            (o.check_id.0, *kind, sid.as_str()),
+                        )
+                        .await?;
+                    }
+                    tracing::debug!(row = o.id, check_id = %o.check_id, "notification sent");
+                }
+                Err(e) if e.retry == Retry::Later && o.attempts < self.config.attempts => {
+                    let wait = Dispatcher::backoff(&self.config, o.attempts);
+                    tx.exec_drop(
+                        "UPDATE notification_outbox SET next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND, \
+                         last_error = ?, claimed_by = NULL, claimed_until = NULL \
+                         WHERE id = ? AND state = 'pending'",
+                        (micros(wait), clip(&e.message), o.id),
+                    )
+                    .await?;
+                    tracing::info!(row = o.id, check_id = %o.check_id, attempts = o.attempts, retry_in = ?wait, error = %e, "notification not delivered; will retry");
+                }
+                Err(e) => {
+                    let message = if e.retry == Retry::Later {
+                        format!("gave up after {} attempts: {}", o.attempts, e.message)
+                    } else {
+                        e.message.clone()
+                    };
+                    tx.exec_drop(
+                        "UPDATE notification_outbox SET state = 'failed', last_error = ?, \
+                         claimed_by = NULL, claimed_until = NULL WHERE id = ? AND state = 'pending'",
+                        (clip(&message), o.id),
+                    )
+                    .await?;
+                    any_failed = true;
+                    tracing::warn!(row = o.id, check_id = %o.check_id, attempts = o.attempts, error = %message, "notification failed for good");
+                }
+            }
+        }
+        fenced.commit().await?;
+        Ok(any_failed)
+    }
+}
+
+/// One delivery attempt, bounded by `timeout` whatever the deliverer does.
+async fn deliver(deliverer: Arc<dyn Deliverer>, row: Claimed, timeout: Duration) -> Outcome {
+    let result = match (
+        &row.contact,
+        serde_json::from_str::<Notification>(&row.payload),
+    ) {
+        (None, _) => Err(DeliveryError::never(format!(
+            "contact {} no longer exists",
+            row.contact_id
+        ))),
+        (_, Err(e)) => Err(DeliveryError::never(format!(
+            "the stored notification cannot be read: {e}"
+        ))),
+        (Some(contact), Ok(n)) => {
+            match tokio::time::timeout(timeout, deliverer.deliver(contact, &n)).await {
+                Ok(r) => r,
+                Err(_) => Err(DeliveryError::later(format!(
+                    "delivery timed out after {timeout:?}"
+                ))),
+            }
+        }
+    };
+    Outcome {
+        id: row.id,
+        check_id: row.check_id,
+        attempts: row.attempts,
+        result,
+    }
+}
+
+/// `id, event_id, check_id, contact_id, attempts, last_error, payload` of a failed row.
+type FailedRow = (i64, i64, i64, i64, i64, Option<String>, String);
+
+/// One admin pass: lists unreported failed rows in one mail and marks them reported.
+async fn report_failed(
+    store: Store,
+    epoch: Epoch,
+    admin: Arc<AdminNotifier>,
+) -> Result<AdminPass, StoreError> {
+    let rows: Vec<FailedRow> = {
+        let mut conn = store.conn().await?;
+        conn.exec(
+            "SELECT id, event_id, check_id, contact_id, attempts, last_error, payload \
+             FROM notification_outbox WHERE state = 'failed' AND admin_notified = 0 \
+             ORDER BY id LIMIT ?",
+            (ADMIN_LIST_LIMIT as u64 + 1,),
+        )
+        .await?
+    };
+    if rows.is_empty() {
+        return Ok(AdminPass::Done);
+    }
+    let more = rows.len() > ADMIN_LIST_LIMIT;
+    let listed = &rows[..rows.len().min(ADMIN_LIST_LIMIT)];
+    let mut body = format!(
+        "{} notification(s) could not be delivered and were given up:\n",
+        listed.len()
+    );
+    for (id, event, check, contact, attempts, error, payload) in listed {
+        let name = serde_json::from_str::<Notification>(payload)
+            .map(|n| format!("{} ({} -> {})", n.name, n.old_status, n.new_status))
+            .unwrap_or_else(|_| "?".into());
+        body.push_str(&format!(
+            "\n- outbox row {id}: event {event}, check {check} {name}, contact {contact}, \
+             {attempts} attempt(s): {}",
+            error.as_deref().unwrap_or("(no error recorded)")
+        ));
+    }
+    if more {
+        body.push_str("\n\nMore failed notifications follow in the next notice.");
+    }
+    body.push_str(
+        "\n\nSee notification_outbox (state = 'failed') for details. \
+         `gobearmon contact test ID` tries a contact again.",
+    );
+    match admin.notify(AdminKind::FailedDeliveries, &body).await {
+        AdminOutcome::Sent => {}
+        AdminOutcome::NotConfigured => return Ok(AdminPass::NotConfigured),
+        AdminOutcome::Suppressed => return Ok(AdminPass::Suppressed),
+        AdminOutcome::Failed(_) => return Ok(AdminPass::SendFailed),
+    }
+    let ids = id_list(listed.iter().map(|r| r.0));
+    let mut fenced = FencedTx::begin(&store, epoch).await?;
+    fenced
+        .tx()
+        .query_drop(format!(
+            "UPDATE notification_outbox SET admin_notified = 1 WHERE id IN ({ids})"
+        ))
+        .await?;
+    fenced.commit().await?;
+    Ok(if more {
+        AdminPass::More
+    } else {
+        AdminPass::Done
+    })
+}
+
+/// Column `i` of a row; a NULL or a type mismatch is a schema problem.
+fn take<T: mysql_async::prelude::FromValue>(row: &mut Row, i: usize) -> Result<T, StoreError> {
+    row.take_opt::<T, usize>(i)
+        .and_then(|r| r.ok())
+        .ok_or_else(|| StoreError::Schema(format!("notification_outbox: column {i} unreadable")))
+}
+
+/// Comma-separated integers for an `IN (...)` list (integers only, so nothing to escape).
+fn id_list(ids: impl Iterator<Item = i64>) -> String {
+    ids.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> DeliveryConfig {
+        DeliveryConfig {
+            attempts: 8,
+            backoff: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(60),
+            timeout: Duration::from_secs(30),
+            concurrency: 16,
+            admin_interval: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let c = config();
+        let waits: Vec<u64> = (1..=6)
+            .map(|a| Dispatcher::backoff(&c, a).as_secs())
+            .collect();
+        assert_eq!(waits, vec![5, 10, 20, 40, 60, 60]);
+        assert_eq!(Dispatcher::backoff(&c, 1000).as_secs(), 60);
+    }
+
+    #[test]
+    fn errors_are_clipped_on_a_char_boundary() {
+        let long = "é".repeat(2000);
+        let clipped = clip(&long);
+        assert_eq!(clipped.chars().count(), MAX_ERROR_CHARS + 3);
+        assert_eq!(clip("short"), "short");
+    }
+}

@@ -1,0 +1,273 @@
+//! What a notification says: gobearmon's texts (reference section 3), kept word for word, and
+//! the JSON body of the `webhook` contact type. Pure functions; the check data is always
+//! redacted first.
+
+use serde::Serialize;
+
+use super::Notification;
+use super::redact;
+use crate::model::CheckStatus;
+
+/// `Check offline: NAME` (gobearmon's subject).
+pub fn email_subject(n: &Notification) -> String {
+    format!("Check {}: {}", n.new_status, n.name)
+}
+
+/// The first line shared by email and SMS: `Check [NAME] is now online.` or
+/// `Check [NAME] is now offline: MESSAGE`.
+fn headline(n: &Notification) -> String {
+    match n.new_status {
+        CheckStatus::Online => format!("Check [{}] is now online.", n.name),
+        CheckStatus::Offline => format!("Check [{}] is now offline: {}", n.name, n.message),
+    }
+}
+
+/// gobearmon's email body, with the check data redacted.
+pub fn email_body(n: &Notification) -> String {
+    format!(
+        "{}\n\nID: {}\nName: {}\nType: {}\nData: {}\n\ngobearmon",
+        headline(n),
+        n.check_id,
+        n.name,
+        n.check_type,
+        redact::check_data(&n.data)
+    )
+}
+
+/// gobearmon's SMS text.
+pub fn sms(n: &Notification) -> String {
+    headline(n)
+}
+
+/// The words a voice call speaks (gobearmon's text; for online the message is usually empty,
+/// so it ends with `Reason is . `).
+pub fn voice(n: &Notification) -> String {
+    format!(
+        "This is a monitoring-related call from go bear mon . The check . {} . has been recorded . {} . Reason is . {}",
+        n.name, n.new_status, n.message
+    )
+}
+
+/// The inline TwiML of a call: `<Response><Say>` the [`voice`] text `</Say></Response>`.
+pub fn voice_twiml(n: &Notification) -> String {
+    format!("<Response><Say>{}</Say></Response>", xml_escape(&voice(n)))
+}
+
+/// Escapes the five XML special characters.
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The form fields of contact type `http` (gobearmon's webhook), in gobearmon's order (keys
+/// sorted): `check_id`, `data` (redacted), `message`, `name`, `status`, `type`.
+pub fn form_fields(n: &Notification) -> Vec<(&'static str, String)> {
+    vec![
+        ("check_id", n.check_id.to_string()),
+        ("data", redact::check_data(&n.data)),
+        ("message", n.message.clone()),
+        ("name", n.name.clone()),
+        ("status", n.new_status.to_string()),
+        ("type", n.check_type.clone()),
+    ]
+}
+
+/// The `schema` value of [`WebhookBody`]. A change that removes or retypes a field gets a new
+/// version; new fields may be added within a version.
+pub const WEBHOOK_SCHEMA: &str = "gobearmon.webhook.v1";
+
+/// The JSON body of contact type `webhook`, schema `gobearmon.webhook.v1`:
+///
+/// ```json
+/// {
+///   "schema": "gobearmon.webhook.v1",
+///   "event_id": 42,
+///   "test": false,
+///   "check": {"id": 7, "name": "web1", "type": "http"},
+///   "old_status": "online",
+///   "new_status": "offline",
+///   "message": "status mismatch, got 500 but expected 200",
+///   "time": "2026-11-21T10:00:00.123Z",
+///   "confirmed_by": ["w1", "w2"]
+/// }
+/// ```
+///
+/// `event_id` is the `check_events` row (0 for a test), also sent as the `Idempotency-Key`
+/// header; `time` is the flip's time in UTC (RFC 3339, milliseconds); `confirmed_by` lists the
+/// workers whose results made the flip (empty when unknown). The check's parameters are not
+/// included.
+#[derive(Debug, Serialize)]
+pub struct WebhookBody<'a> {
+    pub schema: &'static str,
+    pub event_id: i64,
+    pub test: bool,
+    pub check: WebhookCheck<'a>,
+    pub old_status: CheckStatus,
+    pub new_status: CheckStatus,
+    pub message: &'a str,
+    pub time: String,
+    pub confirmed_by: Vec<&'a str>,
+}
+
+/// The `check` object of [`WebhookBody`].
+#[derive(Debug, Serialize)]
+pub struct WebhookCheck<'a> {
+    pub id: i64,
+    pub name: &'a str,
+    #[serde(rename = "type")]
+    pub check_type: &'a str,
+}
+
+/// The [`WebhookBody`] of `n`, serialized.
+pub fn webhook_json(n: &Notification) -> Vec<u8> {
+    let body = WebhookBody {
+        schema: WEBHOOK_SCHEMA,
+        event_id: n.event_id.0,
+        test: n.test,
+        check: WebhookCheck {
+            id: n.check_id.0,
+            name: &n.name,
+            check_type: &n.check_type,
+        },
+        old_status: n.old_status,
+        new_status: n.new_status,
+        message: &n.message,
+        time: rfc3339_ms(n.time_ms),
+        confirmed_by: n.confirmed_by.iter().map(|w| w.0.as_str()).collect(),
+    };
+    // Serializing a struct of strings, integers and enums into memory cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch (UTC; proleptic Gregorian
+/// calendar, days-from-civil inverted).
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    let secs = unix_ms.div_euclid(1000);
+    let ms = unix_ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+/// Year, month, day of the day `z` days after 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CheckId, NodeId};
+    use crate::notify::EventId;
+
+    fn flip(status: CheckStatus, message: &str) -> Notification {
+        Notification {
+            event_id: EventId(42),
+            check_id: CheckId(7),
+            name: "my http check".into(),
+            check_type: "http".into(),
+            data: r#"{"url":"http://x/","password":"hunter2"}"#.into(),
+            old_status: status.opposite(),
+            new_status: status,
+            message: message.into(),
+            time_ms: 1_795_000_000_123,
+            confirmed_by: vec![NodeId("w1".into()), NodeId("w2".into())],
+            test: false,
+        }
+    }
+
+    #[test]
+    fn email_texts_are_gobearmons() {
+        let n = flip(CheckStatus::Offline, "connection refused");
+        assert_eq!(email_subject(&n), "Check offline: my http check");
+        assert_eq!(
+            email_body(&n),
+            "Check [my http check] is now offline: connection refused\n\nID: 7\nName: my http check\nType: http\nData: {\"password\":\"<redacted>\",\"url\":\"http://x/\"}\n\ngobearmon"
+        );
+        let n = flip(CheckStatus::Online, "");
+        assert_eq!(email_subject(&n), "Check online: my http check");
+        assert!(email_body(&n).starts_with("Check [my http check] is now online.\n\nID: 7\n"));
+        assert!(!email_body(&n).contains("hunter2"));
+    }
+
+    #[test]
+    fn sms_and_voice_texts_are_gobearmons() {
+        let n = flip(CheckStatus::Offline, "timeout <5s> & more");
+        assert_eq!(
+            sms(&n),
+            "Check [my http check] is now offline: timeout <5s> & more"
+        );
+        assert_eq!(
+            voice(&n),
+            "This is a monitoring-related call from go bear mon . The check . my http check . has been recorded . offline . Reason is . timeout <5s> & more"
+        );
+        assert_eq!(
+            voice_twiml(&n),
+            "<Response><Say>This is a monitoring-related call from go bear mon . The check . my http check . has been recorded . offline . Reason is . timeout &lt;5s&gt; &amp; more</Say></Response>"
+        );
+        assert!(voice(&flip(CheckStatus::Online, "")).ends_with("Reason is . "));
+    }
+
+    #[test]
+    fn form_fields_are_sorted_and_redacted() {
+        let fields = form_fields(&flip(CheckStatus::Offline, "down"));
+        let keys: Vec<_> = fields.iter().map(|(k, _)| *k).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(!fields.iter().any(|(_, v)| v.contains("hunter2")));
+    }
+
+    #[test]
+    fn webhook_body_follows_schema_v1() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&webhook_json(&flip(CheckStatus::Offline, "down"))).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "schema": "gobearmon.webhook.v1",
+                "event_id": 42,
+                "test": false,
+                "check": {"id": 7, "name": "my http check", "type": "http"},
+                "old_status": "online",
+                "new_status": "offline",
+                "message": "down",
+                "time": "2026-11-18T11:06:40.123Z",
+                "confirmed_by": ["w1", "w2"]
+            })
+        );
+    }
+
+    #[test]
+    fn rfc3339_matches_known_dates() {
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+}

@@ -1,0 +1,324 @@
+//! The `http` check: one request with reqwest over rustls (ring).
+//!
+//! Like gobearmon: User-Agent `gobearmon` (a header may override it), `Accept-Encoding: gzip`
+//! with transparent decoding, no proxy from the environment, a fresh connection per run (no
+//! idle connections are kept), up to 10 redirects, the status checked before the body, and
+//! without expectations any HTTP answer is online. Fixed: the body goes out with
+//! `Content-Length`, a `Host` header overrides the host whatever its case, the body read for
+//! `expect_substring` is capped at [`BODY_CAP`], and `follow_redirects: false` judges the
+//! first answer.
+
+use std::error::Error as _;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use rustls_pki_types::CertificateDer;
+use tokio::time::{Instant, timeout_at};
+
+use super::spec::{HttpSpec, redact_url};
+use super::{Details, Finding, ProbeContext, ProbeError, is_local_exhaustion};
+
+/// At most this many bytes of the (decoded) body are read to look for `expect_substring`
+/// (1 MiB). A substring beyond it counts as not found.
+pub const BODY_CAP: usize = 1 << 20;
+
+/// Redirects followed before the request fails (Go's default policy).
+const MAX_REDIRECTS: usize = 10;
+
+pub(crate) fn build_client(
+    insecure: bool,
+    follow_redirects: bool,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<reqwest::Client, ProbeError> {
+    crate::tlsutil::install_default_provider();
+    let setup = |e: reqwest::Error| ProbeError::Setup {
+        what: "HTTP",
+        message: error_chain(&e),
+    };
+    let mut roots = Vec::with_capacity(extra_roots.len());
+    for der in extra_roots {
+        roots.push(reqwest::Certificate::from_der(der).map_err(setup)?);
+    }
+    let policy = if follow_redirects {
+        reqwest::redirect::Policy::limited(MAX_REDIRECTS)
+    } else {
+        reqwest::redirect::Policy::none()
+    };
+    let mut builder = reqwest::Client::builder()
+        .user_agent("gobearmon")
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        // One short exchange per connection: TCP keepalive would only cost four setsockopt
+        // calls per run.
+        .tcp_keepalive(None)
+        .tcp_keepalive_interval(None)
+        .tcp_keepalive_retries(None)
+        .redirect(policy)
+        .tls_danger_accept_invalid_certs(insecure);
+    if !roots.is_empty() {
+        builder = builder.tls_certs_merge(roots);
+    }
+    builder.build().map_err(setup)
+}
+
+pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
+    let mut details = Details::default();
+    let url = match reqwest::Url::parse(&spec.url) {
+        Ok(u) => u,
+        Err(e) => {
+            return Ok(Finding::offline(
+                format!(
+                    "error creating HTTP request: parse \"{}\": {e}",
+                    redact_url(&spec.url)
+                ),
+                details,
+            ));
+        }
+    };
+    let method = match reqwest::Method::from_bytes(spec.method.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => {
+            return Ok(Finding::offline(
+                format!(
+                    "error creating HTTP request: net/http: invalid method \"{}\"",
+                    spec.method
+                ),
+                details,
+            ));
+        }
+    };
+    let headers = match request_headers(spec) {
+        Ok(h) => h,
+        Err(e) => {
+            return Ok(Finding::offline(
+                format!("error creating HTTP request: {e}"),
+                details,
+            ));
+        }
+    };
+
+    let client = ctx.http_client(spec.insecure, spec.follow_redirects)?;
+    // One deadline for the whole exchange (connect, TLS, redirects, headers, body), kept here
+    // rather than in reqwest so a run arms a single timer.
+    let limit = Duration::from_secs(spec.timeout_secs);
+    let deadline = Instant::now() + limit;
+    let timed_out = || format!("timeout ({} s) exceeded", spec.timeout_secs);
+    let mut request = client.request(method.clone(), url.clone()).headers(headers);
+    if !spec.body.is_empty() {
+        request = request.body(spec.body.clone());
+    }
+    let performing = |why: String| {
+        format!(
+            "error performing HTTP request: {} \"{}\": {why}",
+            go_method_name(&method),
+            redact_url(url.as_str()),
+        )
+    };
+    let sent = match timeout_at(deadline, request.send()).await {
+        Ok(r) => r,
+        Err(_) => return Ok(Finding::offline(performing(timed_out()), details)),
+    };
+    let mut response = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(io) = io_source(&e).filter(|io| is_local_exhaustion(io)) {
+                return Err(ProbeError::Resources(std::io::Error::new(
+                    io.kind(),
+                    io.to_string(),
+                )));
+            }
+            return Ok(Finding::offline(performing(error_chain(&e)), details));
+        }
+    };
+    if let Some(addr) = response.remote_addr() {
+        details.address = Some(addr.ip().to_string());
+    }
+    let status = response.status().as_u16();
+    details.http_status = Some(status);
+
+    if spec.expect_status != 0 && spec.expect_status != i64::from(status) {
+        return Ok(Finding::offline(
+            format!(
+                "status mismatch, got {status} but expected {}",
+                spec.expect_status
+            ),
+            details,
+        ));
+    }
+    if !spec.expect_substring.is_empty() {
+        let needle = spec.expect_substring.as_bytes();
+        let found = match timeout_at(deadline, find_in_body(&mut response, needle)).await {
+            Ok(r) => r.map_err(|e| error_chain(&e)),
+            Err(_) => Err(timed_out()),
+        };
+        match found {
+            Ok(true) => {}
+            Ok(false) => {
+                return Ok(Finding::offline(
+                    format!(
+                        "expected substring [{}] was not found in the response body",
+                        spec.expect_substring
+                    ),
+                    details,
+                ));
+            }
+            Err(why) => {
+                return Ok(Finding::offline(
+                    format!("error reading HTTP response body: {why}"),
+                    details,
+                ));
+            }
+        }
+    }
+    // Dropping the response closes the connection without reading the rest of the body.
+    Ok(Finding::online(details))
+}
+
+/// Reads the body until `needle` shows up, the body ends, or [`BODY_CAP`] bytes were read.
+async fn find_in_body(
+    response: &mut reqwest::Response,
+    needle: &[u8],
+) -> Result<bool, reqwest::Error> {
+    let mut buf: Vec<u8> = Vec::new();
+    while buf.len() < BODY_CAP {
+        let Some(chunk) = response.chunk().await? else {
+            break;
+        };
+        // Only the new bytes (and the needle's length minus one before them) can hold a
+        // match that was not there before.
+        let search_from = buf.len().saturating_sub(needle.len().saturating_sub(1));
+        let take = chunk.len().min(BODY_CAP - buf.len());
+        buf.extend_from_slice(&chunk[..take]);
+        if contains(&buf[search_from..], needle) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The request headers: the check's `headers` in order (`Host` included, whatever its case),
+/// then basic auth, which replaces an `Authorization` header as in gobearmon.
+fn request_headers(spec: &HttpSpec) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (k, v) in &spec.headers {
+        let name = HeaderName::from_bytes(k.as_bytes())
+            .map_err(|_| format!("invalid header field name \"{k}\""))?;
+        let mut value = HeaderValue::from_str(v)
+            .map_err(|_| format!("invalid header field value for \"{k}\""))?;
+        if super::spec::is_sensitive_header(k) {
+            value.set_sensitive(true);
+        }
+        map.insert(name, value);
+    }
+    if !spec.username.is_empty() {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", spec.username, spec.password));
+        let mut value = HeaderValue::from_str(&format!("Basic {token}"))
+            .map_err(|_| "invalid basic auth credentials".to_owned())?;
+        value.set_sensitive(true);
+        map.insert(AUTHORIZATION, value);
+    }
+    Ok(map)
+}
+
+/// Go's spelling of the method in client errors (`Get "http://..."`).
+fn go_method_name(m: &reqwest::Method) -> String {
+    let s = m.as_str();
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.chars().enumerate() {
+        if i == 0 {
+            out.push(c.to_ascii_uppercase());
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// The error and its sources, `: `-separated, without the URL reqwest would print (the caller
+/// prints a redacted one).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = match s.downcast_ref::<std::io::Error>() {
+            Some(io) => super::tcp::io_text(io),
+            None => s.to_string(),
+        };
+        if parts.last() != Some(&text) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    if parts.is_empty() {
+        // No sources: reqwest's own text (builder, redirect, decode errors).
+        parts.push(e.without_url_ref());
+    }
+    parts.join(": ")
+}
+
+fn io_source(e: &reqwest::Error) -> Option<&std::io::Error> {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// reqwest's own message without the URL part.
+trait WithoutUrlRef {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrlRef for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let text = self.to_string();
+        match self.url() {
+            Some(u) => text
+                .replace(&format!(" for url ({u})"), "")
+                .replace(&format!(" ({u})"), ""),
+            None => text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substring_search() {
+        assert!(contains(b"status: READY", b"READY"));
+        assert!(!contains(b"NOT", b"READY"));
+        assert!(contains(b"x", b""));
+    }
+
+    #[test]
+    fn method_names_like_go() {
+        assert_eq!(go_method_name(&reqwest::Method::GET), "Get");
+        assert_eq!(go_method_name(&reqwest::Method::POST), "Post");
+    }
+
+    #[test]
+    fn basic_auth_replaces_authorization_header() {
+        let crate::probe::CheckSpec::Http(spec) = crate::probe::CheckSpec::parse(
+            "http",
+            r#"{"url":"http://x/","headers":{"authorization":"Bearer t","Host":"v.test"},
+                "username":"u","password":"p"}"#,
+        ) else {
+            panic!()
+        };
+        let h = request_headers(&spec).unwrap();
+        assert_eq!(h.get_all(AUTHORIZATION).iter().count(), 1);
+        assert_eq!(h[AUTHORIZATION], "Basic dTpw");
+        assert_eq!(h["host"], "v.test");
+    }
+}

@@ -1,0 +1,347 @@
+//! The check types workers run: `http`, `tcp`, `icmp`, `ssl_expire` and `dns`, with
+//! gobearmon's parameters, defaults and messages, and its defects fixed.
+//!
+//! # Layout
+//!
+//! - `spec.rs`: [`CheckSpec`], a `checks` row parsed once (Go `encoding/json` rules from
+//!   `gojson.rs`), and [`redact_data`] for notifications.
+//! - `http.rs`, `tcp.rs`, `icmp.rs`, `tls.rs` (`ssl_expire`), `dns.rs`: one check type each.
+//! - this file: [`run`], [`ProbeContext`] (the worker's shared clients and sockets),
+//!   [`ProbeOutcome`] and [`ProbeError`].
+//!
+//! Every run is bounded by its check's timeouts and by [`CheckSpec::max_duration`]; how many
+//! run at once is the caller's limit (the worker's `num_threads`).
+//!
+//! A target that is down is data: `Ok(ProbeOutcome { status: Offline, .. })`. An `Err` means
+//! this worker could not run the check at all (no ICMP socket permission, out of file
+//! descriptors, a bug caught as a panic): gobearmon's `fail`, which never votes.
+
+mod dns;
+mod gojson;
+mod http;
+mod icmp;
+mod spec;
+mod tcp;
+mod tls;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use rustls_pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+
+use crate::model::CheckStatus;
+
+pub use http::BODY_CAP;
+pub use icmp::{PACKET_INTERVAL, PACKET_TIMEOUT, RUN_DEADLINE as ICMP_RUN_DEADLINE};
+pub use spec::{
+    CheckSpec, DnsRecordType, DnsSpec, HttpSpec, IcmpSpec, IpFamily, LossRule, REDACTED, TcpSpec,
+    TlsSpec, clamp_timeout, is_sensitive_header, redact_data, redact_url,
+};
+
+/// What one run found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProbeOutcome {
+    pub status: CheckStatus,
+    /// Empty when online; gobearmon's text when offline.
+    pub message: String,
+    /// Wall time of the run, in milliseconds.
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub details: Details,
+}
+
+/// Measurements a run reports beside its verdict; which fields are set depends on the check
+/// type. Absent fields are left out of the JSON.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Details {
+    /// The IP address the check talked to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// http: the final response's status code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// icmp: echo requests sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets_sent: Option<u32>,
+    /// icmp: echo replies received in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets_received: Option<u32>,
+    /// icmp: lost packets in percent of those sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_percent: Option<f64>,
+    /// icmp: round trip of the replies, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_min_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_avg_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_max_ms: Option<f64>,
+    /// ssl_expire: whole days until the earliest expiry (negative once expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days_remaining: Option<i64>,
+    /// ssl_expire: that certificate's `notAfter`, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// ssl_expire: that certificate's subject common name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common_name: Option<String>,
+    /// ssl_expire: its position in the presented chain (0 is the leaf).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_position: Option<usize>,
+    /// ssl_expire: certificates the server presented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<usize>,
+    /// dns: the response code (`NOERROR`, `NXDOMAIN`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rcode: Option<String>,
+    /// dns: the answer section, one presentation line per record
+    /// (`name\tTTL\tIN\tTYPE\trdata`), at most 32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answers: Option<Vec<String>>,
+    /// dns: `udp`, or `tcp` after a truncated UDP answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<String>,
+}
+
+/// Why this worker could not run a check. None of these is the target's doing, so none of
+/// them votes. Retrying on another worker is the right reaction; retrying here only helps for
+/// [`ProbeError::Resources`].
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// Opening an ICMP socket failed (raw sockets need root or CAP_NET_RAW, datagram ICMP
+    /// needs `net.ipv4.ping_group_range`).
+    #[error("cannot open ICMP socket: {0}")]
+    IcmpSocket(io::Error),
+    /// The worker ran out of something local: file descriptors, buffers, ephemeral ports.
+    #[error("worker out of resources: {0}")]
+    Resources(io::Error),
+    /// A client could not be built (for example the system certificate store is unreadable).
+    #[error("cannot set up the {what} client: {message}")]
+    Setup { what: &'static str, message: String },
+    /// A bug: the check panicked. The panic was contained.
+    #[error("check panicked: {0}")]
+    Panicked(String),
+}
+
+/// What a check type's runner decides; [`run`] adds the duration.
+pub(crate) struct Finding {
+    status: CheckStatus,
+    message: String,
+    details: Details,
+}
+
+impl Finding {
+    pub(crate) fn online(details: Details) -> Finding {
+        Finding {
+            status: CheckStatus::Online,
+            message: String::new(),
+            details,
+        }
+    }
+
+    pub(crate) fn offline(message: impl Into<String>, details: Details) -> Finding {
+        Finding {
+            status: CheckStatus::Offline,
+            message: message.into(),
+            details,
+        }
+    }
+}
+
+/// True for socket errors that say this machine ran out of something, not that the target
+/// misbehaved: those make the run a [`ProbeError::Resources`].
+pub(crate) fn is_local_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
+}
+
+/// What a worker shares between check runs: the `[dns] server` default, extra trusted CA
+/// certificates, and lazily built HTTP clients, TLS config and ICMP sockets.
+///
+/// Cheap to clone (clones share the clients). The ICMP sockets' receive tasks run on the tokio
+/// runtime that first uses them, so keep one context per runtime.
+#[derive(Clone, Default)]
+pub struct ProbeContext {
+    /// The nameserver of dns checks that name none (`[dns] server`); `None` means the local
+    /// host, port 53, as in gobearmon.
+    pub dns_server: Option<String>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// CA certificates trusted by http checks in addition to the system store.
+    extra_roots: Vec<CertificateDer<'static>>,
+    /// Indexed by `insecure as usize * 2 + follow_redirects as usize`.
+    http: [OnceLock<reqwest::Client>; 4],
+    tls: OnceLock<Arc<rustls::ClientConfig>>,
+    icmp_v4: tokio::sync::Mutex<Option<icmp::Pinger>>,
+    icmp_v6: tokio::sync::Mutex<Option<icmp::Pinger>>,
+}
+
+impl ProbeContext {
+    /// A context whose dns checks default to `dns_server` (`[dns] server`).
+    pub fn new(dns_server: Option<String>) -> ProbeContext {
+        ProbeContext {
+            dns_server,
+            shared: Arc::default(),
+        }
+    }
+
+    /// Also trust these CA certificates (DER) for http checks, beside the system store.
+    /// Returns a context with fresh clients.
+    pub fn with_extra_roots(self, roots: Vec<CertificateDer<'static>>) -> ProbeContext {
+        ProbeContext {
+            dns_server: self.dns_server,
+            shared: Arc::new(Shared {
+                extra_roots: roots,
+                ..Shared::default()
+            }),
+        }
+    }
+
+    fn http_client(
+        &self,
+        insecure: bool,
+        follow_redirects: bool,
+    ) -> Result<&reqwest::Client, ProbeError> {
+        let slot = &self.shared.http[insecure as usize * 2 + follow_redirects as usize];
+        if let Some(c) = slot.get() {
+            return Ok(c);
+        }
+        let client = http::build_client(insecure, follow_redirects, &self.shared.extra_roots)?;
+        // Two runs may build at once; either client will do.
+        Ok(slot.get_or_init(|| client))
+    }
+
+    fn tls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.shared.tls.get_or_init(tls::client_config).clone()
+    }
+
+    async fn pinger(&self, ip: IpAddr) -> Result<icmp::Pinger, ProbeError> {
+        let slot = if ip.is_ipv4() {
+            &self.shared.icmp_v4
+        } else {
+            &self.shared.icmp_v6
+        };
+        let mut guard = slot.lock().await;
+        if let Some(p) = guard.as_ref() {
+            return Ok(p.clone());
+        }
+        // A failure is not cached: permissions or limits may change.
+        let p = icmp::Pinger::new(ip.is_ipv6())?;
+        *guard = Some(p.clone());
+        Ok(p)
+    }
+}
+
+impl fmt::Debug for ProbeContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProbeContext")
+            .field("dns_server", &self.dns_server)
+            .field("extra_roots", &self.shared.extra_roots.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs one check now. Every run ends within [`CheckSpec::max_duration`], whatever the target
+/// does; a panic inside a check is contained and reported as [`ProbeError::Panicked`].
+pub async fn run(spec: &CheckSpec, ctx: &ProbeContext) -> Result<ProbeOutcome, ProbeError> {
+    let started = Instant::now();
+    let bound = spec.max_duration();
+    let finding = bounded(bound, run_inner(spec, ctx)).await?;
+    Ok(ProbeOutcome {
+        status: finding.status,
+        message: finding.message,
+        duration_ms: started.elapsed().as_millis().min(u64::MAX as u128) as u64,
+        details: finding.details,
+    })
+}
+
+async fn bounded(
+    bound: Duration,
+    fut: impl Future<Output = Result<Finding, ProbeError>>,
+) -> Result<Finding, ProbeError> {
+    match tokio::time::timeout(bound, AssertUnwindSafe(fut).catch_unwind()).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            tracing::error!(panic = %what, "a check panicked; it was contained");
+            Err(ProbeError::Panicked(what))
+        }
+        // Each check type bounds itself well inside this; reaching it means the target held
+        // us longer than any of its own timeouts allowed, which is the target's failure.
+        Err(_) => Ok(Finding::offline(
+            format!("check timed out after {} s", bound.as_secs()),
+            Details::default(),
+        )),
+    }
+}
+
+async fn run_inner(spec: &CheckSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
+    match spec {
+        CheckSpec::Http(s) => http::run(s, ctx).await,
+        CheckSpec::Tcp(s) => tcp::run(s).await,
+        CheckSpec::Icmp(s) => icmp::run(s, ctx).await,
+        CheckSpec::SslExpire(s) => tls::run(s, ctx).await,
+        CheckSpec::Dns(s) => dns::run(s, ctx).await,
+        CheckSpec::Invalid { message } => Ok(Finding::offline(message.clone(), Details::default())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn invalid_specs_run_offline() {
+        let ctx = ProbeContext::default();
+        let out = run(&CheckSpec::parse("bogus", "{}"), &ctx).await.unwrap();
+        assert_eq!(out.status, CheckStatus::Offline);
+        assert_eq!(out.message, "invalid check type: bogus");
+    }
+
+    #[tokio::test]
+    async fn panics_are_contained() {
+        let r = bounded(Duration::from_secs(1), async { panic!("boom") }).await;
+        assert!(matches!(r, Err(ProbeError::Panicked(m)) if m == "boom"));
+    }
+
+    #[tokio::test]
+    async fn outer_bound_holds() {
+        let r = bounded(Duration::from_millis(100), std::future::pending()).await;
+        let f = r.unwrap();
+        assert_eq!(f.status, CheckStatus::Offline);
+        assert_eq!(f.message, "check timed out after 0 s");
+    }
+
+    #[test]
+    fn outcome_json_shape() {
+        let out = ProbeOutcome {
+            status: CheckStatus::Online,
+            message: String::new(),
+            duration_ms: 7,
+            details: Details {
+                http_status: Some(200),
+                ..Details::default()
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            r#"{"status":"online","message":"","duration_ms":7,"details":{"http_status":200}}"#
+        );
+    }
+}

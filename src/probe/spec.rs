@@ -1,0 +1,692 @@
+//! Typed check definitions: a `checks` row's `type` and `data` parsed once, when the row is
+//! loaded, with gobearmon's defaults and clamps applied. A row that cannot be parsed becomes
+//! [`CheckSpec::Invalid`], which keeps gobearmon's error text and reports it on every run.
+//!
+//! Also here: [`redact_data`], the raw parameters with secrets replaced, for notifications.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::gojson::{self, Fields, Json};
+
+/// HTTP and TCP timeout when none (or 0) is given, in seconds.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
+/// Smallest HTTP and TCP timeout; smaller values are raised to it.
+pub const MIN_TIMEOUT_SECS: u64 = 3;
+/// Largest HTTP and TCP timeout; larger values are lowered to it.
+pub const MAX_TIMEOUT_SECS: u64 = 30;
+/// ICMP echo requests per run when `count` is not given.
+pub const DEFAULT_PING_COUNT: u32 = 5;
+/// Upper bound of `count`: every packet must fit in the run's deadline.
+pub const MAX_PING_COUNT: u32 = 20;
+/// What replaces a secret in `Debug` output and in [`redact_data`].
+pub const REDACTED: &str = "<redacted>";
+
+/// gobearmon's timeout clamp: 0 -> 10 s, below 3 -> 3 s, above 30 -> 30 s.
+pub fn clamp_timeout(secs: i64) -> u64 {
+    match secs {
+        0 => DEFAULT_TIMEOUT_SECS,
+        s if s < MIN_TIMEOUT_SECS as i64 => MIN_TIMEOUT_SECS,
+        s if s > MAX_TIMEOUT_SECS as i64 => MAX_TIMEOUT_SECS,
+        s => s as u64,
+    }
+}
+
+/// One check, ready to run: the closed set of gobearmon's five types, or the error that makes
+/// the row unusable.
+///
+/// Serialised (tagged by `type`) to send definitions from the controller to workers; the
+/// serialised form carries the secrets the worker needs. `Debug` redacts them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+// The variants are boxed: the controller keeps one definition per check (100,000 of them in
+// the scale benchmark), and an unboxed enum is as large as its largest variant (HTTP's).
+pub enum CheckSpec {
+    Http(Box<HttpSpec>),
+    Tcp(Box<TcpSpec>),
+    Icmp(Box<IcmpSpec>),
+    SslExpire(Box<TlsSpec>),
+    Dns(Box<DnsSpec>),
+    /// A row that cannot run: every run reports `offline` with this message
+    /// (`invalid check type: ...`, `failed to decode check parameters: ...`,
+    /// `invalid record type: ...`, `ping target contains invalid characters`).
+    Invalid {
+        message: String,
+    },
+}
+
+impl CheckSpec {
+    /// Parses `checks.type` and `checks.data`. Never fails: an unusable row becomes
+    /// [`CheckSpec::Invalid`] with gobearmon's message.
+    pub fn parse(check_type: &str, data: &str) -> CheckSpec {
+        let parsed = match check_type {
+            "http" => parse_with(data, "HttpCheckParams", HttpSpec::from_fields)
+                .map(|s| Self::Http(Box::new(s))),
+            "tcp" => parse_with(data, "TcpCheckParams", TcpSpec::from_fields)
+                .map(|s| Self::Tcp(Box::new(s))),
+            "icmp" => parse_with(data, "IcmpCheckParams", IcmpSpec::from_fields)
+                .map(|s| Self::Icmp(Box::new(s))),
+            "ssl_expire" => parse_with(data, "SslExpireCheckParams", TlsSpec::from_fields)
+                .map(|s| Self::SslExpire(Box::new(s))),
+            "dns" => parse_with(data, "DnsCheckParams", DnsSpec::from_fields)
+                .map(|s| Self::Dns(Box::new(s))),
+            other => Err(format!("invalid check type: {other}")),
+        };
+        parsed.unwrap_or_else(|message| CheckSpec::Invalid { message })
+    }
+
+    /// The `checks.type` string of this definition (`invalid` for an unusable row).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            CheckSpec::Http(_) => "http",
+            CheckSpec::Tcp(_) => "tcp",
+            CheckSpec::Icmp(_) => "icmp",
+            CheckSpec::SslExpire(_) => "ssl_expire",
+            CheckSpec::Dns(_) => "dns",
+            CheckSpec::Invalid { .. } => "invalid",
+        }
+    }
+
+    /// The longest a run of this check may take, including a margin above the check's own
+    /// timeouts; [`super::run`] enforces it as a hard outer bound.
+    pub fn max_duration(&self) -> Duration {
+        let margin = Duration::from_secs(2);
+        let inner = match self {
+            CheckSpec::Http(s) => Duration::from_secs(s.timeout_secs),
+            CheckSpec::Tcp(s) => Duration::from_secs(s.timeout_secs),
+            CheckSpec::Icmp(_) => super::icmp::RUN_DEADLINE,
+            CheckSpec::SslExpire(_) => super::tls::HANDSHAKE_TIMEOUT + super::tls::CLOSE_TIMEOUT,
+            CheckSpec::Dns(_) => super::dns::TOTAL_TIMEOUT,
+            CheckSpec::Invalid { .. } => Duration::ZERO,
+        };
+        inner + margin
+    }
+}
+
+fn parse_with<T>(
+    data: &str,
+    go_struct: &'static str,
+    build: fn(&Fields<'_>) -> Result<T, String>,
+) -> Result<T, String> {
+    let decode_error = |e: String| format!("failed to decode check parameters: {e}");
+    let doc = gojson::parse(data).map_err(decode_error)?;
+    let fields = Fields::of(go_struct, &doc).map_err(decode_error)?;
+    build(&fields).map_err(|e| {
+        // Type mismatches are decode errors; semantic errors (record type, ping target) are
+        // reported as they are.
+        if e.starts_with("json: ") {
+            decode_error(e)
+        } else {
+            e
+        }
+    })
+}
+
+/// Address family restriction (`force_ip`: 4, 6, anything else means either).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    #[default]
+    Any,
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    fn from_force_ip(v: i64) -> IpFamily {
+        match v {
+            4 => IpFamily::V4,
+            6 => IpFamily::V6,
+            _ => IpFamily::Any,
+        }
+    }
+
+    /// Whether `ip` is allowed by this restriction.
+    pub fn allows(self, ip: std::net::IpAddr) -> bool {
+        match self {
+            IpFamily::Any => true,
+            IpFamily::V4 => ip.is_ipv4(),
+            IpFamily::V6 => ip.is_ipv6(),
+        }
+    }
+}
+
+/// `http`: one request; see `http.rs` for how it is sent.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpSpec {
+    pub url: String,
+    /// `GET`, or `POST` when a body is set and no method is given.
+    pub method: String,
+    /// Sent (with `Content-Length`) when not empty.
+    pub body: String,
+    /// Request headers in order; names are unique case-insensitively (a later key replaced
+    /// an earlier one, like Go's `Header.Set`). `Host` overrides the request's host.
+    pub headers: Vec<(String, String)>,
+    /// Whole exchange (connect, TLS, redirects, headers, body), clamped 3..=30 s.
+    pub timeout_secs: u64,
+    /// Accept any certificate.
+    pub insecure: bool,
+    /// Basic auth when not empty; it replaces an `Authorization` header.
+    pub username: String,
+    pub password: String,
+    /// When not 0, the final status must equal it.
+    pub expect_status: i64,
+    /// When not empty, the (capped) body must contain it.
+    pub expect_substring: String,
+    /// Follow up to 10 redirects (default); `false` judges the first answer.
+    pub follow_redirects: bool,
+}
+
+impl HttpSpec {
+    fn from_fields(f: &Fields<'_>) -> Result<HttpSpec, String> {
+        let url = f.string("url")?.unwrap_or_default();
+        let method = f.string("method")?.unwrap_or_default();
+        let body = f.string("body")?.unwrap_or_default();
+        let raw_headers = f.string_map("headers")?.unwrap_or_default();
+        let timeout = f.int("timeout")?.unwrap_or(0);
+        let insecure = f.bool("insecure")?.unwrap_or(false);
+        let username = f.string("username")?.unwrap_or_default();
+        let password = f.string("password")?.unwrap_or_default();
+        let expect_status = f.int("expect_status")?.unwrap_or(0);
+        let expect_substring = f.string("expect_substring")?.unwrap_or_default();
+        let follow_redirects = f.bool("follow_redirects")?.unwrap_or(true);
+
+        let mut headers: Vec<(String, String)> = Vec::with_capacity(raw_headers.len());
+        for (k, v) in raw_headers {
+            match headers
+                .iter_mut()
+                .find(|(name, _)| name.eq_ignore_ascii_case(&k))
+            {
+                Some(slot) => *slot = (k, v),
+                None => headers.push((k, v)),
+            }
+        }
+        let method = if !method.is_empty() {
+            method
+        } else if body.is_empty() {
+            "GET".to_owned()
+        } else {
+            "POST".to_owned()
+        };
+        Ok(HttpSpec {
+            url,
+            method,
+            body,
+            headers,
+            timeout_secs: clamp_timeout(timeout),
+            insecure,
+            username,
+            password,
+            expect_status,
+            expect_substring,
+            follow_redirects,
+        })
+    }
+}
+
+impl fmt::Debug for HttpSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_sensitive_header(k) {
+                    REDACTED
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("HttpSpec")
+            .field("url", &redact_url(&self.url))
+            .field("method", &self.method)
+            .field("body", &self.body)
+            .field("headers", &headers)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("insecure", &self.insecure)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    REDACTED
+                },
+            )
+            .field("expect_status", &self.expect_status)
+            .field("expect_substring", &self.expect_substring)
+            .field("follow_redirects", &self.follow_redirects)
+            .finish()
+    }
+}
+
+/// Header names whose values are credentials.
+pub fn is_sensitive_header(name: &str) -> bool {
+    ["authorization", "proxy-authorization", "cookie"]
+        .iter()
+        .any(|s| name.eq_ignore_ascii_case(s))
+}
+
+/// `url` with the password of its user-info part (`http://user:pw@host/`) replaced.
+/// Anything that is not a URL with a password comes back unchanged.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            if u.set_password(Some("redacted")).is_ok() {
+                u.to_string()
+            } else {
+                REDACTED.to_owned()
+            }
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+/// `tcp`: connect, optionally send a line and read one back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TcpSpec {
+    /// `host:port`.
+    pub address: String,
+    /// Bounds the whole exchange (connect, send, read), clamped 3..=30 s.
+    pub timeout_secs: u64,
+    pub force_ip: IpFamily,
+    /// Sent as `payload + "\n"` when not empty.
+    pub payload: String,
+    /// When not empty, the first line read must contain it.
+    pub expect: String,
+}
+
+impl TcpSpec {
+    fn from_fields(f: &Fields<'_>) -> Result<TcpSpec, String> {
+        Ok(TcpSpec {
+            address: f.string("address")?.unwrap_or_default(),
+            timeout_secs: clamp_timeout(f.int("timeout")?.unwrap_or(0)),
+            force_ip: IpFamily::from_force_ip(f.int("force_ip")?.unwrap_or(0)),
+            payload: f.string("payload")?.unwrap_or_default(),
+            expect: f.string("expect")?.unwrap_or_default(),
+        })
+    }
+}
+
+/// How many lost echo replies an `icmp` run tolerates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossRule {
+    /// `packetloss: false` (the default): only 100 % loss fails.
+    AllLost,
+    /// `packetloss: true`: more than 30 % loss fails.
+    Over30Percent,
+    /// `max_loss: N`: more than N lost packets fail (and 100 % loss always fails).
+    MaxLost(u32),
+}
+
+/// `icmp`: echo requests with surge-ping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IcmpSpec {
+    /// Host name or IP address.
+    pub target: String,
+    pub force_ip: IpFamily,
+    /// Echo requests per run (default 5, 1..=20).
+    pub count: u32,
+    pub loss_rule: LossRule,
+}
+
+impl IcmpSpec {
+    fn from_fields(f: &Fields<'_>) -> Result<IcmpSpec, String> {
+        let target = f.string("target")?.unwrap_or_default();
+        let packetloss = f.bool("packetloss")?.unwrap_or(false);
+        let force_ip = IpFamily::from_force_ip(f.int("force_ip")?.unwrap_or(0));
+        let count = match f.int("count")?.unwrap_or(0) {
+            c if c <= 0 => DEFAULT_PING_COUNT,
+            c => c.min(MAX_PING_COUNT as i64) as u32,
+        };
+        let max_loss = f.int("max_loss")?;
+        if target
+            .chars()
+            .any(|c| matches!(c, '$' | '&' | '<' | '>' | '!' | '/' | '\\' | '"' | '\''))
+        {
+            return Err("ping target contains invalid characters".to_owned());
+        }
+        let loss_rule = match max_loss {
+            Some(n) => LossRule::MaxLost(n.clamp(0, count as i64) as u32),
+            None if packetloss => LossRule::Over30Percent,
+            None => LossRule::AllLost,
+        };
+        Ok(IcmpSpec {
+            target,
+            force_ip,
+            count,
+            loss_rule,
+        })
+    }
+}
+
+/// `ssl_expire`: the earliest expiry among the certificates a TLS server presents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsSpec {
+    /// `host:port` (no default port).
+    pub address: String,
+    /// Fails when the days remaining are at most this.
+    pub days: i64,
+}
+
+impl TlsSpec {
+    fn from_fields(f: &Fields<'_>) -> Result<TlsSpec, String> {
+        Ok(TlsSpec {
+            address: f.string("address")?.unwrap_or_default(),
+            days: f.int("days")?.unwrap_or(0),
+        })
+    }
+}
+
+/// The record types a `dns` check can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsRecordType {
+    A,
+    Aaaa,
+    Cname,
+    Caa,
+    Mx,
+    Ns,
+    Ptr,
+    Soa,
+    Srv,
+    /// Also what `spf` asks for (the SPF record type is obsolete; SPF lives in TXT).
+    Txt,
+}
+
+impl DnsRecordType {
+    /// gobearmon's names, case-insensitive.
+    pub fn parse(s: &str) -> Option<DnsRecordType> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "a" => DnsRecordType::A,
+            "aaaa" => DnsRecordType::Aaaa,
+            "cname" => DnsRecordType::Cname,
+            "caa" => DnsRecordType::Caa,
+            "mx" => DnsRecordType::Mx,
+            "ns" => DnsRecordType::Ns,
+            "ptr" => DnsRecordType::Ptr,
+            "soa" => DnsRecordType::Soa,
+            "srv" => DnsRecordType::Srv,
+            "txt" | "spf" => DnsRecordType::Txt,
+            _ => return None,
+        })
+    }
+}
+
+/// `dns`: one query to a chosen nameserver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DnsSpec {
+    /// `ip`, `ip:port`, `[v6]:port`, `host` or `host:port`; `None` uses the worker's
+    /// `[dns] server`.
+    pub server: Option<String>,
+    /// The name asked for, as given (a trailing dot is added when querying).
+    pub name: String,
+    pub record_type: DnsRecordType,
+    /// When not empty, some answer's presentation line must contain it.
+    pub expect: String,
+}
+
+impl DnsSpec {
+    fn from_fields(f: &Fields<'_>) -> Result<DnsSpec, String> {
+        let server = f.string("server")?.filter(|s| !s.is_empty());
+        let name = f.string("name")?.unwrap_or_default();
+        let rtype = f.string("type")?.unwrap_or_default();
+        let expect = f.string("expect")?.unwrap_or_default();
+        let record_type =
+            DnsRecordType::parse(&rtype).ok_or_else(|| format!("invalid record type: {rtype}"))?;
+        Ok(DnsSpec {
+            server,
+            name,
+            record_type,
+            expect,
+        })
+    }
+}
+
+/// The check's raw `data` with secrets replaced by `<redacted>`, for email bodies and webhooks:
+/// a top-level `password`, the `Authorization`, `Proxy-Authorization` and `Cookie` values in
+/// `headers`, and the password in a `url`'s user-info. Data without secrets is returned
+/// byte for byte. Data that is not JSON is returned as is unless it mentions a credential
+/// word, in which case it is withheld whole.
+pub fn redact_data(data: &str) -> String {
+    let Ok(Json::Object(members)) = gojson::parse(data) else {
+        let lower = data.to_ascii_lowercase();
+        let risky = ["password", "authorization", "cookie", "@"]
+            .iter()
+            .any(|w| lower.contains(w));
+        return if risky {
+            format!("{REDACTED} (unreadable check data)")
+        } else {
+            data.to_owned()
+        };
+    };
+    let mut changed = false;
+    let members: Vec<(String, Json)> = members
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Json::String(s) if gojson::key_matches(&k, "password") && !s.is_empty() => {
+                    changed = true;
+                    Json::String(REDACTED.to_owned())
+                }
+                Json::String(s) if gojson::key_matches(&k, "url") => {
+                    let r = redact_url(&s);
+                    changed |= r != s;
+                    Json::String(r)
+                }
+                Json::Object(headers) if gojson::key_matches(&k, "headers") => Json::Object(
+                    headers
+                        .into_iter()
+                        .map(|(hk, hv)| {
+                            if is_sensitive_header(&hk) {
+                                changed = true;
+                                (hk, Json::String(REDACTED.to_owned()))
+                            } else {
+                                (hk, hv)
+                            }
+                        })
+                        .collect(),
+                ),
+                other => other,
+            };
+            (k, v)
+        })
+        .collect();
+    if changed {
+        Json::Object(members).to_json_string()
+    } else {
+        data.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(spec: CheckSpec) -> String {
+        match spec {
+            CheckSpec::Invalid { message } => message,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn timeout_clamp() {
+        assert_eq!(clamp_timeout(0), 10);
+        assert_eq!(clamp_timeout(1), 3);
+        assert_eq!(clamp_timeout(-5), 3);
+        assert_eq!(clamp_timeout(3), 3);
+        assert_eq!(clamp_timeout(15), 15);
+        assert_eq!(clamp_timeout(30), 30);
+        assert_eq!(clamp_timeout(31), 30);
+        let CheckSpec::Http(h) = CheckSpec::parse("http", r#"{"url":"http://x/","timeout":1}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(h.timeout_secs, 3);
+        let CheckSpec::Tcp(t) = CheckSpec::parse("tcp", r#"{"address":"x:1"}"#) else {
+            panic!()
+        };
+        assert_eq!(t.timeout_secs, 10);
+    }
+
+    #[test]
+    fn unknown_type_and_bad_json() {
+        assert_eq!(
+            invalid(CheckSpec::parse("bogus", "{}")),
+            "invalid check type: bogus"
+        );
+        assert_eq!(
+            invalid(CheckSpec::parse("HTTP", "{}")),
+            "invalid check type: HTTP"
+        );
+        assert!(
+            invalid(CheckSpec::parse("http", "{not json"))
+                .starts_with("failed to decode check parameters: ")
+        );
+        assert_eq!(
+            invalid(CheckSpec::parse("tcp", r#"{"timeout":"15"}"#)),
+            "failed to decode check parameters: json: cannot unmarshal string into Go struct \
+             field TcpCheckParams.timeout of type int"
+        );
+        assert_eq!(
+            invalid(CheckSpec::parse("http", "")),
+            "failed to decode check parameters: unexpected end of JSON input"
+        );
+    }
+
+    #[test]
+    fn http_defaults_and_case_insensitive_keys() {
+        let CheckSpec::Http(h) = CheckSpec::parse(
+            "http",
+            r#"{"URL":"http://a/","Body":"x=1","HEADERS":{"host":"v.test","X-A":"b","HOST":"w.test"},
+                "Expect_Status":200,"unknown":[1,2]}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(h.url, "http://a/");
+        assert_eq!(h.method, "POST");
+        assert_eq!(h.expect_status, 200);
+        assert!(h.follow_redirects);
+        assert_eq!(
+            h.headers,
+            vec![
+                ("HOST".to_owned(), "w.test".to_owned()),
+                ("X-A".to_owned(), "b".to_owned())
+            ]
+        );
+        let CheckSpec::Http(h) = CheckSpec::parse("http", r#"{"url":"http://a/"}"#) else {
+            panic!()
+        };
+        assert_eq!(h.method, "GET");
+        let CheckSpec::Http(h) = CheckSpec::parse(
+            "http",
+            r#"{"body":"x","method":"PUT","follow_redirects":false}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(h.method, "PUT");
+        assert!(!h.follow_redirects);
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let spec = CheckSpec::parse(
+            "http",
+            r#"{"url":"http://u:urlpw@a/","username":"u","password":"hunter2",
+                "headers":{"authorization":"Bearer tok3n","Cookie":"s=c00kie","X-A":"b"}}"#,
+        );
+        let dbg = format!("{spec:?}");
+        for secret in ["hunter2", "tok3n", "c00kie", "urlpw"] {
+            assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
+        }
+        assert!(dbg.contains("X-A"));
+        // The serialised form keeps them: the worker needs them.
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(json.contains("hunter2"));
+        let back: CheckSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn redact_data_keeps_everything_else() {
+        let plain = r#"{"address":"127.0.0.1:18080",  "timeout":3}"#;
+        assert_eq!(redact_data(plain), plain);
+        assert_eq!(
+            redact_data(
+                r#"{"url":"http://a:pw@h/","Password":"hunter2","headers":{"Authorization":"x","A":"b"}}"#
+            ),
+            r#"{"url":"http://a:redacted@h/","Password":"<redacted>","headers":{"Authorization":"<redacted>","A":"b"}}"#
+        );
+        assert_eq!(redact_data("{not json"), "{not json");
+        assert!(!redact_data(r#"{"password":"hunter2""#).contains("hunter2"));
+    }
+
+    #[test]
+    fn icmp_rules() {
+        let CheckSpec::Icmp(i) = CheckSpec::parse("icmp", r#"{"target":"127.0.0.1"}"#) else {
+            panic!()
+        };
+        assert_eq!(i.count, 5);
+        assert_eq!(i.loss_rule, LossRule::AllLost);
+        assert_eq!(i.force_ip, IpFamily::Any);
+        let CheckSpec::Icmp(i) =
+            CheckSpec::parse("icmp", r#"{"target":"h","packetloss":true,"force_ip":6}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(i.loss_rule, LossRule::Over30Percent);
+        assert_eq!(i.force_ip, IpFamily::V6);
+        let CheckSpec::Icmp(i) = CheckSpec::parse(
+            "icmp",
+            r#"{"target":"h","packetloss":true,"max_loss":2,"count":100}"#,
+        ) else {
+            panic!()
+        };
+        assert_eq!(i.loss_rule, LossRule::MaxLost(2));
+        assert_eq!(i.count, MAX_PING_COUNT);
+        for bad in ["a;b$", "a&b", "<x>", "a!", "a/b", "a\\b", "a\"b", "a'b"] {
+            let data = serde_json::json!({ "target": bad }).to_string();
+            assert_eq!(
+                invalid(CheckSpec::parse("icmp", &data)),
+                "ping target contains invalid characters"
+            );
+        }
+    }
+
+    #[test]
+    fn dns_types() {
+        for (t, want) in [
+            ("a", DnsRecordType::A),
+            ("AAAA", DnsRecordType::Aaaa),
+            ("CNAME", DnsRecordType::Cname),
+            ("caa", DnsRecordType::Caa),
+            ("Mx", DnsRecordType::Mx),
+            ("ns", DnsRecordType::Ns),
+            ("ptr", DnsRecordType::Ptr),
+            ("soa", DnsRecordType::Soa),
+            ("srv", DnsRecordType::Srv),
+            ("txt", DnsRecordType::Txt),
+            ("SPF", DnsRecordType::Txt),
+        ] {
+            let data = serde_json::json!({ "name": "x.test", "type": t }).to_string();
+            let CheckSpec::Dns(d) = CheckSpec::parse("dns", &data) else {
+                panic!("{t}")
+            };
+            assert_eq!(d.record_type, want);
+        }
+        assert_eq!(
+            invalid(CheckSpec::parse("dns", r#"{"name":"x","type":"BOGUS"}"#)),
+            "invalid record type: BOGUS"
+        );
+        assert_eq!(
+            invalid(CheckSpec::parse("dns", r#"{"name":"x"}"#)),
+            "invalid record type: "
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! A worker's membership in the cluster: heartbeats to the viewserver group, the view they
+//! return, and the controller lease (DESIGN 2.2).
+//!
+//! The lease is measured from when a heartbeat that got an answer was *sent*: the group can only
+//! have received it later, and it replaces a controller only after `controller_timeout` of
+//! silence, which is longer than the lease. So an old controller's lease runs out before the
+//! group can name a new one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::rpc::RpcClient;
+use crate::view::View;
+use crate::view::group::{Heartbeat, HeartbeatReply, PATH_HEARTBEAT};
+
+/// The longest a worker heartbeats fast after its controller stopped answering: more than any
+/// sane `controller_timeout` plus an election.
+const EAGER_FOR: Duration = Duration::from_secs(15);
+
+/// What a worker knows of the cluster after its latest heartbeat.
+#[derive(Debug, Clone, Default)]
+pub struct Standing {
+    /// The latest committed view received.
+    pub view: View,
+    /// When the last heartbeat that was answered had been sent.
+    pub acked_at: Option<Instant>,
+    /// The Raft leader that answered it.
+    pub leader_addr: Option<String>,
+    /// The last heartbeat round got no answer from any member.
+    pub group_down: bool,
+}
+
+impl Standing {
+    /// The epoch this node may act as controller for, at `now`: the view names it, it is not
+    /// stepping down, and its last answered heartbeat is younger than `lease`.
+    pub fn lease(
+        &self,
+        me: &str,
+        lease: Duration,
+        stepping_down: bool,
+        now: Instant,
+    ) -> Option<Lease> {
+        let controller = self.view.controller.as_ref()?;
+        let acked = self.acked_at?;
+        let until = acked + lease;
+        (controller.node == me && !stepping_down && now < until).then_some(Lease {
+            epoch: self.view.epoch,
+            until,
+        })
+    }
+}
+
+/// A held controller lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub epoch: u64,
+    pub until: Instant,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct HeartbeatStats {
+    pub sent: AtomicU64,
+    pub answered: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// The worker's side of the membership protocol.
+#[derive(Debug)]
+pub struct Membership {
+    pub node: String,
+    pub controller_addr: Option<String>,
+    pub view_addrs: Vec<String>,
+    pub interval: Duration,
+    pub lease: Duration,
+    pub stepping_down: AtomicBool,
+    /// Unix ms since when the controller of the current view has not answered, 0 when it
+    /// answers (see [`Membership::run`]).
+    eager_since_ms: AtomicU64,
+    up_since_ms: AtomicU64,
+    pub stats: HeartbeatStats,
+    standing: watch::Sender<Standing>,
+    client: RpcClient,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Membership {
+    pub fn new(
+        node: String,
+        controller_addr: Option<String>,
+        view_addrs: Vec<String>,
+        interval: Duration,
+        lease: Duration,
+        client: RpcClient,
+    ) -> Arc<Membership> {
+        Arc::new(Membership {
+            node,
+            controller_addr,
+            view_addrs,
+            interval,
+            lease,
+            stepping_down: AtomicBool::new(false),
+            eager_since_ms: AtomicU64::new(0),
+            up_since_ms: AtomicU64::new(now_ms()),
+            stats: HeartbeatStats::default(),
+            standing: watch::channel(Standing::default()).0,
+            client,
+        })
+    }
+
+    /// Follows every change of standing.
+    pub fn subscribe(&self) -> watch::Receiver<Standing> {
+        self.standing.subscribe()
+    }
+
+    pub fn standing(&self) -> Standing {
+        self.standing.borrow().clone()
+    }
+
+    /// The lease this node holds now, if any.
+    pub fn current_lease(&self) -> Option<Lease> {
+        self.standing.borrow().lease(
+            &self.node,
+            self.lease,
+            self.stepping_down.load(Ordering::Relaxed),
+            Instant::now(),
+        )
+    }
+
+    /// The runner's report on the controller: `false` when it does not answer, so heartbeats
+    /// come faster until a new view names another.
+    pub fn controller_answers(&self, answers: bool) {
+        if answers {
+            self.eager_since_ms.store(0, Ordering::Relaxed);
+        } else {
+            // Keep the first moment of silence; later failures do not extend the fast phase.
+            let _ = self.eager_since_ms.compare_exchange(
+                0,
+                now_ms(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Whether this node may act as controller for `epoch` now: it holds the lease, or the
+    /// whole viewserver group is unreachable and the view it last saw names it for `epoch`.
+    /// In the second case it acts under the epoch fence alone: no new controller can be named
+    /// without the group, and if this node was only cut off from a working group, the
+    /// controller the group names raises the fence first and this node's writes fail.
+    pub fn may_act(&self, epoch: u64) -> bool {
+        if self.current_lease().is_some_and(|l| l.epoch == epoch) {
+            return true;
+        }
+        self.fence_only(epoch)
+    }
+
+    /// The second case of [`Membership::may_act`].
+    pub fn fence_only(&self, epoch: u64) -> bool {
+        let s = self.standing.borrow();
+        s.group_down
+            && s.view.epoch == epoch
+            && s.view
+                .controller
+                .as_ref()
+                .is_some_and(|c| c.node == self.node)
+            && !self.stepping_down.load(Ordering::Relaxed)
+    }
+
+    /// Starts or ends a hand-over: while stepping down the group is told not to name this node
+    /// (and to replace it if it is the controller), and the lease is dropped at once.
+    pub fn set_stepping_down(&self, on: bool) {
+        self.stepping_down.store(on, Ordering::Relaxed);
+        if !on {
+            // Coming back counts as a fresh start, not as "up the longest".
+            self.up_since_ms.store(now_ms(), Ordering::Relaxed);
+        }
+        self.standing.send_modify(|_| {});
+    }
+
+    /// Heartbeats the group every `interval` until `shutdown`, trying the last known leader
+    /// first, then every member in turn.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_ok = Instant::now();
+        loop {
+            // While the controller does not answer, heartbeat faster: the new view (and, for
+            // the node named in it, the lease) is learned within a fraction of the interval.
+            // Bounded: a controller that stays away (or a view naming nobody) does not keep
+            // this node at ten heartbeats a second; a failover is over well within the bound.
+            let since = self.eager_since_ms.load(Ordering::Relaxed);
+            let eager = since != 0 && now_ms().saturating_sub(since) < EAGER_FOR.as_millis() as u64;
+            let fast = (self.interval / 10).max(Duration::from_millis(100));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                _ = tokio::time::sleep(fast), if eager => {}
+            }
+            if last_ok.elapsed() > self.lease {
+                // Contact was broken: continuity starts again.
+                self.up_since_ms.store(now_ms(), Ordering::Relaxed);
+            }
+            if let Some((sent_at, reply)) = self.beat().await {
+                last_ok = Instant::now();
+                self.standing.send_modify(|s| {
+                    if reply.view.epoch >= s.view.epoch {
+                        s.view = reply.view;
+                    }
+                    s.acked_at = Some(sent_at);
+                    s.leader_addr = Some(reply.leader_addr);
+                    s.group_down = false;
+                });
+            } else {
+                self.standing.send_if_modified(|s| {
+                    let changed = !s.group_down;
+                    s.group_down = true;
+                    changed
+                });
+            }
+        }
+    }
+
+    /// One heartbeat round: the first member that answers.
+    async fn beat(&self) -> Option<(Instant, HeartbeatReply)> {
+        let hb = Heartbeat {
+            node: self.node.clone(),
+            controller_addr: self.controller_addr.clone(),
+            up_since_ms: self.up_since_ms.load(Ordering::Relaxed),
+            stepping_down: self.stepping_down.load(Ordering::Relaxed),
+            forwarded: false,
+        };
+        let leader = self.standing.borrow().leader_addr.clone();
+        let order = leader.iter().chain(
+            self.view_addrs
+                .iter()
+                .filter(|a| Some(*a) != leader.as_ref()),
+        );
+        let timeout = self
+            .interval
+            .clamp(Duration::from_millis(200), Duration::from_secs(2));
+        for addr in order {
+            let sent_at = Instant::now();
+            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            match self
+                .client
+                .post::<_, HeartbeatReply>(addr, PATH_HEARTBEAT, &hb, timeout)
+                .await
+            {
+                Ok(reply) => {
+                    self.stats.answered.fetch_add(1, Ordering::Relaxed);
+                    return Some((sent_at, reply));
+                }
+                Err(e) => {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(member = %addr, error = %e, "heartbeat not answered");
+                }
+            }
+        }
+        tracing::debug!("no viewserver member answered this heartbeat");
+        None
+    }
+}
+
+/// Unix milliseconds, for lease log lines that tests compare across processes.
+pub fn wall_ms() -> u64 {
+    now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::view::ControllerRef;
+
+    fn standing(node: &str, acked: Instant) -> Standing {
+        Standing {
+            view: View {
+                epoch: 4,
+                controller: Some(ControllerRef {
+                    node: node.into(),
+                    addr: "a:1".into(),
+                }),
+            },
+            acked_at: Some(acked),
+            leader_addr: None,
+            group_down: false,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lease_runs_from_the_send_and_only_for_the_named_node() {
+        let t0 = Instant::now();
+        let s = standing("w1", t0);
+        let lease = Duration::from_secs(3);
+        assert_eq!(s.lease("w1", lease, false, t0).map(|l| l.epoch), Some(4));
+        assert!(s.lease("w2", lease, false, t0).is_none(), "not named");
+        assert!(s.lease("w1", lease, true, t0).is_none(), "stepping down");
+        tokio::time::advance(Duration::from_millis(2999)).await;
+        assert!(s.lease("w1", lease, false, Instant::now()).is_some());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            s.lease("w1", lease, false, Instant::now()).is_none(),
+            "expired"
+        );
+        assert!(Standing::default().lease("w1", lease, false, t0).is_none());
+    }
+}

@@ -1,0 +1,202 @@
+//! A viewserver node: wiring of the group member ([`crate::view::group`]) to its HTTP
+//! endpoints, and its loops.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{NodeListener, Sample, metrics_response, ready_response, serve};
+use crate::config::{Config, Role};
+use crate::rpc::sign::Signer;
+use crate::rpc::{RpcClient, verify_layer};
+use crate::view::View;
+use crate::view::group::{Heartbeat, PATH_HEARTBEAT, PATH_STATE, ViewGroup};
+use crate::view::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
+use crate::view::types::TypeConfig;
+
+type Shared = Arc<Node>;
+
+struct Node {
+    group: Arc<ViewGroup>,
+    signer: Arc<Signer>,
+}
+
+/// Runs a viewserver member on `listener` until `shutdown`. `admin` receives admin notices.
+pub async fn run(
+    config: Config,
+    listener: NodeListener,
+    shutdown: CancellationToken,
+    admin: mpsc::UnboundedSender<(String, String)>,
+) -> Result<(), String> {
+    let Role::Viewserver(vs) = &config.role else {
+        return Err("not a viewserver config".into());
+    };
+    let signer = Arc::new(Signer::new(
+        &config.default.password,
+        format!("vs{}", vs.id),
+    ));
+    let client = RpcClient::new(signer.clone(), config.tls.as_ref())?;
+    let group = ViewGroup::start(vs.clone(), client, admin).await?;
+    tracing::info!(
+        id = vs.id,
+        addr = %listener.local_addr().map_err(|e| e.to_string())?,
+        tls = listener.is_tls(),
+        peers = ?vs.peers,
+        data_dir = %vs.data_dir.display(),
+        "viewserver member listening"
+    );
+    let tasks = TaskTracker::new();
+    tasks.spawn(group.clone().bootstrap(shutdown.clone()));
+    tasks.spawn(group.clone().run_elections(shutdown.clone()));
+    let mut views = group.subscribe();
+    let log_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = log_shutdown.cancelled() => return,
+                changed = views.changed() => if changed.is_err() { return },
+            }
+            let v = views.borrow_and_update().clone();
+            tracing::info!(view = %v, "view applied");
+        }
+    });
+    let node = Arc::new(Node {
+        group: group.clone(),
+        signer: signer.clone(),
+    });
+    let signed = Router::new()
+        .route(PATH_APPEND, post(append))
+        .route(PATH_VOTE, post(vote))
+        .route(PATH_SNAPSHOT, post(snapshot))
+        .route(PATH_STATE, post(member_state))
+        .route(PATH_HEARTBEAT, post(heartbeat))
+        .layer(axum::middleware::from_fn_with_state(signer, verify_layer));
+    let router = Router::new()
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/view", get(view))
+        .merge(signed)
+        .with_state(node);
+    let served = serve(listener, router, shutdown.clone()).await;
+    tasks.close();
+    tasks.wait().await;
+    if let Err(e) = group.raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not shut down cleanly");
+    }
+    served.map_err(|e| e.to_string())
+}
+
+async fn append(
+    State(n): State<Shared>,
+    Json(req): Json<AppendEntriesRequest<TypeConfig>>,
+) -> Response {
+    Json(n.group.raft.append_entries(req).await).into_response()
+}
+
+async fn vote(State(n): State<Shared>, Json(req): Json<VoteRequest<u64>>) -> Response {
+    if !n.group.accepts_votes() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "catching up after losing its data dir; not voting",
+        )
+            .into_response();
+    }
+    Json(n.group.raft.vote(req).await).into_response()
+}
+
+async fn snapshot(
+    State(n): State<Shared>,
+    Json(req): Json<InstallSnapshotRequest<TypeConfig>>,
+) -> Response {
+    Json(n.group.raft.install_snapshot(req).await).into_response()
+}
+
+async fn member_state(State(n): State<Shared>) -> Response {
+    Json(n.group.member_state()).into_response()
+}
+
+async fn heartbeat(State(n): State<Shared>, Json(hb): Json<Heartbeat>) -> Response {
+    match n.group.heartbeat(hb).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn ready(State(n): State<Shared>) -> Response {
+    ready_response(n.group.ready(), "no Raft leader known")
+}
+
+#[derive(Serialize)]
+struct ViewAnswer {
+    member: u64,
+    term: u64,
+    leader: Option<u64>,
+    view: View,
+}
+
+async fn view(State(n): State<Shared>) -> Response {
+    Json(ViewAnswer {
+        member: n.group.id(),
+        term: n.group.term(),
+        leader: n.group.leader(),
+        view: n.group.view(),
+    })
+    .into_response()
+}
+
+async fn metrics(State(n): State<Shared>) -> Response {
+    let g = &n.group;
+    let view = g.view();
+    metrics_response(vec![
+        Sample::Gauge(
+            "raft_term",
+            "Current Raft term of this member.",
+            g.term() as f64,
+        ),
+        Sample::Gauge(
+            "raft_leader",
+            "Member id of the Raft leader (0: none known).",
+            g.leader().unwrap_or(0) as f64,
+        ),
+        Sample::Gauge(
+            "raft_is_leader",
+            "1 when this member leads the group.",
+            f64::from(u8::from(g.leader() == Some(g.id()))),
+        ),
+        Sample::Gauge(
+            "view_epoch",
+            "Epoch of the applied view.",
+            view.epoch as f64,
+        ),
+        Sample::Gauge(
+            "view_has_controller",
+            "1 when the applied view names a controller.",
+            f64::from(u8::from(view.controller.is_some())),
+        ),
+        Sample::Counter(
+            "heartbeats_served",
+            "Worker heartbeats answered as leader.",
+            g.stats.heartbeats.load(Ordering::Relaxed),
+        ),
+        Sample::Counter(
+            "views_committed",
+            "New views this member committed as leader.",
+            g.stats.views_committed.load(Ordering::Relaxed),
+        ),
+        Sample::Counter(
+            "requests_refused",
+            "Requests refused for a bad signature, stale timestamp or replayed nonce.",
+            n.signer.refused(),
+        ),
+    ])
+}

@@ -1,0 +1,86 @@
+//! The replicated state of the viewserver group and the one type config that pins openraft's
+//! generics.
+
+use std::fmt;
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+openraft::declare_raft_types!(
+    /// Raft types of the viewserver group: members are numbered from 1 and addressed by
+    /// `host:port`; the log carries [`ViewCommand`]s.
+    pub TypeConfig:
+        D = ViewCommand,
+        R = ViewReply,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type StorageError = openraft::StorageError<u64>;
+pub type LogId = openraft::LogId<u64>;
+
+/// The controller a view names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerRef {
+    /// The worker's node id.
+    pub node: String,
+    /// Its controller API address, as workers must reach it.
+    pub addr: String,
+}
+
+/// Who the controller is. Only ever replaced by a view with a higher epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// Grows by one with every change of controller (including "nobody").
+    pub epoch: u64,
+    /// `None` before the first election, and when no worker could take over.
+    pub controller: Option<ControllerRef>,
+}
+
+impl fmt::Display for View {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.controller {
+            Some(c) => write!(f, "epoch {} controller {} ({})", self.epoch, c.node, c.addr),
+            None => write!(f, "epoch {} without controller", self.epoch),
+        }
+    }
+}
+
+/// A change to the view, proposed by the Raft leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ViewCommand {
+    /// Names a new controller (or nobody) for `epoch`. Applied only when `epoch` is exactly
+    /// one more than the current epoch, so two proposals made from the same view cannot both
+    /// take effect.
+    Name {
+        epoch: u64,
+        controller: Option<ControllerRef>,
+        reason: String,
+    },
+}
+
+impl fmt::Display for ViewCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ViewCommand::Name {
+                epoch,
+                controller,
+                reason,
+            } => write!(
+                f,
+                "name {} for epoch {epoch} ({reason})",
+                controller.as_ref().map_or("nobody", |c| c.node.as_str())
+            ),
+        }
+    }
+}
+
+/// The result of applying a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewReply {
+    pub accepted: bool,
+    pub view: View,
+}

@@ -1,0 +1,317 @@
+//! The viewserver group and the controller lease with real processes on loopback: three
+//! viewserver members and three workers, killed, stopped and restarted.
+
+mod support;
+
+use std::time::Duration;
+
+use gobearmon::config::Secret;
+use gobearmon::rpc::sign::{HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
+use mysql_async::prelude::Queryable;
+use support::TestDb;
+use support::cluster::{Cluster, SECRET, Timings, lease_intervals, wait_until};
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+fn fence_epoch(rt: &tokio::runtime::Runtime, db: &TestDb) -> u64 {
+    rt.block_on(async {
+        db.conn()
+            .await
+            .query_first("SELECT epoch FROM epoch_fence WHERE id = 1")
+            .await
+            .unwrap()
+            .unwrap()
+    })
+}
+
+fn start(db: &TestDb) -> Cluster {
+    gobearmon::tlsutil::install_default_provider();
+    Cluster::start(3, 3, &db.url, Timings::default())
+}
+
+/// Waits for a view naming a controller with an epoch above `above`.
+fn controller_after(c: &Cluster, above: u64, limit: Duration) -> (u64, String) {
+    wait_until(limit, "a controller to be named", || match c.current() {
+        Some((epoch, Some(node))) if epoch > above => Some((epoch, node)),
+        _ => None,
+    })
+}
+
+/// No two lease intervals of different nodes overlap. A lease still open in a log ends now,
+/// or, for a node in `killed`, when it was killed.
+fn assert_no_overlap(c: &Cluster, killed: &[(String, u64)]) {
+    let now = wall_ms();
+    let mut leases = Vec::new();
+    for w in &c.workers {
+        let end = killed
+            .iter()
+            .find(|(n, _)| *n == w.name)
+            .map_or(now, |(_, at)| *at);
+        leases.extend(lease_intervals(&[(w.name.clone(), w.log_text())], end));
+    }
+    assert!(!leases.is_empty(), "no lease was ever logged");
+    for (i, a) in leases.iter().enumerate() {
+        for b in &leases[i + 1..] {
+            if a.0 != b.0 {
+                assert!(
+                    a.3 <= b.2 || b.3 <= a.2,
+                    "two nodes held a lease at once: {a:?} and {b:?}\nall: {leases:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_controller_is_named_and_replaced_after_kill_9() {
+    let _serial = support::cluster::serial();
+    let rt = rt();
+    let (db, _store) = rt.block_on(TestDb::installed("cluster_failover"));
+    let mut c = start(&db);
+    let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
+    let w = c.worker_index(&first);
+    wait_until(
+        Duration::from_secs(10),
+        "the controller to raise the fence",
+        || {
+            c.metric(&c.worker_addrs[w], "gobearmon_is_controller")
+                .filter(|v| *v == 1.0)
+        },
+    );
+    let killed_at = wall_ms();
+    c.workers[w].kill9();
+    let t = c.timings.controller_timeout_ms;
+    let (e2, second) = controller_after(&c, e1, Duration::from_millis(t + 2000));
+    assert_ne!(second, first);
+    assert!(e2 > e1);
+    let w2 = c.worker_index(&second);
+    wait_until(Duration::from_secs(5), "the new controller to act", || {
+        c.metric(&c.worker_addrs[w2], "gobearmon_is_controller")
+            .filter(|v| *v == 1.0)
+    });
+    // The term raises the fence just after it starts acting: wait for that write, then
+    // require exactly the new epoch.
+    let fenced = wait_until(Duration::from_secs(5), "the fence to be raised", || {
+        let f = fence_epoch(&rt, &db);
+        (f >= e2).then_some(f)
+    });
+    assert_eq!(fenced, e2, "the new controller raised the fence");
+    assert_no_overlap(&c, &[(first.clone(), killed_at)]);
+    rt.block_on(db.drop_db());
+}
+
+#[test]
+fn the_group_survives_its_leader_and_members_rejoin() {
+    let _serial = support::cluster::serial();
+    let rt = rt();
+    let (db, _store) = rt.block_on(TestDb::installed("cluster_leader"));
+    let mut c = start(&db);
+    let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
+    let leader = wait_until(Duration::from_secs(10), "a Raft leader", || c.leader(0));
+    let li = (leader - 1) as usize;
+    c.viewservers[li].kill9();
+    let others: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+    // The other two elect a leader among themselves and keep answering.
+    for &i in &others {
+        wait_until(Duration::from_secs(10), "a new Raft leader", || {
+            c.leader(i).filter(|l| *l != leader)
+        });
+    }
+    // A controller failure is still handled.
+    let w = c.worker_index(&first);
+    c.workers[w].kill9();
+    let (e2, second) = controller_after(&c, e1, Duration::from_secs(10));
+    assert_ne!(second, first);
+    // The killed member comes back with its data dir and catches up.
+    c.viewservers[li].start();
+    wait_until(
+        Duration::from_secs(15),
+        "the restarted member to rejoin",
+        || {
+            let v = c.view(li)?;
+            (v["view"]["epoch"].as_u64()? == e2 && v["leader"].as_u64().is_some()).then_some(())
+        },
+    );
+    // A member whose data dir is lost rejoins as the documented procedure says: it is caught
+    // up by the leader and refuses to vote until then.
+    let victim = others[0];
+    c.viewservers[victim].kill9();
+    std::fs::remove_dir_all(c.path(&format!("vs{}-data", victim + 1))).unwrap();
+    c.viewservers[victim].start();
+    wait_until(
+        Duration::from_secs(15),
+        "the wiped member to catch up",
+        || {
+            let v = c.view(victim)?;
+            (v["view"]["epoch"].as_u64()? == e2).then_some(())
+        },
+    );
+    assert!(
+        c.viewservers[victim].log_text().contains("empty data dir"),
+        "the wiped member says what it does"
+    );
+    // And the group still replaces a controller.
+    let w = c.worker_index(&second);
+    c.workers[w].kill9();
+    let (e3, third) = controller_after(&c, e2, Duration::from_secs(10));
+    assert!(e3 > e2 && third != second);
+    rt.block_on(db.drop_db());
+}
+
+#[test]
+fn a_frozen_controller_stops_before_another_starts() {
+    let _serial = support::cluster::serial();
+    let rt = rt();
+    let (db, _store) = rt.block_on(TestDb::installed("cluster_freeze"));
+    let c = start(&db);
+    let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
+    let w = c.worker_index(&first);
+    let mut fences = vec![fence_epoch(&rt, &db)];
+    // Cut the controller off: stopped, it can neither heartbeat nor act (a long GC pause or a
+    // frozen VM); the group must name another controller, and the old one must find its lease
+    // gone when it wakes up.
+    c.workers[w].signal("STOP");
+    let (e2, second) = controller_after(&c, e1, Duration::from_secs(10));
+    assert_ne!(second, first);
+    fences.push(fence_epoch(&rt, &db));
+    c.workers[w].signal("CONT");
+    let w2 = c.worker_index(&second);
+    wait_until(
+        Duration::from_secs(5),
+        "the old controller to let go",
+        || {
+            c.metric(&c.worker_addrs[w], "gobearmon_is_controller")
+                .filter(|v| *v == 0.0)
+        },
+    );
+    wait_until(Duration::from_secs(5), "the new controller to act", || {
+        c.metric(&c.worker_addrs[w2], "gobearmon_is_controller")
+            .filter(|v| *v == 1.0)
+    });
+    fences.push(fence_epoch(&rt, &db));
+    assert!(
+        fences.windows(2).all(|p| p[0] <= p[1]),
+        "the fence only grows: {fences:?}"
+    );
+    assert_eq!(*fences.last().unwrap(), e2);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_no_overlap(&c, &[]);
+    rt.block_on(db.drop_db());
+}
+
+#[test]
+fn sigusr1_hands_over_and_the_old_controller_returns_as_a_worker() {
+    let _serial = support::cluster::serial();
+    let rt = rt();
+    let (db, _store) = rt.block_on(TestDb::installed("cluster_usr1"));
+    let c = start(&db);
+    let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
+    let w = c.worker_index(&first);
+    wait_until(Duration::from_secs(5), "the controller to act", || {
+        c.metric(&c.worker_addrs[w], "gobearmon_is_controller")
+            .filter(|v| *v == 1.0)
+    });
+    c.workers[w].signal("USR1");
+    let (e2, second) = controller_after(&c, e1, Duration::from_secs(10));
+    assert_ne!(second, first);
+    let log = c.workers[w].log_text();
+    assert!(log.contains("stepping down"), "{log}");
+    // After its pause (3 s in these configs) it is back, ready, and not the controller.
+    wait_until(
+        Duration::from_secs(10),
+        "the old controller to be ready again",
+        || {
+            let (code, _) = c.get(&c.worker_addrs[w], "/ready")?;
+            (code == 200).then_some(())
+        },
+    );
+    assert_eq!(c.current().unwrap(), (e2, Some(second)));
+    assert_eq!(
+        c.metric(&c.worker_addrs[w], "gobearmon_is_controller"),
+        Some(0.0)
+    );
+    assert_no_overlap(&c, &[]);
+    rt.block_on(db.drop_db());
+}
+
+#[test]
+fn unsigned_stale_and_replayed_requests_get_401_and_change_nothing() {
+    let _serial = support::cluster::serial();
+    let rt = rt();
+    let (db, _store) = rt.block_on(TestDb::installed("cluster_auth"));
+    let c = start(&db);
+    let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
+    let addr = &c.vs_addrs[0];
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap();
+    // A heartbeat that would step the controller down, if it were accepted.
+    let body = serde_json::to_vec(&serde_json::json!({
+        "node": first, "controller_addr": null, "up_since_ms": 0, "stepping_down": true
+    }))
+    .unwrap();
+    let send = |signed: gobearmon::rpc::sign::Signed, body: Vec<u8>| {
+        let url = format!("http://{addr}/view/heartbeat");
+        {
+            http.post(url)
+                .header("content-type", "application/json")
+                .header(HEADER_NODE, signed.node)
+                .header(HEADER_TIMESTAMP, signed.timestamp_ms.to_string())
+                .header(HEADER_NONCE, signed.nonce)
+                .header(HEADER_SIGNATURE, signed.signature)
+                .body(body)
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let before = c.metric(addr, "gobearmon_requests_refused_total").unwrap();
+    // Wrong secret.
+    let wrong = Signer::new(&Secret::new("not-the-cluster-secret"), "intruder");
+    let s = wrong.sign("POST", "/view/heartbeat", &body);
+    assert_eq!(send(s, body.clone()), 401);
+    // No signature at all.
+    let unsigned = http
+        .post(format!("http://{addr}/view/heartbeat"))
+        .body(body.clone())
+        .send()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(unsigned, 401);
+    // Right secret, old timestamp: the signature covers the timestamp, so an old request
+    // cannot be refreshed.
+    let right = Signer::new(&Secret::new(SECRET), "tester");
+    let mut old = right.sign("POST", "/view/heartbeat", &body);
+    old.timestamp_ms -= 120_000;
+    assert_eq!(send(old, body.clone()), 401);
+    // Right secret, tampered body.
+    let s = right.sign("POST", "/view/heartbeat", &body);
+    assert_eq!(send(s, b"{}".to_vec()), 401);
+    // A valid request for a harmless heartbeat of an unknown probe-only node, then its replay.
+    let harmless = serde_json::to_vec(&serde_json::json!({
+        "node": "probe-only-tester", "controller_addr": null, "up_since_ms": 0, "stepping_down": false
+    }))
+    .unwrap();
+    let s = right.sign("POST", "/view/heartbeat", &harmless);
+    assert_eq!(send(s.clone(), harmless.clone()), 200);
+    assert_eq!(send(s, harmless), 401, "a replayed nonce is refused");
+    let after = c.metric(addr, "gobearmon_requests_refused_total").unwrap();
+    assert_eq!(after - before, 5.0, "every refusal is counted");
+    assert!(c.viewservers[0].log_text().contains("peer=127.0.0.1:"));
+    // Nothing changed: the controller that was not really stepping down is still in place.
+    std::thread::sleep(Duration::from_millis(c.timings.controller_timeout_ms + 500));
+    assert_eq!(c.current().unwrap(), (e1, Some(first)));
+    rt.block_on(db.drop_db());
+}

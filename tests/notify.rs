@@ -1,0 +1,873 @@
+//! Notification delivery against real servers: aiosmtpd (STARTTLS, implicit TLS, AUTH), axum
+//! receivers for webhooks and a Twilio stand-in, and MariaDB for the outbox.
+//!
+//! Needs: MariaDB at `GBM_TEST_MYSQL` (default `mysql://root@127.0.0.1:3306/`) and aiosmtpd
+//! for `/usr/bin/python3` (Debian `python3-aiosmtpd`; or `GBM_TEST_PYTHON`).
+
+mod notify_support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gobearmon::config::{DeliveryConfig, SmtpConfig, SmtpTls, TwilioConfig};
+use gobearmon::model::{ContactId, ContactKind, ContactRow, Epoch, NodeId};
+use gobearmon::notify::admin::AdminNotifier;
+use gobearmon::notify::email::EmailSender;
+use gobearmon::notify::outbox::Dispatcher;
+use gobearmon::notify::{Channels, Deliverer, text, webhook};
+use gobearmon::store::{StoreError, fence};
+use notify_support::*;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A running dispatcher and the token that stops it.
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), StoreError>>,
+}
+
+impl Running {
+    async fn stop(self) -> Result<(), StoreError> {
+        self.stop.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("dispatcher stops")
+            .expect("dispatcher task")
+    }
+}
+
+fn channels(
+    smtp: &SmtpConfig,
+    twilio: &TwilioConfig,
+    cfg: &DeliveryConfig,
+    pki: Option<&TestPki>,
+) -> Arc<Channels> {
+    let roots: Vec<_> = pki
+        .map(|p| {
+            let roots = gobearmon::notify::read_pem_roots(&p.ca_path).unwrap();
+            assert_eq!(roots, vec![p.ca_der.clone()]);
+            roots
+        })
+        .unwrap_or_default();
+    Arc::new(Channels::with_extra_roots(smtp, twilio, cfg.timeout, &roots).unwrap())
+}
+
+fn admin(smtp: &SmtpConfig, cfg: &DeliveryConfig) -> Arc<AdminNotifier> {
+    let sender = smtp.host.as_ref().map(|_| EmailSender::new(smtp).unwrap());
+    Arc::new(AdminNotifier::with_sender(
+        sender,
+        smtp.admin.clone(),
+        cfg.admin_interval,
+    ))
+}
+
+fn start(
+    db: &TestDb,
+    epoch: u64,
+    node: &str,
+    cfg: &DeliveryConfig,
+    deliverer: Arc<dyn Deliverer>,
+    admin: Arc<AdminNotifier>,
+) -> Running {
+    let dispatcher = Dispatcher::new(
+        db.store.clone(),
+        Epoch(epoch),
+        NodeId(node.into()),
+        cfg.clone(),
+        deliverer,
+        admin,
+    );
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(dispatcher.run(stop.clone()));
+    Running { stop, task }
+}
+
+async fn wait_state(db: &TestDb, event: i64, contact: ContactId, state: &str) -> OutboxRow {
+    wait_for(
+        &format!("outbox row (event {event}, contact {contact}) to be {state}"),
+        WAIT,
+        || async {
+            let r = db.row(event, contact).await;
+            (r.state == state).then_some(r)
+        },
+    )
+    .await
+}
+
+fn contact(kind: &str, data: &str) -> ContactRow {
+    ContactRow {
+        id: ContactId(1),
+        kind: ContactKind::parse(kind),
+        data: data.into(),
+    }
+}
+
+/// The decoded body; the line ending that SMTP needs before the final `.` is not part of it.
+fn body_of(m: &serde_json::Value) -> String {
+    let body = m["body"].as_str().unwrap().replace("\r\n", "\n");
+    body.strip_suffix('\n').unwrap_or(&body).to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_reaches_a_real_smtp_server_through_every_tls_mode() {
+    let pki = TestPki::new();
+    let tls_files = Some((pki.cert_path.clone(), pki.key_path.clone()));
+    let starttls = SmtpServer::start(SmtpOptions {
+        tls: tls_files.clone(),
+        require_auth: true,
+        ..Default::default()
+    })
+    .await;
+    let implicit = SmtpServer::start(SmtpOptions {
+        tls: tls_files,
+        implicit: true,
+        require_auth: true,
+        ..Default::default()
+    })
+    .await;
+    let plain = SmtpServer::start(SmtpOptions::default()).await;
+    let n = flip(42, 7);
+    let expected_body = text::email_body(&n);
+    assert!(!expected_body.contains("hunter2"));
+    let cfg = delivery(1, Duration::from_secs(10), 1);
+
+    // (mode, server, recipient, TLS expected on the session)
+    let cases = [
+        (SmtpTls::Auto, &starttls, "auto@test", true),
+        (SmtpTls::StartTls, &starttls, "starttls@test", true),
+        (SmtpTls::Tls, &implicit, "tls@test", true),
+        (SmtpTls::None, &starttls, "none@test", false),
+        (SmtpTls::Auto, &plain, "auto-plain@test", false),
+    ];
+    for (mode, server, rcpt, tls) in cases {
+        let smtp = smtp_config(server.port, mode, None);
+        let ch = channels(
+            &smtp,
+            &twilio_config("http://127.0.0.1:9"),
+            &cfg,
+            Some(&pki),
+        );
+        ch.deliver(&contact("email", rcpt), &n)
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?} to {rcpt}: {e}"));
+        let m = server.wait_messages_to(rcpt, 1).await.remove(0);
+        assert_eq!(m["subject"], "Check offline: web 7", "{mode:?}");
+        assert_eq!(body_of(&m), expected_body, "{mode:?}");
+        assert_eq!(m["tls"], tls, "{mode:?}: session encryption");
+        assert_eq!(m["auth_login"], "monuser", "{mode:?}: AUTH");
+        assert_eq!(m["mail_from"], "mon@test");
+        assert_eq!(m["to"], rcpt);
+        assert_eq!(m["content_transfer_encoding"], "quoted-printable");
+        assert!(
+            m["content_type"]
+                .as_str()
+                .unwrap()
+                .replace('"', "")
+                .eq_ignore_ascii_case("text/plain; charset=utf-8"),
+            "{m}"
+        );
+        assert!(m["message_id"].is_string() && m["date"].is_string(), "{m}");
+    }
+
+    // A name outside ASCII survives the subject and the quoted-printable body.
+    let mut utf8 = flip(43, 8);
+    utf8.name = "Café – ✓ 東京".into();
+    let smtp = smtp_config(plain.port, SmtpTls::Auto, None);
+    let ch = channels(&smtp, &twilio_config("http://127.0.0.1:9"), &cfg, None);
+    ch.deliver(&contact("email", "utf8@test"), &utf8)
+        .await
+        .unwrap();
+    let m = plain.wait_messages_to("utf8@test", 1).await.remove(0);
+    assert_eq!(m["subject"], "Check offline: Café – ✓ 東京");
+    assert_eq!(body_of(&m), text::email_body(&utf8));
+
+    // Several addresses in one contact.
+    let smtp = smtp_config(starttls.port, SmtpTls::StartTls, None);
+    let ch = channels(
+        &smtp,
+        &twilio_config("http://127.0.0.1:9"),
+        &cfg,
+        Some(&pki),
+    );
+    ch.deliver(&contact("email", "a@test, Ops Team <b@test>"), &n)
+        .await
+        .unwrap();
+    let m = starttls.wait_messages_to("b@test", 1).await.remove(0);
+    assert_eq!(m["rcpt_tos"], serde_json::json!(["a@test", "b@test"]));
+
+    // STARTTLS required but not offered: not sent, worth retrying (the server may be fixed).
+    let smtp = smtp_config(plain.port, SmtpTls::StartTls, None);
+    let ch = channels(
+        &smtp,
+        &twilio_config("http://127.0.0.1:9"),
+        &cfg,
+        Some(&pki),
+    );
+    let err = ch
+        .deliver(&contact("email", "never@test"), &n)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(plain.messages_to("never@test").is_empty());
+
+    // A certificate nobody vouches for is refused.
+    let smtp = smtp_config(starttls.port, SmtpTls::StartTls, None);
+    let ch = channels(&smtp, &twilio_config("http://127.0.0.1:9"), &cfg, None);
+    let err = ch
+        .deliver(&contact("email", "untrusted@test"), &n)
+        .await
+        .unwrap_err();
+    assert!(starttls.messages_to("untrusted@test").is_empty(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_recipient_and_dead_server_end_as_failed_rows_with_one_admin_email() {
+    let db = TestDb::create("smtp_fail").await;
+    let server = SmtpServer::start(SmtpOptions {
+        fail_rcpt: vec!["bad@test".into()],
+        ..Default::default()
+    })
+    .await;
+    let bad = db.add_contact("email", "bad@test").await;
+    let good = db.add_contact("email", "ops@test").await;
+    let cfg = delivery(3, Duration::from_secs(5), 4);
+
+    // Phase 1: 550 for one recipient is final at once; the other is delivered.
+    let smtp = smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
+    let twilio = twilio_config("http://127.0.0.1:9");
+    assert_eq!(db.enqueue(&flip(1, 10), &[bad, good]).await, 2);
+    assert_eq!(
+        db.enqueue(&flip(1, 10), &[bad, good]).await,
+        0,
+        "enqueue is idempotent"
+    );
+    let run = start(
+        &db,
+        1,
+        NODE,
+        &cfg,
+        channels(&smtp, &twilio, &cfg, None),
+        admin(&smtp, &cfg),
+    );
+    let sent = wait_state(&db, 1, good, "sent").await;
+    assert_eq!(sent.attempts, 1);
+    let failed = wait_state(&db, 1, bad, "failed").await;
+    assert_eq!(failed.attempts, 1, "a 550 is not retried");
+    assert!(
+        failed.last_error.as_deref().unwrap().contains("550"),
+        "{failed:?}"
+    );
+    let notices = server.wait_messages_to("admin@test", 1).await;
+    assert_eq!(
+        notices[0]["subject"],
+        "gobearmon: notifications could not be delivered"
+    );
+    let body = body_of(&notices[0]);
+    assert!(
+        body.contains(&format!("outbox row {}", failed.id)),
+        "{body}"
+    );
+    assert!(body.contains("550"), "{body}");
+    wait_for("admin_notified on the failed row", WAIT, || async {
+        db.row(1, bad).await.admin_notified.then_some(())
+    })
+    .await;
+    run.stop().await.unwrap();
+    assert_eq!(server.messages_to("ops@test").len(), 1);
+    assert_eq!(server.messages_to("admin@test").len(), 1, "one admin email");
+
+    // Phase 2: the SMTP server is dead. Every attempt is retried until attempts run out;
+    // the admin email goes out once a server answers again.
+    let dead_port = closed_port();
+    let smtp = smtp_config(dead_port, SmtpTls::Auto, Some("admin@test"));
+    db.enqueue(&flip(2, 10), &[good]).await;
+    let run = start(
+        &db,
+        1,
+        NODE,
+        &cfg,
+        channels(&smtp, &twilio, &cfg, None),
+        admin(&smtp, &cfg),
+    );
+    let failed = wait_state(&db, 2, good, "failed").await;
+    assert_eq!(failed.attempts, 3);
+    let err = failed.last_error.clone().unwrap();
+    assert!(err.contains("gave up after 3 attempts"), "{err}");
+    assert!(!failed.admin_notified);
+    let revived = SmtpServer::start_on(dead_port, SmtpOptions::default()).await;
+    let notices = revived.wait_messages_to("admin@test", 1).await;
+    let body = body_of(&notices[0]);
+    assert!(
+        body.contains(&format!("outbox row {}", failed.id)),
+        "{body}"
+    );
+    assert!(body.contains("gave up after 3 attempts"), "{body}");
+    wait_for("admin_notified on the dead-server row", WAIT, || async {
+        db.row(2, good).await.admin_notified.then_some(())
+    })
+    .await;
+    run.stop().await.unwrap();
+    assert_eq!(
+        revived.messages_to("admin@test").len(),
+        1,
+        "one admin email"
+    );
+    assert!(
+        revived.messages_to("ops@test").is_empty(),
+        "a failed row is not sent later"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twilio_sms_and_calls_write_charges_and_retry_only_server_errors() {
+    let db = TestDb::create("twilio").await;
+    let twilio_server = Receiver::start(Behaviour::Twilio).await;
+    let twilio = twilio_config(&twilio_server.url(""));
+    let sms_ok = db.add_contact("sms", "+15557770001").await;
+    let voice_ok = db.add_contact("voice", "+15557770002").await;
+    let sms_400 = db.add_contact("sms", "+15550000401").await;
+    let voice_500 = db.add_contact("voice", "+15550000501").await;
+    let cfg = delivery(3, Duration::from_secs(5), 4);
+    let n = flip(5, 21);
+    db.enqueue(&n, &[sms_ok, voice_ok, sms_400, voice_500])
+        .await;
+    let run = start(
+        &db,
+        1,
+        NODE,
+        &cfg,
+        channels(&no_smtp(), &twilio, &cfg, None),
+        admin(&no_smtp(), &cfg),
+    );
+    wait_state(&db, 5, sms_ok, "sent").await;
+    wait_state(&db, 5, voice_ok, "sent").await;
+    let final_400 = wait_state(&db, 5, sms_400, "failed").await;
+    let retried_500 = wait_state(&db, 5, voice_500, "failed").await;
+    run.stop().await.unwrap();
+
+    assert_eq!(final_400.attempts, 1, "a 4xx is final");
+    let e400 = final_400.last_error.unwrap();
+    assert!(
+        e400.contains("21211") && e400.contains("not a valid phone number"),
+        "{e400}"
+    );
+    assert_eq!(retried_500.attempts, 3, "a 5xx is retried");
+    assert!(retried_500.last_error.unwrap().contains("500"));
+
+    let requests = twilio_server.received();
+    let by_to = |to: &str| -> Vec<Received> {
+        requests
+            .iter()
+            .filter(|r| r.field("To").as_deref() == Some(to))
+            .cloned()
+            .collect()
+    };
+    for r in &requests {
+        assert_eq!(r.method, "POST");
+        assert_eq!(
+            r.basic_auth(),
+            Some((TWILIO_SID.to_string(), TWILIO_TOKEN.to_string()))
+        );
+        assert_eq!(r.field("From").as_deref(), Some(TWILIO_FROM));
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/x-www-form-urlencoded")
+        );
+    }
+    let sms = by_to("+15557770001");
+    assert_eq!(sms.len(), 1);
+    assert_eq!(
+        sms[0].path,
+        format!("/2010-04-01/Accounts/{TWILIO_SID}/Messages.json")
+    );
+    assert_eq!(
+        sms[0].field("Body").unwrap(),
+        "Check [web 21] is now offline: status mismatch, got 500 but expected 200"
+    );
+    let call = by_to("+15557770002");
+    assert_eq!(call.len(), 1);
+    assert_eq!(
+        call[0].path,
+        format!("/2010-04-01/Accounts/{TWILIO_SID}/Calls.json")
+    );
+    assert_eq!(
+        call[0].field("Twiml").unwrap(),
+        "<Response><Say>This is a monitoring-related call from go bear mon . The check . web 21 . has been recorded . offline . Reason is . status mismatch, got 500 but expected 200</Say></Response>"
+    );
+    assert!(call[0].field("Url").is_none(), "no twimlets URL");
+    assert_eq!(by_to("+15550000401").len(), 1);
+    assert_eq!(by_to("+15550000501").len(), 3);
+
+    let charges = db.charges().await;
+    assert_eq!(charges.len(), 2, "{charges:?}");
+    let kinds: Vec<&str> = charges.iter().map(|c| c.1.as_str()).collect();
+    assert!(kinds.contains(&"sms") && kinds.contains(&"voice"));
+    assert!(charges.iter().all(|c| c.0 == 21 && c.2.starts_with("SM")));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_count_only_2xx_and_carry_schema_key_and_signature() {
+    let db = TestDb::create("webhook").await;
+    let ok = Receiver::start(Behaviour::Status(200)).await;
+    let err500 = Receiver::start(Behaviour::Status(500)).await;
+    let err404 = Receiver::start(Behaviour::Status(404)).await;
+    let hang = Receiver::start(Behaviour::Hang).await;
+    let closed = closed_port();
+    let secret = "whsec-test";
+    let signed = db
+        .add_contact(
+            "webhook",
+            &serde_json::json!({"url": ok.url("/signed"), "secret": secret,
+                                "headers": {"X-Team": "ops"}})
+            .to_string(),
+        )
+        .await;
+    let plain_json = db.add_contact("webhook", &ok.url("/plain")).await;
+    let form = db.add_contact("http", &ok.url("/form")).await;
+    let c500 = db.add_contact("webhook", &err500.url("/")).await;
+    let c404 = db.add_contact("http", &err404.url("/")).await;
+    let chang = db.add_contact("webhook", &hang.url("/")).await;
+    let cclosed = db
+        .add_contact("webhook", &format!("http://127.0.0.1:{closed}/"))
+        .await;
+    let unknown = db.add_contact("pager", "x").await;
+    let deleted = ContactId(999_999);
+    let cfg = delivery(2, Duration::from_secs(3), 8);
+    let n = flip(77, 3);
+    db.enqueue(
+        &n,
+        &[
+            signed, plain_json, form, c500, c404, chang, cclosed, unknown, deleted,
+        ],
+    )
+    .await;
+    let run = start(
+        &db,
+        1,
+        NODE,
+        &cfg,
+        channels(&no_smtp(), &twilio_config("http://127.0.0.1:9"), &cfg, None),
+        admin(&no_smtp(), &cfg),
+    );
+
+    // The good receivers get theirs while the hanging one still holds its first attempt.
+    wait_state(&db, 77, signed, "sent").await;
+    wait_state(&db, 77, plain_json, "sent").await;
+    wait_state(&db, 77, form, "sent").await;
+    let hanging = db.row(77, chang).await;
+    assert_eq!(
+        (hanging.state.as_str(), hanging.attempts),
+        ("pending", 1),
+        "a hanging receiver does not hold up the others"
+    );
+
+    let f500 = wait_state(&db, 77, c500, "failed").await;
+    assert_eq!(f500.attempts, 2, "5xx is retried");
+    assert!(f500.last_error.unwrap().contains("500"));
+    let f404 = wait_state(&db, 77, c404, "failed").await;
+    assert_eq!(f404.attempts, 1, "4xx is final");
+    let fhang = wait_state(&db, 77, chang, "failed").await;
+    assert_eq!(fhang.attempts, 2);
+    assert!(fhang.last_error.unwrap().contains("timed out"));
+    let fclosed = wait_state(&db, 77, cclosed, "failed").await;
+    assert_eq!(fclosed.attempts, 2);
+    assert!(fclosed.last_error.unwrap().contains("connect"));
+    let funknown = wait_state(&db, 77, unknown, "failed").await;
+    assert_eq!(
+        funknown.last_error.as_deref(),
+        Some("alert type pager does not exist")
+    );
+    let fdeleted = wait_state(&db, 77, deleted, "failed").await;
+    assert!(
+        fdeleted.last_error.unwrap().contains("no longer exists"),
+        "deleted contact"
+    );
+    run.stop().await.unwrap();
+
+    let got = ok.received();
+    let find = |path: &str| got.iter().find(|r| r.path == path).unwrap().clone();
+
+    // webhook with a secret: schema v1, idempotency key, signature over "<ts>.<body>".
+    let s = find("/signed");
+    assert_eq!(
+        s.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(s.header("idempotency-key").as_deref(), Some("77"));
+    assert_eq!(s.header("x-team").as_deref(), Some("ops"));
+    let ts = s.header("x-gobearmon-timestamp").unwrap();
+    let sig = s.header("x-gobearmon-signature").unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let mut signed_text = format!("{ts}.").into_bytes();
+    signed_text.extend_from_slice(&s.body);
+    let hex_sig = sig.strip_prefix("sha256=").expect("sha256= prefix");
+    let raw_sig: Vec<u8> = (0..hex_sig.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex_sig[i..i + 2], 16).unwrap())
+        .collect();
+    ring::hmac::verify(&key, &signed_text, &raw_sig).expect("signature verifies");
+    assert_eq!(
+        sig,
+        format!(
+            "sha256={}",
+            webhook::signature(secret.as_bytes(), &ts, &s.body)
+        )
+    );
+    let v: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "schema": "gobearmon.webhook.v1",
+            "event_id": 77,
+            "test": false,
+            "check": {"id": 3, "name": "web 3", "type": "http"},
+            "old_status": "online",
+            "new_status": "offline",
+            "message": "status mismatch, got 500 but expected 200",
+            "time": "2026-11-18T11:06:40.077Z",
+            "confirmed_by": ["w1", "w2"]
+        })
+    );
+
+    // webhook as a bare URL: no signature.
+    let p = find("/plain");
+    assert_eq!(p.header("idempotency-key").as_deref(), Some("77"));
+    assert!(p.header("x-gobearmon-signature").is_none());
+
+    // http (gobearmon's form post): sorted fields, redacted data, idempotency key.
+    let f = find("/form");
+    assert_eq!(
+        f.header("content-type").as_deref(),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(f.header("idempotency-key").as_deref(), Some("77"));
+    let fields = f.form();
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["check_id", "data", "message", "name", "status", "type"]
+    );
+    let field = |k: &str| fields.iter().find(|(n, _)| n == k).unwrap().1.clone();
+    assert_eq!(field("check_id"), "3");
+    assert_eq!(field("status"), "offline");
+    assert_eq!(field("name"), "web 3");
+    assert_eq!(field("type"), "http");
+    assert_eq!(
+        field("message"),
+        "status mismatch, got 500 but expected 200"
+    );
+    assert!(!field("data").contains("hunter2"));
+    assert!(field("data").contains("<redacted>"));
+
+    // Retries of one event carry the same key.
+    let keys500: Vec<_> = err500
+        .received()
+        .iter()
+        .map(|r| r.header("idempotency-key"))
+        .collect();
+    assert_eq!(
+        keys500,
+        vec![Some("77".to_string()), Some("77".to_string())]
+    );
+    assert_eq!(ok.count(), 3, "each delivered once");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_dispatcher_leaves_nothing_undelivered_and_repeats_only_sends_in_flight() {
+    let db = TestDb::create("crash").await;
+    let receiver = Receiver::start(Behaviour::SlowOk(Duration::from_millis(30))).await;
+    let hook = db.add_contact("webhook", &receiver.url("/h")).await;
+    let cfg = delivery(5, Duration::from_secs(2), 8);
+    let total = 240usize;
+    let items: Vec<_> = (1..=total as i64).map(|e| (flip(e, e), hook)).collect();
+    db.enqueue_many(&items).await;
+    let deliverer = channels(&no_smtp(), &twilio_config("http://127.0.0.1:9"), &cfg, None);
+
+    // Graceful stop after about a quarter: sends in flight finish and are recorded.
+    let run = start(
+        &db,
+        1,
+        NODE,
+        &cfg,
+        deliverer.clone(),
+        admin(&no_smtp(), &cfg),
+    );
+    receiver.wait_count(total / 4).await;
+    run.stop().await.unwrap();
+    let after_stop = db.states().await;
+    let sent_so_far = *after_stop.get("sent").unwrap_or(&0) as usize;
+    assert_eq!(
+        receiver.count(),
+        sent_so_far,
+        "a graceful stop records every send"
+    );
+
+    // Abrupt kill (task aborted) in the middle of the next part of the batch.
+    let run = start(
+        &db,
+        1,
+        NODE,
+        &cfg,
+        deliverer.clone(),
+        admin(&no_smtp(), &cfg),
+    );
+    receiver.wait_count(total / 2).await;
+    run.task.abort();
+    let _ = run.task.await;
+    let at_kill = receiver.count();
+
+    // A new controller takes over with a higher epoch; the old epoch can no longer act.
+    assert_eq!(
+        fence::raise(&db.store, Epoch(2), &NodeId("n2".into()))
+            .await
+            .unwrap(),
+        fence::Raise::Raised
+    );
+    let stale = start(
+        &db,
+        1,
+        NODE,
+        &cfg,
+        deliverer.clone(),
+        admin(&no_smtp(), &cfg),
+    );
+    let stale_result = tokio::time::timeout(WAIT, stale.task)
+        .await
+        .expect("a fenced dispatcher stops by itself")
+        .unwrap();
+    assert!(
+        matches!(stale_result, Err(StoreError::Fenced { .. })),
+        "{stale_result:?}"
+    );
+    assert_eq!(
+        receiver.count(),
+        at_kill,
+        "a fenced dispatcher sends nothing"
+    );
+
+    let run = start(&db, 2, "n2", &cfg, deliverer, admin(&no_smtp(), &cfg));
+    wait_for("every row sent", Duration::from_secs(60), || async {
+        let s = db.states().await;
+        (s.get("sent").copied().unwrap_or(0) as usize == total).then_some(())
+    })
+    .await;
+    run.stop().await.unwrap();
+
+    let mut per_key: HashMap<String, usize> = HashMap::new();
+    for r in receiver.received() {
+        *per_key
+            .entry(r.header("idempotency-key").unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(per_key.len(), total, "every event delivered");
+    let repeated: Vec<_> = per_key.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        repeated.iter().all(|(_, n)| **n == 2),
+        "nothing sent three times: {repeated:?}"
+    );
+    assert!(
+        repeated.len() <= cfg.concurrency,
+        "only sends in flight at the kill are repeated ({} > {}): {repeated:?}",
+        repeated.len(),
+        cfg.concurrency
+    );
+    eprintln!(
+        "crash test: {total} rows, {} repeated after the kill (concurrency {})",
+        repeated.len(),
+        cfg.concurrency
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_rows_to_a_mix_of_contacts_are_all_delivered() {
+    let db = TestDb::create("thousand").await;
+    let smtp_server = SmtpServer::start(SmtpOptions::default()).await;
+    let hooks = Receiver::start(Behaviour::Status(204)).await;
+    let twilio_server = Receiver::start(Behaviour::Twilio).await;
+    let contacts = [
+        db.add_contact("email", "bulk@test").await,
+        db.add_contact("webhook", &hooks.url("/json")).await,
+        db.add_contact("http", &hooks.url("/form")).await,
+        db.add_contact("sms", "+15557770010").await,
+        db.add_contact("voice", "+15557770011").await,
+    ];
+    let events = 200i64;
+    let mut tx_items = Vec::new();
+    for e in 1..=events {
+        for c in contacts {
+            tx_items.push((flip(e, 1000 + e), c));
+        }
+    }
+    db.enqueue_many(&tx_items).await;
+    let total = tx_items.len();
+    assert_eq!(total, 1000);
+    let cfg = delivery(5, Duration::from_secs(10), 32);
+    let smtp = smtp_config(smtp_server.port, SmtpTls::None, None);
+    let started = Instant::now();
+    let run = start(
+        &db,
+        1,
+        NODE,
+        &cfg,
+        channels(&smtp, &twilio_config(&twilio_server.url("")), &cfg, None),
+        admin(&smtp, &cfg),
+    );
+    wait_for("1000 rows sent", Duration::from_secs(120), || async {
+        let s = db.states().await;
+        (s.get("sent").copied().unwrap_or(0) as usize == total).then_some(())
+    })
+    .await;
+    let elapsed = started.elapsed();
+    run.stop().await.unwrap();
+    eprintln!(
+        "1000 rows (200 each email, webhook, http, sms, voice) delivered in {:.2} s, concurrency {}",
+        elapsed.as_secs_f64(),
+        cfg.concurrency
+    );
+    assert_eq!(smtp_server.messages_to("bulk@test").len(), 200);
+    let hook_requests = hooks.received();
+    assert_eq!(
+        hook_requests.iter().filter(|r| r.path == "/json").count(),
+        200
+    );
+    assert_eq!(
+        hook_requests.iter().filter(|r| r.path == "/form").count(),
+        200
+    );
+    assert_eq!(twilio_server.count(), 400);
+    assert_eq!(db.charges().await.len(), 400);
+    let rows = db.rows().await;
+    assert!(rows.iter().all(|r| r.attempts == 1 && r.sent_at.is_some()));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_test_command_reports_delivered_or_the_error() {
+    let db = TestDb::create("cli").await;
+    let ok = Receiver::start(Behaviour::Status(200)).await;
+    let good = db.add_contact("webhook", &ok.url("/test")).await;
+    let broken = db
+        .add_contact("http", &format!("http://127.0.0.1:{}/", closed_port()))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gobearmon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\npassword = \"0123456789abcdef\"\n[worker]\nid = \"w1\"\n\
+             view_addr = \"127.0.0.1:1\"\n[controller]\nadvertise_addr = \"127.0.0.1:8881\"\ndatabase = [\"{}\"]\n\
+             delivery_timeout = \"2s\"\n",
+            db.url
+        ),
+    )
+    .unwrap();
+    let run = |id: i64| {
+        let config = config.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_gobearmon"))
+                    .args(["contact", "test", &id.to_string(), "--config"])
+                    .arg(&config)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = run(good.0).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "delivered");
+    let got = ok.wait_count(1).await;
+    let v: serde_json::Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(v["test"], true);
+    assert!(
+        got[0]
+            .header("idempotency-key")
+            .unwrap()
+            .starts_with("test-")
+    );
+
+    let out = run(broken.0).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error:") && err.contains("connect"), "{err}");
+
+    let out = run(424_242).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("contact 424242 does not exist"));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_notices_are_rate_limited_per_kind() {
+    use gobearmon::notify::admin::{AdminKind, AdminOutcome};
+    let server = SmtpServer::start(SmtpOptions::default()).await;
+    let smtp = smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
+    let notifier = AdminNotifier::with_sender(
+        Some(EmailSender::new(&smtp).unwrap()),
+        smtp.admin.clone(),
+        Duration::from_millis(500),
+    );
+
+    // An outage reporting the same thing a hundred times sends one mail.
+    let mut outcomes = Vec::new();
+    for i in 0..100 {
+        outcomes.push(
+            notifier
+                .notify(AdminKind::NoController, &format!("controller gone ({i})"))
+                .await,
+        );
+    }
+    assert_eq!(outcomes[0], AdminOutcome::Sent);
+    assert!(outcomes[1..].iter().all(|o| *o == AdminOutcome::Suppressed));
+    // Another kind has its own limit; so has a free-form subject.
+    assert_eq!(
+        notifier
+            .notify(
+                AdminKind::InsufficientQuorum,
+                "check 3 needs 3 workers, 2 alive"
+            )
+            .await,
+        AdminOutcome::Sent
+    );
+    assert_eq!(
+        notifier.notify_subject("gobearmon: custom", "x").await,
+        AdminOutcome::Sent
+    );
+    let first = server.wait_messages_to("admin@test", 3).await;
+    assert_eq!(
+        first[0]["subject"],
+        "gobearmon: controller failed without replacement"
+    );
+    assert!(body_of(&first[0]).starts_with("controller gone (0)"));
+    assert_eq!(first[1]["subject"], "gobearmon: insufficient quorum");
+
+    // After the interval the next notice goes out and counts what was held back.
+    wait_for("the rate limit to pass", WAIT, || async {
+        notifier.is_due(AdminKind::NoController).then_some(())
+    })
+    .await;
+    assert_eq!(
+        notifier.notify(AdminKind::NoController, "still gone").await,
+        AdminOutcome::Sent
+    );
+    let all = server.wait_messages_to("admin@test", 4).await;
+    let last = body_of(&all[3]);
+    assert!(last.starts_with("still gone"), "{last}");
+    assert!(last.contains("99 more notice(s)"), "{last}");
+    assert_eq!(all.len(), 4);
+}

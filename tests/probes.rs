@@ -1,0 +1,1049 @@
+//! The five check types against real servers the tests start: axum HTTP and rustls HTTPS
+//! servers with rcgen certificates, TCP dialogue servers, dnsmasq and hostile UDP servers,
+//! ICMP to loopback and to a network namespace with nftables loss; reference scenarios S6, S7,
+//! S8 and S15; and `gobearmon probe` as a user runs it.
+//!
+//! ICMP and namespace tests need root (CI runs as root); dnsmasq and nftables come from
+//! `scripts/test.sh`. A missing one fails the test, it is never skipped.
+
+mod probe_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use gobearmon::model::CheckStatus;
+use gobearmon::probe::{self, CheckSpec, ProbeContext, ProbeOutcome};
+use serde_json::json;
+
+use probe_support::certs::{Ca, ServerCert, hours_from_now};
+use probe_support::dns::{Dnsmasq, Hostile, HostileDns};
+use probe_support::http::{start_http, start_https};
+use probe_support::netns::Netns;
+use probe_support::tcp::{self as tcpsrv, Behaviour};
+use probe_support::{
+    assert_offline, assert_offline_prefix, assert_online, probe, probe_with, require_root,
+    wait_until,
+};
+
+fn data(v: serde_json::Value) -> String {
+    v.to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// http (S6 and the fixes)
+// ---------------------------------------------------------------------------------------
+
+/// S6: without expectations any HTTP answer, a 500 too, is online.
+#[tokio::test]
+async fn s6_http_any_answer_is_online_without_expectations() {
+    let srv = start_http().await;
+    let out = probe("http", &data(json!({ "url": srv.url("/status/500") }))).await;
+    assert_online(&out);
+    assert_eq!(out.details.http_status, Some(500));
+}
+
+/// S6: `expect_substring` missing from the body.
+#[tokio::test]
+async fn s6_http_expect_substring_not_found() {
+    let srv = start_http().await;
+    let out = probe(
+        "http",
+        &data(json!({ "url": srv.url("/text/NOT"), "expect_substring": "READY" })),
+    )
+    .await;
+    assert_offline(
+        &out,
+        "expected substring [READY] was not found in the response body",
+    );
+    let out = probe(
+        "http",
+        &data(json!({ "url": srv.url("/text/READY-now"), "expect_substring": "READY" })),
+    )
+    .await;
+    assert_online(&out);
+}
+
+/// S6: the server sees `User-Agent: gobearmon`; a body without method is a POST with
+/// Content-Length (gobearmon sent it chunked).
+#[tokio::test]
+async fn s6_http_user_agent_and_post_body_with_content_length() {
+    let srv = start_http().await;
+    assert_online(&probe("http", &data(json!({ "url": srv.url("/ok") }))).await);
+    let r = srv.last("/ok");
+    assert_eq!(r.method, "GET");
+    assert_eq!(r.headers["user-agent"], "gobearmon");
+
+    assert_online(
+        &probe(
+            "http",
+            &data(json!({ "url": srv.url("/post"), "body": "x=1" })),
+        )
+        .await,
+    );
+    let r = srv.last("/post");
+    assert_eq!(r.method, "POST");
+    assert_eq!(&r.body[..], b"x=1");
+    assert_eq!(r.headers["content-length"], "3");
+    assert!(r.headers.get("transfer-encoding").is_none(), "{r:?}");
+
+    // An explicit method wins; a header may override the User-Agent.
+    let d = json!({ "url": srv.url("/put"), "body": "y", "method": "PUT",
+                    "headers": { "user-agent": "custom/1" } });
+    assert_online(&probe("http", &data(d)).await);
+    let r = srv.last("/put");
+    assert_eq!(r.method, "PUT");
+    assert_eq!(r.headers["user-agent"], "custom/1");
+}
+
+/// S6: basic auth, the Host override (any case) and extra headers.
+#[tokio::test]
+async fn s6_http_basic_auth_and_headers() {
+    let srv = start_http().await;
+    let d = json!({ "url": srv.url("/auth"), "username": "u", "password": "p" });
+    assert_online(&probe("http", &data(d)).await);
+    // base64("u:p")
+    assert_eq!(srv.last("/auth").headers["authorization"], "Basic dTpw");
+
+    let d = json!({ "url": srv.url("/vhost"), "headers": { "Host": "vhost.test", "X-A": "b" } });
+    assert_online(&probe("http", &data(d)).await);
+    let r = srv.last("/vhost");
+    assert_eq!(r.headers["host"], "vhost.test");
+    assert_eq!(r.headers["x-a"], "b");
+
+    // gobearmon ignored a lowercase "host" key; here it works.
+    let d = json!({ "url": srv.url("/vhost2"), "headers": { "host": "lower.test" } });
+    assert_online(&probe("http", &data(d)).await);
+    assert_eq!(srv.last("/vhost2").headers["host"], "lower.test");
+}
+
+/// S6: `timeout: 1` is clamped to 3 s, so a 2 s answer is still online.
+#[tokio::test]
+async fn s6_http_timeout_is_clamped_to_three_seconds() {
+    let srv = start_http().await;
+    let out = probe(
+        "http",
+        &data(json!({ "url": srv.url("/slow"), "timeout": 1 })),
+    )
+    .await;
+    assert_online(&out);
+}
+
+#[tokio::test]
+async fn http_status_mismatch_and_redirects() {
+    let srv = start_http().await;
+    let out = probe(
+        "http",
+        &data(json!({ "url": srv.url("/status/503"), "expect_status": 200 })),
+    )
+    .await;
+    assert_offline(&out, "status mismatch, got 503 but expected 200");
+
+    // The status that counts is the final one, after redirects.
+    let d = json!({ "url": srv.url("/redirect"), "expect_status": 200, "expect_substring": "OK" });
+    assert_online(&probe("http", &data(d)).await);
+    let d = json!({ "url": srv.url("/redirect-503"), "expect_status": 200 });
+    assert_offline(
+        &probe("http", &data(d)).await,
+        "status mismatch, got 503 but expected 200",
+    );
+    // follow_redirects: false judges the redirect itself.
+    let d = json!({ "url": srv.url("/redirect"), "expect_status": 200, "follow_redirects": false });
+    assert_offline(
+        &probe("http", &data(d)).await,
+        "status mismatch, got 302 but expected 200",
+    );
+    let d = json!({ "url": srv.url("/redirect"), "expect_status": 302, "follow_redirects": false });
+    assert_online(&probe("http", &data(d)).await);
+    // A redirect loop ends after 10 redirects.
+    let out = probe("http", &data(json!({ "url": srv.url("/loop") }))).await;
+    assert_offline_prefix(&out, "error performing HTTP request: ");
+    let loops = srv.requests().iter().filter(|r| r.path == "/loop").count();
+    assert_eq!(loops, 11, "the first request and 10 redirects");
+}
+
+#[tokio::test]
+async fn http_transport_errors_and_bad_requests() {
+    // A closed port.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = probe(
+        "http",
+        &data(json!({ "url": format!("http://127.0.0.1:{port}/") })),
+    )
+    .await;
+    assert_offline_prefix(
+        &out,
+        &format!("error performing HTTP request: Get \"http://127.0.0.1:{port}/\": "),
+    );
+    assert!(out.message.contains("connection refused"), "{out:?}");
+
+    let out = probe("http", &data(json!({ "url": "not a url" }))).await;
+    assert_offline_prefix(&out, "error creating HTTP request: ");
+    let out = probe("http", &data(json!({}))).await;
+    assert_offline_prefix(&out, "error creating HTTP request: ");
+
+    // A server that answers garbage instead of HTTP.
+    let garbage = tcpsrv::start(Behaviour::Greet("\u{1}\u{2}garbage, not HTTP\n")).await;
+    let out = probe(
+        "http",
+        &data(json!({ "url": format!("http://{}/", garbage.address()) })),
+    )
+    .await;
+    assert_offline_prefix(&out, "error performing HTTP request: ");
+}
+
+/// The password in a URL never reaches a message.
+#[tokio::test]
+async fn http_messages_do_not_leak_url_passwords() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = probe(
+        "http",
+        &data(json!({ "url": format!("http://user:s3cretpw@127.0.0.1:{port}/") })),
+    )
+    .await;
+    assert_offline_prefix(&out, "error performing HTTP request: ");
+    assert!(!out.message.contains("s3cretpw"), "{out:?}");
+    assert!(out.message.contains("user:redacted@"), "{out:?}");
+}
+
+/// A server that accepts and never answers, and an endless body, cannot hold a check.
+#[tokio::test]
+async fn http_hanging_server_and_endless_body_are_bounded() {
+    let srv = start_http().await;
+    let started = Instant::now();
+    let out = probe(
+        "http",
+        &data(json!({ "url": srv.url("/hang"), "timeout": 3 })),
+    )
+    .await;
+    assert_offline(
+        &out,
+        &format!(
+            "error performing HTTP request: Get \"{}\": timeout (3 s) exceeded",
+            srv.url("/hang")
+        ),
+    );
+    assert!(started.elapsed() < Duration::from_secs(6), "{out:?}");
+
+    let silent = tcpsrv::start(Behaviour::Silent).await;
+    let started = Instant::now();
+    let out = probe(
+        "http",
+        &data(json!({ "url": format!("http://{}/", silent.address()), "timeout": 3 })),
+    )
+    .await;
+    assert_offline_prefix(&out, "error performing HTTP request: ");
+    assert!(started.elapsed() < Duration::from_secs(6), "{out:?}");
+
+    // Without expectations the endless body is not read at all.
+    let out = probe("http", &data(json!({ "url": srv.url("/huge") }))).await;
+    assert_online(&out);
+    // With one, reading stops at the cap.
+    let out = probe(
+        "http",
+        &data(json!({ "url": srv.url("/huge"), "expect_substring": "READY" })),
+    )
+    .await;
+    assert_offline(
+        &out,
+        "expected substring [READY] was not found in the response body",
+    );
+}
+
+/// The body read is capped at 1 MiB: a substring after 512 KiB is found, one after 3 MiB
+/// is not.
+#[tokio::test]
+async fn http_body_cap() {
+    assert_eq!(probe::BODY_CAP, 1 << 20);
+    let srv = start_http().await;
+    let d = json!({ "url": srv.url("/late/512"), "expect_substring": "READY" });
+    assert_online(&probe("http", &data(d)).await);
+    let d = json!({ "url": srv.url("/late/3072"), "expect_substring": "READY" });
+    assert_offline(
+        &probe("http", &data(d)).await,
+        "expected substring [READY] was not found in the response body",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// https and ssl_expire (S15)
+// ---------------------------------------------------------------------------------------
+
+/// A certificate chain signed by a test CA: trusted through the context, rejected without
+/// it unless `insecure`; expired certificates are rejected even when trusted.
+#[tokio::test]
+async fn https_verification_follows_insecure_and_trust() {
+    let ca = Ca::root("Probe Test CA");
+    let valid = start_https(ca.leaf("ok.test", hours_from_now(-24), hours_from_now(24 * 90))).await;
+    let expired = start_https(ca.leaf(
+        "old.test",
+        hours_from_now(-24 * 40),
+        hours_from_now(-24 * 30),
+    ))
+    .await;
+    let self_signed = start_https(ServerCert::self_signed(
+        "self.test",
+        hours_from_now(24 * 30),
+    ))
+    .await;
+    let trusting = ProbeContext::default().with_extra_roots(vec![ca.der.clone()]);
+    let plain = ProbeContext::default();
+
+    let d = |url: String, insecure: bool| {
+        data(json!({ "url": url, "insecure": insecure, "expect_substring": "OK" }))
+    };
+    assert_online(
+        &probe_with(
+            &trusting,
+            "http",
+            &d(valid.https_url("localhost", "/ok"), false),
+        )
+        .await,
+    );
+    assert_online(
+        &probe_with(
+            &trusting,
+            "http",
+            &d(valid.https_url("127.0.0.1", "/ok"), false),
+        )
+        .await,
+    );
+    assert_offline_prefix(
+        &probe_with(
+            &plain,
+            "http",
+            &d(valid.https_url("localhost", "/ok"), false),
+        )
+        .await,
+        "error performing HTTP request: ",
+    );
+    let out = probe_with(
+        &trusting,
+        "http",
+        &d(expired.https_url("localhost", "/ok"), false),
+    )
+    .await;
+    assert_offline_prefix(&out, "error performing HTTP request: ");
+    assert!(out.message.to_lowercase().contains("expired"), "{out:?}");
+    assert_offline_prefix(
+        &probe_with(
+            &trusting,
+            "http",
+            &d(self_signed.https_url("localhost", "/ok"), false),
+        )
+        .await,
+        "error performing HTTP request: ",
+    );
+    // insecure accepts all of them.
+    for srv in [&valid, &expired, &self_signed] {
+        let out = probe_with(&plain, "http", &d(srv.https_url("localhost", "/ok"), true)).await;
+        assert_online(&out);
+        assert_eq!(out.details.http_status, Some(200));
+    }
+}
+
+/// S15: a self-signed leaf (CN t.test) expiring in 5.5 days is 5 days away.
+#[tokio::test]
+async fn s15_ssl_expire_days_threshold() {
+    let srv = start_https(ServerCert::self_signed("t.test", hours_from_now(132))).await;
+    let address = srv.addr.to_string();
+    let out = probe(
+        "ssl_expire",
+        &data(json!({ "address": address, "days": 5 })),
+    )
+    .await;
+    assert_offline(&out, "certificate (t.test) expires in 5 days");
+    assert_eq!(out.details.days_remaining, Some(5));
+    assert_eq!(out.details.common_name.as_deref(), Some("t.test"));
+    let out = probe(
+        "ssl_expire",
+        &data(json!({ "address": address, "days": 4 })),
+    )
+    .await;
+    assert_online(&out);
+    assert_eq!(out.details.days_remaining, Some(5));
+    assert!(out.details.not_after.is_some());
+}
+
+/// Expired certificates give negative days; the message is gobearmon's.
+#[tokio::test]
+async fn ssl_expire_expired_and_healthy() {
+    let ca = Ca::root("Probe Test CA");
+    let expired = start_https(ca.leaf(
+        "old.test",
+        hours_from_now(-24 * 40),
+        hours_from_now(-24 * 30 - 1),
+    ))
+    .await;
+    let out = probe(
+        "ssl_expire",
+        &data(json!({ "address": expired.addr.to_string(), "days": 0 })),
+    )
+    .await;
+    assert_offline(&out, "certificate (old.test) expires in -30 days");
+
+    let healthy =
+        start_https(ca.leaf("ok.test", hours_from_now(-24), hours_from_now(24 * 90 + 1))).await;
+    let out = probe(
+        "ssl_expire",
+        &data(json!({ "address": healthy.addr.to_string(), "days": 30 })),
+    )
+    .await;
+    assert_online(&out);
+    assert_eq!(out.details.days_remaining, Some(90));
+    assert_eq!(out.details.chain_position, Some(0));
+    assert_eq!(out.details.certificates, Some(1));
+}
+
+/// Every presented certificate counts: an intermediate expiring before the leaf is reported
+/// (gobearmon looked only at the leaf).
+#[tokio::test]
+async fn ssl_expire_reports_the_intermediate_that_expires_first() {
+    let root = Ca::root("Probe Test Root");
+    let inter = root.intermediate("Probe Test Intermediate", hours_from_now(24 * 3 + 12));
+    let leaf = inter
+        .leaf("leaf.test", hours_from_now(-24), hours_from_now(24 * 60))
+        .with(&inter);
+    let srv = start_https(leaf).await;
+    let out = probe(
+        "ssl_expire",
+        &data(json!({ "address": srv.addr.to_string(), "days": 7 })),
+    )
+    .await;
+    assert_offline(
+        &out,
+        "certificate (Probe Test Intermediate) expires in 3 days",
+    );
+    assert_eq!(out.details.chain_position, Some(1));
+    assert_eq!(out.details.certificates, Some(2));
+    let out = probe(
+        "ssl_expire",
+        &data(json!({ "address": srv.addr.to_string(), "days": 2 })),
+    )
+    .await;
+    assert_online(&out);
+}
+
+/// SNI is the host part for names and absent for IP literals; no verification happens.
+#[tokio::test]
+async fn ssl_expire_sni_and_errors() {
+    let srv = start_https(ServerCert::self_signed(
+        "other.example",
+        hours_from_now(24 * 30),
+    ))
+    .await;
+    let port = srv.addr.port();
+    assert_online(
+        &probe(
+            "ssl_expire",
+            &data(json!({ "address": format!("localhost:{port}") })),
+        )
+        .await,
+    );
+    assert_online(
+        &probe(
+            "ssl_expire",
+            &data(json!({ "address": format!("127.0.0.1:{port}") })),
+        )
+        .await,
+    );
+    let sni = srv.sni.clone();
+    wait_until("two handshakes", Duration::from_secs(5), || {
+        sni.lock().unwrap().len() == 2
+    })
+    .await;
+    let mut seen = srv.sni.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, vec![None, Some("localhost".to_owned())]);
+
+    // Not TLS at all, a silent server, a closed port, a missing port.
+    let plain = tcpsrv::start(Behaviour::Greet("SSH-2.0-OpenSSH\r\n")).await;
+    let out = probe("ssl_expire", &data(json!({ "address": plain.address() }))).await;
+    assert_offline_prefix(&out, "tls: ");
+    let silent = tcpsrv::start(Behaviour::Silent).await;
+    let out = probe("ssl_expire", &data(json!({ "address": silent.address() }))).await;
+    assert_offline(&out, &format!("dial tcp {}: i/o timeout", silent.address()));
+    let out = probe("ssl_expire", &data(json!({ "address": "127.0.0.1" }))).await;
+    assert_offline_prefix(&out, "dial tcp 127.0.0.1: ");
+    assert!(out.message.contains("missing port"), "{out:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// tcp (S7 and the fixes)
+// ---------------------------------------------------------------------------------------
+
+/// S7: PING answered with PONG.
+#[tokio::test]
+async fn s7_tcp_payload_and_expect() {
+    let srv = tcpsrv::start(Behaviour::Reply("PONG\n")).await;
+    let d = json!({ "address": srv.address(), "payload": "PING", "expect": "PONG" });
+    let out = probe("tcp", &data(d)).await;
+    assert_online(&out);
+    assert_eq!(out.details.address.as_deref(), Some("127.0.0.1"));
+    wait_until("the server's record", Duration::from_secs(5), || {
+        !srv.received().is_empty()
+    })
+    .await;
+    assert_eq!(srv.received()[0], b"PING\n");
+}
+
+/// S7: a wrong answer.
+#[tokio::test]
+async fn s7_tcp_response_mismatch() {
+    let srv = tcpsrv::start(Behaviour::Reply("NOPE\n")).await;
+    let d = json!({ "address": srv.address(), "payload": "PING", "expect": "PONG" });
+    assert_offline(
+        &probe("tcp", &data(d)).await,
+        "response mismatch, expected [PONG] but got [NOPE]",
+    );
+}
+
+/// S7 as fixed: a payload without expect is sent (gobearmon dropped it); connecting is
+/// enough to be online.
+#[tokio::test]
+async fn s7_tcp_payload_without_expect_is_sent() {
+    let srv = tcpsrv::start(Behaviour::Silent).await;
+    let d = json!({ "address": srv.address(), "payload": "HELLO" });
+    assert_online(&probe("tcp", &data(d)).await);
+    wait_until("the payload", Duration::from_secs(5), || {
+        srv.received().iter().any(|r| r == b"HELLO\n")
+    })
+    .await;
+    // Without payload and expect nothing is sent.
+    assert_online(&probe("tcp", &data(json!({ "address": srv.address() }))).await);
+    wait_until("the second connection", Duration::from_secs(5), || {
+        srv.received().len() == 2
+    })
+    .await;
+    assert!(srv.received().iter().any(|r| r.is_empty()));
+}
+
+/// The timeout bounds the whole exchange: a server that accepts and never answers fails the
+/// check after `timeout`, it does not hold it.
+#[tokio::test]
+async fn tcp_silent_server_is_bounded_by_timeout() {
+    let srv = tcpsrv::start(Behaviour::Silent).await;
+    let started = Instant::now();
+    let d = json!({ "address": srv.address(), "payload": "PING", "expect": "PONG", "timeout": 3 });
+    let out = probe("tcp", &data(d)).await;
+    assert_offline(&out, "failed to read response: i/o timeout");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn tcp_read_errors() {
+    // The peer closes before a newline: gobearmon's EOF error, even with the text present.
+    let srv = tcpsrv::start(Behaviour::Greet("PONG")).await;
+    let d = json!({ "address": srv.address(), "expect": "PONG" });
+    assert_offline(
+        &probe("tcp", &data(d)).await,
+        "failed to read response: EOF",
+    );
+    // A greeting line is matched without a payload.
+    let srv = tcpsrv::start(Behaviour::GreetAndHold("220 smtp.test ESMTP ready\r\n")).await;
+    let d = json!({ "address": srv.address(), "expect": "ESMTP" });
+    assert_online(&probe("tcp", &data(d)).await);
+    // An endless line is cut at 64 KiB.
+    let srv = tcpsrv::start(Behaviour::Flood(200 * 1024)).await;
+    let d = json!({ "address": srv.address(), "expect": "x" });
+    assert_offline(
+        &probe("tcp", &data(d)).await,
+        "failed to read response: line longer than 65536 bytes",
+    );
+}
+
+#[tokio::test]
+async fn tcp_connection_errors_and_force_ip() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let out = probe(
+        "tcp",
+        &data(json!({ "address": format!("127.0.0.1:{port}") })),
+    )
+    .await;
+    assert_offline(
+        &out,
+        &format!("TCP connection error: dial tcp 127.0.0.1:{port}: connection refused"),
+    );
+    let out = probe("tcp", &data(json!({ "address": "127.0.0.1" }))).await;
+    assert_offline_prefix(&out, "TCP connection error: ");
+
+    let v4 = tcpsrv::start(Behaviour::Silent).await;
+    let v6 = tcpsrv::start_on("[::1]:0", Behaviour::Silent).await;
+    assert_online(&probe("tcp", &data(json!({ "address": v6.address() }))).await);
+    assert_online(
+        &probe(
+            "tcp",
+            &data(json!({ "address": v6.address(), "force_ip": 6 })),
+        )
+        .await,
+    );
+    assert_online(
+        &probe(
+            "tcp",
+            &data(json!({ "address": v4.address(), "force_ip": 4 })),
+        )
+        .await,
+    );
+    let out = probe(
+        "tcp",
+        &data(json!({ "address": v4.address(), "force_ip": 6 })),
+    )
+    .await;
+    assert_offline_prefix(
+        &out,
+        &format!("TCP connection error: dial tcp6 {}: ", v4.address()),
+    );
+    let out = probe(
+        "tcp",
+        &data(json!({ "address": v6.address(), "force_ip": 4 })),
+    )
+    .await;
+    assert_offline_prefix(
+        &out,
+        &format!("TCP connection error: dial tcp4 {}: ", v6.address()),
+    );
+    // A name resolves through the system resolver, filtered by family.
+    let out = probe(
+        "tcp",
+        &data(json!({ "address": format!("localhost:{}", v4.addr.port()), "force_ip": 4 })),
+    )
+    .await;
+    assert_online(&out);
+    assert_eq!(out.details.address.as_deref(), Some("127.0.0.1"));
+}
+
+// ---------------------------------------------------------------------------------------
+// icmp
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn icmp_loopback_v4_and_v6() {
+    require_root("raw ICMP sockets");
+    let out = probe("icmp", &data(json!({ "target": "127.0.0.1" }))).await;
+    assert_online(&out);
+    assert_eq!(out.details.packets_sent, Some(5));
+    assert_eq!(out.details.packets_received, Some(5));
+    assert_eq!(out.details.loss_percent, Some(0.0));
+    let (min, avg, max) = (
+        out.details.rtt_min_ms.unwrap(),
+        out.details.rtt_avg_ms.unwrap(),
+        out.details.rtt_max_ms.unwrap(),
+    );
+    assert!(min <= avg && avg <= max, "{out:?}");
+    // Five packets 200 ms apart (0.8 s), not ping's 1 s (4 s); generous for a loaded machine.
+    assert!(out.duration_ms < 3000, "{out:?}");
+
+    let out = probe("icmp", &data(json!({ "target": "::1", "count": 3 }))).await;
+    assert_online(&out);
+    assert_eq!(out.details.packets_received, Some(3));
+    assert_eq!(out.details.address.as_deref(), Some("::1"));
+}
+
+#[tokio::test]
+async fn icmp_force_ip_and_bad_targets() {
+    require_root("raw ICMP sockets");
+    let out = probe(
+        "icmp",
+        &data(json!({ "target": "localhost", "force_ip": 4, "count": 1 })),
+    )
+    .await;
+    assert_online(&out);
+    assert_eq!(out.details.address.as_deref(), Some("127.0.0.1"));
+    let out = probe(
+        "icmp",
+        &data(json!({ "target": "127.0.0.1", "force_ip": 6 })),
+    )
+    .await;
+    assert_offline(&out, "ping: no IPv6 address for 127.0.0.1");
+    let out = probe("icmp", &data(json!({ "target": "::1", "force_ip": 4 }))).await;
+    assert_offline(&out, "ping: no IPv4 address for ::1");
+    let out = probe("icmp", &data(json!({ "target": "127.0.0.1; rm -rf /" }))).await;
+    assert_offline(&out, "ping target contains invalid characters");
+    let out = probe("icmp", &data(json!({ "target": "" }))).await;
+    assert_offline(&out, "ping: missing target");
+}
+
+/// Many concurrent runs share one socket per family and never steal each other's replies.
+#[tokio::test]
+async fn icmp_concurrent_runs_share_a_socket() {
+    require_root("raw ICMP sockets");
+    let ctx = ProbeContext::default();
+    let v4 = CheckSpec::parse("icmp", r#"{"target":"127.0.0.1","count":3}"#);
+    let v6 = CheckSpec::parse("icmp", r#"{"target":"::1","count":3}"#);
+    let runs = (0..64).map(|i| {
+        let spec = if i % 2 == 0 { v4.clone() } else { v6.clone() };
+        let ctx = ctx.clone();
+        async move { probe::run(&spec, &ctx).await.unwrap() }
+    });
+    for out in futures_util::future::join_all(runs).await {
+        assert_online(&out);
+        assert_eq!(out.details.packets_received, Some(3), "{out:?}");
+    }
+}
+
+/// A host in a network namespace, with nftables dropping 0 %, 40 % (deterministic) and 100 %
+/// of the echo replies.
+#[tokio::test]
+async fn icmp_netns_packet_loss_rules() {
+    require_root("network namespaces and raw ICMP sockets");
+    let ns = Netns::create();
+    let target = ns.host.to_string();
+    let ctx = ProbeContext::default();
+
+    // 0 % loss.
+    let out = probe_with(
+        &ctx,
+        "icmp",
+        &data(json!({ "target": target, "packetloss": true })),
+    )
+    .await;
+    assert_online(&out);
+    assert_eq!(out.details.packets_received, Some(5));
+
+    // 40 %: exactly 2 of each 5 replies are dropped.
+    ns.drop_icmp_egress("numgen inc mod 5 < 2");
+    let cases = [
+        (json!({ "target": target }), None),
+        (
+            json!({ "target": target, "packetloss": true }),
+            Some("ping: 40% packet loss"),
+        ),
+        (json!({ "target": target, "max_loss": 2 }), None),
+        (
+            json!({ "target": target, "max_loss": 1 }),
+            Some("ping: 40% packet loss"),
+        ),
+    ];
+    for (d, want) in cases {
+        let out = probe_with(&ctx, "icmp", &data(d.clone())).await;
+        assert_eq!(out.details.packets_sent, Some(5), "{d} {out:?}");
+        assert_eq!(out.details.packets_received, Some(3), "{d} {out:?}");
+        assert_eq!(out.details.loss_percent, Some(40.0), "{d} {out:?}");
+        match want {
+            None => assert_online(&out),
+            Some(m) => assert_offline(&out, m),
+        }
+    }
+}
+
+#[tokio::test]
+async fn icmp_netns_total_loss_is_bounded() {
+    require_root("network namespaces and raw ICMP sockets");
+    let ns = Netns::create();
+    ns.drop_icmp_egress("");
+    let started = Instant::now();
+    let out = probe("icmp", &data(json!({ "target": ns.host.to_string() }))).await;
+    assert_offline(&out, "ping: 100% packet loss");
+    assert_eq!(out.details.packets_received, Some(0));
+    assert!(out.details.rtt_avg_ms.is_none());
+    // 4 x 200 ms interval + 2 s reply timeout, well inside gobearmon's 10 s.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    // max_loss cannot make a host that answers nothing online.
+    let out = probe(
+        "icmp",
+        &data(json!({ "target": ns.host.to_string(), "max_loss": 5 })),
+    )
+    .await;
+    assert_offline(&out, "ping: 100% packet loss");
+}
+
+// ---------------------------------------------------------------------------------------
+// dns (S15 and the fixes)
+// ---------------------------------------------------------------------------------------
+
+/// S15: A record, expect matched and not matched, NXDOMAIN.
+#[tokio::test]
+async fn s15_dns_expect_and_nxdomain() {
+    let dns = Dnsmasq::start();
+    let server = dns.server();
+    let out = probe(
+        "dns",
+        &data(json!({ "server": server, "name": "a.test", "type": "a", "expect": "10.0.0.1" })),
+    )
+    .await;
+    assert_online(&out);
+    assert_eq!(out.details.rcode.as_deref(), Some("NOERROR"));
+    let answers = out.details.answers.clone().unwrap();
+    assert_eq!(answers.len(), 1);
+    assert!(answers[0].starts_with("a.test.\t"), "{answers:?}");
+    assert!(answers[0].ends_with("\tIN\tA\t10.0.0.1"), "{answers:?}");
+
+    let out = probe(
+        "dns",
+        &data(json!({ "server": server, "name": "a.test", "type": "a", "expect": "10.0.0.2" })),
+    )
+    .await;
+    assert_offline_prefix(
+        &out,
+        "query answer does not contain expected string (answer is a.test.",
+    );
+    assert!(out.message.ends_with(", expected 10.0.0.2)"), "{out:?}");
+
+    let out = probe(
+        "dns",
+        &data(json!({ "server": server, "name": "nothere.test", "type": "a" })),
+    )
+    .await;
+    assert_offline(&out, "query returned no results");
+    assert_eq!(out.details.rcode.as_deref(), Some("NXDOMAIN"));
+}
+
+/// Every record type, in gobearmon's presentation format.
+#[tokio::test]
+async fn dns_record_types() {
+    let dns = Dnsmasq::start();
+    let server = dns.server();
+    let cases = [
+        ("web1.test", "AAAA", "\tIN\tAAAA\t::11"),
+        ("www.test", "cname", "www.test.\t0\tIN\tCNAME\tweb1.test."),
+        // An `a` query answers with the CNAME too, and it counts.
+        ("www.test", "a", "\tIN\tCNAME\tweb1.test."),
+        ("www.test", "a", "web1.test.\t0\tIN\tA\t127.0.0.11"),
+        ("test", "mx", "\tIN\tMX\t10 mail.test."),
+        ("test", "txt", "\tIN\tTXT\t\"v=spf1 -all\""),
+        ("test", "spf", "\"v=spf1 -all\""),
+        ("_monitor.test", "txt", "\"token=abc123\" \"second string\""),
+        ("_http._tcp.test", "srv", "\tIN\tSRV\t0 10 8080 web1.test."),
+        ("caa.test", "caa", "\tIN\tCAA\t0 issue \"ca.test\""),
+        ("zone.test", "ns", "\tIN\tNS\tns1.zone.test."),
+        (
+            "zone.test",
+            "soa",
+            "\tIN\tSOA\tns1.zone.test. hostmaster.zone.test. 2026112101 3600 600 86400 300",
+        ),
+        ("1.0.0.10.in-addr.arpa", "ptr", "\tIN\tPTR\ta.test."),
+    ];
+    for (name, rtype, expect) in cases {
+        let out = probe(
+            "dns",
+            &data(json!({ "server": server, "name": name, "type": rtype, "expect": expect })),
+        )
+        .await;
+        assert_online(&out);
+    }
+}
+
+/// IPv6 server literals (gobearmon could not use them) and the `[dns] server` default.
+#[tokio::test]
+async fn dns_server_forms_and_default() {
+    let dns = Dnsmasq::start();
+    let port = dns.port;
+    for server in [format!("[::1]:{port}"), format!("127.0.0.1:{port}")] {
+        let out = probe(
+            "dns",
+            &data(json!({ "server": server, "name": "a.test", "type": "A", "expect": "10.0.0.1" })),
+        )
+        .await;
+        assert_online(&out);
+    }
+    // No `server`: the worker's default.
+    let ctx = ProbeContext::new(Some(format!("[::1]:{port}")));
+    let out = probe_with(&ctx, "dns", r#"{"name":"a.test","type":"a"}"#).await;
+    assert_online(&out);
+    assert_eq!(out.details.address, Some(format!("[::1]:{port}")));
+    // A check's own server wins over the default.
+    let ctx = ProbeContext::new(Some("127.0.0.1:1".to_owned()));
+    let d = data(json!({ "server": format!("127.0.0.1:{port}"), "name": "a.test", "type": "a" }));
+    assert_online(&probe_with(&ctx, "dns", &d).await);
+}
+
+/// A UDP answer over 512 bytes comes back truncated and is asked again over TCP.
+#[tokio::test]
+async fn dns_truncated_answer_retried_over_tcp() {
+    let dns = Dnsmasq::start();
+    let out = probe(
+        "dns",
+        &data(
+            json!({ "server": dns.server(), "name": "big.test", "type": "txt", "expect": "4yyy" }),
+        ),
+    )
+    .await;
+    assert_online(&out);
+    assert_eq!(out.details.transport.as_deref(), Some("tcp"));
+    assert_eq!(out.details.answers.as_ref().map(Vec::len), Some(5));
+}
+
+/// Servers that never answer, answer garbage or answer someone else cannot fool or hold
+/// the check.
+#[tokio::test]
+async fn dns_hostile_servers() {
+    let silent = HostileDns::start(Hostile::Silent).await;
+    let started = Instant::now();
+    let out = probe(
+        "dns",
+        &data(json!({ "server": silent.addr.to_string(), "name": "a.test", "type": "a" })),
+    )
+    .await;
+    assert_offline(
+        &out,
+        &format!("query failed: udp {}: i/o timeout", silent.addr),
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    let garbage = HostileDns::start(Hostile::Garbage).await;
+    let out = probe(
+        "dns",
+        &data(json!({ "server": garbage.addr.to_string(), "name": "a.test", "type": "a" })),
+    )
+    .await;
+    assert_offline_prefix(&out, "query failed: ");
+    assert!(out.message.contains("ignored"), "{out:?}");
+
+    let noisy = HostileDns::start(Hostile::NoiseThenAnswer).await;
+    let out = probe(
+        "dns",
+        &data(json!({ "server": noisy.addr.to_string(), "name": "a.test", "type": "a", "expect": "10.9.9.9" })),
+    )
+    .await;
+    assert_online(&out);
+
+    // Nothing listening: the port-unreachable comes back as a refused connection.
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let out = probe(
+        "dns",
+        &data(json!({ "server": format!("127.0.0.1:{port}"), "name": "a.test", "type": "a" })),
+    )
+    .await;
+    assert_offline(
+        &out,
+        &format!("query failed: udp 127.0.0.1:{port}: connection refused"),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// S8: invalid definitions
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn s8_invalid_definitions_are_offline_with_gobearmons_messages() {
+    assert_offline(&probe("bogus", "{}").await, "invalid check type: bogus");
+    assert_offline_prefix(
+        &probe("http", "{not json").await,
+        "failed to decode check parameters: ",
+    );
+    assert_offline(
+        &probe("tcp", r#"{"address":"127.0.0.1:1","timeout":"15"}"#).await,
+        "failed to decode check parameters: json: cannot unmarshal string into Go struct \
+         field TcpCheckParams.timeout of type int",
+    );
+    assert_offline(
+        &probe("dns", r#"{"name":"a.test","type":"BOGUS"}"#).await,
+        "invalid record type: BOGUS",
+    );
+    // The reference's S8 used CNAME as the invalid type; CNAME is supported now.
+    assert!(matches!(
+        CheckSpec::parse("dns", r#"{"name":"a.test","type":"CNAME"}"#),
+        CheckSpec::Dns(_)
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// gobearmon probe
+// ---------------------------------------------------------------------------------------
+
+fn gobearmon(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gobearmon"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run gobearmon");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let code = out.status.code().expect("exited");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let json = match lines.as_slice() {
+        [line] => serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}")),
+        [] => serde_json::Value::Null,
+        _ => panic!("more than one line: {stdout}"),
+    };
+    (code, json, stderr)
+}
+
+// Multi-threaded: the blocking child process must not starve the in-process server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_probe_exit_codes_and_json_line() {
+    let srv = tcpsrv::start(Behaviour::Reply("PONG\n")).await;
+    let d = data(json!({ "address": srv.address(), "payload": "PING", "expect": "PONG" }));
+    let (code, out, err) = gobearmon(&["probe", "tcp", &d]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(out["status"], "online");
+    assert_eq!(out["message"], "");
+    assert!(out["duration_ms"].is_u64(), "{out}");
+    let parsed: ProbeOutcome = serde_json::from_value(out).unwrap();
+    assert_eq!(parsed.status, CheckStatus::Online);
+
+    let (code, out, _) = gobearmon(&["probe", "tcp", r#"{"address":"127.0.0.1:1"}"#]);
+    assert_eq!(code, 1);
+    assert_eq!(out["status"], "offline");
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("TCP connection error: ")
+    );
+
+    let (code, out, _) = gobearmon(&["probe", "bogus", "{}"]);
+    assert_eq!(code, 1);
+    assert_eq!(out["message"], "invalid check type: bogus");
+    let (code, out, _) = gobearmon(&["probe", "http", "{not json"]);
+    assert_eq!(code, 1);
+    assert!(
+        out["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed to decode check parameters: ")
+    );
+
+    let (code, out, err) = gobearmon(&["probe", "tcp"]);
+    assert_eq!(code, 2, "{out} {err}");
+    let (code, _, err) = gobearmon(&[
+        "probe",
+        "tcp",
+        "{}",
+        "--config",
+        "/nonexistent/gobearmon.toml",
+    ]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[tokio::test]
+async fn cli_probe_reads_dns_default_from_config() {
+    let dns = Dnsmasq::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("worker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\npassword = \"a-cluster-secret-of-some-length\"\n\
+             [worker]\nid = \"w1\"\nview_addr = \"127.0.0.1:7000\"\n\
+             [dns]\nserver = \"[::1]:{}\"\n",
+            dns.port
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = gobearmon(&[
+        "probe",
+        "dns",
+        r#"{"name":"a.test","type":"a","expect":"10.0.0.1"}"#,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(out["details"]["rcode"], "NOERROR");
+}
