@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use gobearmon::config::Secret;
 use gobearmon::rpc::sign::{HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
-use mysql_async::prelude::Queryable;
 use support::TestDb;
 use support::cluster::{Cluster, SECRET, Timings, lease_intervals, wait_until};
 
@@ -23,14 +22,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn fence_epoch(rt: &tokio::runtime::Runtime, db: &TestDb) -> u64 {
-    rt.block_on(async {
-        db.conn()
-            .await
-            .query_first("SELECT epoch FROM epoch_fence WHERE id = 1")
-            .await
-            .unwrap()
-            .unwrap()
-    })
+    rt.block_on(db.fence_epoch())
 }
 
 fn start(db: &TestDb) -> Cluster {
@@ -79,14 +71,10 @@ fn a_controller_is_named_and_replaced_after_kill_9() {
     let mut c = start(&db);
     let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
     let w = c.worker_index(&first);
-    wait_until(
-        Duration::from_secs(10),
-        "the controller to raise the fence",
-        || {
-            c.metric(&c.worker_addrs[w], "gobearmon_is_controller")
-                .filter(|v| *v == 1.0)
-        },
-    );
+    wait_until(Duration::from_secs(10), "the controller to act", || {
+        c.metric(&c.worker_addrs[w], "gobearmon_is_controller")
+            .filter(|v| *v == 1.0)
+    });
     let killed_at = wall_ms();
     c.workers[w].kill9();
     let t = c.timings.controller_timeout_ms;
@@ -197,13 +185,28 @@ fn a_frozen_controller_stops_before_another_starts() {
         c.metric(&c.worker_addrs[w2], "gobearmon_is_controller")
             .filter(|v| *v == 1.0)
     });
-    fences.push(fence_epoch(&rt, &db));
+    // `gobearmon_is_controller` turns 1 when the lease is taken; the term raises the fence
+    // just after. Wait for that write (bounded), then check the whole sequence.
+    let fenced = wait_until(Duration::from_secs(5), "the fence to be raised", || {
+        let f = fence_epoch(&rt, &db);
+        (f >= e2).then_some(f)
+    });
+    fences.push(fenced);
     assert!(
         fences.windows(2).all(|p| p[0] <= p[1]),
         "the fence only grows: {fences:?}"
     );
     assert_eq!(*fences.last().unwrap(), e2);
-    std::thread::sleep(Duration::from_millis(500));
+    // The metric turns 0 as the lease is dropped; the line saying so follows just after.
+    wait_until(
+        Duration::from_secs(5),
+        "the old lease to be logged closed",
+        || {
+            let log = c.workers[w].log_text();
+            (log.matches("lease acquired").count() == log.matches("lease released").count())
+                .then_some(())
+        },
+    );
     assert_no_overlap(&c, &[]);
     rt.block_on(db.drop_db());
 }
@@ -223,8 +226,16 @@ fn sigusr1_hands_over_and_the_old_controller_returns_as_a_worker() {
     c.workers[w].signal("USR1");
     let (e2, second) = controller_after(&c, e1, Duration::from_secs(10));
     assert_ne!(second, first);
-    let log = c.workers[w].log_text();
-    assert!(log.contains("stepping down"), "{log}");
+    wait_until(
+        Duration::from_secs(5),
+        "the old controller to say so",
+        || {
+            c.workers[w]
+                .log_text()
+                .contains("stepping down")
+                .then_some(())
+        },
+    );
     // After its pause (3 s in these configs) it is back, ready, and not the controller.
     wait_until(
         Duration::from_secs(10),

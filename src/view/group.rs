@@ -231,6 +231,7 @@ impl ViewGroup {
             return;
         }
         let majority = self.peers.len() / 2 + 1;
+        let mut polled_before = false;
         loop {
             let mut pristine = 1; // this member
             let mut initialized = false;
@@ -252,10 +253,20 @@ impl ViewGroup {
                 }
             }
             if initialized {
-                tracing::warn!(
-                    "this member started with an empty data dir but the group already exists: \
-                     rejoining; it does not vote until the leader has caught it up"
-                );
+                if polled_before {
+                    // A first start of the whole group: member 1 initialized it meanwhile.
+                    tracing::info!(
+                        "member 1 initialized the group; this member (empty data dir) does not \
+                         vote until the leader has caught it up"
+                    );
+                } else {
+                    tracing::warn!(
+                        "this member started with an empty data dir but the group already \
+                         exists (a new or wiped member, or one started late at first \
+                         deployment): rejoining; it does not vote until the leader has caught \
+                         it up"
+                    );
+                }
                 if self.log.is_pristine() {
                     self.catching_up.store(true, Ordering::Relaxed);
                 }
@@ -271,6 +282,7 @@ impl ViewGroup {
             if self.id != 1 && !self.log.is_pristine() {
                 return; // member 1 initialized the group and replicated to us
             }
+            polled_before = true;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(300)) => {}

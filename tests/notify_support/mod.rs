@@ -606,6 +606,21 @@ impl Receiver {
         )
         .await
     }
+
+    /// The count once no request has arrived for `quiet` (bounded by 30 s): requests a
+    /// stopped sender had already written may still be landing.
+    pub async fn settled_count(&self, quiet: Duration) -> usize {
+        let mut last = (self.count(), Instant::now());
+        wait_for("requests to stop arriving", Duration::from_secs(30), || {
+            let now = self.count();
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            let quiet_for = last.1.elapsed();
+            async move { (quiet_for >= quiet).then_some(now) }
+        })
+        .await
+    }
 }
 
 impl Drop for Receiver {

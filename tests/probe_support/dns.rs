@@ -83,12 +83,12 @@ fn caa_rdata(flags: u8, tag: &str, value: &str) -> Vec<u8> {
     out
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1 and ::1 right now.
+/// A port free for both UDP and TCP on 127.0.0.1 and ::1 right now, from below the ephemeral
+/// range (19000-19999), so that no outgoing socket takes it before dnsmasq binds it.
 fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let port = udp.local_addr().unwrap().port();
-        let ok = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    for _ in 0..1000 {
+        let port = super::ports::low_range_port(19000, 1000);
+        let ok = UdpSocket::bind(("127.0.0.1", port)).is_ok()
             && UdpSocket::bind(("::1", port)).is_ok()
             && std::net::TcpListener::bind(("::1", port)).is_ok();
         if ok {

@@ -9,6 +9,9 @@ pub mod certs;
 pub mod dns;
 pub mod http;
 pub mod netns;
+#[allow(clippy::duplicate_mod)] // also loaded by the other support modules
+#[path = "../support/ports.rs"]
+mod ports;
 pub mod tcp;
 
 use std::process::Command;

@@ -92,6 +92,16 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// The epoch stored in the fence row.
+    pub async fn fence_epoch(&self) -> u64 {
+        self.conn()
+            .await
+            .query_first("SELECT epoch FROM epoch_fence WHERE id = 1")
+            .await
+            .expect("read the fence")
+            .expect("the fence row exists")
+    }
+
     pub async fn drop_db(self) {
         let mut conn = admin_conn().await;
         conn.query_drop(format!("DROP DATABASE IF EXISTS `{}`", self.name))

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// (each with its own counter), so each caller keeps to its own range.
 pub fn low_range_port(low: u32, span: u32) -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    assert_below_ephemeral(low + span);
     let start = std::process::id().wrapping_mul(7919) % span;
     for _ in 0..span {
         let i = NEXT.fetch_add(1, Ordering::SeqCst);
@@ -20,4 +21,23 @@ pub fn low_range_port(low: u32, span: u32) -> u16 {
         }
     }
     panic!("no free port between {low} and {}", low + span);
+}
+
+/// Fails loudly when the kernel hands out ephemeral ports below `high`: the ranges above would
+/// then race with outgoing connections again.
+fn assert_below_ephemeral(high: u32) {
+    let path = "/proc/sys/net/ipv4/ip_local_port_range";
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return; // not Linux: nothing to compare with
+    };
+    let first: u32 = text
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read {path}: {text:?}"));
+    assert!(
+        high <= first,
+        "test ports up to {high} overlap the ephemeral range starting at {first} ({path}); \
+         raise its start or lower the test ranges in tests/support/ports.rs"
+    );
 }
