@@ -212,6 +212,79 @@ fn a_frozen_controller_stops_before_another_starts() {
 }
 
 #[test]
+fn a_controller_cut_off_from_the_group_stops_before_another_starts() {
+    let _serial = support::cluster::serial();
+    let rt = rt();
+    let (db, _store) = rt.block_on(TestDb::installed("cluster_cut"));
+    gobearmon::tlsutil::install_default_provider();
+    let c = Cluster::start_isolable(3, 3, &db.url, Timings::default());
+    let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
+    let w = c.worker_index(&first);
+    let fence_at_least = |e: u64| {
+        wait_until(Duration::from_secs(10), "the fence to be raised", || {
+            let f = fence_epoch(&rt, &db);
+            (f >= e).then_some(f)
+        })
+    };
+    let mut fences = vec![fence_at_least(e1)];
+    // Every packet the controller sends to a viewserver member is dropped; it still runs, and
+    // still reaches MySQL, the other workers and their polls.
+    let cut = support::partition::Cut::new(c.workers[w].cgroup.as_ref().unwrap(), &c.vs_ports());
+    let (e2, second) = controller_after(&c, e1, Duration::from_secs(15));
+    assert_ne!(second, first);
+    let w2 = c.worker_index(&second);
+    wait_until(Duration::from_secs(10), "the new controller to act", || {
+        c.metric(&c.worker_addrs[w2], "gobearmon_is_controller")
+            .filter(|v| *v == 1.0)
+    });
+    fences.push(fence_at_least(e2));
+    // The old controller stopped when its lease ran out. Once a working group would have
+    // replaced it, it looks at the fence, finds the successor's epoch and does not act.
+    wait_until(
+        Duration::from_secs(20),
+        "the cut-off controller to find a newer epoch in the fence",
+        || {
+            let log = c.workers[w].log_text();
+            log.contains("a newer epoch holds the fence: not acting")
+                .then_some(())
+        },
+    );
+    let log = c.workers[w].log_text();
+    assert!(log.contains("reason=\"lease expired\""), "{log}");
+    assert!(
+        !log.contains("acting as controller under the epoch fence"),
+        "{log}"
+    );
+    assert_eq!(
+        c.metric(&c.worker_addrs[w], "gobearmon_is_controller"),
+        Some(0.0)
+    );
+    // The cut heals: it hears the group again and stays a plain worker.
+    drop(cut);
+    wait_until(
+        Duration::from_secs(10),
+        "the old controller to learn the new view",
+        || {
+            c.metric(&c.worker_addrs[w], "gobearmon_view_epoch")
+                .filter(|v| *v == e2 as f64)
+        },
+    );
+    assert_eq!(c.current(), Some((e2, Some(second))));
+    assert_eq!(
+        c.metric(&c.worker_addrs[w], "gobearmon_is_controller"),
+        Some(0.0)
+    );
+    fences.push(fence_epoch(&rt, &db));
+    assert!(
+        fences.windows(2).all(|p| p[0] <= p[1]),
+        "the fence only grows: {fences:?}"
+    );
+    assert_eq!(*fences.last().unwrap(), e2);
+    assert_no_overlap(&c, &[]);
+    rt.block_on(db.drop_db());
+}
+
+#[test]
 fn sigusr1_hands_over_and_the_old_controller_returns_as_a_worker() {
     let _serial = support::cluster::serial();
     let rt = rt();

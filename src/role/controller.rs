@@ -127,8 +127,21 @@ impl ControllerSlot {
     }
 
     /// The epoch of the running term.
+    /// The epoch of the running term; a term that has ended on its own (fenced out) does not
+    /// count.
     pub fn epoch(&self) -> Option<u64> {
-        self.lock().as_ref().map(|t| t.epoch)
+        self.lock()
+            .as_ref()
+            .filter(|t| !t.task.is_finished())
+            .map(|t| t.epoch)
+    }
+
+    /// The epoch of a term that ended on its own: it found a newer epoch in the fence.
+    pub fn ended(&self) -> Option<u64> {
+        self.lock()
+            .as_ref()
+            .filter(|t| t.task.is_finished())
+            .map(|t| t.epoch)
     }
 
     /// The term, once it has loaded and can serve workers.
@@ -174,6 +187,7 @@ impl ControllerSlot {
                 _ => None,
             }
         };
+        // (A term that ended on its own is reaped here too, so its end is logged.)
         if let Some(running) = running {
             running.token.cancel();
             tracing::info!(

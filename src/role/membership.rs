@@ -33,6 +33,8 @@ pub struct Standing {
     pub leader_addr: Option<String>,
     /// The last heartbeat round got no answer from any member.
     pub group_down: bool,
+    /// The group's `controller_timeout`, as its last answer said.
+    pub controller_timeout: Option<Duration>,
 }
 
 impl Standing {
@@ -52,6 +54,24 @@ impl Standing {
             epoch: self.view.epoch,
             until,
         })
+    }
+}
+
+impl Standing {
+    /// See [`Membership::fence_alone_at`]; `heartbeat` is this node's heartbeat interval.
+    pub fn fence_alone_at(
+        &self,
+        me: &str,
+        stepping_down: bool,
+        heartbeat: Duration,
+    ) -> Option<Instant> {
+        let named = self.view.controller.as_ref().is_some_and(|c| c.node == me);
+        if !self.group_down || !named || stepping_down {
+            return None;
+        }
+        // Before any answer said otherwise, assume the default timeout.
+        let timeout = self.controller_timeout.unwrap_or(Duration::from_secs(4));
+        Some(self.acked_at? + 2 * timeout + heartbeat)
     }
 }
 
@@ -154,10 +174,12 @@ impl Membership {
     }
 
     /// Whether this node may act as controller for `epoch` now: it holds the lease, or the
-    /// whole viewserver group is unreachable and the view it last saw names it for `epoch`.
-    /// In the second case it acts under the epoch fence alone: no new controller can be named
-    /// without the group, and if this node was only cut off from a working group, the
-    /// controller the group names raises the fence first and this node's writes fail.
+    /// whole viewserver group has been unreachable for longer than it could take a working
+    /// group to replace this node ([`Membership::fence_alone_at`]) and the view it last saw
+    /// names it for `epoch`. In the second case it acts under the epoch fence alone (the
+    /// caller checks first that no newer epoch has raised it): a node merely cut off from a
+    /// working group has stopped when its lease ran out, before a successor could be named,
+    /// and finds the successor's epoch in the fence when the wait is over.
     pub fn may_act(&self, epoch: u64) -> bool {
         if self.current_lease().is_some_and(|l| l.epoch == epoch) {
             return true;
@@ -167,14 +189,22 @@ impl Membership {
 
     /// The second case of [`Membership::may_act`].
     pub fn fence_only(&self, epoch: u64) -> bool {
-        let s = self.standing.borrow();
-        s.group_down
-            && s.view.epoch == epoch
-            && s.view
-                .controller
-                .as_ref()
-                .is_some_and(|c| c.node == self.node)
-            && !self.stepping_down.load(Ordering::Relaxed)
+        let Some(at) = self.fence_alone_at() else {
+            return false;
+        };
+        self.standing.borrow().view.epoch == epoch && Instant::now() >= at
+    }
+
+    /// While the whole group is unreachable and the last view names this node: the moment
+    /// from which it may act under the epoch fence alone. That is two `controller_timeout`s
+    /// and a heartbeat after the last answered heartbeat was sent: by then a group that is
+    /// still working has named another controller, which has raised the fence.
+    pub fn fence_alone_at(&self) -> Option<Instant> {
+        self.standing.borrow().fence_alone_at(
+            &self.node,
+            self.stepping_down.load(Ordering::Relaxed),
+            self.interval,
+        )
     }
 
     /// Starts or ends a hand-over: while stepping down the group is told not to name this node
@@ -220,6 +250,10 @@ impl Membership {
                     s.acked_at = Some(sent_at);
                     s.leader_addr = Some(reply.leader_addr);
                     s.group_down = false;
+                    if reply.controller_timeout_ms > 0 {
+                        s.controller_timeout =
+                            Some(Duration::from_millis(reply.controller_timeout_ms));
+                    }
                 });
             } else {
                 self.standing.send_if_modified(|s| {
@@ -294,7 +328,36 @@ mod tests {
             acked_at: Some(acked),
             leader_addr: None,
             group_down: false,
+            controller_timeout: Some(Duration::from_secs(4)),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acting_under_the_fence_alone_waits_out_a_successor() {
+        let t0 = Instant::now();
+        let hb = Duration::from_secs(1);
+        let mut s = standing("w1", t0);
+        assert_eq!(s.fence_alone_at("w1", false, hb), None, "group answering");
+        s.group_down = true;
+        // Two controller timeouts (4 s) and a heartbeat after the last answered send.
+        assert_eq!(
+            s.fence_alone_at("w1", false, hb),
+            Some(t0 + Duration::from_secs(9))
+        );
+        assert_eq!(s.fence_alone_at("w2", false, hb), None, "not named");
+        assert_eq!(s.fence_alone_at("w1", true, hb), None, "stepping down");
+        s.controller_timeout = Some(Duration::from_millis(1500));
+        assert_eq!(
+            s.fence_alone_at("w1", false, hb),
+            Some(t0 + Duration::from_secs(4)),
+            "the group's own timeout counts"
+        );
+        // The wait always ends after the lease (shorter than the timeout) has run out.
+        let lease = Duration::from_millis(1000);
+        let at = s.fence_alone_at("w1", false, hb).unwrap();
+        assert!(s.lease("w1", lease, false, at).is_none());
+        s.acked_at = None;
+        assert_eq!(s.fence_alone_at("w1", false, hb), None, "never answered");
     }
 
     #[tokio::test(start_paused = true)]

@@ -139,6 +139,12 @@ pub async fn run(
 
 /// Acts as controller exactly while the lease is held: starts on acquiring it, stops the
 /// moment it lapses (a timer fires at the lease's end even if no heartbeat arrives).
+///
+/// When the whole viewserver group stays unreachable, the node named by the last view acts
+/// again under the epoch fence alone, once a working group would have replaced it
+/// ([`Membership::fence_alone_at`]) and only if no newer epoch has raised the fence by then;
+/// while it acts that way it reads the fence every heartbeat interval and stops as soon as a
+/// successor has raised it. An epoch found superseded is never acted for again.
 async fn supervise(
     membership: Arc<Membership>,
     host: Arc<ControllerHost>,
@@ -148,9 +154,8 @@ async fn supervise(
     let mut standing = membership.subscribe();
     // The lease of the running term, to log when it really ended.
     let mut held: Option<super::membership::Lease> = None;
-    let mut fence_only = false;
+    let mut superseded = 0u64;
     loop {
-        let lease = membership.current_lease();
         let now = Instant::now();
         let end_ms = |l: Option<super::membership::Lease>| match l {
             Some(l) if l.until <= now => {
@@ -158,15 +163,22 @@ async fn supervise(
             }
             _ => wall_ms(),
         };
+        if let Some(e) = slot.ended() {
+            // The term stopped itself: one of its fenced writes found a newer epoch.
+            superseded = superseded.max(e);
+            slot.stop(e, "a newer epoch holds the fence", end_ms(held))
+                .await;
+            held = None;
+        }
+        let lease = membership.current_lease().filter(|l| l.epoch > superseded);
         match (lease, slot.epoch()) {
             (Some(l), Some(e)) if l.epoch == e => held = Some(l),
             (None, Some(e)) if membership.fence_only(e) => {
-                if !fence_only {
-                    fence_only = true;
-                    tracing::warn!(
-                        epoch = e,
-                        "viewserver group unreachable: continuing as controller under the epoch fence"
-                    );
+                // (Unreadable: the term's own writes are fenced; keep going.)
+                if newer_fence(&host, e).await == Some(true) {
+                    superseded = superseded.max(e);
+                    slot.stop(e, "a newer epoch raised the fence", wall_ms())
+                        .await;
                 }
             }
             (Some(l), active) => {
@@ -200,20 +212,36 @@ async fn supervise(
             }
             (None, None) => {
                 let epoch = membership.standing().view.epoch;
-                if membership.fence_only(epoch) {
-                    tracing::warn!(
-                        epoch,
-                        "viewserver group unreachable: acting as controller under the epoch fence"
-                    );
-                    fence_only = true;
-                    slot.start(host.clone(), epoch);
+                if epoch > superseded && membership.fence_only(epoch) {
+                    match newer_fence(&host, epoch).await {
+                        Some(true) => {
+                            superseded = epoch;
+                            tracing::warn!(
+                                epoch,
+                                "viewserver group unreachable and a newer epoch holds the \
+                                 fence: not acting"
+                            );
+                        }
+                        None => {} // tried again at the next heartbeat interval
+                        Some(false) => {
+                            tracing::warn!(
+                                epoch,
+                                at_ms = wall_ms(),
+                                "viewserver group unreachable: acting as controller under the epoch fence"
+                            );
+                            slot.start(host.clone(), epoch);
+                        }
+                    }
                 }
             }
         }
-        if lease.is_some() {
-            fence_only = false;
-        }
-        let wake = lease.map(|l| l.until);
+        let beat = Instant::now() + membership.interval;
+        let wake = match lease {
+            Some(l) => Some(l.until),
+            // Under the fence alone: read it again each heartbeat interval.
+            None if slot.epoch().is_some() => Some(beat),
+            None => membership.fence_alone_at().map(|at| at.max(beat)),
+        };
         tokio::select! {
             _ = shutdown.cancelled() => {
                 if let Some(e) = slot.epoch() {
@@ -223,6 +251,17 @@ async fn supervise(
             }
             changed = standing.changed() => if changed.is_err() { return },
             _ = sleep_until_opt(wake) => {}
+        }
+    }
+}
+
+/// Whether the fence holds an epoch newer than `epoch`; `None` when it cannot be read now.
+async fn newer_fence(host: &ControllerHost, epoch: u64) -> Option<bool> {
+    match crate::store::fence::current(&host.store).await {
+        Ok(stored) => Some(stored.0 > epoch),
+        Err(e) => {
+            tracing::warn!(epoch, error = %e, "cannot read the epoch fence");
+            None
         }
     }
 }

@@ -60,6 +60,10 @@ pub struct HeartbeatReply {
     pub leader: u64,
     /// The leader's address, so the worker can talk to it directly next time.
     pub leader_addr: String,
+    /// How long the group waits before replacing a silent controller, so a controller that
+    /// loses the whole group knows when a successor could have raised the fence (0: unknown).
+    #[serde(default)]
+    pub controller_timeout_ms: u64,
 }
 
 /// Whether a member has Raft state, asked during bootstrap.
@@ -312,6 +316,7 @@ impl ViewGroup {
                     view: self.sm.view(),
                     leader: self.id,
                     leader_addr: self.peers[(self.id - 1) as usize].clone(),
+                    controller_timeout_ms: self.config.controller_timeout.as_millis() as u64,
                 })
             }
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(fwd))) => {

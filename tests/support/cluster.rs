@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::partition::Cgroup;
+
 pub const SECRET: &str = "test-cluster-secret-0123";
 
 /// A free TCP port on loopback for a node to listen on (20000 to 25999; tests/notify_support
@@ -95,15 +97,18 @@ pub struct Proc {
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
+    /// With `Some`, the process runs in this cgroup, so a [`Cut`] can isolate it (`super::partition::Cut`).
+    pub cgroup: Option<Cgroup>,
 }
 
 impl Proc {
-    fn spawn(name: &str, config: PathBuf, log: PathBuf) -> Proc {
+    fn spawn(name: &str, config: PathBuf, log: PathBuf, cgroup: Option<Cgroup>) -> Proc {
         let mut p = Proc {
             name: name.to_string(),
             config,
             log,
             child: None,
+            cgroup,
         };
         p.start();
         p
@@ -116,7 +121,12 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_gobearmon"))
+        let bin = env!("CARGO_BIN_EXE_gobearmon");
+        let mut command = match &self.cgroup {
+            Some(cg) => cg.command(bin),
+            None => Command::new(bin),
+        };
+        let child = command
             .arg("run")
             .arg(&self.config)
             .env("RUST_LOG", "info,openraft=warn")
@@ -216,6 +226,8 @@ pub struct Cluster {
     pub worker_extra: String,
     /// With `Some`, every node serves and dials TLS with a certificate from this CA.
     pub pki: Option<ClusterPki>,
+    /// Every worker runs in a cgroup of its own ([`Cluster::start_isolable`]).
+    isolable: bool,
     http: reqwest::blocking::Client,
 }
 
@@ -253,13 +265,32 @@ impl Cluster {
         timings: Timings,
         worker_extra: &str,
     ) -> Cluster {
-        Cluster::start_inner(n_vs, n_workers, database, timings, worker_extra, false)
+        Cluster::start_inner(
+            n_vs,
+            n_workers,
+            database,
+            timings,
+            worker_extra,
+            false,
+            false,
+        )
+    }
+
+    /// Like [`Cluster::start`], with every worker in a cgroup of its own, so that a test can
+    /// cut one off from chosen ports (`super::partition::Cut`).
+    pub fn start_isolable(
+        n_vs: usize,
+        n_workers: usize,
+        database: &str,
+        timings: Timings,
+    ) -> Cluster {
+        Cluster::start_inner(n_vs, n_workers, database, timings, "", false, true)
     }
 
     /// Like [`Cluster::start`] with `[tls]` on every node; the cluster's own requests
     /// (`view`, `get`, `metric`) use https and trust the cluster CA.
     pub fn start_tls(n_vs: usize, n_workers: usize, database: &str, timings: Timings) -> Cluster {
-        Cluster::start_inner(n_vs, n_workers, database, timings, "", true)
+        Cluster::start_inner(n_vs, n_workers, database, timings, "", true, false)
     }
 
     fn start_inner(
@@ -269,6 +300,7 @@ impl Cluster {
         timings: Timings,
         worker_extra: &str,
         tls: bool,
+        isolable: bool,
     ) -> Cluster {
         gobearmon::tlsutil::install_default_provider();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -296,6 +328,7 @@ impl Cluster {
                 &format!("vs{id}"),
                 config,
                 dir.path().join(format!("vs{id}.log")),
+                None,
             ));
         }
         let http = match &pki {
@@ -317,6 +350,7 @@ impl Cluster {
             timings,
             worker_extra: worker_extra.to_string(),
             pki,
+            isolable,
             http,
         };
         for _ in 0..n_workers {
@@ -349,10 +383,19 @@ impl Cluster {
             &id,
             config,
             self.dir.path().join(format!("{id}.log")),
+            self.isolable.then(Cgroup::new),
         ));
         self.worker_ids.push(id);
         self.worker_addrs.push(addr);
         self.controller_addrs.push(caddr);
+    }
+
+    /// The viewserver members' ports.
+    pub fn vs_ports(&self) -> Vec<u16> {
+        self.vs_addrs
+            .iter()
+            .map(|a| a.rsplit(':').next().unwrap().parse().unwrap())
+            .collect()
     }
 
     /// `GET /view` of member `i` (0-based).
@@ -465,7 +508,10 @@ pub fn lease_intervals(
     for (node, text) in logs {
         let mut open: Option<(u64, u64)> = None;
         for line in text.lines() {
-            if line.contains("lease acquired") {
+            // A lease, or acting under the fence alone, opens an interval.
+            if line.contains("lease acquired")
+                || line.contains("acting as controller under the epoch fence")
+            {
                 if let Some((epoch, start)) = open.take() {
                     out.push((node.clone(), epoch, start, open_end_ms));
                 }

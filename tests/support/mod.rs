@@ -128,5 +128,6 @@ where
     }
 }
 pub mod cluster;
+pub mod partition;
 #[allow(clippy::duplicate_mod)] // also loaded by tests/notify_support when both are used
 pub mod ports;
