@@ -217,7 +217,14 @@ fn a_controller_cut_off_from_the_group_stops_before_another_starts() {
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("cluster_cut"));
     gobearmon::tlsutil::install_default_provider();
-    let c = Cluster::start_isolable(3, 3, &db.url, Timings::default());
+    // A controller timeout of 3 s: a successor raises the fence about one timeout after the
+    // cut, the old controller looks at it two timeouts after; the margin is one timeout.
+    let timings = Timings {
+        controller_timeout_ms: 3000,
+        heartbeat_ms: 250,
+        lease_ms: 2000,
+    };
+    let c = Cluster::start_isolable(3, 3, &db.url, timings);
     let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
     let w = c.worker_index(&first);
     let fence_at_least = |e: u64| {
@@ -281,6 +288,24 @@ fn a_controller_cut_off_from_the_group_stops_before_another_starts() {
     );
     assert_eq!(*fences.last().unwrap(), e2);
     assert_no_overlap(&c, &[]);
+    // It was running all along, so the moment it logged its stop (not only its lease's end)
+    // comes before the successor's start.
+    let at_ms = |text: &str, what: &str| -> u64 {
+        let line = text.lines().find(|l| l.contains(what)).expect(what);
+        let at = line.find("at_ms=").expect("at_ms") + 6;
+        line[at..]
+            .split(|ch: char| !ch.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let stopped = at_ms(&c.workers[w].log_text(), "lease released");
+    let started = at_ms(&c.workers[w2].log_text(), "lease acquired");
+    assert!(
+        stopped < started,
+        "the old controller stopped at {stopped}, the new one started at {started}"
+    );
     rt.block_on(db.drop_db());
 }
 

@@ -168,7 +168,19 @@ impl ControllerSlot {
         let token = CancellationToken::new();
         let term = Arc::new(Mutex::new(None));
         let task = tokio::spawn(act(host, Epoch(epoch), token.clone(), term.clone()));
-        *self.lock() = Some(Running {
+        let mut slot = self.lock();
+        if let Some(old) = slot.take() {
+            // Only a term that has ended on its own is replaced; its end is logged here.
+            old.token.cancel();
+            tracing::info!(
+                epoch = old.epoch,
+                at_ms = wall_ms(),
+                lease_end_ms = wall_ms(),
+                reason = "the term stopped itself",
+                "lease released; stopped acting as controller"
+            );
+        }
+        *slot = Some(Running {
             epoch,
             token,
             task,

@@ -164,10 +164,15 @@ async fn supervise(
             _ => wall_ms(),
         };
         if let Some(e) = slot.ended() {
-            // The term stopped itself: one of its fenced writes found a newer epoch.
-            superseded = superseded.max(e);
-            slot.stop(e, "a newer epoch holds the fence", end_ms(held))
-                .await;
+            // The term stopped itself: a write found the fence moved, or it could no longer
+            // act. Only a newer epoch in the fence rules this epoch out for good.
+            let why = if newer_fence(&host, e).await == Some(true) {
+                superseded = superseded.max(e);
+                "a newer epoch holds the fence"
+            } else {
+                "the term stopped itself"
+            };
+            slot.stop(e, why, end_ms(held)).await;
             held = None;
         }
         let lease = membership.current_lease().filter(|l| l.epoch > superseded);
@@ -179,6 +184,7 @@ async fn supervise(
                     superseded = superseded.max(e);
                     slot.stop(e, "a newer epoch raised the fence", wall_ms())
                         .await;
+                    held = None;
                 }
             }
             (Some(l), active) => {
@@ -223,6 +229,8 @@ async fn supervise(
                             );
                         }
                         None => {} // tried again at the next heartbeat interval
+                        // (A heartbeat answered while the fence was read: decide again.)
+                        Some(false) if !membership.fence_only(epoch) => {}
                         Some(false) => {
                             tracing::warn!(
                                 epoch,
@@ -244,7 +252,7 @@ async fn supervise(
         };
         tokio::select! {
             _ = shutdown.cancelled() => {
-                if let Some(e) = slot.epoch() {
+                if let Some(e) = slot.epoch().or(slot.ended()) {
                     slot.stop(e, "shutting down", wall_ms()).await;
                 }
                 return;
@@ -255,12 +263,19 @@ async fn supervise(
     }
 }
 
-/// Whether the fence holds an epoch newer than `epoch`; `None` when it cannot be read now.
+/// Whether the fence holds an epoch newer than `epoch`; `None` when it cannot be read now
+/// (within a heartbeat interval, at least a second: a black-holed database must not hold up
+/// the supervisor).
 async fn newer_fence(host: &ControllerHost, epoch: u64) -> Option<bool> {
-    match crate::store::fence::current(&host.store).await {
-        Ok(stored) => Some(stored.0 > epoch),
-        Err(e) => {
+    let limit = host.membership.interval.max(Duration::from_secs(1));
+    match tokio::time::timeout(limit, crate::store::fence::current(&host.store)).await {
+        Ok(Ok(stored)) => Some(stored.0 > epoch),
+        Ok(Err(e)) => {
             tracing::warn!(epoch, error = %e, "cannot read the epoch fence");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(epoch, "cannot read the epoch fence: timed out");
             None
         }
     }

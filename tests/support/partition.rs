@@ -38,9 +38,42 @@ pub struct Cgroup {
     nft_path: String,
 }
 
+/// Removes what an earlier test process that was killed outright (no unwinding) left behind:
+/// cgroups (their processes killed first) and nftables tables named after a dead process.
+fn sweep_stale(root: &std::path::Path) {
+    let dead = |name: &str, prefix: &str| {
+        name.strip_prefix(prefix)
+            .and_then(|rest| rest.split('_').next())
+            .is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists())
+    };
+    if let Ok(dir) = std::fs::read_dir(root) {
+        for entry in dir.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if dead(&name, "gbm_test_") {
+                let _ = std::fs::write(entry.path().join("cgroup.kill"), "1");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
+    if let Ok(out) = Command::new("nft").args(["list", "tables"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(name) = line.strip_prefix("table inet ")
+                && dead(name, "gbm_cut_")
+            {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", "inet", name])
+                    .status();
+            }
+        }
+    }
+}
+
 impl Cgroup {
     pub fn new() -> Cgroup {
         let root = cgroup2_mount();
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(|| sweep_stale(&root));
         let name = unique("gbm_test");
         let dir = root.join(&name);
         std::fs::create_dir(&dir)
@@ -65,14 +98,20 @@ impl Cgroup {
 }
 
 impl Drop for Cgroup {
+    /// Its process has been killed by then ([`super::cluster::Proc`] drops it last); anything
+    /// still inside is killed too, then the directory goes.
     fn drop(&mut self) {
-        let root = self.dir.parent().unwrap().join("cgroup.procs");
-        if let Ok(pids) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
-            for pid in pids.lines() {
-                let _ = std::fs::write(&root, pid);
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        for _ in 0..50 {
+            match std::fs::remove_dir(&self.dir) {
+                Err(e) if e.raw_os_error() == Some(16) => {
+                    // EBUSY: the kill has not finished yet.
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                _ => return,
             }
         }
-        let _ = std::fs::remove_dir(&self.dir);
+        eprintln!("cgroup {} could not be removed", self.dir.display());
     }
 }
 
@@ -92,7 +131,41 @@ impl Cut {
             ports.join(", ")
         );
         nft(&["-f", "-"], Some(&rules));
-        Cut { table }
+        let cut = Cut { table };
+        // The rule counts cgroup levels from the kernel's root: inside a cgroup namespace it
+        // would match nothing. Make sure a connection from the cgroup really goes nowhere.
+        if let Some(port) = ports.first() {
+            let probe = cgroup
+                .command("bash")
+                .arg("-c")
+                .arg(format!("exec 3<>/dev/tcp/127.0.0.1/{port}"))
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("run bash");
+            let connected = wait_exit(probe, std::time::Duration::from_secs(1));
+            assert!(
+                !connected,
+                "the nftables rule did not cut the cgroup off from port {port}"
+            );
+        }
+        cut
+    }
+}
+
+/// Whether `child` exits successfully within `limit` (killed otherwise).
+fn wait_exit(mut child: std::process::Child, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
