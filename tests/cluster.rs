@@ -306,6 +306,10 @@ fn a_controller_cut_off_from_the_group_stops_before_another_starts() {
         stopped < started,
         "the old controller stopped at {stopped}, the new one started at {started}"
     );
+    eprintln!(
+        "cut-off controller stopped {} ms before its successor started",
+        started - stopped
+    );
     rt.block_on(db.drop_db());
 }
 
