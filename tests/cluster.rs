@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use gobearmon::config::Secret;
 use gobearmon::rpc::sign::{HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
-use support::TestDb;
-use support::cluster::{Cluster, SECRET, Timings, lease_intervals, wait_until};
+use support::cluster::{Cluster, SECRET, Timings, lease_intervals, log_number, wait_until};
+use support::{TestDb, wait_fence};
 
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
@@ -36,6 +36,15 @@ fn controller_after(c: &Cluster, above: u64, limit: Duration) -> (u64, String) {
         Some((epoch, Some(node))) if epoch > above => Some((epoch, node)),
         _ => None,
     })
+}
+
+/// The fence values read along a test never went down, and the last is `epoch`.
+fn assert_fence_grew_to(fences: &[u64], epoch: u64) {
+    assert!(
+        fences.windows(2).all(|p| p[0] <= p[1]),
+        "the fence only grows: {fences:?}"
+    );
+    assert_eq!(fences.last(), Some(&epoch), "{fences:?}");
 }
 
 /// No two lease intervals of different nodes overlap. A lease still open in a log ends now,
@@ -71,28 +80,21 @@ fn a_controller_is_named_and_replaced_after_kill_9() {
     let mut c = start(&db);
     let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
     let w = c.worker_index(&first);
-    wait_until(Duration::from_secs(10), "the controller to act", || {
-        c.metric(&c.worker_addrs[w], "gobearmon_is_controller")
-            .filter(|v| *v == 1.0)
-    });
+    c.wait_acting(w, true, Duration::from_secs(10));
     let killed_at = wall_ms();
     c.workers[w].kill9();
     let t = c.timings.controller_timeout_ms;
     let (e2, second) = controller_after(&c, e1, Duration::from_millis(t + 2000));
     assert_ne!(second, first);
     assert!(e2 > e1);
-    let w2 = c.worker_index(&second);
-    wait_until(Duration::from_secs(5), "the new controller to act", || {
-        c.metric(&c.worker_addrs[w2], "gobearmon_is_controller")
-            .filter(|v| *v == 1.0)
-    });
+    c.wait_acting(c.worker_index(&second), true, Duration::from_secs(5));
     // The term raises the fence just after it starts acting: wait for that write, then
     // require exactly the new epoch.
-    let fenced = wait_until(Duration::from_secs(5), "the fence to be raised", || {
-        let f = fence_epoch(&rt, &db);
-        (f >= e2).then_some(f)
-    });
-    assert_eq!(fenced, e2, "the new controller raised the fence");
+    assert_eq!(
+        wait_fence(&rt, &db, e2),
+        e2,
+        "the new controller raised the fence"
+    );
     assert_no_overlap(&c, &[(first.clone(), killed_at)]);
     rt.block_on(db.drop_db());
 }
@@ -172,31 +174,11 @@ fn a_frozen_controller_stops_before_another_starts() {
     assert_ne!(second, first);
     fences.push(fence_epoch(&rt, &db));
     c.workers[w].signal("CONT");
-    let w2 = c.worker_index(&second);
-    wait_until(
-        Duration::from_secs(5),
-        "the old controller to let go",
-        || {
-            c.metric(&c.worker_addrs[w], "gobearmon_is_controller")
-                .filter(|v| *v == 0.0)
-        },
-    );
-    wait_until(Duration::from_secs(5), "the new controller to act", || {
-        c.metric(&c.worker_addrs[w2], "gobearmon_is_controller")
-            .filter(|v| *v == 1.0)
-    });
-    // `gobearmon_is_controller` turns 1 when the lease is taken; the term raises the fence
-    // just after. Wait for that write (bounded), then check the whole sequence.
-    let fenced = wait_until(Duration::from_secs(5), "the fence to be raised", || {
-        let f = fence_epoch(&rt, &db);
-        (f >= e2).then_some(f)
-    });
-    fences.push(fenced);
-    assert!(
-        fences.windows(2).all(|p| p[0] <= p[1]),
-        "the fence only grows: {fences:?}"
-    );
-    assert_eq!(*fences.last().unwrap(), e2);
+    c.wait_acting(w, false, Duration::from_secs(5));
+    c.wait_acting(c.worker_index(&second), true, Duration::from_secs(5));
+    // The lease makes it act; the term raises the fence just after.
+    fences.push(wait_fence(&rt, &db, e2));
+    assert_fence_grew_to(&fences, e2);
     // The metric turns 0 as the lease is dropped; the line saying so follows just after.
     wait_until(
         Duration::from_secs(5),
@@ -227,24 +209,15 @@ fn a_controller_cut_off_from_the_group_stops_before_another_starts() {
     let c = Cluster::start_isolable(3, 3, &db.url, timings);
     let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
     let w = c.worker_index(&first);
-    let fence_at_least = |e: u64| {
-        wait_until(Duration::from_secs(10), "the fence to be raised", || {
-            let f = fence_epoch(&rt, &db);
-            (f >= e).then_some(f)
-        })
-    };
-    let mut fences = vec![fence_at_least(e1)];
+    let mut fences = vec![wait_fence(&rt, &db, e1)];
     // Every packet the controller sends to a viewserver member is dropped; it still runs, and
     // still reaches MySQL, the other workers and their polls.
     let cut = support::partition::Cut::new(c.workers[w].cgroup.as_ref().unwrap(), &c.vs_ports());
     let (e2, second) = controller_after(&c, e1, Duration::from_secs(15));
     assert_ne!(second, first);
     let w2 = c.worker_index(&second);
-    wait_until(Duration::from_secs(10), "the new controller to act", || {
-        c.metric(&c.worker_addrs[w2], "gobearmon_is_controller")
-            .filter(|v| *v == 1.0)
-    });
-    fences.push(fence_at_least(e2));
+    c.wait_acting(w2, true, Duration::from_secs(10));
+    fences.push(wait_fence(&rt, &db, e2));
     // The old controller stopped when its lease ran out. Once a working group would have
     // replaced it, it looks at the fence, finds the successor's epoch and does not act.
     wait_until(
@@ -282,23 +255,13 @@ fn a_controller_cut_off_from_the_group_stops_before_another_starts() {
         Some(0.0)
     );
     fences.push(fence_epoch(&rt, &db));
-    assert!(
-        fences.windows(2).all(|p| p[0] <= p[1]),
-        "the fence only grows: {fences:?}"
-    );
-    assert_eq!(*fences.last().unwrap(), e2);
+    assert_fence_grew_to(&fences, e2);
     assert_no_overlap(&c, &[]);
     // It was running all along, so the moment it logged its stop (not only its lease's end)
     // comes before the successor's start.
     let at_ms = |text: &str, what: &str| -> u64 {
         let line = text.lines().find(|l| l.contains(what)).expect(what);
-        let at = line.find("at_ms=").expect("at_ms") + 6;
-        line[at..]
-            .split(|ch: char| !ch.is_ascii_digit())
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
+        log_number(line, "at_ms").expect("at_ms")
     };
     let stopped = at_ms(&c.workers[w].log_text(), "lease released");
     let started = at_ms(&c.workers[w2].log_text(), "lease acquired");
@@ -321,10 +284,7 @@ fn sigusr1_hands_over_and_the_old_controller_returns_as_a_worker() {
     let c = start(&db);
     let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
     let w = c.worker_index(&first);
-    wait_until(Duration::from_secs(5), "the controller to act", || {
-        c.metric(&c.worker_addrs[w], "gobearmon_is_controller")
-            .filter(|v| *v == 1.0)
-    });
+    c.wait_acting(w, true, Duration::from_secs(5));
     c.workers[w].signal("USR1");
     let (e2, second) = controller_after(&c, e1, Duration::from_secs(10));
     assert_ne!(second, first);

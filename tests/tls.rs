@@ -62,10 +62,6 @@ fn client_with(trusted: &str, identity: Option<(&Path, &Path)>) -> reqwest::bloc
     b.build().unwrap()
 }
 
-fn is_controller(c: &Cluster, w: usize) -> Option<()> {
-    (c.metric(&c.worker_addrs[w], "gobearmon_is_controller")? == 1.0).then_some(())
-}
-
 #[test]
 fn a_tls_cluster_elects_runs_checks_and_fails_over() {
     let _serial = support::cluster::serial();
@@ -88,9 +84,7 @@ fn a_tls_cluster_elects_runs_checks_and_fails_over() {
         }
     });
     let w1 = c.worker_index(&first);
-    wait_until(Duration::from_secs(10), "the controller to act", || {
-        is_controller(&c, w1)
-    });
+    c.wait_acting(w1, true, Duration::from_secs(10));
 
     // Phase 2: /ready over https with the CA alone (no client certificate), on every
     // listener; plain HTTP to the same listeners gets no HTTP answer.
@@ -169,15 +163,9 @@ fn a_tls_cluster_elects_runs_checks_and_fails_over() {
         }
     });
     assert_eq!(second, c.worker_ids[other]);
-    wait_until(Duration::from_secs(10), "the new controller to act", || {
-        is_controller(&c, other)
-    });
-    // The lease makes it act; the fence write follows just after: wait for it, bounded.
-    wait_until(
-        Duration::from_secs(5),
-        "the fence to reach the new epoch",
-        || (rt.block_on(db.fence_epoch()) >= e2).then_some(()),
-    );
+    c.wait_acting(other, true, Duration::from_secs(10));
+    // The lease makes it act; the fence write follows just after.
+    support::wait_fence(&rt, &db, e2);
     // Every node said it serves TLS, and the plain-HTTP attempt was logged with its peer.
     for p in c.viewservers.iter().chain(&c.workers) {
         assert!(p.log_text().contains("tls=true"), "{}", p.name);

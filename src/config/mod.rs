@@ -14,8 +14,12 @@ use std::time::Duration;
 pub use read::{ConfigError, Problem, known_keys, load, parse};
 pub use secret::Secret;
 
+/// `[viewserver] controller_timeout` when the file does not set it.
+pub const DEFAULT_CONTROLLER_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// A whole node configuration.
 #[derive(Debug, Clone)]
+
 pub struct Config {
     /// The file it came from, for messages.
     pub path: PathBuf,

@@ -766,7 +766,8 @@ impl Reader<'_> {
         let data_dir =
             PathBuf::from(self.string_or(s, "data_dir", "/var/lib/gobearmon/viewserver"));
         let controller = self.string_list(s, "controller");
-        let controller_timeout = self.duration_or(s, "controller_timeout", Duration::from_secs(4));
+        let controller_timeout =
+            self.duration_or(s, "controller_timeout", super::DEFAULT_CONTROLLER_TIMEOUT);
         let raft_heartbeat = self.duration_or(s, "raft_heartbeat", Duration::from_millis(250));
         let raft_election_timeout =
             self.duration_or(s, "raft_election_timeout", Duration::from_millis(1000));

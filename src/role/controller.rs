@@ -126,21 +126,21 @@ impl ControllerSlot {
         self.running.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The epoch of the running term.
-    /// The epoch of the running term; a term that has ended on its own (fenced out) does not
-    /// count.
+    /// The epoch of the running term; a term that has ended on its own does not count.
     pub fn epoch(&self) -> Option<u64> {
-        self.lock()
-            .as_ref()
-            .filter(|t| !t.task.is_finished())
-            .map(|t| t.epoch)
+        self.slot_epoch(false)
     }
 
-    /// The epoch of a term that ended on its own: it found a newer epoch in the fence.
+    /// The epoch of a term that has ended on its own (a fenced write, or it could no longer
+    /// act) and has not been stopped yet.
     pub fn ended(&self) -> Option<u64> {
+        self.slot_epoch(true)
+    }
+
+    fn slot_epoch(&self, finished: bool) -> Option<u64> {
         self.lock()
             .as_ref()
-            .filter(|t| t.task.is_finished())
+            .filter(|t| t.task.is_finished() == finished)
             .map(|t| t.epoch)
     }
 
@@ -172,13 +172,7 @@ impl ControllerSlot {
         if let Some(old) = slot.take() {
             // Only a term that has ended on its own is replaced; its end is logged here.
             old.token.cancel();
-            tracing::info!(
-                epoch = old.epoch,
-                at_ms = wall_ms(),
-                lease_end_ms = wall_ms(),
-                reason = "the term stopped itself",
-                "lease released; stopped acting as controller"
-            );
+            log_release(old.epoch, "the term stopped itself", wall_ms());
         }
         *slot = Some(Running {
             epoch,
@@ -199,21 +193,26 @@ impl ControllerSlot {
                 _ => None,
             }
         };
-        // (A term that ended on its own is reaped here too, so its end is logged.)
         if let Some(running) = running {
             running.token.cancel();
-            tracing::info!(
-                epoch,
-                at_ms = wall_ms(),
-                lease_end_ms,
-                reason = why,
-                "lease released; stopped acting as controller"
-            );
+            log_release(epoch, why, lease_end_ms);
             if let Err(e) = running.task.await {
                 tracing::error!(epoch, error = %e, "controller task failed");
             }
         }
     }
+}
+
+/// The line that closes a term (tests read `at_ms` and `lease_end_ms` from it to compare lease
+/// intervals across nodes).
+fn log_release(epoch: u64, why: &str, lease_end_ms: u64) {
+    tracing::info!(
+        epoch,
+        at_ms = wall_ms(),
+        lease_end_ms,
+        reason = why,
+        "lease released; stopped acting as controller"
+    );
 }
 
 /// A worker as the controller sees it.

@@ -55,9 +55,7 @@ impl Standing {
             until,
         })
     }
-}
 
-impl Standing {
     /// See [`Membership::fence_alone_at`]; `heartbeat` is this node's heartbeat interval.
     pub fn fence_alone_at(
         &self,
@@ -70,7 +68,9 @@ impl Standing {
             return None;
         }
         // Before any answer said otherwise, assume the default timeout.
-        let timeout = self.controller_timeout.unwrap_or(Duration::from_secs(4));
+        let timeout = self
+            .controller_timeout
+            .unwrap_or(crate::config::DEFAULT_CONTROLLER_TIMEOUT);
         Some(self.acked_at? + 2 * timeout + heartbeat)
     }
 }
@@ -189,10 +189,14 @@ impl Membership {
 
     /// The second case of [`Membership::may_act`].
     pub fn fence_only(&self, epoch: u64) -> bool {
-        let Some(at) = self.fence_alone_at() else {
-            return false;
-        };
-        self.standing.borrow().view.epoch == epoch && Instant::now() >= at
+        let s = self.standing.borrow();
+        s.view.epoch == epoch
+            && s.fence_alone_at(
+                &self.node,
+                self.stepping_down.load(Ordering::Relaxed),
+                self.interval,
+            )
+            .is_some_and(|at| Instant::now() >= at)
     }
 
     /// While the whole group is unreachable and the last view names this node: the moment

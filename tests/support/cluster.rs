@@ -97,7 +97,7 @@ pub struct Proc {
     pub config: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
-    /// With `Some`, the process runs in this cgroup, so a [`Cut`] can isolate it (`super::partition::Cut`).
+    /// With `Some`, the process runs in this cgroup, so that a `partition::Cut` can isolate it.
     pub cgroup: Option<Cgroup>,
 }
 
@@ -390,6 +390,25 @@ impl Cluster {
         self.controller_addrs.push(caddr);
     }
 
+    /// Waits (up to `limit`) until worker `w`'s `/metrics` say it acts as controller (`true`)
+    /// or not. It acts from the moment it takes the lease; its fence write follows.
+    pub fn wait_acting(&self, w: usize, acting: bool, limit: Duration) {
+        let want = if acting { 1.0 } else { 0.0 };
+        let what = format!(
+            "{} to {}",
+            self.worker_ids[w],
+            if acting {
+                "act as controller"
+            } else {
+                "stop acting as controller"
+            }
+        );
+        wait_until(limit, &what, || {
+            self.metric(&self.worker_addrs[w], "gobearmon_is_controller")
+                .filter(|v| *v == want)
+        });
+    }
+
     /// The viewserver members' ports.
     pub fn vs_ports(&self) -> Vec<u16> {
         self.vs_addrs
@@ -496,14 +515,7 @@ pub fn lease_intervals(
     logs: &[(String, String)],
     open_end_ms: u64,
 ) -> Vec<(String, u64, u64, u64)> {
-    let field = |line: &str, key: &str| -> Option<u64> {
-        let at = line.find(&format!("{key}="))? + key.len() + 1;
-        line[at..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    };
+    let field = log_number;
     let mut out = Vec::new();
     for (node, text) in logs {
         let mut open: Option<(u64, u64)> = None;
@@ -530,6 +542,16 @@ pub fn lease_intervals(
         }
     }
     out
+}
+
+/// The number logged as `key=` in `line` (tracing's key=value fields).
+pub fn log_number(line: &str, key: &str) -> Option<u64> {
+    let at = line.find(&format!(" {key}="))? + key.len() + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Reads a file path under the cluster dir.

@@ -127,6 +127,18 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+/// Waits (bounded) until the fence holds at least `epoch`, and returns what it holds.
+pub fn wait_fence(rt: &tokio::runtime::Runtime, db: &TestDb, epoch: u64) -> u64 {
+    cluster::wait_until(
+        std::time::Duration::from_secs(10),
+        &format!("the fence to reach epoch {epoch}"),
+        || {
+            let f = rt.block_on(db.fence_epoch());
+            (f >= epoch).then_some(f)
+        },
+    )
+}
+
 pub mod cluster;
 pub mod partition;
 #[allow(clippy::duplicate_mod)] // also loaded by tests/notify_support when both are used

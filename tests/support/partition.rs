@@ -30,8 +30,7 @@ fn cgroup2_mount() -> PathBuf {
         .expect("no cgroup2 mount: the partition tests need one (they run as root on Linux)")
 }
 
-/// A cgroup directly under the cgroup2 root, removed (its processes moved back to the root)
-/// on drop.
+/// A cgroup directly under the cgroup2 root, removed (anything still in it killed) on drop.
 pub struct Cgroup {
     dir: PathBuf,
     /// The path nftables resolves, relative to /sys/fs/cgroup.
@@ -50,9 +49,7 @@ fn sweep_stale(root: &std::path::Path) {
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if dead(&name, "gbm_test_") {
-                let _ = std::fs::write(entry.path().join("cgroup.kill"), "1");
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                let _ = std::fs::remove_dir(entry.path());
+                remove_cgroup(&entry.path());
             }
         }
     }
@@ -98,21 +95,26 @@ impl Cgroup {
 }
 
 impl Drop for Cgroup {
-    /// Its process has been killed by then ([`super::cluster::Proc`] drops it last); anything
-    /// still inside is killed too, then the directory goes.
+    /// Its process has been killed by then ([`super::cluster::Proc`] drops it last).
     fn drop(&mut self) {
-        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
-        for _ in 0..50 {
-            match std::fs::remove_dir(&self.dir) {
-                Err(e) if e.raw_os_error() == Some(16) => {
-                    // EBUSY: the kill has not finished yet.
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                _ => return,
-            }
-        }
-        eprintln!("cgroup {} could not be removed", self.dir.display());
+        remove_cgroup(&self.dir);
     }
+}
+
+/// Kills whatever is still in the cgroup at `dir`, then removes it (waiting, bounded, while
+/// the kill completes).
+fn remove_cgroup(dir: &std::path::Path) {
+    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    for _ in 0..50 {
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(16) => {
+                // EBUSY: the kill has not finished yet.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            _ => return,
+        }
+    }
+    eprintln!("cgroup {} could not be removed", dir.display());
 }
 
 /// An nftables table dropping what sockets of a cgroup send to some TCP ports; removed on
@@ -130,10 +132,11 @@ impl Cut {
             cgroup.nft_path,
             ports.join(", ")
         );
-        nft(&["-f", "-"], Some(&rules));
+        nft_apply(&rules);
         let cut = Cut { table };
         // The rule counts cgroup levels from the kernel's root: inside a cgroup namespace it
-        // would match nothing. Make sure a connection from the cgroup really goes nowhere.
+        // would match nothing. Make sure a connection from the cgroup to a listening port
+        // hangs (dropped), rather than connecting or being refused.
         if let Some(port) = ports.first() {
             let probe = cgroup
                 .command("bash")
@@ -143,27 +146,31 @@ impl Cut {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("run bash");
-            let connected = wait_exit(probe, std::time::Duration::from_secs(1));
+            let exit = exit_within(probe, std::time::Duration::from_secs(1));
             assert!(
-                !connected,
-                "the nftables rule did not cut the cgroup off from port {port}"
+                exit.is_none(),
+                "the nftables rule did not cut the cgroup off from port {port}: the connection \
+                 attempt ended at once ({exit:?})"
             );
         }
         cut
     }
 }
 
-/// Whether `child` exits successfully within `limit` (killed otherwise).
-fn wait_exit(mut child: std::process::Child, limit: std::time::Duration) -> bool {
+/// How `child` exited if it did within `limit`; `None` (and killed) if it was still running.
+fn exit_within(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
     let deadline = std::time::Instant::now() + limit;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return status.success();
+            return Some(status);
         }
         if std::time::Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return false;
+            return None;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -177,26 +184,25 @@ impl Drop for Cut {
     }
 }
 
-fn nft(args: &[&str], stdin: Option<&str>) {
+/// Loads an nftables ruleset given as text.
+fn nft_apply(rules: &str) {
     use std::io::Write;
     let mut child = Command::new("nft")
-        .args(args)
+        .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run nft (Debian package nftables)");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "nft {args:?} failed: {}",
+        "nft -f failed: {}\n{rules}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
