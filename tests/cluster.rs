@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use gobearmon::config::Secret;
 use gobearmon::rpc::sign::{HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
-use support::cluster::{Cluster, SECRET, Timings, lease_intervals, log_number, wait_until};
+use support::cluster::{
+    Cluster, FENCE_ALONE, LEASE_START, LEASE_STOP, NOT_ACTING, SECRET, Timings, lease_intervals,
+    log_number, wait_until,
+};
 use support::{TestDb, wait_fence};
 
 fn wall_ms() -> u64 {
@@ -185,8 +188,7 @@ fn a_frozen_controller_stops_before_another_starts() {
         "the old lease to be logged closed",
         || {
             let log = c.workers[w].log_text();
-            (log.matches("lease acquired").count() == log.matches("lease released").count())
-                .then_some(())
+            (log.matches(LEASE_START).count() == log.matches(LEASE_STOP).count()).then_some(())
         },
     );
     assert_no_overlap(&c, &[]);
@@ -225,16 +227,12 @@ fn a_controller_cut_off_from_the_group_stops_before_another_starts() {
         "the cut-off controller to find a newer epoch in the fence",
         || {
             let log = c.workers[w].log_text();
-            log.contains("a newer epoch holds the fence: not acting")
-                .then_some(())
+            log.contains(NOT_ACTING).then_some(())
         },
     );
     let log = c.workers[w].log_text();
     assert!(log.contains("reason=\"lease expired\""), "{log}");
-    assert!(
-        !log.contains("acting as controller under the epoch fence"),
-        "{log}"
-    );
+    assert!(!log.contains(FENCE_ALONE), "{log}");
     assert_eq!(
         c.metric(&c.worker_addrs[w], "gobearmon_is_controller"),
         Some(0.0)
@@ -263,8 +261,8 @@ fn a_controller_cut_off_from_the_group_stops_before_another_starts() {
         let line = text.lines().find(|l| l.contains(what)).expect(what);
         log_number(line, "at_ms").expect("at_ms")
     };
-    let stopped = at_ms(&c.workers[w].log_text(), "lease released");
-    let started = at_ms(&c.workers[w2].log_text(), "lease acquired");
+    let stopped = at_ms(&c.workers[w].log_text(), LEASE_STOP);
+    let started = at_ms(&c.workers[w2].log_text(), LEASE_START);
     assert!(
         stopped < started,
         "the old controller stopped at {stopped}, the new one started at {started}"

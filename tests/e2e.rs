@@ -498,7 +498,7 @@ fn s12_s14_failover_and_viewserver_outage_notify_exactly_once() {
     settle();
     assert_eq!(hook.count(), 2);
     let log = w.cluster.workers[new].log_text();
-    assert!(log.contains("under the epoch fence"), "{log}");
+    assert!(log.contains(support::cluster::FENCE_ALONE), "{log}");
     let events: Vec<(i64, String)> = w.query("SELECT check_id, type FROM check_events ORDER BY id");
     assert_eq!(events, vec![(1, "offline".into()), (2, "offline".into())]);
     port.up();

@@ -210,6 +210,7 @@ fn log_release(epoch: u64, why: &str, lease_end_ms: u64) {
         epoch,
         at_ms = wall_ms(),
         lease_end_ms,
+        lease_event = "stop",
         reason = why,
         "lease released; stopped acting as controller"
     );

@@ -75,12 +75,7 @@ impl Standing {
     }
 }
 
-/// A held controller lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
-    pub epoch: u64,
-    pub until: Instant,
-}
+pub use crate::lease::Lease;
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]

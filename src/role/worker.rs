@@ -21,6 +21,7 @@ use super::membership::{Membership, wall_ms};
 use super::runner::Runner;
 use crate::api::{NodeListener, Sample, metrics_response, ready_response, serve};
 use crate::config::{Config, Role};
+use crate::lease::{Action, Fence, FenceReading, Inputs, Supervisor};
 use crate::probe::ProbeContext;
 use crate::rpc::RpcClient;
 use crate::rpc::sign::Signer;
@@ -137,14 +138,9 @@ pub async fn run(
     served.map_err(|e| e.to_string())
 }
 
-/// Acts as controller exactly while the lease is held: starts on acquiring it, stops the
-/// moment it lapses (a timer fires at the lease's end even if no heartbeat arrives).
-///
-/// When the whole viewserver group stays unreachable, the node named by the last view acts
-/// again under the epoch fence alone, once a working group would have replaced it
-/// ([`Membership::fence_alone_at`]) and only if no newer epoch has raised the fence by then;
-/// while it acts that way it reads the fence every heartbeat interval and stops as soon as a
-/// successor has raised it. An epoch found superseded is never acted for again.
+/// Acts as controller exactly while [`Supervisor`] says so: observes the membership and the
+/// running term, steps the supervisor, and carries out its actions (start or stop a term,
+/// read the fence, sleep until the next wake).
 async fn supervise(
     membership: Arc<Membership>,
     host: Arc<ControllerHost>,
@@ -152,131 +148,100 @@ async fn supervise(
     shutdown: CancellationToken,
 ) {
     let mut standing = membership.subscribe();
-    // The lease of the running term, to log when it really ended.
-    let mut held: Option<super::membership::Lease> = None;
-    let mut superseded = 0u64;
+    let mut supervisor = Supervisor::new(membership.interval);
+    let mut reading = None;
     loop {
         let now = Instant::now();
-        let end_ms = |l: Option<super::membership::Lease>| match l {
-            Some(l) if l.until <= now => {
-                wall_ms().saturating_sub((now - l.until).as_millis() as u64)
-            }
-            _ => wall_ms(),
-        };
-        if let Some(e) = slot.ended() {
-            // The term stopped itself: a write found the fence moved, or it could no longer
-            // act. Only a newer epoch in the fence rules this epoch out for good.
-            let why = if newer_fence(&host, e).await == Some(true) {
-                superseded = superseded.max(e);
-                "a newer epoch holds the fence"
-            } else {
-                "the term stopped itself"
-            };
-            slot.stop(e, why, end_ms(held)).await;
-            held = None;
-        }
-        let lease = membership.current_lease().filter(|l| l.epoch > superseded);
-        match (lease, slot.epoch()) {
-            (Some(l), Some(e)) if l.epoch == e => held = Some(l),
-            (None, Some(e)) if membership.fence_only(e) => {
-                // (Unreadable: the term's own writes are fenced; keep going.)
-                if newer_fence(&host, e).await == Some(true) {
-                    superseded = superseded.max(e);
-                    slot.stop(e, "a newer epoch raised the fence", wall_ms())
-                        .await;
-                    held = None;
+        let inputs = observe(&membership, &slot, shutdown.is_cancelled(), now);
+        let mut wake = None;
+        for action in supervisor.step(&inputs, reading.take(), now) {
+            match action {
+                Action::Start { epoch, mode } => {
+                    tracing::info!(
+                        epoch,
+                        at_ms = wall_ms(),
+                        lease_event = "start",
+                        mode = mode.as_str(),
+                        "acting as controller"
+                    );
+                    slot.start(host.clone(), epoch);
                 }
-            }
-            (Some(l), active) => {
-                if let Some(e) = active {
-                    slot.stop(e, "a newer epoch names this node", end_ms(held))
-                        .await;
+                Action::Stop {
+                    epoch,
+                    reason,
+                    lease_end,
+                } => {
+                    let lease_end_ms =
+                        wall_ms().saturating_sub(
+                            now.saturating_duration_since(lease_end).as_millis() as u64,
+                        );
+                    slot.stop(epoch, reason.as_str(), lease_end_ms).await;
                 }
-                tracing::info!(
-                    epoch = l.epoch,
-                    at_ms = wall_ms(),
-                    "lease acquired; acting as controller"
-                );
-                slot.start(host.clone(), l.epoch);
-                held = Some(l);
-            }
-            (None, Some(e)) => {
-                let why = if membership.stepping_down.load(Ordering::Relaxed) {
-                    "stepping down"
-                } else if membership
-                    .standing()
-                    .view
-                    .controller
-                    .is_some_and(|c| c.node == membership.node)
-                {
-                    "lease expired"
-                } else {
-                    "the view names another controller"
-                };
-                slot.stop(e, why, end_ms(held)).await;
-                held = None;
-            }
-            (None, None) => {
-                let epoch = membership.standing().view.epoch;
-                if epoch > superseded && membership.fence_only(epoch) {
-                    match newer_fence(&host, epoch).await {
-                        Some(true) => {
-                            superseded = epoch;
-                            tracing::warn!(
-                                epoch,
-                                "viewserver group unreachable and a newer epoch holds the \
-                                 fence: not acting"
-                            );
-                        }
-                        None => {} // tried again at the next heartbeat interval
-                        // (A heartbeat answered while the fence was read: decide again.)
-                        Some(false) if !membership.fence_only(epoch) => {}
-                        Some(false) => {
-                            tracing::warn!(
-                                epoch,
-                                at_ms = wall_ms(),
-                                "viewserver group unreachable: acting as controller under the epoch fence"
-                            );
-                            slot.start(host.clone(), epoch);
-                        }
-                    }
+                Action::ReadFence { epoch } => {
+                    reading = Some(FenceReading {
+                        epoch,
+                        fence: read_fence(&host, epoch).await,
+                    });
                 }
+                Action::NotActing { epoch } => tracing::warn!(
+                    epoch,
+                    lease_event = "not_acting",
+                    "viewserver group unreachable and a newer epoch holds the fence: not acting"
+                ),
+                Action::WakeAt(at) => wake = Some(at),
             }
         }
-        let beat = Instant::now() + membership.interval;
-        let wake = match lease {
-            Some(l) => Some(l.until),
-            // Under the fence alone: read it again each heartbeat interval.
-            None if slot.epoch().is_some() => Some(beat),
-            None => membership.fence_alone_at().map(|at| at.max(beat)),
-        };
+        if reading.is_some() {
+            continue; // step again at once with the answer
+        }
+        if inputs.shutdown {
+            return;
+        }
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                if let Some(e) = slot.epoch().or(slot.ended()) {
-                    slot.stop(e, "shutting down", wall_ms()).await;
-                }
-                return;
-            }
+            _ = shutdown.cancelled() => {}
             changed = standing.changed() => if changed.is_err() { return },
             _ = sleep_until_opt(wake) => {}
         }
     }
 }
 
-/// Whether the fence holds an epoch newer than `epoch`; `None` when it cannot be read now
-/// (within a heartbeat interval, at least a second: a black-holed database must not hold up
-/// the supervisor).
-async fn newer_fence(host: &ControllerHost, epoch: u64) -> Option<bool> {
+/// What the supervisor needs to know now.
+fn observe(membership: &Membership, slot: &ControllerSlot, shutdown: bool, now: Instant) -> Inputs {
+    let standing = membership.standing();
+    let stepping_down = membership.stepping_down.load(Ordering::Relaxed);
+    Inputs {
+        lease: standing.lease(&membership.node, membership.lease, stepping_down, now),
+        view_epoch: standing.view.epoch,
+        named: standing
+            .view
+            .controller
+            .as_ref()
+            .is_some_and(|c| c.node == membership.node),
+        stepping_down,
+        fence_alone_at: standing.fence_alone_at(
+            &membership.node,
+            stepping_down,
+            membership.interval,
+        ),
+        term_ended: slot.ended().is_some(),
+        shutdown,
+    }
+}
+
+/// Whether the fence holds an epoch newer than `epoch`, read within a heartbeat interval (at
+/// least a second: a black-holed database must not hold up the supervisor).
+async fn read_fence(host: &ControllerHost, epoch: u64) -> Fence {
     let limit = host.membership.interval.max(Duration::from_secs(1));
     match tokio::time::timeout(limit, crate::store::fence::current(&host.store)).await {
-        Ok(Ok(stored)) => Some(stored.0 > epoch),
+        Ok(Ok(stored)) if stored.0 > epoch => Fence::Newer,
+        Ok(Ok(_)) => Fence::NotNewer,
         Ok(Err(e)) => {
             tracing::warn!(epoch, error = %e, "cannot read the epoch fence");
-            None
+            Fence::Unreadable
         }
         Err(_) => {
             tracing::warn!(epoch, "cannot read the epoch fence: timed out");
-            None
+            Fence::Unreadable
         }
     }
 }

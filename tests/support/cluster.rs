@@ -509,6 +509,16 @@ pub fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// The structured field of the line a node logs when it starts acting as controller (under a
+/// lease or under the fence alone).
+pub const LEASE_START: &str = "lease_event=\"start\"";
+/// ... when it stops.
+pub const LEASE_STOP: &str = "lease_event=\"stop\"";
+/// ... when the group is unreachable and a newer epoch holds the fence, so it does not act.
+pub const NOT_ACTING: &str = "lease_event=\"not_acting\"";
+/// The mode field of a start under the epoch fence alone.
+pub const FENCE_ALONE: &str = "mode=\"fence_alone\"";
+
 /// Lease intervals `(node, epoch, start_ms, end_ms)` read from the workers' logs. A lease
 /// still held (or held by a killed process) ends at `open_end_ms`.
 pub fn lease_intervals(
@@ -521,16 +531,14 @@ pub fn lease_intervals(
         let mut open: Option<(u64, u64)> = None;
         for line in text.lines() {
             // A lease, or acting under the fence alone, opens an interval.
-            if line.contains("lease acquired")
-                || line.contains("acting as controller under the epoch fence")
-            {
+            if line.contains(LEASE_START) {
                 if let Some((epoch, start)) = open.take() {
                     out.push((node.clone(), epoch, start, open_end_ms));
                 }
                 if let (Some(e), Some(s)) = (field(line, "epoch"), field(line, "at_ms")) {
                     open = Some((e, s));
                 }
-            } else if line.contains("lease released")
+            } else if line.contains(LEASE_STOP)
                 && let Some((epoch, start)) = open.take()
             {
                 let end = field(line, "lease_end_ms").unwrap_or(open_end_ms);
