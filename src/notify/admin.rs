@@ -24,6 +24,10 @@ pub enum AdminKind {
     FailedDeliveries,
     /// The controller keeps failing to read the database.
     ReloadErrors,
+    /// A flip could not be written: the check went back to its stored status.
+    FlipNotRecorded,
+    /// A new controller keeps failing to raise the epoch fence.
+    FenceNotRaised,
 }
 
 impl AdminKind {
@@ -34,6 +38,10 @@ impl AdminKind {
             AdminKind::InsufficientQuorum => "gobearmon: insufficient quorum",
             AdminKind::FailedDeliveries => "gobearmon: notifications could not be delivered",
             AdminKind::ReloadErrors => "gobearmon: successive reload errors",
+            AdminKind::FlipNotRecorded => "gobearmon: a status change could not be recorded",
+            AdminKind::FenceNotRaised => {
+                "gobearmon: the new controller cannot raise the epoch fence"
+            }
         }
     }
 }

@@ -7,11 +7,15 @@
 //! - [`catalog`]: the in-memory copy of the operator's rows, kept current by reading only what
 //!   the change log says changed.
 //! - [`fence`]: the epoch fence that stops a deposed controller from writing.
+//! - [`flips`]: a flip's status, event and outbox rows, written together under the fence.
+//! - [`results`]: the latest result per check and worker.
 //!
 //! Only the controller opens the database; probe-only workers never need credentials.
 
 pub mod catalog;
 pub mod fence;
+pub mod flips;
+pub mod results;
 pub mod rows;
 
 pub mod schema;

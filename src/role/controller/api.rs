@@ -1,0 +1,113 @@
+//! The controller's HTTP handlers. They hold no state: each finds the running term through the
+//! slot, sends its owner a message and answers with the reply.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use tokio::time::Instant;
+
+use super::ControllerSlot;
+use super::owner::Msg;
+use super::term::TermHandle;
+use crate::model::NodeId;
+use crate::rpc::Sender;
+use crate::rpc::work::{PollReply, PollRequest, ResultsRequest, WrongEpoch};
+
+/// Longest a poll is held when nothing is due.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(5);
+
+fn not_controller() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "not the controller\n").into_response()
+}
+
+/// The running term if it acts for `epoch`; otherwise the answer a worker gets (503 when this
+/// node is not the controller, 409 with our epoch when the epochs differ).
+// The error is the response itself, returned straight to axum on a cold path.
+#[allow(clippy::result_large_err)]
+fn term_for(slot: &ControllerSlot, epoch: u64) -> Result<TermHandle, Response> {
+    let term = slot.handle().ok_or_else(not_controller)?;
+    if term.epoch.0 != epoch {
+        let refusal = WrongEpoch {
+            controller_epoch: term.epoch.0,
+        };
+        return Err((StatusCode::CONFLICT, Json(refusal)).into_response());
+    }
+    Ok(term)
+}
+
+pub(super) async fn poll(
+    State(slot): State<ControllerSlot>,
+    Extension(sender): Extension<Sender>,
+    Json(req): Json<PollRequest>,
+) -> Response {
+    let term = match term_for(&slot, req.epoch) {
+        Ok(t) => t,
+        Err(refusal) => return refusal,
+    };
+    let node = NodeId(sender.0);
+    let deadline = Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_POLL_WAIT);
+    let capacity = req.capacity.max(1) as usize;
+    loop {
+        let asked = term
+            .ask(|reply| Msg::Poll {
+                node: node.clone(),
+                location: req.location.clone(),
+                capacity,
+                reply,
+            })
+            .await;
+        let Some(taken) = asked else {
+            return not_controller();
+        };
+        let may_act = term.may_act();
+        if !taken.items.is_empty() || Instant::now() >= deadline || !may_act {
+            return Json(PollReply {
+                epoch: term.epoch.0,
+                assignments: if may_act { taken.items } else { Vec::new() },
+            })
+            .into_response();
+        }
+        tokio::select! {
+            _ = taken.wake.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = term.token.cancelled() => {}
+        }
+    }
+}
+
+pub(super) async fn results(
+    State(slot): State<ControllerSlot>,
+    Extension(sender): Extension<Sender>,
+    Json(req): Json<ResultsRequest>,
+) -> Response {
+    let term = match term_for(&slot, req.epoch) {
+        Ok(t) => t,
+        Err(refusal) => return refusal,
+    };
+    let node = NodeId(sender.0);
+    let results = req.results;
+    match term
+        .ask(|reply| Msg::Results {
+            node,
+            results,
+            reply,
+        })
+        .await
+    {
+        Some(reply) => Json(reply).into_response(),
+        None => not_controller(),
+    }
+}
+
+pub(super) async fn status(State(slot): State<ControllerSlot>) -> Response {
+    let Some(term) = slot.handle() else {
+        return not_controller();
+    };
+    match term.ask(|reply| Msg::Status { reply }).await {
+        Some(answer) => Json(answer).into_response(),
+        None => not_controller(),
+    }
+}

@@ -1,0 +1,177 @@
+//! The flip writer: one task per term that records flips in the order the engine decided
+//! them, a batch per fenced transaction ([`crate::store::flips::record`]).
+//!
+//! - Order: a flip is written only after every earlier one, so two flips of one check can
+//!   never land reversed (a retried "offline" after the "online" that followed it).
+//! - A failed batch is tried again flip by flip, so one flip the database refuses cannot
+//!   hold back the others. A flip is retried with a growing wait while the error may pass;
+//!   after [`GIVE_UP_AFTER`] of failures, or at once for an error that cannot pass, it is
+//!   given up: the check goes back to its stored status (so the change is detected and
+//!   recorded again, and the engine never disagrees with the database), later flips of the
+//!   same check decided before that are dropped, and the admin is told.
+//! - A flip the database finds already recorded, or whose basis is gone (the stored status is
+//!   not its `from`), writes nothing; the check takes the stored status.
+//! - A fenced write ends the term.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::owner::{Msg, PendingFlip};
+use super::term::TermHandle;
+use crate::model::CheckId;
+use crate::notify::admin::AdminKind;
+use crate::notify::outbox::WakeHandle;
+use crate::store::StoreError;
+use crate::store::flips::{self, FlipRecorded, FlipWrite};
+
+/// Flips per transaction.
+const BATCH: usize = 100;
+/// A flip that could not be written for this long is given up.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Records the flips the owner sends until the term ends.
+pub(super) async fn run(
+    term: TermHandle,
+    mut inbox: mpsc::UnboundedReceiver<PendingFlip>,
+    outbox: WakeHandle,
+) {
+    let mut queue: VecDeque<PendingFlip> = VecDeque::new();
+    // After a failed batch: one flip at a time until the failing one is written or given up.
+    let mut single = false;
+    let mut failing_since: Option<Instant> = None;
+    let mut attempts = 0u32;
+    loop {
+        if queue.is_empty() {
+            tokio::select! {
+                _ = term.token.cancelled() => return,
+                next = inbox.recv() => match next {
+                    Some(f) => queue.push_back(f),
+                    None => return,
+                },
+            }
+        }
+        while let Ok(f) = inbox.try_recv() {
+            queue.push_back(f);
+        }
+        if term.token.is_cancelled() {
+            return;
+        }
+        if !term.may_act() {
+            // The lease lapsed; the supervisor ends the term. Nothing is written meanwhile.
+            tokio::select! {
+                _ = term.token.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+            }
+        }
+        let n = if single { 1 } else { queue.len().min(BATCH) };
+        let batch: Vec<FlipWrite> = queue.iter().take(n).map(|p| p.write.clone()).collect();
+        let host = term.host();
+        match flips::record(&host.store, term.epoch, &host.node, &batch).await {
+            Ok(outcomes) => {
+                let done: Vec<PendingFlip> = queue.drain(..n).collect();
+                for (flip, outcome) in done.into_iter().zip(outcomes) {
+                    recorded(&term, flip, outcome).await;
+                }
+                single = false;
+                failing_since = None;
+                attempts = 0;
+                outbox.wake();
+            }
+            Err(StoreError::Fenced { ours, stored }) => {
+                tracing::error!(%ours, %stored, "flip fenced: a newer controller took over; stopping");
+                term.token.cancel();
+                return;
+            }
+            Err(e) if n > 1 => {
+                tracing::warn!(flips = n, error = %e, "cannot record flips; trying them one by one");
+                single = true;
+            }
+            Err(e) => {
+                attempts += 1;
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if !e.is_retryable() || since.elapsed() >= GIVE_UP_AFTER {
+                    if let Some(flip) = queue.pop_front() {
+                        give_up(&term, &mut queue, flip, &e, attempts).await;
+                    }
+                    single = false;
+                    failing_since = None;
+                    attempts = 0;
+                    continue;
+                }
+                let check = queue.front().map(|f| f.write.check);
+                tracing::warn!(?check, error = %e, attempts, "cannot record flip yet");
+                let wait = (Duration::from_millis(200) * attempts).min(MAX_BACKOFF);
+                tokio::select! {
+                    _ = term.token.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn recorded(term: &TermHandle, flip: PendingFlip, outcome: FlipRecorded) {
+    let w = &flip.write;
+    match outcome {
+        FlipRecorded::Recorded { event } => tracing::info!(
+            check = %w.check, from = %w.from, to = %w.to, event,
+            confirmed_by = ?w.notification.confirmed_by, "flip recorded"
+        ),
+        FlipRecorded::Deleted => tracing::debug!(check = %w.check, "flip of a deleted check"),
+        FlipRecorded::Skipped { stored } if stored == w.to => {
+            // Recorded already (by an earlier term): recording it again would notify twice.
+            tracing::info!(check = %w.check, to = %w.to, "flip already recorded");
+        }
+        FlipRecorded::Skipped { stored } => {
+            tracing::warn!(check = %w.check, from = %w.from, to = %w.to, %stored,
+                "flip not recorded: the stored status is another; going back to it");
+            back_to_stored(term, w.check, stored, flip.generation).await;
+        }
+    }
+}
+
+/// Gives up `flip`: the check goes back to the status it flipped from (what the database
+/// holds, every earlier flip having been written), later flips of it decided before are
+/// dropped, and the admin is told.
+async fn give_up(
+    term: &TermHandle,
+    queue: &mut VecDeque<PendingFlip>,
+    flip: PendingFlip,
+    error: &StoreError,
+    attempts: u32,
+) {
+    let w = &flip.write;
+    let check = w.check;
+    queue.retain(|p| !(p.write.check == check && p.generation == flip.generation));
+    tracing::error!(%check, from = %w.from, to = %w.to, error = %error, attempts,
+        "flip not recorded; the check goes back to its stored status and the change will be detected again");
+    term.host().tell_admin(
+        AdminKind::FlipNotRecorded,
+        format!(
+            "Check {check} ({}) went {} -> {}, but the change could not be written after {attempts} \
+             attempt(s): {error}\nNobody has been notified of it yet. The check went back to {} \
+             and the change will be recorded and notified when the workers confirm it again.\n",
+            w.notification.name, w.from, w.to, w.from
+        ),
+    );
+    back_to_stored(term, check, w.from, flip.generation).await;
+}
+
+async fn back_to_stored(
+    term: &TermHandle,
+    check: CheckId,
+    status: crate::model::CheckStatus,
+    generation: u32,
+) {
+    term.tell(Msg::NotRecorded {
+        check,
+        status,
+        generation,
+    })
+    .await;
+}

@@ -1,0 +1,193 @@
+//! The controller, hosted by a controller-capable worker while the supervisor
+//! ([`crate::lease`]) says it may act.
+//!
+//! This file owns what lives between terms: [`ControllerHost`] (config, database pools,
+//! signer, delivery channels) and [`ControllerSlot`] (the running term, if any, started and
+//! stopped by the supervisor in `worker.rs`). A term is made of:
+//!
+//! - [`term`]: one term's life: raise the fence, load the catalog, start its tasks (all
+//!   tracked, all ending with the term), publish a handle, wait for the end.
+//! - [`owner`]: the one task that owns a term's state (voting engine, catalog, worker table,
+//!   latest results); everything else talks to it by message.
+//! - [`flips`]: the task that records flips, in the order they happened.
+//! - [`api`]: the HTTP handlers (`poll`, `results`, `status`), which only send messages.
+//! - [`status`]: the JSON answer behind `gobearmon status`.
+
+mod api;
+mod flips;
+mod owner;
+mod status;
+mod term;
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::membership::{Membership, wall_ms};
+use crate::config::{Config, ControllerConfig};
+use crate::model::{Epoch, NodeId};
+use crate::notify::Channels;
+use crate::notify::admin::{AdminKind, AdminNotifier};
+use crate::rpc::sign::Signer;
+use crate::rpc::verify_layer;
+use crate::rpc::work::{PATH_POLL, PATH_RESULTS};
+use crate::store::Store;
+use term::TermHandle;
+
+/// What a controller-capable worker keeps across terms.
+pub struct ControllerHost {
+    pub node: NodeId,
+    pub config: ControllerConfig,
+    pub store: Store,
+    pub signer: Arc<Signer>,
+    pub membership: Arc<Membership>,
+    channels: Arc<Channels>,
+    admin_mail: Arc<AdminNotifier>,
+    admin: mpsc::UnboundedSender<(String, String)>,
+}
+
+impl ControllerHost {
+    pub fn new(
+        config: &Config,
+        controller: ControllerConfig,
+        signer: Arc<Signer>,
+        membership: Arc<Membership>,
+        admin: mpsc::UnboundedSender<(String, String)>,
+    ) -> Result<Arc<ControllerHost>, String> {
+        let store = Store::new(&controller.database).map_err(|e| e.to_string())?;
+        let channels = Channels::new(&config.smtp, &config.twilio, controller.delivery.timeout)
+            .map_err(|e| e.to_string())?;
+        let admin_mail = AdminNotifier::new(&config.smtp, controller.delivery.admin_interval)
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(ControllerHost {
+            node: NodeId(signer.node().to_string()),
+            config: controller,
+            store,
+            signer,
+            membership,
+            channels: Arc::new(channels),
+            admin_mail: Arc::new(admin_mail),
+            admin,
+        }))
+    }
+
+    /// The controller API, served whether or not this node is the controller (it answers 503
+    /// when it is not).
+    pub fn router(self: &Arc<Self>, slot: ControllerSlot) -> Router {
+        Router::new()
+            .route(PATH_POLL, post(api::poll))
+            .route(PATH_RESULTS, post(api::results))
+            .route("/status", get(api::status))
+            .layer(axum::middleware::from_fn_with_state(
+                self.signer.clone(),
+                verify_layer,
+            ))
+            .with_state(slot)
+    }
+
+    /// Tells the admin (the notifier rate-limits each kind).
+    fn tell_admin(&self, kind: AdminKind, body: String) {
+        let _ = self.admin.send((kind.subject().to_string(), body));
+    }
+}
+
+struct Running {
+    epoch: u64,
+    token: CancellationToken,
+    task: JoinHandle<()>,
+    /// The term's handle once it has loaded and can serve workers.
+    handle: Arc<Mutex<Option<TermHandle>>>,
+}
+
+/// The running term of this node's controller, if any. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct ControllerSlot {
+    running: Arc<Mutex<Option<Running>>>,
+}
+
+impl ControllerSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The epoch of the running term; a term that has ended on its own does not count.
+    pub fn epoch(&self) -> Option<u64> {
+        self.slot_epoch(false)
+    }
+
+    /// The epoch of a term that has ended on its own (a fenced write, or it could no longer
+    /// act) and has not been stopped yet.
+    pub fn ended(&self) -> Option<u64> {
+        self.slot_epoch(true)
+    }
+
+    fn slot_epoch(&self, finished: bool) -> Option<u64> {
+        self.lock()
+            .as_ref()
+            .filter(|t| t.task.is_finished() == finished)
+            .map(|t| t.epoch)
+    }
+
+    /// The term's handle, once it has loaded and can serve workers.
+    fn handle(&self) -> Option<TermHandle> {
+        let running = self.lock();
+        let r = running.as_ref()?;
+        r.handle.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Starts a term for `epoch`. The supervisor stops the running term first; one that ended
+    /// on its own and was not reaped yet is replaced (and its end logged).
+    pub fn start(&self, host: Arc<ControllerHost>, epoch: u64) {
+        let token = CancellationToken::new();
+        let handle = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(term::act(host, Epoch(epoch), token.clone(), handle.clone()));
+        let mut slot = self.lock();
+        if let Some(old) = slot.take() {
+            old.token.cancel();
+            log_release(old.epoch, "the term stopped itself", wall_ms());
+        }
+        *slot = Some(Running {
+            epoch,
+            token,
+            task,
+            handle,
+        });
+    }
+
+    /// Stops the term for `epoch` at once and waits for it to end. `lease_end_ms` is the
+    /// wall-clock time the lease ended (logged, so lease intervals can be compared across
+    /// nodes).
+    pub async fn stop(&self, epoch: u64, why: &str, lease_end_ms: u64) {
+        let running = {
+            let mut slot = self.lock();
+            match slot.as_ref() {
+                Some(t) if t.epoch == epoch => slot.take(),
+                _ => None,
+            }
+        };
+        if let Some(running) = running {
+            running.token.cancel();
+            log_release(epoch, why, lease_end_ms);
+            if let Err(e) = running.task.await {
+                tracing::error!(epoch, error = %e, "controller task failed");
+            }
+        }
+    }
+}
+
+/// The line that closes a term (tests read its `lease_event`, `at_ms` and `lease_end_ms`
+/// fields to compare lease intervals across nodes).
+fn log_release(epoch: u64, why: &str, lease_end_ms: u64) {
+    tracing::info!(
+        epoch,
+        at_ms = wall_ms(),
+        lease_end_ms,
+        lease_event = "stop",
+        reason = why,
+        "stopped acting as controller"
+    );
+}

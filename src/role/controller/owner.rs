@@ -1,0 +1,477 @@
+//! The owner of a term's state: the voting engine, the catalog, the worker table and the
+//! latest results live in one task, [`Owner::run`]. Handlers, the reload and flush loops and
+//! the flip writer send it a [`Msg`] and await the reply; nothing else touches the state, so
+//! there is no lock and no lock order.
+//!
+//! The owner never awaits IO: it answers from memory, hands flips to the writer
+//! ([`super::flips`]) through an unbounded queue, and wakes itself when runs fall due.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::ControllerHost;
+use super::status::{self, StatusAnswer};
+use crate::model::{CheckId, CheckStatus, Epoch, NodeId};
+use crate::notify::admin::AdminKind;
+use crate::notify::{EventId, Notification, unix_ms};
+use crate::rpc::work::{ResultsReply, RunStatus, WorkItem, WorkResult};
+use crate::store::catalog::{Catalog, Fetched, Plan};
+use crate::store::flips::FlipWrite;
+use crate::store::results::LatestResult;
+use crate::vote::{CheckDef, Effect, Engine, Flip, Outcome, Ticket, VoteConfig};
+
+/// A worker that has not polled for this long is taken as gone; its runs are handed out again.
+const WORKER_TIMEOUT: Duration = Duration::from_secs(6);
+/// Quorum notices are held back this long after a term starts, while workers connect.
+const QUORUM_GRACE: Duration = Duration::from_secs(10);
+/// The owner looks at the clock at least this often (liveness, quorum notices).
+const TICK: Duration = Duration::from_secs(1);
+
+/// A request to the owner.
+pub(super) enum Msg {
+    /// A worker polls: it is alive; take up to `capacity` of its queued runs.
+    Poll {
+        node: NodeId,
+        location: String,
+        capacity: usize,
+        reply: oneshot::Sender<Taken>,
+    },
+    /// A worker's results.
+    Results {
+        node: NodeId,
+        results: Vec<WorkResult>,
+        reply: oneshot::Sender<ResultsReply>,
+    },
+    /// The answer behind `gobearmon status`.
+    Status {
+        reply: oneshot::Sender<StatusAnswer>,
+    },
+    /// What the next reload must read.
+    Plan { reply: oneshot::Sender<Plan> },
+    /// What a reload read.
+    Apply { fetched: Fetched },
+    /// The latest results gathered since the last call.
+    TakeLatest {
+        reply: oneshot::Sender<Vec<LatestResult>>,
+    },
+    /// The writer could not record a flip (or found another status stored): the check goes
+    /// back to `status`, unless it has been reset since (`generation`).
+    NotRecorded {
+        check: CheckId,
+        status: CheckStatus,
+        generation: u32,
+    },
+}
+
+/// The runs a poll took, and what wakes the poller when more are queued.
+pub(super) struct Taken {
+    pub items: Vec<WorkItem>,
+    pub wake: Arc<Notify>,
+}
+
+/// A flip on its way to the writer, with the check's reset generation when it happened.
+pub(super) struct PendingFlip {
+    pub write: FlipWrite,
+    pub generation: u32,
+}
+
+/// A worker as the controller sees it.
+pub(super) struct WorkerSlot {
+    /// Runs handed to it and not yet polled. Only ids: the definition is copied into the
+    /// [`WorkItem`] when the worker takes the run, so that a due burst (every check of a new
+    /// term is due at once) does not queue a copy of every definition.
+    pub queue: VecDeque<Queued>,
+    pub wake: Arc<Notify>,
+    pub last_seen: Instant,
+    pub location: String,
+    pub live: bool,
+}
+
+/// A run waiting in a worker's queue.
+#[derive(Clone, Copy)]
+pub(super) struct Queued {
+    check: CheckId,
+    ticket: u64,
+}
+
+/// The latest result of a check from one worker, as `check_results` stores it. Only what is
+/// written is kept: a [`WorkResult`] is about eight times larger (the run's details), and the
+/// map holds one per check and worker between two writes.
+struct Latest {
+    status: RunStatus,
+    message: String,
+    duration_ms: u64,
+}
+
+/// A term's state; see the module documentation.
+pub(super) struct Owner {
+    epoch: Epoch,
+    host: Arc<ControllerHost>,
+    started: Instant,
+    engine: Engine,
+    catalog: Catalog,
+    workers: HashMap<NodeId, WorkerSlot>,
+    latest: HashMap<(CheckId, NodeId), Latest>,
+    /// Checks whose status was reset after a write that failed, with how often: a flip
+    /// carries the generation it was decided in, and a report on an older one is ignored.
+    generations: HashMap<CheckId, u32>,
+    flips: mpsc::UnboundedSender<PendingFlip>,
+}
+
+impl Owner {
+    /// The state of a new term over `catalog`.
+    pub fn new(
+        host: Arc<ControllerHost>,
+        epoch: Epoch,
+        catalog: Catalog,
+        flips: mpsc::UnboundedSender<PendingFlip>,
+        now: Instant,
+    ) -> Owner {
+        let mut engine = Engine::new(VoteConfig {
+            confirmations: host.config.confirmations,
+            assignment_timeout: host.config.assignment_timeout,
+        });
+        for row in catalog.checks() {
+            engine.upsert_check(&CheckDef::from_row(row), now);
+        }
+        Owner {
+            epoch,
+            host,
+            started: now,
+            engine,
+            catalog,
+            workers: HashMap::new(),
+            latest: HashMap::new(),
+            generations: HashMap::new(),
+            flips,
+        }
+    }
+
+    /// Answers messages and hands out due runs until `token` is cancelled.
+    pub async fn run(mut self, mut inbox: mpsc::Receiver<Msg>, token: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            let next = self.schedule(&token);
+            tokio::select! {
+                _ = token.cancelled() => return,
+                msg = inbox.recv() => match msg {
+                    Some(msg) => self.handle(msg),
+                    None => return,
+                },
+                _ = sleep_until_opt(next) => {}
+                _ = tick.tick() => {
+                    self.liveness(Instant::now());
+                    self.quorum_notices();
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Poll {
+                node,
+                location,
+                capacity,
+                reply,
+            } => {
+                let wake = self.seen(&node, Some(location));
+                let items = self.take(&node, capacity);
+                let _ = reply.send(Taken { items, wake });
+            }
+            Msg::Results {
+                node,
+                results,
+                reply,
+            } => {
+                let _ = reply.send(self.results(&node, results));
+            }
+            Msg::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Msg::Plan { reply } => {
+                let _ = reply.send(self.catalog.plan());
+            }
+            Msg::Apply { fetched } => self.apply(fetched),
+            Msg::TakeLatest { reply } => {
+                // Taken whole, not drained: the map grows to a due burst and would keep that
+                // capacity.
+                let batch = std::mem::take(&mut self.latest)
+                    .into_iter()
+                    .map(|((check, node), l)| LatestResult {
+                        check,
+                        node,
+                        status: run_status(l.status),
+                        message: l.message,
+                        duration_ms: l.duration_ms,
+                    })
+                    .collect();
+                let _ = reply.send(batch);
+            }
+            Msg::NotRecorded {
+                check,
+                status,
+                generation,
+            } => {
+                let current = self.generations.get(&check).copied().unwrap_or(0);
+                if generation == current {
+                    self.generations.insert(check, current.wrapping_add(1));
+                    self.engine.reset_status(check, status, Instant::now());
+                }
+            }
+        }
+    }
+
+    /// Whether this term may still act: the lease (or the fence alone) holds for its epoch.
+    fn may_act(&self, token: &CancellationToken) -> bool {
+        !token.is_cancelled() && self.host.membership.may_act(self.epoch.0)
+    }
+
+    /// Hands due runs to the workers' queues; returns when to look again.
+    fn schedule(&mut self, token: &CancellationToken) -> Option<Instant> {
+        let now = Instant::now();
+        let due = self.engine.due(now);
+        if !due.is_empty() && self.may_act(token) {
+            for a in due {
+                let (Some(_), Some(w)) =
+                    (self.catalog.check(a.check), self.workers.get_mut(&a.node))
+                else {
+                    continue; // the engine times the run out and hands it elsewhere
+                };
+                w.queue.push_back(Queued {
+                    check: a.check,
+                    ticket: a.ticket.0,
+                });
+                w.wake.notify_one();
+            }
+        }
+        self.engine.next_wake()
+    }
+
+    fn seen(&mut self, node: &NodeId, location: Option<String>) -> Arc<Notify> {
+        let now = Instant::now();
+        let w = self
+            .workers
+            .entry(node.clone())
+            .or_insert_with(|| WorkerSlot {
+                queue: VecDeque::new(),
+                wake: Arc::new(Notify::new()),
+                last_seen: now,
+                location: String::new(),
+                live: false,
+            });
+        w.last_seen = now;
+        if let Some(l) = location {
+            w.location = l;
+        }
+        let wake = w.wake.clone();
+        if !w.live {
+            w.live = true;
+            tracing::info!(%node, "worker connected");
+            self.engine.worker_up(node, now);
+        }
+        wake
+    }
+
+    fn take(&mut self, node: &NodeId, n: usize) -> Vec<WorkItem> {
+        let Some(w) = self.workers.get_mut(node) else {
+            return Vec::new();
+        };
+        let n = n.min(w.queue.len());
+        let catalog = &self.catalog;
+        let epoch = self.epoch.0;
+        // A check removed since it was queued is skipped: the engine withdrew its runs.
+        w.queue
+            .drain(..n)
+            .filter_map(|q| {
+                Some(WorkItem {
+                    check: q.check,
+                    ticket: q.ticket,
+                    epoch,
+                    spec: catalog.spec(q.check)?.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn results(&mut self, node: &NodeId, results: Vec<WorkResult>) -> ResultsReply {
+        self.seen(node, None);
+        let now = Instant::now();
+        let mut reply = ResultsReply::default();
+        for r in results {
+            if r.epoch != self.epoch.0 {
+                reply.ignored += 1;
+                continue;
+            }
+            let outcome = match r.status {
+                RunStatus::Online => Outcome::Online,
+                RunStatus::Offline => Outcome::Offline,
+                RunStatus::Fail => Outcome::Fail,
+            };
+            let effect = self
+                .engine
+                .result(node, r.check, Ticket(r.ticket), outcome, now);
+            match &effect {
+                Effect::UnknownCheck | Effect::Stale => reply.ignored += 1,
+                _ => reply.accepted += 1,
+            }
+            if let Effect::Flip(flip) = effect {
+                self.flipped(flip, &r.message);
+            }
+            self.latest.insert(
+                (r.check, node.clone()),
+                Latest {
+                    status: r.status,
+                    message: r.message,
+                    duration_ms: r.duration_ms,
+                },
+            );
+        }
+        reply
+    }
+
+    /// Hands a flip to the writer, with what its notification needs from the catalog now.
+    fn flipped(&mut self, flip: Flip, message: &str) {
+        let Some(row) = self.catalog.check(flip.check) else {
+            return; // deleted meanwhile
+        };
+        let contacts = self
+            .catalog
+            .contacts_for_flip(flip.check, flip.to)
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        let notification = Notification {
+            event_id: EventId(0),
+            check_id: flip.check,
+            name: row.name.clone(),
+            check_type: row.check_type.clone(),
+            data: row.data.clone(),
+            old_status: flip.from,
+            new_status: flip.to,
+            message: if flip.to == CheckStatus::Online {
+                String::new()
+            } else {
+                message.to_string()
+            },
+            time_ms: unix_ms(SystemTime::now()),
+            confirmed_by: flip.confirmed_by,
+            test: false,
+        };
+        let generation = self.generations.get(&flip.check).copied().unwrap_or(0);
+        let _ = self.flips.send(PendingFlip {
+            write: FlipWrite {
+                check: flip.check,
+                from: flip.from,
+                to: flip.to,
+                notification,
+                contacts,
+            },
+            generation,
+        });
+    }
+
+    fn apply(&mut self, fetched: Fetched) {
+        let changes = self.catalog.apply(fetched);
+        if changes.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for id in &changes.checks_upserted {
+            if let Some(row) = self.catalog.check(*id) {
+                self.engine.upsert_check(&CheckDef::from_row(row), now);
+            }
+        }
+        for id in &changes.checks_removed {
+            self.engine.remove_check(*id);
+        }
+        tracing::info!(
+            upserted = changes.checks_upserted.len(),
+            removed = changes.checks_removed.len(),
+            contacts = changes.contacts_changed,
+            alerts = changes.alerts_changed,
+            "reloaded"
+        );
+    }
+
+    /// Marks workers that stopped polling as gone.
+    fn liveness(&mut self, now: Instant) {
+        for (node, w) in self.workers.iter_mut() {
+            if w.live && now.duration_since(w.last_seen) > WORKER_TIMEOUT {
+                w.live = false;
+                w.queue.clear();
+                tracing::warn!(%node, "worker silent; its runs go to others");
+                self.engine.worker_down(node, now);
+            }
+        }
+    }
+
+    fn quorum_notices(&mut self) {
+        if self.started.elapsed() < QUORUM_GRACE {
+            return;
+        }
+        let Some(change) = self.engine.take_quorum_changes() else {
+            return;
+        };
+        if change.lost.is_empty() {
+            if !change.restored.is_empty() {
+                tracing::info!(
+                    checks = change.restored.len(),
+                    live = change.live_workers,
+                    "quorum restored"
+                );
+            }
+            return;
+        }
+        tracing::warn!(
+            checks = change.lost.len(),
+            live = change.live_workers,
+            "insufficient quorum"
+        );
+        let list: Vec<String> = change
+            .lost
+            .iter()
+            .take(50)
+            .map(|id| format!("  {id} {}", self.catalog.check(*id).map_or("", |r| &r.name)))
+            .collect();
+        let body = format!(
+            "{} check(s) have fewer live workers ({}) than their confirmations; they keep their \
+             status and cannot flip until workers come back:\n{}\n",
+            change.lost.len(),
+            change.live_workers,
+            list.join("\n")
+        );
+        self.host.tell_admin(AdminKind::InsufficientQuorum, body);
+    }
+
+    fn status(&self) -> StatusAnswer {
+        status::answer(
+            self.epoch,
+            &self.host,
+            &self.engine,
+            &self.catalog,
+            &self.workers,
+        )
+    }
+}
+
+/// `check_results.status` of a run.
+fn run_status(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Online => "online",
+        RunStatus::Offline => "offline",
+        RunStatus::Fail => "fail",
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
