@@ -315,6 +315,13 @@ impl Engine {
     /// [`reset_status`](Engine::reset_status)). Our own flip, once written, arrives here as the
     /// status the engine already has and changes nothing.
     pub fn upsert_check(&mut self, def: &CheckDef, now: Instant) {
+        self.upsert_check_due(def, now, now);
+    }
+
+    /// As [`upsert_check`](Engine::upsert_check), but a check new to the engine is first due at
+    /// `first_due` (a new term spreads its first runs over their interval); its schedule
+    /// after that first run is the usual one. A known check ignores `first_due`.
+    pub fn upsert_check_due(&mut self, def: &CheckDef, now: Instant, first_due: Instant) {
         let id = def.id;
         let new_conf = self.core.confirmations(def.confirmations);
         let Some(c) = self.checks.get_mut(&id) else {
@@ -328,7 +335,7 @@ impl Engine {
                 rounds: 0,
                 last_worker: None,
                 last_result_at: None,
-                due_at: now,
+                due_at: first_due.max(now),
                 queued: false,
                 in_flight: ThinVec::new(),
                 avoid: ThinVec::new(),

@@ -6,7 +6,8 @@
 //! # The rules
 //!
 //! - **Regular run.** A check is due `interval` after its last online/offline result; a new
-//!   check is due at once. The run goes to one live worker: not one that could not run it
+//!   check is due at once, except the checks a new term loads: their first runs are spread
+//!   over their interval ([`Engine::upsert_check_due`]), so a failover is no thundering herd. The run goes to one live worker: not one that could not run it
 //!   since its last due time (a `fail` or a timeout) when another is live; not the one whose
 //!   result came last when another is available; then the least loaded (fewest runs in flight,
 //!   then fewest handed so far). A single live worker gets every run, every interval.

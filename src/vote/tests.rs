@@ -1426,3 +1426,35 @@ fn completing_a_round_withdraws_the_runs_still_out() {
     );
     assert_eq!(b.due(secs(22)).len(), 1);
 }
+
+#[test]
+fn a_first_due_time_spreads_the_first_runs_and_keeps_the_schedule_after() {
+    let mut b = Bench::new(1, &["w1", "w2"]);
+    let t0 = b.t0;
+    // Ten checks of 10 s, first due 1 s apart (what a new term does).
+    for i in 0..10 {
+        b.e.upsert_check_due(&def(i, 10, 0, CheckStatus::Online), t0, t0 + secs(i as u64));
+    }
+    for i in 0..10u64 {
+        let a = b.one(secs(i));
+        assert_eq!(
+            a.check,
+            CheckId(i as i64),
+            "check {i} is due at {i} s, alone"
+        );
+        assert_eq!(
+            b.answer(&a, Outcome::Online, secs(i) + millis(100)),
+            Effect::Agreed { cleared: false }
+        );
+    }
+    // After its first run, each keeps its own schedule: interval after its result.
+    assert!(b.due(secs(10)).is_empty());
+    let a = b.one(secs(10) + millis(100));
+    assert_eq!(a.check, CheckId(0));
+    let a = b.one(secs(11) + millis(100));
+    assert_eq!(a.check, CheckId(1));
+    // A known check ignores a first due time; a new check without one is due at once.
+    b.e.upsert_check_due(&def(5, 10, 0, CheckStatus::Online), t0, t0 + secs(100));
+    b.add(def(42, 10, 0, CheckStatus::Online));
+    assert_eq!(b.one(secs(12)).check, CheckId(42));
+}

@@ -124,7 +124,8 @@ pub(super) struct Owner {
 }
 
 impl Owner {
-    /// The state of a new term over `catalog`.
+    /// The state of a new term over `catalog`; every check's first run is spread over its
+    /// interval, so a new controller does not send every check out at once.
     pub fn new(
         host: Arc<ControllerHost>,
         epoch: Epoch,
@@ -136,8 +137,11 @@ impl Owner {
             confirmations: host.config.confirmations,
             assignment_timeout: host.config.assignment_timeout,
         });
-        for row in catalog.checks() {
-            engine.upsert_check(&CheckDef::from_row(row), now);
+        let n = catalog.check_count().max(1);
+        for (i, row) in catalog.checks().enumerate() {
+            let def = CheckDef::from_row(row);
+            let first_due = now + def.interval.mul_f64(i as f64 / n as f64);
+            engine.upsert_check_due(&def, now, first_due);
         }
         Owner {
             epoch,
