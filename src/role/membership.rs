@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::rpc::RpcClient;
 use crate::view::View;
-use crate::view::group::{Heartbeat, HeartbeatReply, PATH_HEARTBEAT};
+use crate::view::group::{FencedOut, Heartbeat, HeartbeatReply, PATH_HEARTBEAT};
 
 /// The longest a worker heartbeats fast after its controller stopped answering: more than any
 /// sane `controller_timeout` plus an election.
@@ -99,6 +99,8 @@ pub struct Membership {
     eager_since_ms: AtomicU64,
     up_since_ms: AtomicU64,
     pub stats: HeartbeatStats,
+    /// See [`Membership::report_fenced_out`].
+    fenced_out: std::sync::Mutex<Option<FencedOut>>,
     standing: watch::Sender<Standing>,
     client: RpcClient,
 }
@@ -128,6 +130,7 @@ impl Membership {
             eager_since_ms: AtomicU64::new(0),
             up_since_ms: AtomicU64::new(now_ms()),
             stats: HeartbeatStats::default(),
+            fenced_out: std::sync::Mutex::new(None),
             standing: watch::channel(Standing::default()).0,
             client,
         })
@@ -206,6 +209,28 @@ impl Membership {
         )
     }
 
+    /// This node, named for `epoch`, cannot act for it: the fence holds `fence` (newer, or the
+    /// same epoch for another node). Sent with every heartbeat while the view names it for
+    /// `epoch`, so the group names a controller past the fence.
+    pub fn report_fenced_out(&self, epoch: u64, fence: u64) {
+        let mut r = self.fenced_out.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none_or(|f| f.epoch <= epoch) {
+            *r = Some(FencedOut { epoch, fence });
+        }
+    }
+
+    /// The report to send now: only while the view still names this node for its epoch.
+    fn fenced_out(&self) -> Option<FencedOut> {
+        let report = *self.fenced_out.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self.standing.borrow();
+        let named = s
+            .view
+            .controller
+            .as_ref()
+            .is_some_and(|c| c.node == self.node);
+        report.filter(|f| named && f.epoch == s.view.epoch)
+    }
+
     /// Starts or ends a hand-over: while stepping down the group is told not to name this node
     /// (and to replace it if it is the controller), and the lease is dropped at once.
     pub fn set_stepping_down(&self, on: bool) {
@@ -272,6 +297,7 @@ impl Membership {
             up_since_ms: self.up_since_ms.load(Ordering::Relaxed),
             stepping_down: self.stepping_down.load(Ordering::Relaxed),
             forwarded: false,
+            fenced_out: self.fenced_out(),
         };
         let leader = self.standing.borrow().leader_addr.clone();
         let order = leader.iter().chain(

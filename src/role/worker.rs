@@ -233,7 +233,11 @@ fn observe(membership: &Membership, slot: &ControllerSlot, shutdown: bool, now: 
 async fn read_fence(host: &ControllerHost, epoch: u64) -> Fence {
     let limit = host.membership.interval.max(Duration::from_secs(1));
     match tokio::time::timeout(limit, crate::store::fence::current(&host.store)).await {
-        Ok(Ok(stored)) if stored.0 > epoch => Fence::Newer,
+        Ok(Ok(stored)) if stored.0 > epoch => {
+            // If the view still names this node for `epoch`, the group must hear of it.
+            host.membership.report_fenced_out(epoch, stored.0);
+            Fence::Newer
+        }
         Ok(Ok(_)) => Fence::NotNewer,
         Ok(Err(e)) => {
             tracing::warn!(epoch, error = %e, "cannot read the epoch fence");

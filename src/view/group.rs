@@ -49,6 +49,20 @@ pub struct Heartbeat {
     /// Set by a member that forwards a worker's heartbeat to the leader (never forwarded twice).
     #[serde(default)]
     pub forwarded: bool,
+    /// Set by the worker the view names when it cannot act for the view's epoch: the epoch
+    /// fence in MySQL is ahead of it (or holds it for another node), as when the group lost
+    /// its data and counts from zero again. The leader then names a controller past the fence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced_out: Option<FencedOut>,
+}
+
+/// A named controller's report that the fence rules its epoch out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FencedOut {
+    /// The epoch the view named it for.
+    pub epoch: u64,
+    /// The epoch the fence holds.
+    pub fence: u64,
 }
 
 /// The group's answer to a heartbeat.
@@ -90,6 +104,7 @@ struct Live {
     up_since_ms: u64,
     controller_addr: Option<String>,
     stepping_down: bool,
+    fenced_out: Option<FencedOut>,
 }
 
 /// Counters and gauges for `/metrics`.
@@ -309,6 +324,7 @@ impl ViewGroup {
                         up_since_ms: hb.up_since_ms,
                         controller_addr: hb.controller_addr.clone(),
                         stepping_down: hb.stepping_down,
+                        fenced_out: hb.fenced_out,
                     },
                 );
                 drop(live);
@@ -385,9 +401,22 @@ impl ViewGroup {
                 continue;
             }
             let view = self.sm.view();
-            let Some((controller, reason)) = self.decide(&view, timeout) else {
+            let Some((controller, reason, epoch)) = self.decide(&view, timeout) else {
                 continue;
             };
+            if epoch > view.epoch + 1 {
+                tracing::error!(view_epoch = view.epoch, epoch, %reason, "the view is behind the epoch fence; naming a controller past it");
+                let _ = self.admin.send((
+                    "gobearmon: the viewserver group was behind the epoch fence".into(),
+                    format!(
+                        "The viewserver group's view was at epoch {}, but the epoch fence in \
+                         MySQL is further ({reason}). The group has probably lost its data (an \
+                         empty data_dir). It names a controller for epoch {epoch}, past the \
+                         fence, so monitoring goes on; check the members' data dirs.",
+                        view.epoch
+                    ),
+                ));
+            }
             if controller.is_none() {
                 if view.controller.is_none() {
                     continue; // already says nobody
@@ -395,9 +424,10 @@ impl ViewGroup {
                 tracing::warn!(epoch = view.epoch + 1, %reason, "no worker can take over as controller");
             }
             let cmd = ViewCommand::Name {
-                epoch: view.epoch + 1,
+                epoch,
                 controller: controller.clone(),
                 reason: reason.clone(),
+                after: Some(view.epoch),
             };
             match self.raft.client_write(cmd).await {
                 Ok(resp) if resp.data.accepted => {
@@ -425,12 +455,29 @@ impl ViewGroup {
         }
     }
 
-    /// Whether the view must change, to whom, and why.
-    fn decide(&self, view: &View, timeout: Duration) -> Option<(Option<ControllerRef>, String)> {
+    /// Whether the view must change, to whom, why, and to which epoch.
+    fn decide(
+        &self,
+        view: &View,
+        timeout: Duration,
+    ) -> Option<(Option<ControllerRef>, String, u64)> {
         let live = self.liveness.lock().unwrap_or_else(|e| e.into_inner());
         let alive = |l: &Live| l.last_seen.elapsed() < timeout;
-        let reason = match &view.controller {
-            Some(c) => match live.get(&c.node) {
+        // The named controller found the fence past the view's epoch: jump past it.
+        let fenced = view.controller.as_ref().and_then(|c| {
+            let l = live.get(&c.node).filter(|l| alive(l))?;
+            l.fenced_out.filter(|f| f.epoch == view.epoch)
+        });
+        let mut epoch = view.epoch + 1;
+        let reason = match (&view.controller, fenced) {
+            (Some(c), Some(f)) => {
+                epoch = epoch.max(f.fence.saturating_add(1));
+                format!(
+                    "controller {} found the epoch fence at {} for epoch {}",
+                    c.node, f.fence, f.epoch
+                )
+            }
+            (Some(c), None) => match live.get(&c.node) {
                 Some(l) if alive(l) && !l.stepping_down && self.allowed(&c.node, &c.addr) => {
                     return None;
                 }
@@ -438,24 +485,28 @@ impl ViewGroup {
                 Some(l) if alive(l) => format!("controller {} is not allowed", c.node),
                 _ => format!("controller {} silent for {timeout:?}", c.node),
             },
-            None => "no controller".to_string(),
+            (None, _) => "no controller".to_string(),
         };
-        let best = live
-            .iter()
-            .filter(|(node, l)| {
-                alive(l)
-                    && !l.stepping_down
-                    && view.controller.as_ref().is_none_or(|c| &c.node != *node)
-            })
-            .filter_map(|(node, l)| {
-                let addr = l.controller_addr.as_ref()?;
-                self.allowed(node, addr)
-                    .then(|| (l.up_since_ms, node.clone(), addr.clone()))
-            })
-            .min();
+        let candidates = |exclude_current: bool| {
+            live.iter()
+                .filter(|(node, l)| {
+                    alive(l)
+                        && !l.stepping_down
+                        && !(exclude_current
+                            && view.controller.as_ref().is_some_and(|c| &c.node == *node))
+                })
+                .filter_map(|(node, l)| {
+                    let addr = l.controller_addr.as_ref()?;
+                    self.allowed(node, addr)
+                        .then(|| (l.up_since_ms, node.clone(), addr.clone()))
+                })
+                .min()
+        };
+        // A fenced-out controller is still fit to act past the fence; another goes first.
+        let best = candidates(true).or_else(|| fenced.and_then(|_| candidates(false)));
         match best {
-            Some((_, node, addr)) => Some((Some(ControllerRef { node, addr }), reason)),
-            None => Some((None, reason)),
+            Some((_, node, addr)) => Some((Some(ControllerRef { node, addr }), reason, epoch)),
+            None => Some((None, reason, epoch)),
         }
     }
 

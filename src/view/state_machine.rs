@@ -163,8 +163,10 @@ impl RaftStateMachine<TypeConfig> for ViewStateMachine {
                     epoch,
                     controller,
                     reason,
+                    after,
                 }) => {
-                    if epoch == inner.state.view.epoch + 1 {
+                    let current = inner.state.view.epoch;
+                    if after.unwrap_or(epoch.saturating_sub(1)) == current && epoch > current {
                         tracing::info!(epoch, controller = ?controller.as_ref().map(|c| &c.node), %reason, "view changed");
                         inner.state.view = View { epoch, controller };
                         true

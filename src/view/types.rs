@@ -52,13 +52,17 @@ impl fmt::Display for View {
 /// A change to the view, proposed by the Raft leader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ViewCommand {
-    /// Names a new controller (or nobody) for `epoch`. Applied only when `epoch` is exactly
-    /// one more than the current epoch, so two proposals made from the same view cannot both
-    /// take effect.
+    /// Names a new controller (or nobody) for `epoch`. Applied only when the current epoch is
+    /// `after` (one less than `epoch` when absent, as in logs written before it existed) and
+    /// `epoch` is higher, so two proposals made from the same view cannot both take effect.
+    /// `epoch` is more than one past `after` only when the view has to jump past the epoch
+    /// fence (a group that lost its data).
     Name {
         epoch: u64,
         controller: Option<ControllerRef>,
         reason: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<u64>,
     },
 }
 
@@ -69,6 +73,7 @@ impl fmt::Display for ViewCommand {
                 epoch,
                 controller,
                 reason,
+                ..
             } => write!(
                 f,
                 "name {} for epoch {epoch} ({reason})",

@@ -84,6 +84,7 @@ pub(super) async fn run(
             }
             Err(StoreError::Fenced { ours, stored }) => {
                 tracing::error!(%ours, %stored, "flip fenced: a newer controller took over; stopping");
+                term.host().membership.report_fenced_out(ours.0, stored.0);
                 term.token.cancel();
                 return;
             }

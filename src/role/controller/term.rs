@@ -146,6 +146,7 @@ async fn raise_fence(host: &ControllerHost, epoch: Epoch, token: &CancellationTo
             Ok(Raise::Raised | Raise::AlreadyHeld) => return true,
             Ok(Raise::Superseded { stored }) => {
                 tracing::error!(%epoch, %stored, "a newer controller epoch holds the fence; not acting");
+                host.membership.report_fenced_out(epoch.0, stored.0);
                 return false;
             }
             Err(e) => {
