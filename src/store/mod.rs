@@ -7,11 +7,14 @@
 //! - [`catalog`]: the in-memory copy of the operator's rows, kept current by reading only what
 //!   the change log says changed.
 //! - [`fence`]: the epoch fence that stops a deposed controller from writing.
+//! - [`outbox`]: the notification outbox's rows: enqueue inside a flip's fenced transaction,
+//!   claim due rows, record attempts, report failures, charges.
 //!
 //! Only the controller opens the database; probe-only workers never need credentials.
 
 pub mod catalog;
 pub mod fence;
+pub mod outbox;
 pub mod rows;
 
 pub mod schema;
