@@ -359,7 +359,7 @@ async fn fence_only_grows_and_stops_stale_writers() {
     );
 
     // The current epoch: every write of the transaction lands.
-    let mut tx = FencedTx::begin(&store, Epoch(3)).await.unwrap();
+    let mut tx = FencedTx::begin(&store, Epoch(3), &a).await.unwrap();
     tx.tx()
         .query_drop("UPDATE checks SET status = 'offline' WHERE id = 1")
         .await
@@ -376,7 +376,7 @@ async fn fence_only_grows_and_stops_stale_writers() {
         fence::raise(&store, Epoch(4), &b).await.unwrap(),
         Raise::Raised
     );
-    match FencedTx::begin(&store, Epoch(3)).await {
+    match FencedTx::begin(&store, Epoch(3), &a).await {
         Err(StoreError::Fenced { ours, stored }) => {
             assert_eq!((ours, stored), (Epoch(3), Epoch(4)));
         }
@@ -387,7 +387,7 @@ async fn fence_only_grows_and_stops_stale_writers() {
     // A transaction opened before the raise holds the row: the raise waits for it, so its
     // writes land before the new epoch, never after; and one that is rolled back leaves
     // nothing.
-    let mut tx = FencedTx::begin(&store, Epoch(4)).await.unwrap();
+    let mut tx = FencedTx::begin(&store, Epoch(4), &b).await.unwrap();
     tx.tx()
         .query_drop("INSERT INTO check_events (check_id, type) VALUES (1, 'online')")
         .await
@@ -411,7 +411,7 @@ async fn raise_waits_for_an_open_fenced_transaction() {
     let (db, store) = TestDb::installed("fence_wait").await;
     let w1 = NodeId("w1".into());
     fence::raise(&store, Epoch(1), &w1).await.unwrap();
-    let mut old = FencedTx::begin(&store, Epoch(1)).await.unwrap();
+    let mut old = FencedTx::begin(&store, Epoch(1), &w1).await.unwrap();
     let store2 = store.clone();
     let raiser =
         tokio::spawn(async move { fence::raise(&store2, Epoch(2), &NodeId("w2".into())).await });
@@ -429,7 +429,7 @@ async fn raise_waits_for_an_open_fenced_transaction() {
     assert_eq!(raiser.await.unwrap().unwrap(), Raise::Raised);
     assert_eq!(event_count(&db).await, 1);
     assert!(matches!(
-        FencedTx::begin(&store, Epoch(1)).await,
+        FencedTx::begin(&store, Epoch(1), &w1).await,
         Err(StoreError::Fenced { .. })
     ));
     store.close().await;

@@ -5,11 +5,13 @@
 //! transaction: the flip and its notifications are stored together or not at all, and a
 //! repeated enqueue of the same event adds nothing (`UNIQUE(event_id, contact_id)`).
 //!
-//! The controller runs one [`Dispatcher`] per epoch. It claims due rows in a fenced
-//! transaction (`claimed_by`, `claimed_until`, `attempts + 1`), so a deposed controller can
-//! neither claim nor record; delivers each in its own task with the delivery timeout, at most
+//! The controller runs one [`Dispatcher`] per epoch. It looks for due rows without a
+//! transaction and, only when there are some, claims them in a fenced transaction
+//! (`claimed_by`, `claimed_until`, a fresh `claim_token`, `attempts + 1`), so a deposed
+//! controller can neither claim nor record and an idle one never locks the fence; delivers each in its own task with the delivery timeout, at most
 //! `delivery_concurrency` at once; and records the outcome in another fenced transaction:
-//! `sent` (with `sent_at`, and a `charges` row for Twilio), `pending` again after an
+//! only while the row is still held under its claim token, as `sent` (with `sent_at`, and a
+//! `charges` row for Twilio, unique by SID), `pending` again after an
 //! exponential backoff (`delivery_backoff` doubling up to `delivery_backoff_max`), or `failed`
 //! (a final error, or `delivery_attempts` used up). Failed rows are listed to the admin in one
 //! rate-limited mail and marked `admin_notified`.
@@ -24,7 +26,7 @@
 //! let task = tokio::spawn(dispatcher.run(shutdown.child_token()));
 //!
 //! // on every flip, in one fenced transaction:
-//! let mut tx = FencedTx::begin(&store, epoch).await?;
+//! let mut tx = FencedTx::begin(&store, epoch, &node).await?;
 //! //   UPDATE checks SET status ...; INSERT INTO check_events ... -> event id
 //! outbox::enqueue(&mut tx, &notification, &contacts).await?;
 //! tx.commit().await?;
@@ -36,9 +38,12 @@
 //!
 //! Delivery is at-least-once with a window of one send per row: a dispatcher that dies during
 //! a send leaves the row claimed; once the claim runs out (twice the delivery timeout plus a
-//! second), whichever dispatcher runs next sends it again. Every other row is sent once.
+//! second), whichever dispatcher runs next sends it again. Every other row is sent once. A
+//! dispatcher whose claim ran out before it could record (a slow database) has sent once
+//! more than needed, but records nothing over the new claim ([`DispatcherStats::taken_over`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -49,7 +54,7 @@ use super::admin::{AdminKind, AdminNotifier, AdminOutcome};
 use super::{Delivered, Deliverer, DeliveryError, Notification, Retry};
 use crate::config::DeliveryConfig;
 use crate::model::{CheckId, Epoch, NodeId};
-use crate::store::outbox::{self as rows, Attempt, AttemptRecord, ClaimedRow};
+use crate::store::outbox::{self as rows, Attempt, AttemptRecord, ClaimToken, ClaimedRow};
 use crate::store::{Store, StoreError};
 
 pub use crate::store::outbox::{enqueue, load_contact, record_charge};
@@ -68,6 +73,14 @@ impl WakeHandle {
     }
 }
 
+/// Counters of one [`Dispatcher`], readable while it runs.
+#[derive(Debug, Default)]
+pub struct DispatcherStats {
+    /// Attempts not recorded because another dispatcher had claimed the row meanwhile (this
+    /// one's claim ran out during a slow database call).
+    pub taken_over: AtomicU64,
+}
+
 /// Delivers the outbox for one epoch; see the module documentation.
 pub struct Dispatcher {
     store: Store,
@@ -78,6 +91,7 @@ pub struct Dispatcher {
     admin: Arc<AdminNotifier>,
     wake: Arc<Notify>,
     poll: Duration,
+    stats: Arc<DispatcherStats>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -93,6 +107,7 @@ impl std::fmt::Debug for Dispatcher {
 /// What one delivery attempt came to.
 struct Outcome {
     id: i64,
+    claim: ClaimToken,
     check_id: CheckId,
     attempts: u32,
     result: Result<Delivered, DeliveryError>,
@@ -159,6 +174,7 @@ impl Dispatcher {
             admin,
             wake: Arc::new(Notify::new()),
             poll,
+            stats: Arc::default(),
         }
     }
 
@@ -167,6 +183,11 @@ impl Dispatcher {
     pub fn with_poll_interval(mut self, poll: Duration) -> Dispatcher {
         self.poll = poll.max(Duration::from_millis(1));
         self
+    }
+
+    /// The dispatcher's counters.
+    pub fn stats(&self) -> Arc<DispatcherStats> {
+        self.stats.clone()
     }
 
     /// A handle that makes the dispatcher look for due rows now.
@@ -260,6 +281,7 @@ impl Dispatcher {
                 let task = tokio::spawn(report_failed(
                     self.store.clone(),
                     self.epoch,
+                    self.node.clone(),
                     self.admin.clone(),
                 ));
                 reports.running = Some((reports.failures, task));
@@ -328,21 +350,23 @@ impl Dispatcher {
 
     /// Writes the outcomes; true when a row became `failed`.
     async fn record(&self, outcomes: &[Outcome]) -> Result<bool, StoreError> {
-        let mut any_failed = false;
         let records: Vec<AttemptRecord> = outcomes
             .iter()
-            .map(|o| {
-                let attempt = self.judge(o);
-                any_failed |= matches!(attempt, Attempt::Failed { .. });
-                AttemptRecord {
-                    id: o.id,
-                    check_id: o.check_id,
-                    attempt,
-                }
+            .map(|o| AttemptRecord {
+                id: o.id,
+                claim: o.claim,
+                check_id: o.check_id,
+                attempt: self.judge(o),
             })
             .collect();
-        rows::record(&self.store, self.epoch, &records).await?;
+        let recorded = rows::record(&self.store, self.epoch, &self.node, &records).await?;
+        let mut any_failed = false;
         for (o, r) in outcomes.iter().zip(&records) {
+            if recorded.taken_over.contains(&o.id) {
+                self.stats.taken_over.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(row = o.id, check_id = %o.check_id, attempts = o.attempts, "outbox row claimed by another dispatcher before this attempt was recorded; its outcome is not recorded");
+                continue;
+            }
             match &r.attempt {
                 Attempt::Sent { .. } => {
                     tracing::debug!(row = o.id, check_id = %o.check_id, "notification sent")
@@ -351,6 +375,7 @@ impl Dispatcher {
                     tracing::info!(row = o.id, check_id = %o.check_id, attempts = o.attempts, retry_in = ?wait, error = %error, "notification not delivered; will retry")
                 }
                 Attempt::Failed { error } => {
+                    any_failed = true;
                     tracing::warn!(row = o.id, check_id = %o.check_id, attempts = o.attempts, error = %error, "notification failed for good")
                 }
             }
@@ -405,6 +430,7 @@ async fn deliver(deliverer: Arc<dyn Deliverer>, row: ClaimedRow, timeout: Durati
     };
     Outcome {
         id: row.id,
+        claim: row.claim,
         check_id: row.check_id,
         attempts: row.attempts,
         result,
@@ -415,6 +441,7 @@ async fn deliver(deliverer: Arc<dyn Deliverer>, row: ClaimedRow, timeout: Durati
 async fn report_failed(
     store: Store,
     epoch: Epoch,
+    node: NodeId,
     admin: Arc<AdminNotifier>,
 ) -> Result<AdminPass, StoreError> {
     let rows = rows::unreported_failed(&store, ADMIN_LIST_LIMIT + 1).await?;
@@ -455,7 +482,7 @@ async fn report_failed(
         AdminOutcome::Failed(_) => return Ok(AdminPass::SendFailed),
     }
     let ids: Vec<i64> = listed.iter().map(|r| r.id).collect();
-    rows::mark_reported(&store, epoch, &ids).await?;
+    rows::mark_reported(&store, epoch, &node, &ids).await?;
     Ok(if more {
         AdminPass::More
     } else {

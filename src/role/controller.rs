@@ -355,6 +355,10 @@ async fn raise_fence(host: &ControllerHost, epoch: Epoch, token: &CancellationTo
                 tracing::error!(%epoch, %stored, "a newer controller epoch holds the fence; not acting");
                 return false;
             }
+            Ok(Raise::HeldBy { node }) => {
+                tracing::error!(%epoch, holder = %node, "another node holds the fence for this epoch; not acting");
+                return false;
+            }
             Err(e) => {
                 tracing::warn!(%epoch, error = %e, "cannot raise the epoch fence yet");
                 tokio::select! {
@@ -660,7 +664,7 @@ impl Term {
                 stored: self.epoch,
             });
         }
-        let mut tx = FencedTx::begin(&self.host.store, self.epoch).await?;
+        let mut tx = FencedTx::begin(&self.host.store, self.epoch, &self.host.node).await?;
         let stored: Option<Option<String>> = tx
             .tx()
             .exec_first(

@@ -4,7 +4,14 @@
 //!
 //! Every write runs in a [`FencedTx`], so a deposed controller can neither enqueue, claim nor
 //! record. Reads that decide nothing (is anything due, which failed rows are unreported, a
-//! contact) run without one.
+//! contact) run without one: an idle dispatcher never locks the fence.
+//!
+//! A claim stamps its rows with a random [`ClaimToken`]; recording an outcome checks it
+//! (`WHERE id = ? AND claim_token = ?`). A dispatcher whose claim ran out and was taken over
+//! by another (after a slow database call) therefore records nothing over the new claim; its
+//! row is reported in [`Recorded::taken_over`]. The token stays on the row after the record,
+//! so a record repeated after a lost commit answer is recognised as already done. Charges
+//! are unique by SID (`charges.sid`), so repeating a record adds no second charge.
 
 use std::time::Duration;
 
@@ -55,6 +62,8 @@ pub async fn enqueue(
 #[derive(Debug, Clone)]
 pub struct ClaimedRow {
     pub id: i64,
+    /// The claim this row is held under; its outcome is recorded only under it.
+    pub claim: ClaimToken,
     pub check_id: CheckId,
     pub contact_id: ContactId,
     /// Attempts including this one.
@@ -65,8 +74,32 @@ pub struct ClaimedRow {
     pub contact: Option<ContactRow>,
 }
 
+/// One claim of outbox rows: a random number, stored in `claim_token`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClaimToken(pub u64);
+
+impl ClaimToken {
+    fn new() -> ClaimToken {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 8];
+        if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+            // No system randomness: the clock and a counter still tell claims apart.
+            static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let t = crate::notify::unix_ms(std::time::SystemTime::now()) as u64;
+            bytes = (t.rotate_left(20) ^ n).to_le_bytes();
+        }
+        ClaimToken(u64::from_le_bytes(bytes))
+    }
+}
+
+/// Rows a claim may take: pending, due, and not claimed (or the claim ran out).
+const DUE: &str = "state = 'pending' AND next_attempt_at <= NOW(3) \
+                   AND (claimed_until IS NULL OR claimed_until <= NOW(3))";
+
 /// Claims up to `limit` due rows for `node` for `lease` (`claimed_by`, `claimed_until`,
-/// `attempts + 1`), in a fenced transaction of `epoch`.
+/// `claim_token`, `attempts + 1`), in a fenced transaction of `epoch` for `node`. Looks
+/// first without a transaction, so when nothing is due the fence is not touched.
 pub async fn claim_due(
     store: &Store,
     epoch: Epoch,
@@ -74,14 +107,38 @@ pub async fn claim_due(
     limit: usize,
     lease: Duration,
 ) -> Result<Vec<ClaimedRow>, StoreError> {
-    let mut fenced = FencedTx::begin(store, epoch).await?;
+    store
+        .bounded("claiming outbox rows", async {
+            let any: Option<i64> = store
+                .conn()
+                .await?
+                .query_first(format!(
+                    "SELECT id FROM notification_outbox WHERE {DUE} LIMIT 1"
+                ))
+                .await?;
+            if any.is_none() || limit == 0 {
+                return Ok(Vec::new());
+            }
+            claim_in_fence(store, epoch, node, limit, lease).await
+        })
+        .await
+}
+
+async fn claim_in_fence(
+    store: &Store,
+    epoch: Epoch,
+    node: &NodeId,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<ClaimedRow>, StoreError> {
+    let mut fenced = FencedTx::begin(store, epoch, node).await?;
     let tx = fenced.tx();
     let rows: Vec<Row> = tx
         .exec(
-            "SELECT id, check_id, contact_id, attempts, payload FROM notification_outbox \
-             WHERE state = 'pending' AND next_attempt_at <= NOW(3) \
-             AND (claimed_until IS NULL OR claimed_until <= NOW(3)) \
-             ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE",
+            format!(
+                "SELECT id, check_id, contact_id, attempts, payload FROM notification_outbox \
+                 WHERE {DUE} ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE"
+            ),
             (limit as u64,),
         )
         .await?;
@@ -89,11 +146,13 @@ pub async fn claim_due(
         fenced.rollback().await?;
         return Ok(Vec::new());
     }
+    let claim = ClaimToken::new();
     let mut claimed = Vec::with_capacity(rows.len());
     for mut row in rows {
         let attempts: i64 = take(&mut row, 3)?;
         claimed.push(ClaimedRow {
             id: take(&mut row, 0)?,
+            claim,
             check_id: CheckId(take(&mut row, 1)?),
             contact_id: ContactId(take(&mut row, 2)?),
             attempts: u32::try_from(attempts.max(0) + 1).unwrap_or(u32::MAX),
@@ -120,11 +179,11 @@ pub async fn claim_due(
     }
     tx.exec_drop(
         format!(
-            "UPDATE notification_outbox SET claimed_by = ?, \
+            "UPDATE notification_outbox SET claimed_by = ?, claim_token = ?, \
              claimed_until = NOW(3) + INTERVAL ? MICROSECOND, attempts = attempts + 1 \
              WHERE id IN ({ids})"
         ),
-        (node.0.as_str(), micros(lease)),
+        (node.0.as_str(), claim.0, micros(lease)),
     )
     .await?;
     fenced.commit().await?;
@@ -148,60 +207,115 @@ pub enum Attempt {
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub id: i64,
+    /// The claim the attempt was made under.
+    pub claim: ClaimToken,
     pub check_id: CheckId,
     pub attempt: Attempt,
 }
 
-/// Records the outcomes of claimed rows in one fenced transaction of `epoch`, releasing
-/// their claims.
+/// What [`record`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Rows whose claim another dispatcher had taken over: nothing was written for them
+    /// (except a charge, which is a fact whoever records the row).
+    pub taken_over: Vec<i64>,
+}
+
+/// Records the outcomes of claimed rows in one fenced transaction of `epoch` for `node`,
+/// releasing their claims. Only a row still held under the outcome's claim is written. Safe to
+/// repeat (after a commit whose answer was lost): the rows are recorded already and the
+/// charges exist, so nothing changes.
 pub async fn record(
     store: &Store,
     epoch: Epoch,
+    node: &NodeId,
     records: &[AttemptRecord],
-) -> Result<(), StoreError> {
+) -> Result<Recorded, StoreError> {
     if records.is_empty() {
-        return Ok(());
+        return Ok(Recorded::default());
     }
-    let mut fenced = FencedTx::begin(store, epoch).await?;
-    let tx = fenced.tx();
-    for r in records {
-        match &r.attempt {
-            Attempt::Sent { charge } => {
-                tx.exec_drop(
-                    "UPDATE notification_outbox SET state = 'sent', sent_at = NOW(3), \
-                     last_error = NULL, claimed_by = NULL, claimed_until = NULL \
-                     WHERE id = ? AND state = 'pending'",
-                    (r.id,),
-                )
-                .await?;
-                if let Some((kind, sid)) = charge {
-                    tx.exec_drop(
-                        "INSERT INTO charges (check_id, type, data) VALUES (?, ?, ?)",
-                        (r.check_id.0, *kind, sid.as_str()),
-                    )
-                    .await?;
+    store
+        .bounded("recording outbox attempts", async {
+            let mut fenced = FencedTx::begin(store, epoch, node).await?;
+            let mut done = Recorded::default();
+            for r in records {
+                if !record_one(fenced.tx(), r).await? {
+                    done.taken_over.push(r.id);
                 }
             }
-            Attempt::Retry { wait, error } => {
-                tx.exec_drop(
+            fenced.commit().await?;
+            Ok(done)
+        })
+        .await
+}
+
+/// Writes one outcome; false when the row's claim is no longer `r.claim`.
+async fn record_one(
+    tx: &mut mysql_async::Transaction<'static>,
+    r: &AttemptRecord,
+) -> Result<bool, StoreError> {
+    const HELD: &str = "WHERE id = ? AND claim_token = ? AND state = 'pending'";
+    match &r.attempt {
+        Attempt::Sent { charge } => {
+            if let Some((kind, sid)) = charge {
+                insert_charge(tx, r.check_id, kind, sid).await?;
+            }
+            tx.exec_drop(
+                format!(
+                    "UPDATE notification_outbox SET state = 'sent', sent_at = NOW(3), \
+                     last_error = NULL, claimed_by = NULL, claimed_until = NULL {HELD}"
+                ),
+                (r.id, r.claim.0),
+            )
+            .await?;
+        }
+        Attempt::Retry { wait, error } => {
+            tx.exec_drop(
+                format!(
                     "UPDATE notification_outbox SET next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND, \
-                     last_error = ?, claimed_by = NULL, claimed_until = NULL \
-                     WHERE id = ? AND state = 'pending'",
-                    (micros(*wait), clip(error), r.id),
-                )
-                .await?;
-            }
-            Attempt::Failed { error } => {
-                tx.exec_drop(
+                     last_error = ?, claimed_by = NULL, claimed_until = NULL {HELD}"
+                ),
+                (micros(*wait), clip(error), r.id, r.claim.0),
+            )
+            .await?;
+        }
+        Attempt::Failed { error } => {
+            tx.exec_drop(
+                format!(
                     "UPDATE notification_outbox SET state = 'failed', last_error = ?, \
-                     claimed_by = NULL, claimed_until = NULL WHERE id = ? AND state = 'pending'",
-                    (clip(error), r.id),
-                )
-                .await?;
-            }
+                     claimed_by = NULL, claimed_until = NULL {HELD}"
+                ),
+                (clip(error), r.id, r.claim.0),
+            )
+            .await?;
         }
     }
-    fenced.commit().await?;
+    if tx.affected_rows() > 0 {
+        return Ok(true);
+    }
+    // Nothing matched: recorded already under this claim (a repeat), or claimed by another.
+    let token: Option<Option<u64>> = tx
+        .exec_first(
+            "SELECT claim_token FROM notification_outbox WHERE id = ?",
+            (r.id,),
+        )
+        .await?;
+    Ok(token.flatten() == Some(r.claim.0))
+}
+
+/// A `charges` row for a Twilio SID, once: a second insert of the same SID changes nothing.
+async fn insert_charge<Q: Queryable>(
+    q: &mut Q,
+    check_id: CheckId,
+    kind: &str,
+    sid: &str,
+) -> Result<(), StoreError> {
+    q.exec_drop(
+        "INSERT INTO charges (check_id, type, data, sid) VALUES (?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE id = id",
+        (check_id.0, kind, sid, sid),
+    )
+    .await?;
     Ok(())
 }
 
@@ -220,14 +334,18 @@ pub struct FailedRow {
 /// Up to `limit` failed rows the admin has not been told about, oldest first.
 pub async fn unreported_failed(store: &Store, limit: usize) -> Result<Vec<FailedRow>, StoreError> {
     type Raw = (i64, i64, i64, i64, i64, Option<String>, String);
-    let mut conn = store.conn().await?;
-    let rows: Vec<Raw> = conn
-        .exec(
-            "SELECT id, event_id, check_id, contact_id, attempts, last_error, payload \
-             FROM notification_outbox WHERE state = 'failed' AND admin_notified = 0 \
-             ORDER BY id LIMIT ?",
-            (limit as u64,),
-        )
+    let rows: Vec<Raw> = store
+        .bounded("listing failed outbox rows", async {
+            let mut conn = store.conn().await?;
+            Ok(conn
+                .exec(
+                    "SELECT id, event_id, check_id, contact_id, attempts, last_error, payload \
+                     FROM notification_outbox WHERE state = 'failed' AND admin_notified = 0 \
+                     ORDER BY id LIMIT ?",
+                    (limit as u64,),
+                )
+                .await?)
+        })
         .await?;
     Ok(rows
         .into_iter()
@@ -245,50 +363,63 @@ pub async fn unreported_failed(store: &Store, limit: usize) -> Result<Vec<Failed
         .collect())
 }
 
-/// Marks failed rows as reported to the admin, in a fenced transaction of `epoch`.
-pub async fn mark_reported(store: &Store, epoch: Epoch, ids: &[i64]) -> Result<(), StoreError> {
+/// Marks failed rows as reported to the admin, in a fenced transaction of `epoch` for
+/// `node`.
+pub async fn mark_reported(
+    store: &Store,
+    epoch: Epoch,
+    node: &NodeId,
+    ids: &[i64],
+) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
     let ids = id_list(ids.iter().copied());
-    let mut fenced = FencedTx::begin(store, epoch).await?;
-    fenced
-        .tx()
-        .query_drop(format!(
-            "UPDATE notification_outbox SET admin_notified = 1 WHERE id IN ({ids})"
-        ))
-        .await?;
-    fenced.commit().await
+    store
+        .bounded("marking failed outbox rows reported", async {
+            let mut fenced = FencedTx::begin(store, epoch, node).await?;
+            fenced
+                .tx()
+                .query_drop(format!(
+                    "UPDATE notification_outbox SET admin_notified = 1 WHERE id IN ({ids})"
+                ))
+                .await?;
+            fenced.commit().await
+        })
+        .await
 }
 
 /// Reads one contact, or `None` when it does not exist.
 pub async fn load_contact(store: &Store, id: ContactId) -> Result<Option<ContactRow>, StoreError> {
-    let mut conn = store.conn().await?;
-    let row: Option<(String, String)> = conn
-        .exec_first("SELECT type, data FROM contacts WHERE id = ?", (id.0,))
-        .await?;
-    Ok(row.map(|(kind, data)| ContactRow {
-        id,
-        kind: ContactKind::parse(&kind),
-        data,
-    }))
+    store
+        .bounded("reading a contact", async {
+            let mut conn = store.conn().await?;
+            let row: Option<(String, String)> = conn
+                .exec_first("SELECT type, data FROM contacts WHERE id = ?", (id.0,))
+                .await?;
+            Ok(row.map(|(kind, data)| ContactRow {
+                id,
+                kind: ContactKind::parse(&kind),
+                data,
+            }))
+        })
+        .await
 }
 
 /// Records a Twilio message or call in `charges` outside the outbox (for
-/// `gobearmon contact test`).
+/// `gobearmon contact test`); a SID recorded already is left alone.
 pub async fn record_charge(
     store: &Store,
     check_id: CheckId,
     kind: &str,
     sid: &str,
 ) -> Result<(), StoreError> {
-    let mut conn = store.conn().await?;
-    conn.exec_drop(
-        "INSERT INTO charges (check_id, type, data) VALUES (?, ?, ?)",
-        (check_id.0, kind, sid),
-    )
-    .await?;
-    Ok(())
+    store
+        .bounded("recording a charge", async {
+            let mut conn = store.conn().await?;
+            insert_charge(&mut conn, check_id, kind, sid).await
+        })
+        .await
 }
 
 /// Column `i` of a row; a NULL or a type mismatch is a schema problem.
