@@ -54,6 +54,26 @@ CREATE TABLE IF NOT EXISTS charges (
 	data VARCHAR(512) NOT NULL
 );
 
+-- charges.sid: the Twilio message or call SID (also in `data`, as gobearmon wrote it), unique,
+-- so recording one send twice (a retried commit) adds no second row. Rows written before have
+-- NULL, which the unique key allows any number of times. Added when missing.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'charges' AND COLUMN_NAME = 'sid') = 0,
+	'ALTER TABLE charges ADD COLUMN sid VARCHAR(64) NULL DEFAULT NULL',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.STATISTICS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'charges' AND INDEX_NAME = 'charges_sid') = 0,
+	'ALTER TABLE charges ADD UNIQUE KEY charges_sid (sid)',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+
 -- checks.confirmations: per-check override of [controller] confirmations (NULL: the global
 -- value). Added only when missing, in a form both MySQL and MariaDB accept.
 SET @gbm_ddl = IF(
@@ -72,9 +92,30 @@ CREATE TABLE IF NOT EXISTS epoch_fence (
 	id TINYINT NOT NULL PRIMARY KEY,
 	epoch BIGINT UNSIGNED NOT NULL,
 	controller VARCHAR(64) NOT NULL DEFAULT '',
-	raised_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+	raised_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+	holder_connection BIGINT UNSIGNED NOT NULL DEFAULT 0,
+	holder_seq BIGINT UNSIGNED NOT NULL DEFAULT 0
 );
 INSERT IGNORE INTO epoch_fence (id, epoch, controller) VALUES (1, 0, '');
+-- epoch_fence.holder_connection, holder_seq: every fenced transaction writes its session id
+-- here (and counts up) right after locking the row, so a successor blocked by a holder that
+-- hangs can see who it is (a dirty read) and end that session. Added when missing.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'epoch_fence' AND COLUMN_NAME = 'holder_connection') = 0,
+	'ALTER TABLE epoch_fence ADD COLUMN holder_connection BIGINT UNSIGNED NOT NULL DEFAULT 0',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'epoch_fence' AND COLUMN_NAME = 'holder_seq') = 0,
+	'ALTER TABLE epoch_fence ADD COLUMN holder_seq BIGINT UNSIGNED NOT NULL DEFAULT 0',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
 
 -- The notification outbox: one row per (flip event, contact), written in the same fenced
 -- transaction as the flip and delivered afterwards with retries. `payload` is the
@@ -90,6 +131,7 @@ CREATE TABLE IF NOT EXISTS notification_outbox (
 	next_attempt_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
 	claimed_by VARCHAR(64) NULL,
 	claimed_until TIMESTAMP(3) NULL,
+	claim_token BIGINT UNSIGNED NULL,
 	last_error VARCHAR(1024) NULL,
 	sent_at TIMESTAMP(3) NULL,
 	admin_notified TINYINT(1) NOT NULL DEFAULT 0,
@@ -97,6 +139,17 @@ CREATE TABLE IF NOT EXISTS notification_outbox (
 	UNIQUE KEY outbox_event_contact (event_id, contact_id),
 	KEY outbox_due (state, next_attempt_at)
 );
+-- notification_outbox.claim_token: set by each claim, checked by the record of its outcome, so
+-- a dispatcher whose claim was taken over (it ran out while the database was slow) records
+-- nothing. Added when missing.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'notification_outbox' AND COLUMN_NAME = 'claim_token') = 0,
+	'ALTER TABLE notification_outbox ADD COLUMN claim_token BIGINT UNSIGNED NULL DEFAULT NULL',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
 
 -- The latest result of every check from every worker (for `gobearmon status` and for a new
 -- controller that takes over an open round).

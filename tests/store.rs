@@ -359,7 +359,7 @@ async fn fence_only_grows_and_stops_stale_writers() {
     );
 
     // The current epoch: every write of the transaction lands.
-    let mut tx = FencedTx::begin(&store, Epoch(3)).await.unwrap();
+    let mut tx = FencedTx::begin(&store, Epoch(3), &a).await.unwrap();
     tx.tx()
         .query_drop("UPDATE checks SET status = 'offline' WHERE id = 1")
         .await
@@ -376,7 +376,7 @@ async fn fence_only_grows_and_stops_stale_writers() {
         fence::raise(&store, Epoch(4), &b).await.unwrap(),
         Raise::Raised
     );
-    match FencedTx::begin(&store, Epoch(3)).await {
+    match FencedTx::begin(&store, Epoch(3), &a).await {
         Err(StoreError::Fenced { ours, stored }) => {
             assert_eq!((ours, stored), (Epoch(3), Epoch(4)));
         }
@@ -387,7 +387,7 @@ async fn fence_only_grows_and_stops_stale_writers() {
     // A transaction opened before the raise holds the row: the raise waits for it, so its
     // writes land before the new epoch, never after; and one that is rolled back leaves
     // nothing.
-    let mut tx = FencedTx::begin(&store, Epoch(4)).await.unwrap();
+    let mut tx = FencedTx::begin(&store, Epoch(4), &b).await.unwrap();
     tx.tx()
         .query_drop("INSERT INTO check_events (check_id, type) VALUES (1, 'online')")
         .await
@@ -411,7 +411,7 @@ async fn raise_waits_for_an_open_fenced_transaction() {
     let (db, store) = TestDb::installed("fence_wait").await;
     let w1 = NodeId("w1".into());
     fence::raise(&store, Epoch(1), &w1).await.unwrap();
-    let mut old = FencedTx::begin(&store, Epoch(1)).await.unwrap();
+    let mut old = FencedTx::begin(&store, Epoch(1), &w1).await.unwrap();
     let store2 = store.clone();
     let raiser =
         tokio::spawn(async move { fence::raise(&store2, Epoch(2), &NodeId("w2".into())).await });
@@ -429,7 +429,7 @@ async fn raise_waits_for_an_open_fenced_transaction() {
     assert_eq!(raiser.await.unwrap().unwrap(), Raise::Raised);
     assert_eq!(event_count(&db).await, 1);
     assert!(matches!(
-        FencedTx::begin(&store, Epoch(1)).await,
+        FencedTx::begin(&store, Epoch(1), &w1).await,
         Err(StoreError::Fenced { .. })
     ));
     store.close().await;
@@ -454,6 +454,202 @@ async fn a_dead_database_url_is_skipped() {
         !err.to_string().contains("pw@"),
         "no credentials in errors: {err}"
     );
+    store.close().await;
+    db.drop_db().await;
+}
+
+/// What a session of `store` runs with.
+async fn session_timeouts(store: &Store) -> (u64, u64) {
+    let mut c = store.conn().await.unwrap();
+    c.query_first("SELECT @@innodb_lock_wait_timeout, @@wait_timeout")
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sessions_have_short_lock_wait_and_idle_timeouts_also_after_a_reset() {
+    let (db, store) = TestDb::installed("session").await;
+    let first = session_timeouts(&store).await;
+    assert_eq!(
+        first,
+        (
+            gobearmon::store::LOCK_WAIT_TIMEOUT_SECS,
+            gobearmon::store::SESSION_WAIT_TIMEOUT_SECS
+        ),
+        "a new session"
+    );
+    // The connection went back to the pool and was reset; the settings are set again.
+    assert_eq!(session_timeouts(&store).await, first, "a reused session");
+    store.close().await;
+    db.drop_db().await;
+}
+
+/// A bound far below the server's `wait_timeout` (8 h) and its default lock wait (50 s), and
+/// well above the few seconds the take-over needs.
+const TAKE_OVER: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_fence_holder_that_hangs_is_ended_and_the_successor_raises() {
+    let (db, store) = TestDb::installed("fence_hung").await;
+    db.exec("INSERT INTO checks (id, name, type, data) VALUES (1, 'x', 'tcp', '{}');")
+        .await;
+    let w1 = NodeId("w1".into());
+    let w2 = NodeId("w2".into());
+    // The old controller: its own pool, a fenced transaction with a write in it, and then
+    // nothing (frozen, or its host is gone while the server keeps the session).
+    let old_store = db.store();
+    fence::raise(&old_store, Epoch(1), &w1).await.unwrap();
+    let mut old = FencedTx::begin(&old_store, Epoch(1), &w1).await.unwrap();
+    old.tx()
+        .query_drop("INSERT INTO check_events (check_id, type) VALUES (1, 'offline')")
+        .await
+        .unwrap();
+
+    let raised = tokio::time::timeout(TAKE_OVER, fence::raise(&store, Epoch(2), &w2))
+        .await
+        .expect("the successor raises the fence within seconds, not after the holder's wait_timeout");
+    assert_eq!(raised.unwrap(), Raise::Raised);
+    assert_eq!(fence::current(&store).await.unwrap(), Epoch(2));
+    assert!(
+        old.commit().await.is_err(),
+        "the old holder's session was ended"
+    );
+    assert_eq!(event_count(&db).await, 0, "the old write was rolled back");
+    // The new controller writes at once.
+    let tx = FencedTx::begin(&store, Epoch(2), &w2).await.unwrap();
+    tx.commit().await.unwrap();
+    old_store.close().await;
+    store.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_raise_never_ends_a_newer_holder_and_reports_who_holds_the_fence() {
+    let (db, store) = TestDb::installed("fence_newer").await;
+    let w1 = NodeId("w1".into());
+    let w2 = NodeId("w2".into());
+    let newer_store = db.store();
+    fence::raise(&newer_store, Epoch(5), &w2).await.unwrap();
+    let newer = FencedTx::begin(&newer_store, Epoch(5), &w2).await.unwrap();
+
+    // An older controller that has not noticed yet tries to raise to its epoch.
+    let err = tokio::time::timeout(TAKE_OVER, fence::raise(&store, Epoch(4), &w1))
+        .await
+        .expect("a blocked raise gives up within seconds")
+        .unwrap_err();
+    match &err {
+        StoreError::FenceLocked {
+            holder: Some(holder),
+        } => assert_eq!((holder.epoch, &holder.node), (Epoch(5), &w2)),
+        other => panic!("expected the fence locked by epoch 5, got {other:?}"),
+    }
+    assert!(err.is_retryable());
+    newer.commit().await.expect("the newer holder was left alone");
+    assert_eq!(
+        fence::raise(&store, Epoch(4), &w1).await.unwrap(),
+        Raise::Superseded { stored: Epoch(5) }
+    );
+
+    // A session that locks the row without recording itself is not guessed at.
+    let mut raw = db.conn().await;
+    raw.query_drop("START TRANSACTION").await.unwrap();
+    raw.query_drop("SELECT epoch FROM epoch_fence WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let err = tokio::time::timeout(TAKE_OVER, fence::raise(&store, Epoch(6), &w1))
+        .await
+        .expect("a blocked raise gives up within seconds")
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::FenceLocked { holder: None }),
+        "{err:?}"
+    );
+    raw.query_drop("ROLLBACK").await.unwrap();
+    drop(raw);
+    newer_store.close().await;
+    store.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn an_epoch_held_by_another_node_is_neither_raised_nor_written() {
+    let (db, store) = TestDb::installed("fence_node").await;
+    let w1 = NodeId("w1".into());
+    let w2 = NodeId("w2".into());
+    assert_eq!(
+        fence::raise(&store, Epoch(7), &w1).await.unwrap(),
+        Raise::Raised
+    );
+    assert_eq!(
+        fence::raise(&store, Epoch(7), &w2).await.unwrap(),
+        Raise::HeldBy { node: w1.clone() }
+    );
+    match FencedTx::begin(&store, Epoch(7), &w2).await {
+        Err(StoreError::Fenced { ours, stored }) => {
+            assert_eq!((ours, stored), (Epoch(7), Epoch(7)))
+        }
+        other => panic!("another node's epoch must be fenced, got {other:?}"),
+    }
+    FencedTx::begin(&store, Epoch(7), &w1)
+        .await
+        .unwrap()
+        .commit()
+        .await
+        .unwrap();
+    let controller: String = db
+        .conn()
+        .await
+        .query_first("SELECT controller FROM epoch_fence WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(controller, "w1");
+    store.close().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_busy_pool_is_waited_for_and_never_counts_as_an_unreachable_database() {
+    let db = TestDb::empty("pool_busy").await;
+    let timeouts = gobearmon::store::StoreTimeouts {
+        connect: Duration::from_millis(300),
+        pool_wait: Duration::from_secs(30),
+        operation: Duration::from_secs(30),
+    };
+    // One connection in the pool of the first URL; the second URL refuses at once.
+    let store = Store::with_timeouts(
+        &[
+            Secret::new(format!("{}?pool_min=0&pool_max=1", db.url)),
+            Secret::new("mysql://nobody:pw@127.0.0.1:1/nothing"),
+        ],
+        timeouts,
+    )
+    .unwrap();
+    let held = store.conn().await.unwrap();
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut c = store.conn().await?;
+            let name: Option<String> = c.query_first("SELECT DATABASE()").await?;
+            Ok::<_, StoreError>(name)
+        })
+    };
+    tokio::pin!(waiter);
+    // Several connect timeouts pass while our only connection is out: still waiting.
+    let early = tokio::time::timeout(timeouts.connect * 5, &mut waiter).await;
+    assert!(
+        early.is_err(),
+        "a wait for a pooled connection ended as {:?}",
+        early.map(|j| j.map(|r| r.map_err(|e| e.to_string())))
+    );
+    drop(held);
+    let name = tokio::time::timeout(Duration::from_secs(10), &mut waiter)
+        .await
+        .expect("the connection comes once ours is returned")
+        .unwrap()
+        .expect("the waiter got the first database's connection");
+    assert_eq!(name.as_deref(), Some(db.name.as_str()));
     store.close().await;
     db.drop_db().await;
 }

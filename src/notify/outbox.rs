@@ -1,14 +1,17 @@
-//! The durable notification outbox (`notification_outbox`).
+//! The durable notification outbox (`notification_outbox`): the dispatcher's rules. Its SQL
+//! lives in [`crate::store::outbox`].
 //!
 //! A flip writes one row per (event, contact) with [`enqueue`], inside the flip's fenced
 //! transaction: the flip and its notifications are stored together or not at all, and a
 //! repeated enqueue of the same event adds nothing (`UNIQUE(event_id, contact_id)`).
 //!
-//! The controller runs one [`Dispatcher`] per epoch. It claims due rows in a fenced
-//! transaction (`claimed_by`, `claimed_until`, `attempts + 1`), so a deposed controller can
-//! neither claim nor record; delivers each in its own task with the delivery timeout, at most
+//! The controller runs one [`Dispatcher`] per epoch. It looks for due rows without a
+//! transaction and, only when there are some, claims them in a fenced transaction
+//! (`claimed_by`, `claimed_until`, a fresh `claim_token`, `attempts + 1`), so a deposed
+//! controller can neither claim nor record and an idle one never locks the fence; delivers each in its own task with the delivery timeout, at most
 //! `delivery_concurrency` at once; and records the outcome in another fenced transaction:
-//! `sent` (with `sent_at`, and a `charges` row for Twilio), `pending` again after an
+//! only while the row is still held under its claim token, as `sent` (with `sent_at`, and a
+//! `charges` row for Twilio, unique by SID), `pending` again after an
 //! exponential backoff (`delivery_backoff` doubling up to `delivery_backoff_max`), or `failed`
 //! (a final error, or `delivery_attempts` used up). Failed rows are listed to the admin in one
 //! rate-limited mail and marked `admin_notified`.
@@ -23,7 +26,7 @@
 //! let task = tokio::spawn(dispatcher.run(shutdown.child_token()));
 //!
 //! // on every flip, in one fenced transaction:
-//! let mut tx = FencedTx::begin(&store, epoch).await?;
+//! let mut tx = FencedTx::begin(&store, epoch, &node).await?;
 //! //   UPDATE checks SET status ...; INSERT INTO check_events ... -> event id
 //! outbox::enqueue(&mut tx, &notification, &contacts).await?;
 //! tx.commit().await?;
@@ -35,13 +38,14 @@
 //!
 //! Delivery is at-least-once with a window of one send per row: a dispatcher that dies during
 //! a send leaves the row claimed; once the claim runs out (twice the delivery timeout plus a
-//! second), whichever dispatcher runs next sends it again. Every other row is sent once.
+//! second), whichever dispatcher runs next sends it again. Every other row is sent once. A
+//! dispatcher whose claim ran out before it could record (a slow database) has sent once
+//! more than needed, but records nothing over the new claim ([`DispatcherStats::taken_over`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mysql_async::prelude::Queryable;
-use mysql_async::{Params, Row, Value};
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -49,77 +53,14 @@ use tokio_util::sync::CancellationToken;
 use super::admin::{AdminKind, AdminNotifier, AdminOutcome};
 use super::{Delivered, Deliverer, DeliveryError, Notification, Retry};
 use crate::config::DeliveryConfig;
-use crate::model::{CheckId, ContactId, ContactKind, ContactRow, Epoch, NodeId};
-use crate::store::fence::FencedTx;
+use crate::model::{CheckId, Epoch, NodeId};
+use crate::store::outbox::{self as rows, Attempt, AttemptRecord, ClaimToken, ClaimedRow};
 use crate::store::{Store, StoreError};
 
-/// `last_error` is a `VARCHAR(1024)`.
-const MAX_ERROR_CHARS: usize = 1000;
+pub use crate::store::outbox::{enqueue, load_contact, record_charge};
 
 /// Failed rows listed in one admin mail; the rest follow in the next.
 const ADMIN_LIST_LIMIT: usize = 50;
-
-/// Writes one pending row per contact of `contacts` for `notification`, in the flip's fenced
-/// transaction. Rows that exist already (same event and contact) are left alone, so calling
-/// it again for the same event is harmless. Returns how many rows were added.
-pub async fn enqueue(
-    tx: &mut FencedTx,
-    notification: &Notification,
-    contacts: &[ContactId],
-) -> Result<u64, StoreError> {
-    if contacts.is_empty() {
-        return Ok(0);
-    }
-    let payload = serde_json::to_string(notification)
-        .map_err(|e| StoreError::Schema(format!("notification cannot be serialized: {e}")))?;
-    let mut sql = String::from(
-        "INSERT IGNORE INTO notification_outbox (event_id, check_id, contact_id, payload) VALUES ",
-    );
-    let mut params: Vec<Value> = Vec::with_capacity(contacts.len() * 4);
-    for (i, contact) in contacts.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?, ?, ?, ?)");
-        params.push(notification.event_id.0.into());
-        params.push(notification.check_id.0.into());
-        params.push(contact.0.into());
-        params.push(payload.as_str().into());
-    }
-    let tx = tx.tx();
-    tx.exec_drop(sql, Params::Positional(params)).await?;
-    Ok(tx.affected_rows())
-}
-
-/// Reads one contact, or `None` when it does not exist.
-pub async fn load_contact(store: &Store, id: ContactId) -> Result<Option<ContactRow>, StoreError> {
-    let mut conn = store.conn().await?;
-    let row: Option<(String, String)> = conn
-        .exec_first("SELECT type, data FROM contacts WHERE id = ?", (id.0,))
-        .await?;
-    Ok(row.map(|(kind, data)| ContactRow {
-        id,
-        kind: ContactKind::parse(&kind),
-        data,
-    }))
-}
-
-/// Records a Twilio message or call in `charges` (outside the outbox; used by
-/// `gobearmon contact test`).
-pub async fn record_charge(
-    store: &Store,
-    check_id: CheckId,
-    kind: &str,
-    sid: &str,
-) -> Result<(), StoreError> {
-    let mut conn = store.conn().await?;
-    conn.exec_drop(
-        "INSERT INTO charges (check_id, type, data) VALUES (?, ?, ?)",
-        (check_id.0, kind, sid),
-    )
-    .await?;
-    Ok(())
-}
 
 /// Wakes a [`Dispatcher`] at once (after a flip's transaction committed) instead of at its
 /// next poll. Cheap to clone.
@@ -132,6 +73,14 @@ impl WakeHandle {
     }
 }
 
+/// Counters of one [`Dispatcher`], readable while it runs.
+#[derive(Debug, Default)]
+pub struct DispatcherStats {
+    /// Attempts not recorded because another dispatcher had claimed the row meanwhile (this
+    /// one's claim ran out during a slow database call).
+    pub taken_over: AtomicU64,
+}
+
 /// Delivers the outbox for one epoch; see the module documentation.
 pub struct Dispatcher {
     store: Store,
@@ -142,6 +91,7 @@ pub struct Dispatcher {
     admin: Arc<AdminNotifier>,
     wake: Arc<Notify>,
     poll: Duration,
+    stats: Arc<DispatcherStats>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -154,20 +104,10 @@ impl std::fmt::Debug for Dispatcher {
     }
 }
 
-/// A claimed row, ready to deliver.
-struct Claimed {
-    id: i64,
-    check_id: CheckId,
-    contact_id: ContactId,
-    /// Attempts including this one.
-    attempts: u32,
-    payload: String,
-    contact: Option<ContactRow>,
-}
-
 /// What one delivery attempt came to.
 struct Outcome {
     id: i64,
+    claim: ClaimToken,
     check_id: CheckId,
     attempts: u32,
     result: Result<Delivered, DeliveryError>,
@@ -234,6 +174,7 @@ impl Dispatcher {
             admin,
             wake: Arc::new(Notify::new()),
             poll,
+            stats: Arc::default(),
         }
     }
 
@@ -242,6 +183,11 @@ impl Dispatcher {
     pub fn with_poll_interval(mut self, poll: Duration) -> Dispatcher {
         self.poll = poll.max(Duration::from_millis(1));
         self
+    }
+
+    /// The dispatcher's counters.
+    pub fn stats(&self) -> Arc<DispatcherStats> {
+        self.stats.clone()
     }
 
     /// A handle that makes the dispatcher look for due rows now.
@@ -335,6 +281,7 @@ impl Dispatcher {
                 let task = tokio::spawn(report_failed(
                     self.store.clone(),
                     self.epoch,
+                    self.node.clone(),
                     self.admin.clone(),
                 ));
                 reports.running = Some((reports.failures, task));
@@ -397,127 +344,70 @@ impl Dispatcher {
     }
 
     /// Claims up to `limit` due rows for this node, with their contacts.
-    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, StoreError> {
-        let mut fenced = FencedTx::begin(&self.store, self.epoch).await?;
-        let tx = fenced.tx();
-        let rows: Vec<Row> = tx
-            .exec(
-                "SELECT id, check_id, contact_id, attempts, payload FROM notification_outbox \
-                 WHERE state = 'pending' AND next_attempt_at <= NOW(3) \
-                 AND (claimed_until IS NULL OR claimed_until <= NOW(3)) \
-                 ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE",
-                (limit as u64,),
-            )
-            .await?;
-        if rows.is_empty() {
-            fenced.rollback().await?;
-            return Ok(Vec::new());
-        }
-        let mut claimed = Vec::with_capacity(rows.len());
-        for mut row in rows {
-            let id: i64 = take(&mut row, 0)?;
-            let check_id: i64 = take(&mut row, 1)?;
-            let contact_id: i64 = take(&mut row, 2)?;
-            let attempts: i64 = take(&mut row, 3)?;
-            let payload: String = take(&mut row, 4)?;
-            claimed.push(Claimed {
-                id,
-                check_id: CheckId(check_id),
-                contact_id: ContactId(contact_id),
-                attempts: u32::try_from(attempts.max(0) + 1).unwrap_or(u32::MAX),
-                payload,
-                contact: None,
-            });
-        }
-        let ids = id_list(claimed.iter().map(|c| c.id));
-        let contact_ids = id_list(claimed.iter().map(|c| c.contact_id.0));
-        let contacts: Vec<(i64, String, String)> = tx
-            .query(format!(
-                "SELECT id, type, data FROM contacts WHERE id IN ({contact_ids})"
-            ))
-            .await?;
-        for c in &mut claimed {
-            c.contact = contacts
-                .iter()
-                .find(|(id, _, _)| *id == c.contact_id.0)
-                .map(|(id, kind, data)| ContactRow {
-                    id: ContactId(*id),
-                    kind: ContactKind::parse(kind),
-                    data: data.clone(),
-                });
-        }
-        tx.exec_drop(
-            format!(
-                "UPDATE notification_outbox SET claimed_by = ?, \
-                 claimed_until = NOW(3) + INTERVAL ? MICROSECOND, attempts = attempts + 1 \
-                 WHERE id IN ({ids})"
-            ),
-            (self.node.0.as_str(), micros(self.lease())),
-        )
-        .await?;
-        fenced.commit().await?;
-        Ok(claimed)
+    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedRow>, StoreError> {
+        rows::claim_due(&self.store, self.epoch, &self.node, limit, self.lease()).await
     }
 
     /// Writes the outcomes; true when a row became `failed`.
     async fn record(&self, outcomes: &[Outcome]) -> Result<bool, StoreError> {
-        let mut fenced = FencedTx::begin(&self.store, self.epoch).await?;
-        let tx = fenced.tx();
+        let records: Vec<AttemptRecord> = outcomes
+            .iter()
+            .map(|o| AttemptRecord {
+                id: o.id,
+                claim: o.claim,
+                check_id: o.check_id,
+                attempt: self.judge(o),
+            })
+            .collect();
+        let recorded = rows::record(&self.store, self.epoch, &self.node, &records).await?;
         let mut any_failed = false;
-        for o in outcomes {
-            match &o.result {
-                Ok(delivered) => {
-                    tx.exec_drop(
-                        "UPDATE notification_outbox SET state = 'sent', sent_at = NOW(3), \
-                         last_error = NULL, claimed_by = NULL, claimed_until = NULL \
-                         WHERE id = ? AND state = 'pending'",
-                        (o.id,),
-                    )
-                    .await?;
-                    if let Some((kind, sid)) = &delivered.charge {
-                        tx.exec_drop(
-                            "INSERT INTO charges (check_id, type, data) VALUES (?, ?, ?)",
-                            (o.check_id.0, *kind, sid.as_str()),
-                        )
-                        .await?;
-                    }
-                    tracing::debug!(row = o.id, check_id = %o.check_id, "notification sent");
+        for (o, r) in outcomes.iter().zip(&records) {
+            if recorded.taken_over.contains(&o.id) {
+                self.stats.taken_over.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(row = o.id, check_id = %o.check_id, attempts = o.attempts, "outbox row claimed by another dispatcher before this attempt was recorded; its outcome is not recorded");
+                continue;
+            }
+            match &r.attempt {
+                Attempt::Sent { .. } => {
+                    tracing::debug!(row = o.id, check_id = %o.check_id, "notification sent")
                 }
-                Err(e) if e.retry == Retry::Later && o.attempts < self.config.attempts => {
-                    let wait = Dispatcher::backoff(&self.config, o.attempts);
-                    tx.exec_drop(
-                        "UPDATE notification_outbox SET next_attempt_at = NOW(3) + INTERVAL ? MICROSECOND, \
-                         last_error = ?, claimed_by = NULL, claimed_until = NULL \
-                         WHERE id = ? AND state = 'pending'",
-                        (micros(wait), clip(&e.message), o.id),
-                    )
-                    .await?;
-                    tracing::info!(row = o.id, check_id = %o.check_id, attempts = o.attempts, retry_in = ?wait, error = %e, "notification not delivered; will retry");
+                Attempt::Retry { wait, error } => {
+                    tracing::info!(row = o.id, check_id = %o.check_id, attempts = o.attempts, retry_in = ?wait, error = %error, "notification not delivered; will retry")
                 }
-                Err(e) => {
-                    let message = if e.retry == Retry::Later {
-                        format!("gave up after {} attempts: {}", o.attempts, e.message)
-                    } else {
-                        e.message.clone()
-                    };
-                    tx.exec_drop(
-                        "UPDATE notification_outbox SET state = 'failed', last_error = ?, \
-                         claimed_by = NULL, claimed_until = NULL WHERE id = ? AND state = 'pending'",
-                        (clip(&message), o.id),
-                    )
-                    .await?;
+                Attempt::Failed { error } => {
                     any_failed = true;
-                    tracing::warn!(row = o.id, check_id = %o.check_id, attempts = o.attempts, error = %message, "notification failed for good");
+                    tracing::warn!(row = o.id, check_id = %o.check_id, attempts = o.attempts, error = %error, "notification failed for good")
                 }
             }
         }
-        fenced.commit().await?;
         Ok(any_failed)
+    }
+
+    /// What an attempt's result means for its row: sent, retried after the backoff, or failed
+    /// (a final error, or the last attempt used).
+    fn judge(&self, o: &Outcome) -> Attempt {
+        match &o.result {
+            Ok(delivered) => Attempt::Sent {
+                charge: delivered.charge.clone(),
+            },
+            Err(e) if e.retry == Retry::Later && o.attempts < self.config.attempts => {
+                Attempt::Retry {
+                    wait: Dispatcher::backoff(&self.config, o.attempts),
+                    error: e.message.clone(),
+                }
+            }
+            Err(e) if e.retry == Retry::Later => Attempt::Failed {
+                error: format!("gave up after {} attempts: {}", o.attempts, e.message),
+            },
+            Err(e) => Attempt::Failed {
+                error: e.message.clone(),
+            },
+        }
     }
 }
 
 /// One delivery attempt, bounded by `timeout` whatever the deliverer does.
-async fn deliver(deliverer: Arc<dyn Deliverer>, row: Claimed, timeout: Duration) -> Outcome {
+async fn deliver(deliverer: Arc<dyn Deliverer>, row: ClaimedRow, timeout: Duration) -> Outcome {
     let result = match (
         &row.contact,
         serde_json::from_str::<Notification>(&row.payload),
@@ -540,31 +430,21 @@ async fn deliver(deliverer: Arc<dyn Deliverer>, row: Claimed, timeout: Duration)
     };
     Outcome {
         id: row.id,
+        claim: row.claim,
         check_id: row.check_id,
         attempts: row.attempts,
         result,
     }
 }
 
-/// `id, event_id, check_id, contact_id, attempts, last_error, payload` of a failed row.
-type FailedRow = (i64, i64, i64, i64, i64, Option<String>, String);
-
 /// One admin pass: lists unreported failed rows in one mail and marks them reported.
 async fn report_failed(
     store: Store,
     epoch: Epoch,
+    node: NodeId,
     admin: Arc<AdminNotifier>,
 ) -> Result<AdminPass, StoreError> {
-    let rows: Vec<FailedRow> = {
-        let mut conn = store.conn().await?;
-        conn.exec(
-            "SELECT id, event_id, check_id, contact_id, attempts, last_error, payload \
-             FROM notification_outbox WHERE state = 'failed' AND admin_notified = 0 \
-             ORDER BY id LIMIT ?",
-            (ADMIN_LIST_LIMIT as u64 + 1,),
-        )
-        .await?
-    };
+    let rows = rows::unreported_failed(&store, ADMIN_LIST_LIMIT + 1).await?;
     if rows.is_empty() {
         return Ok(AdminPass::Done);
     }
@@ -574,14 +454,18 @@ async fn report_failed(
         "{} notification(s) could not be delivered and were given up:\n",
         listed.len()
     );
-    for (id, event, check, contact, attempts, error, payload) in listed {
-        let name = serde_json::from_str::<Notification>(payload)
+    for row in listed {
+        let name = serde_json::from_str::<Notification>(&row.payload)
             .map(|n| format!("{} ({} -> {})", n.name, n.old_status, n.new_status))
             .unwrap_or_else(|_| "?".into());
         body.push_str(&format!(
-            "\n- outbox row {id}: event {event}, check {check} {name}, contact {contact}, \
-             {attempts} attempt(s): {}",
-            error.as_deref().unwrap_or("(no error recorded)")
+            "\n- outbox row {}: event {}, check {} {name}, contact {}, {} attempt(s): {}",
+            row.id,
+            row.event_id,
+            row.check_id,
+            row.contact_id,
+            row.attempts,
+            row.last_error.as_deref().unwrap_or("(no error recorded)")
         ));
     }
     if more {
@@ -597,43 +481,13 @@ async fn report_failed(
         AdminOutcome::Suppressed => return Ok(AdminPass::Suppressed),
         AdminOutcome::Failed(_) => return Ok(AdminPass::SendFailed),
     }
-    let ids = id_list(listed.iter().map(|r| r.0));
-    let mut fenced = FencedTx::begin(&store, epoch).await?;
-    fenced
-        .tx()
-        .query_drop(format!(
-            "UPDATE notification_outbox SET admin_notified = 1 WHERE id IN ({ids})"
-        ))
-        .await?;
-    fenced.commit().await?;
+    let ids: Vec<i64> = listed.iter().map(|r| r.id).collect();
+    rows::mark_reported(&store, epoch, &node, &ids).await?;
     Ok(if more {
         AdminPass::More
     } else {
         AdminPass::Done
     })
-}
-
-/// Column `i` of a row; a NULL or a type mismatch is a schema problem.
-fn take<T: mysql_async::prelude::FromValue>(row: &mut Row, i: usize) -> Result<T, StoreError> {
-    row.take_opt::<T, usize>(i)
-        .and_then(|r| r.ok())
-        .ok_or_else(|| StoreError::Schema(format!("notification_outbox: column {i} unreadable")))
-}
-
-/// Comma-separated integers for an `IN (...)` list (integers only, so nothing to escape).
-fn id_list(ids: impl Iterator<Item = i64>) -> String {
-    ids.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn clip(s: &str) -> String {
-    match s.char_indices().nth(MAX_ERROR_CHARS) {
-        Some((cut, _)) => format!("{}...", &s[..cut]),
-        None => s.to_string(),
-    }
 }
 
 #[cfg(test)]
@@ -659,13 +513,5 @@ mod tests {
             .collect();
         assert_eq!(waits, vec![5, 10, 20, 40, 60, 60]);
         assert_eq!(Dispatcher::backoff(&c, 1000).as_secs(), 60);
-    }
-
-    #[test]
-    fn errors_are_clipped_on_a_char_boundary() {
-        let long = "é".repeat(2000);
-        let clipped = clip(&long);
-        assert_eq!(clipped.chars().count(), MAX_ERROR_CHARS + 3);
-        assert_eq!(clip("short"), "short");
     }
 }

@@ -42,8 +42,7 @@ pub async fn record(
     node: &NodeId,
     flips: &[FlipWrite],
 ) -> Result<Vec<FlipRecorded>, StoreError> {
-    let _ = node; // the fence names its holder once it records one
-    let mut tx = FencedTx::begin(store, epoch).await?;
+    let mut tx = FencedTx::begin(store, epoch, node).await?;
     let mut out = Vec::with_capacity(flips.len());
     for flip in flips {
         out.push(record_one(&mut tx, flip).await?);
@@ -85,6 +84,6 @@ async fn record_one(tx: &mut FencedTx, flip: &FlipWrite) -> Result<FlipRecorded,
     let event = tx.tx().last_insert_id().unwrap_or(0) as i64;
     let mut notification = flip.notification.clone();
     notification.event_id = EventId(event);
-    crate::notify::outbox::enqueue(tx, &notification, &flip.contacts).await?;
+    super::outbox::enqueue(tx, &notification, &flip.contacts).await?;
     Ok(FlipRecorded::Recorded { event })
 }

@@ -9,6 +9,8 @@
 //! - [`fence`]: the epoch fence that stops a deposed controller from writing.
 //! - [`flips`]: a flip's status, event and outbox rows, written together under the fence.
 //! - [`results`]: the latest result per check and worker.
+//! - [`outbox`]: the notification outbox's rows: enqueue inside a flip's fenced transaction,
+//!   claim due rows, record attempts, report failures, charges.
 //!
 //! Only the controller opens the database; probe-only workers never need credentials.
 
@@ -16,10 +18,12 @@ pub mod catalog;
 pub mod fence;
 pub mod flips;
 pub mod results;
+pub mod outbox;
 pub mod rows;
 
 pub mod schema;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -28,8 +32,48 @@ use mysql_async::{Conn, Opts, OptsBuilder, Pool, Transaction, TxOpts};
 use crate::config::Secret;
 use crate::model::Epoch;
 
-/// How long one attempt to reach one database may take before the next URL is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A row lock (the fence's, above all) is waited for this long before the statement fails
+/// (MySQL error 1205). Short, so a controller blocked by a dead holder finds out in seconds
+/// instead of the server's default 50.
+pub const LOCK_WAIT_TIMEOUT_SECS: u64 = 3;
+
+/// The server closes one of our sessions after it has been idle this long (the default is
+/// 8 hours). This is what finally ends the open transaction of a controller that froze or
+/// lost its host when its connection cannot be killed (another account).
+pub const SESSION_WAIT_TIMEOUT_SECS: u64 = 120;
+
+/// Set on every session: at connect and after every reset (a pooled connection is reset
+/// when it is returned, which would otherwise restore the server's defaults).
+fn session_setup() -> String {
+    format!(
+        "SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_TIMEOUT_SECS}, \
+         wait_timeout = {SESSION_WAIT_TIMEOUT_SECS}"
+    )
+}
+
+/// The time limits of a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTimeouts {
+    /// How long one attempt to reach one database may take before the next URL is tried.
+    pub connect: Duration,
+    /// How long a caller waits for a pooled connection while every one of the pool's
+    /// connections is in use (the database answers; we are only busy). Never a reason to
+    /// switch databases.
+    pub pool_wait: Duration,
+    /// The bound on one whole store operation (a fence raise, a claim, a record), queries
+    /// included.
+    pub operation: Duration,
+}
+
+impl Default for StoreTimeouts {
+    fn default() -> StoreTimeouts {
+        StoreTimeouts {
+            connect: Duration::from_secs(5),
+            pool_wait: Duration::from_secs(20),
+            operation: Duration::from_secs(30),
+        }
+    }
+}
 
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
@@ -37,14 +81,27 @@ pub enum StoreError {
     /// No configured database answered. Worth retrying later.
     #[error("no database reachable ({tried} tried): {last}")]
     Unreachable { tried: usize, last: String },
+    /// The database answers but every pooled connection stayed in use for `waited`. Worth
+    /// retrying; not a reason to switch databases.
+    #[error("database #{database}: every pooled connection stayed in use for {waited:?}")]
+    Busy { database: usize, waited: Duration },
+    /// An operation did not finish within its bound (a hung server or network). Worth
+    /// retrying.
+    #[error("database operation timed out after {after:?}: {what}")]
+    Timeout { what: &'static str, after: Duration },
     /// A query failed. Usually worth retrying (deadlock, lost connection); a schema problem is
     /// not, and says so in the message.
     #[error("database error: {0}")]
     Query(#[from] mysql_async::Error),
-    /// The fence holds another epoch: this controller has been replaced. Never retry; stop
-    /// acting as controller.
+    /// The fence holds another epoch, or this epoch for another node: this controller has
+    /// been replaced (or was never the one). Never retry; stop acting as controller.
     #[error("fenced: this controller acts for epoch {ours}, the database holds epoch {stored}")]
     Fenced { ours: Epoch, stored: Epoch },
+    /// The fence row stayed locked by another session that [`fence::raise`] could not end:
+    /// `holder` is who it is when known (a newer epoch, or a session of another account).
+    /// Worth retrying; when it keeps happening the admin must look.
+    #[error("the epoch fence is locked by {}", fence::describe_holder(.holder.as_ref()))]
+    FenceLocked { holder: Option<fence::FenceHolder> },
     /// The database is not in the expected shape (install.sql not applied).
     #[error("database schema problem: {0}")]
     Schema(String),
@@ -53,26 +110,71 @@ pub enum StoreError {
 impl StoreError {
     /// Whether trying the same operation again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unreachable { .. } | StoreError::Query(_))
+        matches!(
+            self,
+            StoreError::Unreachable { .. }
+                | StoreError::Busy { .. }
+                | StoreError::Timeout { .. }
+                | StoreError::Query(_)
+                | StoreError::FenceLocked { .. }
+        )
+    }
+
+    /// The server's error code, for a query the server refused.
+    pub(crate) fn server_code(&self) -> Option<u16> {
+        match self {
+            StoreError::Query(mysql_async::Error::Server(e)) => Some(e.code),
+            _ => None,
+        }
     }
 }
 
 /// Database URLs parsed and pooled. Cheap to clone.
+///
+/// The URLs are addresses of one primary, tried in turn: a URL is left only when its server
+/// does not answer, never because our own pool is busy.
 #[derive(Clone)]
 pub struct Store {
     inner: std::sync::Arc<Inner>,
 }
 
 struct Inner {
-    pools: Vec<Pool>,
+    pools: Vec<Pooled>,
     /// Index of the pool that answered last; tried first.
     current: AtomicUsize,
+    timeouts: StoreTimeouts,
+}
+
+struct Pooled {
+    pool: Pool,
+    /// The pool's `pool_max`.
+    max: usize,
+}
+
+impl Pooled {
+    /// Every connection the pool may open is checked out by us.
+    fn all_in_use(&self) -> bool {
+        self.pool
+            .metrics()
+            .connections_in_use
+            .load(Ordering::Relaxed)
+            >= self.max
+    }
+}
+
+/// Why one database gave no connection.
+enum Miss {
+    /// It does not answer (refused, unreachable, no answer within the connect timeout).
+    NoAnswer(String),
+    /// It answers, but our pool stayed full.
+    Busy(Duration),
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
             .field("databases", &self.inner.pools.len())
+            .field("timeouts", &self.inner.timeouts)
             .finish()
     }
 }
@@ -81,16 +183,28 @@ impl Store {
     /// Prepares pools for every URL; connects lazily. Fails only on an unparsable URL (the
     /// config reader has already checked them, so this names the position, not the URL).
     pub fn new(urls: &[Secret]) -> Result<Store, StoreError> {
+        Store::with_timeouts(urls, StoreTimeouts::default())
+    }
+
+    /// [`Store::new`] with other time limits (tests use short ones).
+    pub fn with_timeouts(urls: &[Secret], timeouts: StoreTimeouts) -> Result<Store, StoreError> {
         crate::tlsutil::install_default_provider();
         let mut pools = Vec::with_capacity(urls.len());
         for (i, url) in urls.iter().enumerate() {
             let opts = Opts::from_url(url.expose()).map_err(|_| {
                 StoreError::Schema(format!("database URL #{i} is not a valid mysql:// URL"))
             })?;
+            let max = opts.pool_opts().constraints().max();
             let opts = OptsBuilder::from_opts(opts)
                 .tcp_keepalive(Some(Duration::from_secs(30)))
-                .prefer_socket(false);
-            pools.push(Pool::new(opts));
+                .prefer_socket(false)
+                .setup(vec![session_setup()])
+                // Drop idle connections before the server's shorter wait_timeout ends them.
+                .conn_ttl(Some(Duration::from_secs(SESSION_WAIT_TIMEOUT_SECS * 3 / 4)));
+            pools.push(Pooled {
+                pool: Pool::new(opts),
+                max,
+            });
         }
         if pools.is_empty() {
             return Err(StoreError::Schema("no database URL configured".into()));
@@ -99,8 +213,29 @@ impl Store {
             inner: std::sync::Arc::new(Inner {
                 pools,
                 current: AtomicUsize::new(0),
+                timeouts,
             }),
         })
+    }
+
+    /// The time limits in force.
+    pub fn timeouts(&self) -> StoreTimeouts {
+        self.inner.timeouts
+    }
+
+    /// Runs one store operation within [`StoreTimeouts::operation`]; a hung server or network
+    /// becomes [`StoreError::Timeout`] instead of a wait without end. Dropping the operation
+    /// drops its connection, which rolls back an open transaction.
+    pub async fn bounded<T>(
+        &self,
+        what: &'static str,
+        op: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let after = self.inner.timeouts.operation;
+        match tokio::time::timeout(after, op).await {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout { what, after }),
+        }
     }
 
     /// A connection from the first database that answers, starting with the one that answered
@@ -118,33 +253,77 @@ impl Store {
     async fn first_answering<T, F, Fut>(&self, open: F) -> Result<T, StoreError>
     where
         F: Fn(Pool) -> Fut,
-        Fut: std::future::Future<Output = Result<T, mysql_async::Error>>,
+        Fut: Future<Output = Result<T, mysql_async::Error>>,
     {
         let n = self.inner.pools.len();
         let start = self.inner.current.load(Ordering::Relaxed);
         let mut last = String::new();
         for k in 0..n {
             let i = (start + k) % n;
-            match tokio::time::timeout(CONNECT_TIMEOUT, open(self.inner.pools[i].clone())).await {
-                Ok(Ok(value)) => {
+            match self.open_on(i, &open).await {
+                Ok(value) => {
                     if i != start {
                         tracing::warn!(database = i, "switched to another database URL");
                         self.inner.current.store(i, Ordering::Relaxed);
                     }
                     return Ok(value);
                 }
-                Ok(Err(e)) => last = format!("database #{i}: {e}"),
-                Err(_) => last = format!("database #{i}: no answer within {CONNECT_TIMEOUT:?}"),
+                Err(Miss::NoAnswer(why)) => last = why,
+                Err(Miss::Busy(waited)) => {
+                    return Err(StoreError::Busy {
+                        database: i,
+                        waited,
+                    });
+                }
             }
         }
         Err(StoreError::Unreachable { tried: n, last })
     }
 
+    /// One attempt on database `i`. A connect that does not finish in time while every
+    /// pooled connection is checked out is a wait for one of ours to come back, not a server
+    /// that does not answer: it goes on waiting (in its place in the pool's queue) up to
+    /// [`StoreTimeouts::pool_wait`].
+    async fn open_on<T, F, Fut>(&self, i: usize, open: &F) -> Result<T, Miss>
+    where
+        F: Fn(Pool) -> Fut,
+        Fut: Future<Output = Result<T, mysql_async::Error>>,
+    {
+        let pooled = &self.inner.pools[i];
+        let t = self.inner.timeouts;
+        let started = tokio::time::Instant::now();
+        let attempt = open(pooled.pool.clone());
+        tokio::pin!(attempt);
+        loop {
+            match tokio::time::timeout(t.connect, &mut attempt).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => return Err(Miss::NoAnswer(format!("database #{i}: {e}"))),
+                Err(_) if pooled.all_in_use() => {
+                    let waited = started.elapsed();
+                    if waited >= t.pool_wait {
+                        return Err(Miss::Busy(waited));
+                    }
+                    tracing::debug!(
+                        database = i,
+                        ?waited,
+                        "every pooled connection is in use; waiting"
+                    );
+                }
+                Err(_) => {
+                    return Err(Miss::NoAnswer(format!(
+                        "database #{i}: no answer within {:?}",
+                        t.connect
+                    )));
+                }
+            }
+        }
+    }
+
     /// Closes every pool, waiting for connections to be returned.
     pub async fn close(self) {
         if let Ok(inner) = std::sync::Arc::try_unwrap(self.inner) {
-            for pool in inner.pools {
-                let _ = pool.disconnect().await;
+            for pooled in inner.pools {
+                let _ = pooled.pool.disconnect().await;
             }
         }
     }

@@ -142,7 +142,9 @@ impl TestDb {
 
     /// Enqueues `n` for `contacts` in a fenced transaction of epoch 1.
     pub async fn enqueue(&self, n: &Notification, contacts: &[ContactId]) -> u64 {
-        let mut tx = FencedTx::begin(&self.store, Epoch(1)).await.unwrap();
+        let mut tx = FencedTx::begin(&self.store, Epoch(1), &NodeId(NODE.into()))
+            .await
+            .unwrap();
         let added = outbox::enqueue(&mut tx, n, contacts).await.unwrap();
         tx.commit().await.unwrap();
         added
@@ -150,7 +152,9 @@ impl TestDb {
 
     /// Enqueues many single-contact events in one transaction (bulk set-up).
     pub async fn enqueue_many(&self, items: &[(Notification, ContactId)]) {
-        let mut tx = FencedTx::begin(&self.store, Epoch(1)).await.unwrap();
+        let mut tx = FencedTx::begin(&self.store, Epoch(1), &NodeId(NODE.into()))
+            .await
+            .unwrap();
         for (n, c) in items {
             outbox::enqueue(&mut tx, n, &[*c]).await.unwrap();
         }

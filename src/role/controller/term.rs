@@ -149,6 +149,11 @@ async fn raise_fence(host: &ControllerHost, epoch: Epoch, token: &CancellationTo
                 host.membership.report_fenced_out(epoch.0, stored.0);
                 return false;
             }
+            Ok(Raise::HeldBy { node }) => {
+                tracing::error!(%epoch, holder = %node, "another node holds the fence for this epoch; not acting");
+                host.membership.report_fenced_out(epoch.0, epoch.0);
+                return false;
+            }
             Err(e) => {
                 tracing::warn!(%epoch, error = %e, "cannot raise the epoch fence yet");
                 if !told && first_failure.elapsed() >= FENCE_ALERT_AFTER {
