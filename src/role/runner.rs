@@ -244,7 +244,7 @@ impl Runner {
                     ticket: item.ticket,
                     epoch: item.epoch,
                     status: RunStatus::Fail,
-                    message: e.to_string(),
+                    message: probe::cut_text(&e.to_string(), probe::MESSAGE_CAP).into_owned(),
                     duration_ms: 0,
                     details: Default::default(),
                 },
