@@ -784,7 +784,7 @@ async fn poll(
     let node = NodeId(sender.0);
     let wake = term.seen(&node, Some(&req.location));
     let deadline = Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_POLL_WAIT);
-    let capacity = req.capacity.max(1) as usize;
+    let capacity = req.capacity as usize;
     loop {
         let items = term.take(&node, capacity);
         if !items.is_empty() || Instant::now() >= deadline || !term.may_act() {

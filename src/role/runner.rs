@@ -1,15 +1,22 @@
 //! A worker's check runner: asks the controller named by the current view for work (long
 //! poll), runs each check with at most `num_threads` at once, and sends results back in
-//! batches. Results wait in a bounded buffer while no controller answers (the oldest are
+//! batches.
+//!
+//! A poll asks for exactly as many runs as this worker has free permits, and those permits
+//! are taken before the poll is sent, so every run an answer brings starts at once: the
+//! worker never accepts more than it can start. A worker with every permit taken (all its
+//! checks waiting on black-holed targets, say) still polls every [`BUSY_POLL`] with capacity
+//! 0: liveness never depends on a free permit, so a busy worker is not taken for a dead one. Results wait in a bounded buffer while no controller answers (the oldest are
 //! dropped first, and counted); results from an epoch that is no longer current are dropped,
 //! since no controller would count them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::membership::{Membership, Standing};
@@ -22,6 +29,9 @@ use crate::rpc::{RpcClient, RpcError};
 
 /// How long the controller may hold a poll.
 const POLL_WAIT: Duration = Duration::from_secs(2);
+/// With no permit free, a poll (capacity 0, answered at once) still goes out this often, well
+/// inside the controller's worker timeout (6 s).
+pub const BUSY_POLL: Duration = Duration::from_secs(1);
 /// Results per request.
 const BATCH: usize = 1000;
 
@@ -42,6 +52,8 @@ pub struct Runner {
     ctx: ProbeContext,
     location: String,
     permits: Arc<Semaphore>,
+    /// Runs started and not yet finished (permits reserved for a poll in flight are free).
+    in_flight: AtomicUsize,
     buffer: std::sync::Mutex<VecDeque<WorkResult>>,
     buffer_cap: usize,
     ready: Notify,
@@ -63,6 +75,7 @@ impl Runner {
             ctx,
             location,
             permits: Arc::new(Semaphore::new(num_threads)),
+            in_flight: AtomicUsize::new(0),
             buffer: std::sync::Mutex::new(VecDeque::new()),
             buffer_cap,
             ready: Notify::new(),
@@ -79,9 +92,18 @@ impl Runner {
         self.buffer().len()
     }
 
-    /// Checks running now.
+    /// Checks running now (at most `num_threads`, the runner's own limit).
     pub fn running(&self, num_threads: usize) -> usize {
-        num_threads.saturating_sub(self.permits.available_permits())
+        self.in_flight.load(Ordering::Relaxed).min(num_threads)
+    }
+
+    /// Takes every free permit: what the next poll may ask for.
+    fn reserve(&self) -> Vec<OwnedSemaphorePermit> {
+        let mut reserved = Vec::with_capacity(self.permits.available_permits());
+        while let Ok(p) = self.permits.clone().try_acquire_owned() {
+            reserved.push(p);
+        }
+        reserved
     }
 
     fn push(&self, result: WorkResult) {
@@ -140,6 +162,8 @@ impl Runner {
     /// Asks for work and starts it, until `shutdown`.
     pub async fn poll_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        // When a poll with no permit to offer may go out (one that offers some goes at once).
+        let mut next_busy_poll = Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -149,22 +173,29 @@ impl Runner {
                     .await;
                 continue;
             };
-            let capacity = self.permits.available_permits();
-            if capacity == 0 {
-                // Wait for a run to finish.
-                let permit = tokio::select! {
+            let mut reserved = self.reserve();
+            if reserved.is_empty() && Instant::now() < next_busy_poll {
+                // Poll again as soon as a run ends, or at BUSY_POLL to stay alive.
+                tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    p = self.permits.clone().acquire_owned() => p,
-                };
-                drop(permit);
-                continue;
+                    p = self.permits.clone().acquire_owned() => reserved.extend(p.ok()),
+                    _ = tokio::time::sleep_until(next_busy_poll) => {}
+                }
+                reserved.extend(self.reserve());
             }
+            let capacity = reserved.len();
+            next_busy_poll = Instant::now() + BUSY_POLL;
             let req = PollRequest {
                 node: self.membership.node.clone(),
                 epoch,
                 location: self.location.clone(),
                 capacity: capacity as u32,
-                wait_ms: POLL_WAIT.as_millis() as u64,
+                // Nothing to wait for without a free permit: the answer only proves liveness.
+                wait_ms: if capacity == 0 {
+                    0
+                } else {
+                    POLL_WAIT.as_millis() as u64
+                },
             };
             let current = (addr.clone(), epoch);
             let mut standing = self.membership.subscribe();
@@ -183,13 +214,16 @@ impl Runner {
                         .store(super::membership::wall_ms(), Ordering::Relaxed);
                     for item in reply.assignments {
                         let current = self.membership.standing().view.epoch;
-                        if item.epoch != current {
+                        // More than asked for (a controller that ignores `capacity`) cannot
+                        // start now; dropped, the controller hands the run out again.
+                        let permit = (item.epoch == current).then(|| reserved.pop()).flatten();
+                        let Some(permit) = permit else {
                             self.stats
                                 .assignments_dropped
                                 .fetch_add(1, Ordering::Relaxed);
                             continue;
-                        }
-                        self.start(item);
+                        };
+                        self.start(item, permit);
                     }
                 }
                 Err(e) => {
@@ -219,12 +253,12 @@ impl Runner {
         }
     }
 
-    fn start(self: &Arc<Self>, item: WorkItem) {
+    /// Runs `item` on `permit`, which the task holds until the result is buffered.
+    fn start(self: &Arc<Self>, item: WorkItem, permit: OwnedSemaphorePermit) {
         let me = self.clone();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let Ok(_permit) = me.permits.clone().acquire_owned().await else {
-                return;
-            };
+            let _permit = permit;
             me.stats.runs.fetch_add(1, Ordering::Relaxed);
             let result = match probe::run(&item.spec, &me.ctx).await {
                 Ok(o) => WorkResult {
@@ -250,6 +284,7 @@ impl Runner {
                 },
             };
             me.push(result);
+            me.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
 
