@@ -41,7 +41,7 @@ use crate::rpc::work::{
     PATH_POLL, PATH_RESULTS, PollReply, PollRequest, ResultsReply, ResultsRequest, RunStatus,
     WorkItem, WrongEpoch,
 };
-use crate::rpc::{Sender, verify_layer};
+use crate::rpc::{Sender, SignedRoutes};
 use crate::store::catalog::Catalog;
 use crate::store::fence::{self, FencedTx, Raise};
 use crate::store::{Store, StoreError};
@@ -100,10 +100,7 @@ impl ControllerHost {
             .route(PATH_POLL, post(poll))
             .route(PATH_RESULTS, post(results))
             .route("/status", get(status))
-            .layer(axum::middleware::from_fn_with_state(
-                self.signer.clone(),
-                verify_layer,
-            ))
+            .signed(self.signer.clone())
             .with_state(slot)
     }
 }

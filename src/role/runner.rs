@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -25,14 +26,14 @@ use crate::rpc::work::{
     PATH_POLL, PATH_RESULTS, PollReply, PollRequest, ResultsReply, ResultsRequest, RunStatus,
     WorkItem, WorkResult,
 };
-use crate::rpc::{RpcClient, RpcError};
+use crate::rpc::{MAX_BODY, RpcClient, RpcError};
 
 /// How long the controller may hold a poll.
 const POLL_WAIT: Duration = Duration::from_secs(2);
 /// With no permit free, a poll (capacity 0, answered at once) still goes out this often, well
 /// inside the controller's worker timeout (6 s).
 pub const BUSY_POLL: Duration = Duration::from_secs(1);
-/// Results per request.
+/// Results per request at most; fewer when their encoded size would pass [`MAX_BODY`].
 const BATCH: usize = 1000;
 
 /// Counters for `/metrics`.
@@ -227,7 +228,7 @@ impl Runner {
                     }
                 }
                 Err(e) => {
-                    if e.status() == Some(axum::http::StatusCode::CONFLICT) {
+                    if e.status() == Some(StatusCode::CONFLICT) {
                         // The controller acts for another epoch: our view is behind or ahead.
                         self.wait_for_change(&shutdown, Duration::from_millis(200))
                             .await;
@@ -308,25 +309,56 @@ impl Runner {
         }
     }
 
-    /// Sends one batch. True when it was sent and more may be waiting.
+    /// Sends one batch to the current controller. True when it was sent (or refused for
+    /// good and dropped) and more may be waiting.
     async fn flush(&self) -> bool {
         let Some((addr, epoch)) = self.target() else {
             return false;
         };
-        let batch: Vec<WorkResult> = {
-            let mut buf = self.buffer();
-            // Results of an older epoch can no longer count anywhere.
-            let before = buf.len();
-            buf.retain(|r| r.epoch >= epoch);
-            let stale = before - buf.len();
-            if stale > 0 {
-                self.stats
-                    .results_dropped
-                    .fetch_add(stale as u64, Ordering::Relaxed);
+        self.flush_to(&addr, epoch).await
+    }
+
+    /// Takes the next batch off the buffer: at most [`BATCH`] results whose request body stays
+    /// within [`MAX_BODY`]. Results of an older epoch, and a result too large for any request,
+    /// are dropped and counted.
+    fn next_batch(&self, epoch: u64) -> Vec<WorkResult> {
+        let mut buf = self.buffer();
+        // Results of an older epoch can no longer count anywhere.
+        let before = buf.len();
+        buf.retain(|r| r.epoch >= epoch);
+        let mut dropped = before - buf.len();
+        let room = MAX_BODY - envelope_len(&self.membership.node, epoch);
+        let mut batch = Vec::new();
+        let mut used = 0;
+        while batch.len() < BATCH {
+            let Some(next) = buf.front() else { break };
+            // One byte for the comma before every result but the first.
+            let len = encoded_len(next) + usize::from(!batch.is_empty());
+            if len > room && batch.is_empty() {
+                tracing::warn!(check = %next.check, bytes = len, limit = MAX_BODY, "a result too large for any request; dropped");
+                buf.pop_front();
+                dropped += 1;
+                continue;
             }
-            let n = buf.len().min(BATCH);
-            buf.drain(..n).collect()
-        };
+            if used + len > room {
+                break;
+            }
+            used += len;
+            batch.extend(buf.pop_front());
+        }
+        if dropped > 0 {
+            self.stats
+                .results_dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        batch
+    }
+
+    /// Sends one batch to `addr`, the controller of `epoch`. A batch the controller refuses
+    /// as unacceptable (too large, or not a valid request) would be refused again: it is
+    /// dropped and counted. Any other failure puts it back, to be sent again later.
+    async fn flush_to(&self, addr: &str, epoch: u64) -> bool {
+        let batch = self.next_batch(epoch);
         if batch.is_empty() {
             return false;
         }
@@ -336,9 +368,22 @@ impl Runner {
             epoch,
             results: batch,
         };
+        let body = match serde_json::to_vec(&req) {
+            Ok(b) => b,
+            Err(e) => {
+                // Structs of strings and numbers always encode; counted, never retried.
+                tracing::error!(error = %e, results = n, "results cannot be encoded; dropped");
+                self.stats
+                    .results_dropped
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                return true;
+            }
+        };
+        // Five seconds, and one more per MiB: a full batch must not time out on its size.
+        let timeout = Duration::from_secs(5 + (body.len() >> 20) as u64);
         let sent: Result<ResultsReply, RpcError> = self
             .client
-            .post(&addr, PATH_RESULTS, &req, Duration::from_secs(5))
+            .post_bytes(addr, PATH_RESULTS, body, timeout)
             .await;
         match sent {
             Ok(_) => {
@@ -348,6 +393,13 @@ impl Runner {
                 self.stats
                     .last_contact_ms
                     .store(super::membership::wall_ms(), Ordering::Relaxed);
+                true
+            }
+            Err(e) if e.status().is_some_and(never_accepted) => {
+                tracing::warn!(controller = %addr, error = %e, results = n, "results refused for good; dropped");
+                self.stats
+                    .results_dropped
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 true
             }
             Err(e) => {
@@ -363,5 +415,191 @@ impl Runner {
                 false
             }
         }
+    }
+}
+
+/// Answers that say the same request would be refused again: too large (413), or not a valid
+/// request (400, 415, 422). Sending it again cannot help.
+fn never_accepted(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::BAD_REQUEST
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::UNPROCESSABLE_ENTITY
+    )
+}
+
+/// Counts what is written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The size of `r` in JSON, as a request carries it.
+fn encoded_len(r: &WorkResult) -> usize {
+    let mut count = ByteCount(0);
+    // Writing to a counter cannot fail, and a struct of strings and numbers always encodes;
+    // a failure would show as a zero length and the request encoding would then report it.
+    let _ = serde_json::to_writer(&mut count, r);
+    count.0
+}
+
+/// The size of a [`ResultsRequest`] with no results.
+fn envelope_len(node: &str, epoch: u64) -> usize {
+    let empty = ResultsRequest {
+        node: node.to_string(),
+        epoch,
+        results: Vec::new(),
+    };
+    serde_json::to_vec(&empty).map_or(256, |b| b.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::model::CheckId;
+    use crate::rpc::SignedRoutes;
+    use crate::rpc::sign::Signer;
+    use axum::extract::State;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::post;
+    use axum::{Json, Router};
+
+    const SECRET: &str = "a-secret-of-some-length";
+
+    /// What a stand-in controller saw: requests, results in them.
+    #[derive(Default)]
+    struct Seen {
+        requests: AtomicU64,
+        results: AtomicU64,
+    }
+
+    /// Serves `PATH_RESULTS` on the real signed routes; with `refuse`, answers every request
+    /// with 413 instead of reading it.
+    async fn controller(refuse: bool) -> (String, Arc<Seen>, CancellationToken) {
+        async fn take(State(seen): State<Arc<Seen>>, Json(req): Json<ResultsRequest>) -> Response {
+            seen.requests.fetch_add(1, Ordering::Relaxed);
+            let n = req.results.len() as u32;
+            seen.results.fetch_add(u64::from(n), Ordering::Relaxed);
+            Json(ResultsReply {
+                accepted: n,
+                ignored: 0,
+            })
+            .into_response()
+        }
+        async fn refuse_all(State(seen): State<Arc<Seen>>) -> Response {
+            seen.requests.fetch_add(1, Ordering::Relaxed);
+            (StatusCode::PAYLOAD_TOO_LARGE, "too large").into_response()
+        }
+        let seen = Arc::new(Seen::default());
+        let route = if refuse { post(refuse_all) } else { post(take) };
+        let router = Router::new()
+            .route(PATH_RESULTS, route)
+            .signed(Arc::new(Signer::new(&Secret::new(SECRET), "controller")))
+            .with_state(seen.clone());
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap().to_string();
+        let shutdown = CancellationToken::new();
+        let listener = crate::api::NodeListener::new(tcp, None);
+        tokio::spawn(crate::api::serve(listener, router, shutdown.clone()));
+        (addr, seen, shutdown)
+    }
+
+    fn runner() -> Arc<Runner> {
+        let client =
+            RpcClient::with_tls(Arc::new(Signer::new(&Secret::new(SECRET), "w1")), None).unwrap();
+        let membership = Membership::new(
+            "w1".into(),
+            None,
+            Vec::new(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            client.clone(),
+        );
+        Runner::new(
+            membership,
+            client,
+            ProbeContext::default(),
+            "here".into(),
+            2,
+            100_000,
+        )
+    }
+
+    fn result(check: i64, message: String) -> WorkResult {
+        WorkResult {
+            check: CheckId(check),
+            ticket: 1,
+            epoch: 3,
+            status: RunStatus::Offline,
+            message,
+            duration_ms: 1,
+            details: Default::default(),
+        }
+    }
+
+    /// Flushes until nothing more goes (bounded); returns how many flushes went.
+    async fn flush_all(r: &Runner, addr: &str) -> usize {
+        let mut went = 0;
+        while went < 100 && r.flush_to(addr, 3).await {
+            went += 1;
+        }
+        went
+    }
+
+    /// 1,000 results of 20 KB (20 MB, above both the old 2 MB extractor limit and `MAX_BODY`)
+    /// are accepted in pieces, each under the limit.
+    #[tokio::test]
+    async fn a_batch_above_the_limit_is_accepted_in_pieces() {
+        let (addr, seen, shutdown) = controller(false).await;
+        let r = runner();
+        for i in 0..1000 {
+            r.push(result(i, "m".repeat(20_000)));
+        }
+        let went = flush_all(&r, &addr).await;
+        assert_eq!(seen.results.load(Ordering::Relaxed), 1000);
+        assert_eq!(r.stats.results_sent.load(Ordering::Relaxed), 1000);
+        assert_eq!(r.stats.results_dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(r.buffered(), 0);
+        let requests = seen.requests.load(Ordering::Relaxed);
+        assert!(requests >= 2, "{requests} request(s)");
+        assert_eq!(went as u64, requests);
+        shutdown.cancel();
+    }
+
+    /// A batch refused as too large is dropped and counted, not put back and resent; a result
+    /// that fits in no request is dropped without being sent.
+    #[tokio::test]
+    async fn a_refused_batch_is_dropped_and_counted_not_resent() {
+        let (addr, seen, shutdown) = controller(true).await;
+        let r = runner();
+        for i in 0..10 {
+            r.push(result(i, "short".into()));
+        }
+        flush_all(&r, &addr).await;
+        assert_eq!(seen.requests.load(Ordering::Relaxed), 1, "sent once");
+        assert_eq!(r.stats.results_dropped.load(Ordering::Relaxed), 10);
+        assert_eq!(r.stats.results_sent.load(Ordering::Relaxed), 0);
+        assert_eq!(r.buffered(), 0, "nothing kept to be resent");
+        // Sending again finds nothing to send.
+        assert!(!r.flush_to(&addr, 3).await);
+        assert_eq!(seen.requests.load(Ordering::Relaxed), 1);
+
+        r.push(result(11, "x".repeat(MAX_BODY)));
+        flush_all(&r, &addr).await;
+        assert_eq!(seen.requests.load(Ordering::Relaxed), 1, "never sent");
+        assert_eq!(r.stats.results_dropped.load(Ordering::Relaxed), 11);
+        assert_eq!(r.buffered(), 0);
+        shutdown.cancel();
     }
 }
