@@ -41,6 +41,8 @@ const BATCH: usize = 1000;
 pub struct RunnerStats {
     pub runs: AtomicU64,
     pub results_sent: AtomicU64,
+    /// Results never delivered: pushed out of a full buffer, of an older epoch, too large for
+    /// any request, or in a batch the controller refused for good (413, 400, 415, 422).
     pub results_dropped: AtomicU64,
     pub assignments_dropped: AtomicU64,
     /// Unix ms of the last successful exchange with a controller.
