@@ -120,12 +120,15 @@ DEALLOCATE PREPARE gbm_stmt;
 -- The notification outbox: one row per (flip event, contact), written in the same fenced
 -- transaction as the flip and delivered afterwards with retries. `payload` is the
 -- notification as it was at the flip (JSON), so later edits of the check do not change it.
+-- It holds the check's `data` and the result message, JSON-escaped (up to six bytes per
+-- character), so it is a MEDIUMTEXT: a payload refused as too long would leave the flip
+-- unrecorded and retried forever. `last_error` is clipped to 1,000 characters by the writer.
 CREATE TABLE IF NOT EXISTS notification_outbox (
 	id BIGINT NOT NULL PRIMARY KEY AUTO_INCREMENT,
 	event_id INT NOT NULL,
 	check_id INT NOT NULL,
 	contact_id INT NOT NULL,
-	payload TEXT NOT NULL,
+	payload MEDIUMTEXT NOT NULL,
 	state ENUM ('pending', 'sent', 'failed') NOT NULL DEFAULT 'pending',
 	attempts INT NOT NULL DEFAULT 0,
 	next_attempt_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
@@ -151,8 +154,20 @@ PREPARE gbm_stmt FROM @gbm_ddl;
 EXECUTE gbm_stmt;
 DEALLOCATE PREPARE gbm_stmt;
 
+-- Databases installed with `payload TEXT` (64 KiB) are widened in place.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'notification_outbox'
+	   AND COLUMN_NAME = 'payload' AND DATA_TYPE IN ('tinytext', 'text')) = 1,
+	'ALTER TABLE notification_outbox MODIFY payload MEDIUMTEXT NOT NULL',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+
 -- The latest result of every check from every worker (for `gobearmon status` and for a new
--- controller that takes over an open round).
+-- controller that takes over an open round). Workers cut messages to 1,024 bytes (so at most
+-- 1,024 characters) and the controller clips to 1,024 characters.
 CREATE TABLE IF NOT EXISTS check_results (
 	check_id INT NOT NULL,
 	node_id VARCHAR(64) NOT NULL,

@@ -503,6 +503,36 @@ async fn s7_tcp_response_mismatch() {
     );
 }
 
+/// A 60 KB answer that does not match: the message quotes its start, within about 1 KiB, cut
+/// on a character boundary and marked as cut (it used to quote all 60 KB).
+#[tokio::test]
+async fn tcp_huge_mismatching_answer_gives_a_bounded_message() {
+    // Three-byte characters, so a cut at a byte count would likely split one.
+    let answer: &'static str = Box::leak(format!("{}\n", "€".repeat(20_000)).into_boxed_str());
+    let srv = tcpsrv::start(Behaviour::Reply(answer)).await;
+    let d = json!({ "address": srv.address(), "payload": "PING", "expect": "PONG" });
+    let out = probe("tcp", &data(d)).await;
+    assert_eq!(out.status, CheckStatus::Offline, "{out:?}");
+    assert!(
+        out.message.len() <= probe::MESSAGE_CAP,
+        "message of {} bytes",
+        out.message.len()
+    );
+    assert!(
+        out.message
+            .starts_with("response mismatch, expected [PONG] but got [€€€"),
+        "{}",
+        out.message.chars().take(80).collect::<String>()
+    );
+    let whole = "response mismatch, expected [PONG] but got []".len() + 60_000;
+    assert!(
+        out.message
+            .ends_with(&format!("… [cut, {whole} bytes in all]")),
+        "{}",
+        out.message.chars().rev().take(80).collect::<String>()
+    );
+}
+
 /// S7 as fixed: a payload without expect is sent (gobearmon dropped it); connecting is
 /// enough to be online.
 #[tokio::test]

@@ -1,12 +1,29 @@
 //! What a notification says: gobearmon's texts (reference section 3), kept word for word, and
 //! the JSON body of the `webhook` contact type. Pure functions; the check data is always
 //! redacted first.
+//!
+//! SMS and voice texts are cut to what Twilio accepts ([`SMS_MAX`], [`SAY_MAX`]), on
+//! character boundaries and marked as cut: an over-long text is refused as a final error, so
+//! the alert would be lost.
 
 use serde::Serialize;
 
 use super::Notification;
 use super::redact;
 use crate::model::CheckStatus;
+use crate::probe::cut_text;
+
+/// Longest SMS body, in UTF-8 bytes. Twilio refuses a `Body` over 1,600 characters (error
+/// 21617) and counts a character outside GSM-7 as more than one; a byte is never less than
+/// Twilio's count, so 1,600 bytes always pass.
+pub const SMS_MAX: usize = 1600;
+
+/// Budget of the spoken text inside `<Say>`, XML-escaped, measured as it travels: form
+/// URL-encoded in the `Twiml` field. Twilio takes at most 3,000 single-byte characters in
+/// `<Say>` for Polly voices (4,096 for basic ones) and 4,500 URL-encoded (warning 13521), and
+/// inline TwiML up to 4,000 characters (error 32018); the encoded length is never less than
+/// the escaped bytes or the characters, so 3,000 keeps within all three.
+pub const SAY_MAX: usize = 3000;
 
 /// `Check offline: NAME` (gobearmon's subject).
 pub fn email_subject(n: &Notification) -> String {
@@ -34,9 +51,9 @@ pub fn email_body(n: &Notification) -> String {
     )
 }
 
-/// gobearmon's SMS text.
+/// gobearmon's SMS text, cut to [`SMS_MAX`].
 pub fn sms(n: &Notification) -> String {
-    headline(n)
+    cut_text(&headline(n), SMS_MAX).into_owned()
 }
 
 /// The words a voice call speaks (gobearmon's text; for online the message is usually empty,
@@ -48,22 +65,69 @@ pub fn voice(n: &Notification) -> String {
     )
 }
 
-/// The inline TwiML of a call: `<Response><Say>` the [`voice`] text `</Say></Response>`.
+/// The inline TwiML of a call: `<Response><Say>` the [`voice`] text `</Say></Response>`,
+/// the text cut to [`SAY_MAX`].
 pub fn voice_twiml(n: &Notification) -> String {
-    format!("<Response><Say>{}</Say></Response>", xml_escape(&voice(n)))
+    format!("<Response><Say>{}</Say></Response>", say_text(&voice(n)))
+}
+
+/// `text` XML-escaped, cut (between characters, never inside an entity) so that its form
+/// URL-encoded length stays within [`SAY_MAX`], with the cut marked.
+fn say_text(text: &str) -> String {
+    let escaped = xml_escape(text);
+    if url_encoded_len(&escaped) <= SAY_MAX {
+        return escaped;
+    }
+    let mark = format!("… [cut, {} bytes in all]", text.len());
+    let budget = SAY_MAX.saturating_sub(url_encoded_len(&mark));
+    let mut out = String::with_capacity(SAY_MAX);
+    let mut used = 0;
+    let mut buf = [0u8; 4];
+    for c in text.chars() {
+        let piece = escape_char(c).unwrap_or_else(|| c.encode_utf8(&mut buf));
+        let cost = url_encoded_len(piece);
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        out.push_str(piece);
+    }
+    out.push_str(&mark);
+    out
+}
+
+/// The length of `s` as `application/x-www-form-urlencoded` writes it: ASCII letters,
+/// digits, `*-._` and space (`+`) take one character, every other byte three (`%XX`).
+fn url_encoded_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b" *-._".contains(&b) {
+                1
+            } else {
+                3
+            }
+        })
+        .sum()
+}
+
+fn escape_char(c: char) -> Option<&'static str> {
+    Some(match c {
+        '&' => "&amp;",
+        '<' => "&lt;",
+        '>' => "&gt;",
+        '"' => "&quot;",
+        '\'' => "&apos;",
+        _ => return None,
+    })
 }
 
 /// Escapes the five XML special characters.
 pub fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
+        match escape_char(c) {
+            Some(e) => out.push_str(e),
+            None => out.push(c),
         }
     }
     out
@@ -231,6 +295,56 @@ mod tests {
             "<Response><Say>This is a monitoring-related call from go bear mon . The check . my http check . has been recorded . offline . Reason is . timeout &lt;5s&gt; &amp; more</Say></Response>"
         );
         assert!(voice(&flip(CheckStatus::Online, "")).ends_with("Reason is . "));
+    }
+
+    #[test]
+    fn long_sms_is_cut_within_twilios_limit_on_a_char_boundary() {
+        // Two- and four-byte characters: a cut by bytes would split them.
+        let n = flip(CheckStatus::Offline, &"é😀".repeat(2000));
+        let text = sms(&n);
+        assert!(text.len() <= SMS_MAX, "{} bytes", text.len());
+        assert!(text.encode_utf16().count() <= 1600);
+        assert!(text.starts_with("Check [my http check] is now offline: é😀é😀"));
+        let whole = headline(&n).len();
+        assert!(
+            text.ends_with(&format!("… [cut, {whole} bytes in all]")),
+            "{text}"
+        );
+        // A text that fits is left alone.
+        let short = flip(CheckStatus::Offline, &"é".repeat(700));
+        assert_eq!(sms(&short), headline(&short));
+    }
+
+    #[test]
+    fn long_voice_twiml_is_cut_within_twilios_limits() {
+        // Characters that XML-escape to entities and multi-byte ones.
+        let n = flip(CheckStatus::Offline, &"<&>\"' ü€😀 word".repeat(400));
+        let twiml = voice_twiml(&n);
+        let say = twiml
+            .strip_prefix("<Response><Say>")
+            .and_then(|t| t.strip_suffix("</Say></Response>"))
+            .expect("one Say in a Response");
+        assert!(url_encoded_len(say) <= SAY_MAX, "{}", url_encoded_len(say));
+        assert!(say.len() <= 3000 && twiml.chars().count() <= 4000);
+        assert!(say.starts_with("This is a monitoring-related call from go bear mon . The check . my http check . has been recorded . offline . Reason is . &lt;&amp;&gt;&quot;&apos; ü€😀 word"));
+        let whole = voice(&n).len();
+        assert!(
+            say.ends_with(&format!("… [cut, {whole} bytes in all]")),
+            "{say}"
+        );
+        // No entity is cut in half: before the mark the text ends with a whole character.
+        let body = say.split("… [cut,").next().unwrap();
+        let last_amp = body.rfind('&').unwrap();
+        assert!(body[last_amp..].contains(';'), "{}", &body[last_amp..]);
+        // A usual text is left whole.
+        let usual = flip(CheckStatus::Offline, "connection refused");
+        assert_eq!(
+            voice_twiml(&usual),
+            format!(
+                "<Response><Say>{}</Say></Response>",
+                xml_escape(&voice(&usual))
+            )
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod spec;
 mod tcp;
 mod tls;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -146,13 +147,42 @@ impl Finding {
         }
     }
 
+    /// An offline finding; the message is cut to [`MESSAGE_CAP`] here, so no check type can
+    /// report more (a 60 KB answer quoted in a mismatch would otherwise travel to the
+    /// controller, into `check_results`, the outbox payload and every notification).
     pub(crate) fn offline(message: impl Into<String>, details: Details) -> Finding {
+        let mut message = message.into();
+        if message.len() > MESSAGE_CAP {
+            message = cut_text(&message, MESSAGE_CAP).into_owned();
+        }
         Finding {
             status: CheckStatus::Offline,
-            message: message.into(),
+            message,
             details,
         }
     }
+}
+
+/// Longest message a run reports, in bytes, the cut mark included. It fits
+/// `check_results.message` (`VARCHAR(1024)`, counted in characters) whatever the text.
+pub const MESSAGE_CAP: usize = 1024;
+
+/// `text` cut to at most `max` bytes: unchanged when it fits; otherwise cut on a character
+/// boundary and ended with `… [cut, N bytes in all]` (N the length of the whole text), the
+/// mark counted in `max`. Below the mark's own length the text is cut without it.
+pub fn cut_text(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mark = format!("… [cut, {} bytes in all]", text.len());
+    let room = max.checked_sub(mark.len());
+    let keep = text.floor_char_boundary(room.unwrap_or(max));
+    let mut out = String::with_capacity(max);
+    out.push_str(&text[..keep]);
+    if room.is_some() {
+        out.push_str(&mark);
+    }
+    Cow::Owned(out)
 }
 
 /// True for socket errors that say this machine ran out of something, not that the target
@@ -326,6 +356,23 @@ mod tests {
         let f = r.unwrap();
         assert_eq!(f.status, CheckStatus::Offline);
         assert_eq!(f.message, "check timed out after 0 s");
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary_and_marked() {
+        assert_eq!(cut_text("short", 10), "short");
+        let long = "é".repeat(1000) + "tail";
+        let cut = cut_text(&long, 64);
+        assert!(cut.len() <= 64, "{} bytes", cut.len());
+        assert!(cut.ends_with("… [cut, 2004 bytes in all]"), "{cut}");
+        assert!(cut.starts_with("éé"), "{cut}");
+        // Every width cuts on a boundary (a String could not even hold anything else).
+        for max in 0..40 {
+            assert!(cut_text(&long, max).len() <= max);
+        }
+        let f = Finding::offline("x".repeat(60_000), Details::default());
+        assert!(f.message.len() <= MESSAGE_CAP);
+        assert!(f.message.ends_with("… [cut, 60000 bytes in all]"));
     }
 
     #[test]

@@ -1,15 +1,23 @@
 //! A worker's check runner: asks the controller named by the current view for work (long
 //! poll), runs each check with at most `num_threads` at once, and sends results back in
-//! batches. Results wait in a bounded buffer while no controller answers (the oldest are
+//! batches.
+//!
+//! A poll asks for exactly as many runs as this worker has free permits, and those permits
+//! are taken before the poll is sent, so every run an answer brings starts at once: the
+//! worker never accepts more than it can start. A worker with every permit taken (all its
+//! checks waiting on black-holed targets, say) still polls every [`BUSY_POLL`] with capacity
+//! 0: liveness never depends on a free permit, so a busy worker is not taken for a dead one. Results wait in a bounded buffer while no controller answers (the oldest are
 //! dropped first, and counted); results from an epoch that is no longer current are dropped,
 //! since no controller would count them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, watch};
+use axum::http::StatusCode;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::membership::{Membership, Standing};
@@ -18,11 +26,14 @@ use crate::rpc::work::{
     PATH_POLL, PATH_RESULTS, PollReply, PollRequest, ResultsReply, ResultsRequest, RunStatus,
     WorkItem, WorkResult,
 };
-use crate::rpc::{RpcClient, RpcError};
+use crate::rpc::{MAX_BODY, RpcClient, RpcError};
 
 /// How long the controller may hold a poll.
 const POLL_WAIT: Duration = Duration::from_secs(2);
-/// Results per request.
+/// With no permit free, a poll (capacity 0, answered at once) still goes out this often, well
+/// inside the controller's worker timeout (6 s).
+pub const BUSY_POLL: Duration = Duration::from_secs(1);
+/// Results per request at most; fewer when their encoded size would pass [`MAX_BODY`].
 const BATCH: usize = 1000;
 
 /// Counters for `/metrics`.
@@ -30,6 +41,8 @@ const BATCH: usize = 1000;
 pub struct RunnerStats {
     pub runs: AtomicU64,
     pub results_sent: AtomicU64,
+    /// Results never delivered: pushed out of a full buffer, of an older epoch, too large for
+    /// any request, or in a batch the controller refused for good (413, 400, 415, 422).
     pub results_dropped: AtomicU64,
     pub assignments_dropped: AtomicU64,
     /// Unix ms of the last successful exchange with a controller.
@@ -42,6 +55,8 @@ pub struct Runner {
     ctx: ProbeContext,
     location: String,
     permits: Arc<Semaphore>,
+    /// Runs started and not yet finished (permits reserved for a poll in flight are free).
+    in_flight: AtomicUsize,
     buffer: std::sync::Mutex<VecDeque<WorkResult>>,
     buffer_cap: usize,
     ready: Notify,
@@ -63,6 +78,7 @@ impl Runner {
             ctx,
             location,
             permits: Arc::new(Semaphore::new(num_threads)),
+            in_flight: AtomicUsize::new(0),
             buffer: std::sync::Mutex::new(VecDeque::new()),
             buffer_cap,
             ready: Notify::new(),
@@ -79,9 +95,18 @@ impl Runner {
         self.buffer().len()
     }
 
-    /// Checks running now.
+    /// Checks running now (at most `num_threads`, the runner's own limit).
     pub fn running(&self, num_threads: usize) -> usize {
-        num_threads.saturating_sub(self.permits.available_permits())
+        self.in_flight.load(Ordering::Relaxed).min(num_threads)
+    }
+
+    /// Takes every free permit: what the next poll may ask for.
+    fn reserve(&self) -> Vec<OwnedSemaphorePermit> {
+        let mut reserved = Vec::with_capacity(self.permits.available_permits());
+        while let Ok(p) = self.permits.clone().try_acquire_owned() {
+            reserved.push(p);
+        }
+        reserved
     }
 
     fn push(&self, result: WorkResult) {
@@ -140,6 +165,8 @@ impl Runner {
     /// Asks for work and starts it, until `shutdown`.
     pub async fn poll_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        // When a poll with no permit to offer may go out (one that offers some goes at once).
+        let mut next_busy_poll = Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 return;
@@ -149,22 +176,29 @@ impl Runner {
                     .await;
                 continue;
             };
-            let capacity = self.permits.available_permits();
-            if capacity == 0 {
-                // Wait for a run to finish.
-                let permit = tokio::select! {
+            let mut reserved = self.reserve();
+            if reserved.is_empty() && Instant::now() < next_busy_poll {
+                // Poll again as soon as a run ends, or at BUSY_POLL to stay alive.
+                tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    p = self.permits.clone().acquire_owned() => p,
-                };
-                drop(permit);
-                continue;
+                    p = self.permits.clone().acquire_owned() => reserved.extend(p.ok()),
+                    _ = tokio::time::sleep_until(next_busy_poll) => {}
+                }
+                reserved.extend(self.reserve());
             }
+            let capacity = reserved.len();
+            next_busy_poll = Instant::now() + BUSY_POLL;
             let req = PollRequest {
                 node: self.membership.node.clone(),
                 epoch,
                 location: self.location.clone(),
                 capacity: capacity as u32,
-                wait_ms: POLL_WAIT.as_millis() as u64,
+                // Nothing to wait for without a free permit: the answer only proves liveness.
+                wait_ms: if capacity == 0 {
+                    0
+                } else {
+                    POLL_WAIT.as_millis() as u64
+                },
             };
             let current = (addr.clone(), epoch);
             let mut standing = self.membership.subscribe();
@@ -183,17 +217,20 @@ impl Runner {
                         .store(super::membership::wall_ms(), Ordering::Relaxed);
                     for item in reply.assignments {
                         let current = self.membership.standing().view.epoch;
-                        if item.epoch != current {
+                        // More than asked for (a controller that ignores `capacity`) cannot
+                        // start now; dropped, the controller hands the run out again.
+                        let permit = (item.epoch == current).then(|| reserved.pop()).flatten();
+                        let Some(permit) = permit else {
                             self.stats
                                 .assignments_dropped
                                 .fetch_add(1, Ordering::Relaxed);
                             continue;
-                        }
-                        self.start(item);
+                        };
+                        self.start(item, permit);
                     }
                 }
                 Err(e) => {
-                    if e.status() == Some(axum::http::StatusCode::CONFLICT) {
+                    if e.status() == Some(StatusCode::CONFLICT) {
                         // The controller acts for another epoch: our view is behind or ahead.
                         self.wait_for_change(&shutdown, Duration::from_millis(200))
                             .await;
@@ -219,12 +256,12 @@ impl Runner {
         }
     }
 
-    fn start(self: &Arc<Self>, item: WorkItem) {
+    /// Runs `item` on `permit`, which the task holds until the result is buffered.
+    fn start(self: &Arc<Self>, item: WorkItem, permit: OwnedSemaphorePermit) {
         let me = self.clone();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let Ok(_permit) = me.permits.clone().acquire_owned().await else {
-                return;
-            };
+            let _permit = permit;
             me.stats.runs.fetch_add(1, Ordering::Relaxed);
             let result = match probe::run(&item.spec, &me.ctx).await {
                 Ok(o) => WorkResult {
@@ -244,12 +281,13 @@ impl Runner {
                     ticket: item.ticket,
                     epoch: item.epoch,
                     status: RunStatus::Fail,
-                    message: e.to_string(),
+                    message: probe::cut_text(&e.to_string(), probe::MESSAGE_CAP).into_owned(),
                     duration_ms: 0,
                     details: Default::default(),
                 },
             };
             me.push(result);
+            me.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
     }
 
@@ -273,25 +311,56 @@ impl Runner {
         }
     }
 
-    /// Sends one batch. True when it was sent and more may be waiting.
+    /// Sends one batch to the current controller. True when it was sent (or refused for
+    /// good and dropped) and more may be waiting.
     async fn flush(&self) -> bool {
         let Some((addr, epoch)) = self.target() else {
             return false;
         };
-        let batch: Vec<WorkResult> = {
-            let mut buf = self.buffer();
-            // Results of an older epoch can no longer count anywhere.
-            let before = buf.len();
-            buf.retain(|r| r.epoch >= epoch);
-            let stale = before - buf.len();
-            if stale > 0 {
-                self.stats
-                    .results_dropped
-                    .fetch_add(stale as u64, Ordering::Relaxed);
+        self.flush_to(&addr, epoch).await
+    }
+
+    /// Takes the next batch off the buffer: at most [`BATCH`] results whose request body stays
+    /// within [`MAX_BODY`]. Results of an older epoch, and a result too large for any request,
+    /// are dropped and counted.
+    fn next_batch(&self, epoch: u64) -> Vec<WorkResult> {
+        let mut buf = self.buffer();
+        // Results of an older epoch can no longer count anywhere.
+        let before = buf.len();
+        buf.retain(|r| r.epoch >= epoch);
+        let mut dropped = before - buf.len();
+        let room = MAX_BODY - envelope_len(&self.membership.node, epoch);
+        let mut batch = Vec::new();
+        let mut used = 0;
+        while batch.len() < BATCH {
+            let Some(next) = buf.front() else { break };
+            // One byte for the comma before every result but the first.
+            let len = encoded_len(next) + usize::from(!batch.is_empty());
+            if len > room && batch.is_empty() {
+                tracing::warn!(check = %next.check, bytes = len, limit = MAX_BODY, "a result too large for any request; dropped");
+                buf.pop_front();
+                dropped += 1;
+                continue;
             }
-            let n = buf.len().min(BATCH);
-            buf.drain(..n).collect()
-        };
+            if used + len > room {
+                break;
+            }
+            used += len;
+            batch.extend(buf.pop_front());
+        }
+        if dropped > 0 {
+            self.stats
+                .results_dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        batch
+    }
+
+    /// Sends one batch to `addr`, the controller of `epoch`. A batch the controller refuses
+    /// as unacceptable (too large, or not a valid request) would be refused again: it is
+    /// dropped and counted. Any other failure puts it back, to be sent again later.
+    async fn flush_to(&self, addr: &str, epoch: u64) -> bool {
+        let batch = self.next_batch(epoch);
         if batch.is_empty() {
             return false;
         }
@@ -301,9 +370,22 @@ impl Runner {
             epoch,
             results: batch,
         };
+        let body = match serde_json::to_vec(&req) {
+            Ok(b) => b,
+            Err(e) => {
+                // Structs of strings and numbers always encode; counted, never retried.
+                tracing::error!(error = %e, results = n, "results cannot be encoded; dropped");
+                self.stats
+                    .results_dropped
+                    .fetch_add(n as u64, Ordering::Relaxed);
+                return true;
+            }
+        };
+        // Five seconds, and one more per MiB: a full batch must not time out on its size.
+        let timeout = Duration::from_secs(5 + (body.len() >> 20) as u64);
         let sent: Result<ResultsReply, RpcError> = self
             .client
-            .post(&addr, PATH_RESULTS, &req, Duration::from_secs(5))
+            .post_bytes(addr, PATH_RESULTS, body, timeout)
             .await;
         match sent {
             Ok(_) => {
@@ -313,6 +395,13 @@ impl Runner {
                 self.stats
                     .last_contact_ms
                     .store(super::membership::wall_ms(), Ordering::Relaxed);
+                true
+            }
+            Err(e) if e.status().is_some_and(never_accepted) => {
+                tracing::warn!(controller = %addr, error = %e, results = n, "results refused for good; dropped");
+                self.stats
+                    .results_dropped
+                    .fetch_add(n as u64, Ordering::Relaxed);
                 true
             }
             Err(e) => {
@@ -328,5 +417,191 @@ impl Runner {
                 false
             }
         }
+    }
+}
+
+/// Answers that say the same request would be refused again: too large (413), or not a valid
+/// request (400, 415, 422). Sending it again cannot help.
+fn never_accepted(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::BAD_REQUEST
+            | StatusCode::UNSUPPORTED_MEDIA_TYPE
+            | StatusCode::UNPROCESSABLE_ENTITY
+    )
+}
+
+/// Counts what is written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The size of `r` in JSON, as a request carries it.
+fn encoded_len(r: &WorkResult) -> usize {
+    let mut count = ByteCount(0);
+    // Writing to a counter cannot fail, and a struct of strings and numbers always encodes;
+    // a failure would show as a zero length and the request encoding would then report it.
+    let _ = serde_json::to_writer(&mut count, r);
+    count.0
+}
+
+/// The size of a [`ResultsRequest`] with no results.
+fn envelope_len(node: &str, epoch: u64) -> usize {
+    let empty = ResultsRequest {
+        node: node.to_string(),
+        epoch,
+        results: Vec::new(),
+    };
+    serde_json::to_vec(&empty).map_or(256, |b| b.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::model::CheckId;
+    use crate::rpc::SignedRoutes;
+    use crate::rpc::sign::Signer;
+    use axum::extract::State;
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::post;
+    use axum::{Json, Router};
+
+    const SECRET: &str = "a-secret-of-some-length";
+
+    /// What a stand-in controller saw: requests, results in them.
+    #[derive(Default)]
+    struct Seen {
+        requests: AtomicU64,
+        results: AtomicU64,
+    }
+
+    /// Serves `PATH_RESULTS` on the real signed routes; with `refuse`, answers every request
+    /// with 413 instead of reading it.
+    async fn controller(refuse: bool) -> (String, Arc<Seen>, CancellationToken) {
+        async fn take(State(seen): State<Arc<Seen>>, Json(req): Json<ResultsRequest>) -> Response {
+            seen.requests.fetch_add(1, Ordering::Relaxed);
+            let n = req.results.len() as u32;
+            seen.results.fetch_add(u64::from(n), Ordering::Relaxed);
+            Json(ResultsReply {
+                accepted: n,
+                ignored: 0,
+            })
+            .into_response()
+        }
+        async fn refuse_all(State(seen): State<Arc<Seen>>) -> Response {
+            seen.requests.fetch_add(1, Ordering::Relaxed);
+            (StatusCode::PAYLOAD_TOO_LARGE, "too large").into_response()
+        }
+        let seen = Arc::new(Seen::default());
+        let route = if refuse { post(refuse_all) } else { post(take) };
+        let router = Router::new()
+            .route(PATH_RESULTS, route)
+            .signed(Arc::new(Signer::new(&Secret::new(SECRET), "controller")))
+            .with_state(seen.clone());
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap().to_string();
+        let shutdown = CancellationToken::new();
+        let listener = crate::api::NodeListener::new(tcp, None);
+        tokio::spawn(crate::api::serve(listener, router, shutdown.clone()));
+        (addr, seen, shutdown)
+    }
+
+    fn runner() -> Arc<Runner> {
+        let client =
+            RpcClient::with_tls(Arc::new(Signer::new(&Secret::new(SECRET), "w1")), None).unwrap();
+        let membership = Membership::new(
+            "w1".into(),
+            None,
+            Vec::new(),
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            client.clone(),
+        );
+        Runner::new(
+            membership,
+            client,
+            ProbeContext::default(),
+            "here".into(),
+            2,
+            100_000,
+        )
+    }
+
+    fn result(check: i64, message: String) -> WorkResult {
+        WorkResult {
+            check: CheckId(check),
+            ticket: 1,
+            epoch: 3,
+            status: RunStatus::Offline,
+            message,
+            duration_ms: 1,
+            details: Default::default(),
+        }
+    }
+
+    /// Flushes until nothing more goes (bounded); returns how many flushes went.
+    async fn flush_all(r: &Runner, addr: &str) -> usize {
+        let mut went = 0;
+        while went < 100 && r.flush_to(addr, 3).await {
+            went += 1;
+        }
+        went
+    }
+
+    /// 1,000 results of 20 KB (20 MB, above both the old 2 MB extractor limit and `MAX_BODY`)
+    /// are accepted in pieces, each under the limit.
+    #[tokio::test]
+    async fn a_batch_above_the_limit_is_accepted_in_pieces() {
+        let (addr, seen, shutdown) = controller(false).await;
+        let r = runner();
+        for i in 0..1000 {
+            r.push(result(i, "m".repeat(20_000)));
+        }
+        let went = flush_all(&r, &addr).await;
+        assert_eq!(seen.results.load(Ordering::Relaxed), 1000);
+        assert_eq!(r.stats.results_sent.load(Ordering::Relaxed), 1000);
+        assert_eq!(r.stats.results_dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(r.buffered(), 0);
+        let requests = seen.requests.load(Ordering::Relaxed);
+        assert!(requests >= 2, "{requests} request(s)");
+        assert_eq!(went as u64, requests);
+        shutdown.cancel();
+    }
+
+    /// A batch refused as too large is dropped and counted, not put back and resent; a result
+    /// that fits in no request is dropped without being sent.
+    #[tokio::test]
+    async fn a_refused_batch_is_dropped_and_counted_not_resent() {
+        let (addr, seen, shutdown) = controller(true).await;
+        let r = runner();
+        for i in 0..10 {
+            r.push(result(i, "short".into()));
+        }
+        flush_all(&r, &addr).await;
+        assert_eq!(seen.requests.load(Ordering::Relaxed), 1, "sent once");
+        assert_eq!(r.stats.results_dropped.load(Ordering::Relaxed), 10);
+        assert_eq!(r.stats.results_sent.load(Ordering::Relaxed), 0);
+        assert_eq!(r.buffered(), 0, "nothing kept to be resent");
+        // Sending again finds nothing to send.
+        assert!(!r.flush_to(&addr, 3).await);
+        assert_eq!(seen.requests.load(Ordering::Relaxed), 1);
+
+        r.push(result(11, "x".repeat(MAX_BODY)));
+        flush_all(&r, &addr).await;
+        assert_eq!(seen.requests.load(Ordering::Relaxed), 1, "never sent");
+        assert_eq!(r.stats.results_dropped.load(Ordering::Relaxed), 11);
+        assert_eq!(r.buffered(), 0);
+        shutdown.cancel();
     }
 }

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{NodeListener, Sample, metrics_response, ready_response, serve};
 use crate::config::{Config, Role};
 use crate::rpc::sign::Signer;
-use crate::rpc::{RpcClient, verify_layer};
+use crate::rpc::{RpcClient, SignedRoutes};
 use crate::view::View;
 use crate::view::group::{Heartbeat, PATH_HEARTBEAT, PATH_STATE, ViewGroup};
 use crate::view::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
@@ -80,7 +80,7 @@ pub async fn run(
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_STATE, post(member_state))
         .route(PATH_HEARTBEAT, post(heartbeat))
-        .layer(axum::middleware::from_fn_with_state(signer, verify_layer));
+        .signed(signer);
     let router = Router::new()
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))

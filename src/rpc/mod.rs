@@ -1,6 +1,10 @@
 //! Node-to-node HTTP: every request signed with the cluster secret ([`sign`]), JSON bodies,
-//! bounded by timeouts. [`RpcClient`] sends; [`verify_layer`] checks incoming requests in the
-//! axum routers of every role.
+//! bounded by timeouts. [`RpcClient`] sends; [`SignedRoutes::signed`] puts [`verify_layer`]
+//! on the axum routes of every role that take signed requests.
+//!
+//! One body limit, [`MAX_BODY`], holds on both sides: `verify_layer` reads up to it, the
+//! routes' JSON extractors accept up to it (axum's own default is 2 MB), and senders split
+//! what they send to fit under it.
 
 pub mod sign;
 pub mod work;
@@ -9,8 +13,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -21,8 +26,25 @@ use sign::{
     HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignError, Signed, Signer,
 };
 
-/// Largest request body a node accepts.
+/// Largest request body a node accepts, on every signed route.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Routes that take only signed requests.
+pub trait SignedRoutes {
+    /// Every route added so far refuses with 401 a request whose signature does not verify
+    /// ([`verify_layer`]), and its extractors accept bodies up to [`MAX_BODY`], the size
+    /// `verify_layer` reads: a body it let through is never refused afterwards as too large.
+    /// Serve with `into_make_service_with_connect_info::<SocketAddr>()` (as
+    /// [`crate::api::serve`] does) so refusals name the peer.
+    fn signed(self, signer: Arc<Signer>) -> Self;
+}
+
+impl<S: Clone + Send + Sync + 'static> SignedRoutes for Router<S> {
+    fn signed(self, signer: Arc<Signer>) -> Self {
+        self.layer(DefaultBodyLimit::max(MAX_BODY))
+            .layer(axum::middleware::from_fn_with_state(signer, verify_layer))
+    }
+}
 
 /// Why a call to another node failed.
 #[derive(Debug, thiserror::Error)]
@@ -234,8 +256,8 @@ fn signed_from(headers: &HeaderMap) -> Option<Signed> {
 pub struct Sender(pub String);
 
 /// axum middleware: refuses with 401 any request whose signature does not verify, logging the
-/// peer's address. Use with `axum::middleware::from_fn_with_state(signer, verify_layer)` and
-/// serve with `into_make_service_with_connect_info::<SocketAddr>()`.
+/// peer's address, and with 413 a body over [`MAX_BODY`]. Put it on routes with
+/// [`SignedRoutes::signed`], which also lets their extractors take bodies up to `MAX_BODY`.
 pub async fn verify_layer(
     State(signer): State<Arc<Signer>>,
     request: Request,
@@ -283,7 +305,7 @@ mod tests {
     use super::*;
     use crate::config::Secret;
     use crate::tlsutil::{NodeTls, provider, testing};
-    use axum::routing::get;
+    use axum::routing::{get, post};
     use axum::{Extension, Json, Router};
     use rustls::server::WebPkiClientVerifier;
 
@@ -309,10 +331,7 @@ mod tests {
                 "/who",
                 get(|Extension(Sender(who)): Extension<Sender>| async move { Json(who) }),
             )
-            .layer(axum::middleware::from_fn_with_state(
-                server_signer,
-                verify_layer,
-            ));
+            .signed(server_signer);
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap().to_string();
         let shutdown = tokio_util::sync::CancellationToken::new();
@@ -333,6 +352,45 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, RpcError::Unreachable { .. }), "{err}");
+        shutdown.cancel();
+    }
+
+    /// A signed JSON route takes bodies up to `MAX_BODY`, above axum's 2 MB default, and
+    /// refuses larger ones with 413 (what a sender splits its batches by).
+    #[tokio::test]
+    async fn signed_routes_take_json_bodies_up_to_max_body() {
+        let secret = Secret::new("a-secret-of-some-length");
+        let router = Router::new()
+            .route(
+                "/len",
+                post(|Json(v): Json<Vec<String>>| async move {
+                    Json(v.iter().map(String::len).sum::<usize>())
+                }),
+            )
+            .signed(Arc::new(Signer::new(&secret, "server")));
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap().to_string();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let listener = crate::api::NodeListener::new(tcp, None);
+        tokio::spawn(crate::api::serve(listener, router, shutdown.clone()));
+        let client = RpcClient::with_tls(Arc::new(Signer::new(&secret, "n1")), None).unwrap();
+        let t = Duration::from_secs(30);
+
+        // 3 MiB: over the 2 MB an unconfigured `Json` takes.
+        let body = vec!["x".repeat(1024 * 1024); 3];
+        let len: usize = client.post(&addr, "/len", &body, t).await.unwrap();
+        assert_eq!(len, 3 * 1024 * 1024);
+        // Just under the limit once encoded (`["` and `"]`).
+        let body = vec!["y".repeat(MAX_BODY - 4)];
+        let len: usize = client.post(&addr, "/len", &body, t).await.unwrap();
+        assert_eq!(len, MAX_BODY - 4);
+        // One byte over.
+        let body = vec!["z".repeat(MAX_BODY - 3)];
+        let err = client
+            .post::<_, usize>(&addr, "/len", &body, t)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::PAYLOAD_TOO_LARGE), "{err}");
         shutdown.cancel();
     }
 }

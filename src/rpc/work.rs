@@ -4,7 +4,8 @@
 //! - `POST /work/poll` ([`PollRequest`] -> [`PollReply`]): a worker asks for up to `capacity`
 //!   runs; the controller answers at once when it has some, or holds the request up to
 //!   `wait_ms` (long poll) and answers as soon as a run for this worker becomes due.
-//! - `POST /work/results` ([`ResultsRequest`] -> [`ResultsReply`]): a batch of results.
+//! - `POST /work/results` ([`ResultsRequest`] -> [`ResultsReply`]): a batch of results, its
+//!   body within [`super::MAX_BODY`] (workers split larger ones).
 //!
 //! Every message carries the sender's node id and the epoch it believes in. The controller
 //! answers `409 Conflict` with a [`WrongEpoch`] body to a message from another epoch; a worker
@@ -24,7 +25,9 @@ pub struct PollRequest {
     pub epoch: u64,
     /// Shown in `gobearmon status`.
     pub location: String,
-    /// Runs the worker can start now.
+    /// Runs the worker can start now: the controller hands out at most this many. 0 when
+    /// every permit is taken; such a poll (sent with `wait_ms` 0) only says the worker is
+    /// alive, and the controller answers it at once with no assignments.
     pub capacity: u32,
     /// How long the controller may hold the request when nothing is due.
     pub wait_ms: u64,

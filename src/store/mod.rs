@@ -17,8 +17,8 @@
 pub mod catalog;
 pub mod fence;
 pub mod flips;
-pub mod results;
 pub mod outbox;
+pub mod results;
 pub mod rows;
 
 pub mod schema;

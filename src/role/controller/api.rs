@@ -49,7 +49,8 @@ pub(super) async fn poll(
     };
     let node = NodeId(sender.0);
     let deadline = Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_POLL_WAIT);
-    let capacity = req.capacity.max(1) as usize;
+    // 0 is a busy worker saying it is alive: it is marked seen and given nothing.
+    let capacity = req.capacity as usize;
     loop {
         let asked = term
             .ask(|reply| Msg::Poll {

@@ -32,8 +32,8 @@ use crate::config::{Config, ControllerConfig};
 use crate::model::{Epoch, NodeId};
 use crate::notify::Channels;
 use crate::notify::admin::{AdminKind, AdminNotifier};
+use crate::rpc::SignedRoutes;
 use crate::rpc::sign::Signer;
-use crate::rpc::verify_layer;
 use crate::rpc::work::{PATH_POLL, PATH_RESULTS};
 use crate::store::Store;
 use term::TermHandle;
@@ -82,10 +82,7 @@ impl ControllerHost {
             .route(PATH_POLL, post(api::poll))
             .route(PATH_RESULTS, post(api::results))
             .route("/status", get(api::status))
-            .layer(axum::middleware::from_fn_with_state(
-                self.signer.clone(),
-                verify_layer,
-            ))
+            .signed(self.signer.clone())
             .with_state(slot)
     }
 

@@ -358,10 +358,11 @@ impl Owner {
             data: row.data.clone(),
             old_status: flip.from,
             new_status: flip.to,
+            // Cut here too: a worker of an older version may send any length.
             message: if flip.to == CheckStatus::Online {
                 String::new()
             } else {
-                message.to_string()
+                crate::probe::cut_text(message, crate::probe::MESSAGE_CAP).into_owned()
             },
             time_ms: unix_ms(SystemTime::now()),
             confirmed_by: flip.confirmed_by,
