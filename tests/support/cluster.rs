@@ -368,10 +368,16 @@ impl Cluster {
         let t = &self.timings;
         let config = self.dir.path().join(format!("{id}.toml"));
         let tls = self.pki.as_ref().map_or(String::new(), |p| p.section(&id));
+        // A test may set its own reload period in the extra keys.
+        let reload = if self.worker_extra.contains("reload_period") {
+            ""
+        } else {
+            "reload_period = \"500ms\"\n"
+        };
         std::fs::write(
             &config,
             format!(
-                "[default]\npassword = \"{SECRET}\"\n[worker]\nid = \"{id}\"\naddr = \"{addr}\"\nview_addr = {}\nheartbeat_interval = \"{}ms\"\nlease = \"{}ms\"\ndisconnect_pause = \"3s\"\n{extra}\n[controller]\naddr = \"{caddr}\"\ndatabase = [\"{database}\"]\nreload_period = \"500ms\"\n{}\n{tls}",
+                "[default]\npassword = \"{SECRET}\"\n[worker]\nid = \"{id}\"\naddr = \"{addr}\"\nview_addr = {}\nheartbeat_interval = \"{}ms\"\nlease = \"{}ms\"\ndisconnect_pause = \"3s\"\n{extra}\n[controller]\naddr = \"{caddr}\"\ndatabase = [\"{database}\"]\n{reload}{}\n{tls}",
                 toml_list(&self.vs_addrs),
                 t.heartbeat_ms,
                 t.lease_ms,
