@@ -762,3 +762,55 @@ fn flips_of_one_check_are_recorded_in_order_when_a_write_is_retried() {
         "each flip queued once, in order"
     );
 }
+
+/// Issue 9, fix 10: a new controller does not send every check out at once; the first runs are
+/// spread over the interval. (Before, all were due the moment the term loaded them.)
+#[test]
+fn a_new_controller_spreads_the_first_runs_over_the_interval() {
+    let _serial = support::cluster::serial();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let seen = arrivals.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if conn.is_ok() {
+                seen.lock().unwrap().push(Instant::now());
+            }
+        }
+    });
+    let checks: Vec<String> = (1..=30)
+        .map(|id| {
+            format!(r#"({id},'c{id}','tcp','{{"address":"127.0.0.1:{port}","timeout":2}}',10,0)"#)
+        })
+        .collect();
+    let seed = format!(
+        "INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES {};",
+        checks.join(",")
+    );
+    let w = World::start_seeded("e2e_spread", 1, None, "", &[&seed]);
+    w.wait_ready();
+    let first: Vec<Instant> = wait_until(Duration::from_secs(40), "30 first runs", || {
+        let got = arrivals.lock().unwrap().clone();
+        (got.len() >= 30).then(|| got[..30].to_vec())
+    });
+    let span = *first.last().unwrap() - first[0];
+    assert!(
+        span >= Duration::from_secs(4),
+        "the first runs of 30 checks of 10 s came within {span:?}"
+    );
+    let busiest = first
+        .iter()
+        .map(|t| {
+            first
+                .iter()
+                .filter(|u| **u >= *t && **u < *t + Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        busiest <= 10,
+        "{busiest} of the 30 first runs within one second"
+    );
+}
