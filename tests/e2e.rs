@@ -814,3 +814,53 @@ fn a_new_controller_spreads_the_first_runs_over_the_interval() {
         "{busiest} of the 30 first runs within one second"
     );
 }
+
+/// Issue 9, fix 4: a new controller that cannot raise the fence (the row held by a session it
+/// may not end: here one that claims a newer epoch and never commits) tells the admin, and
+/// takes over once the holder lets go. (Before, it only logged each failed attempt.)
+#[test]
+fn a_new_controller_that_cannot_raise_the_fence_tells_the_admin() {
+    let _serial = support::cluster::serial();
+    let mut w = World::start("e2e_fence_held", 1, None);
+    let old = w.wait_ready();
+    let (e1, _) = w.cluster.current().unwrap();
+    support::wait_fence(&w.rt, w.db(), e1);
+    // A session that locks the fence row and marks it with a newer epoch, uncommitted.
+    let mut holder = w.rt.block_on(w.db().conn());
+    w.rt.block_on(async {
+        holder.query_drop("START TRANSACTION").await.unwrap();
+        holder
+            .query_drop("SELECT epoch FROM epoch_fence WHERE id = 1 FOR UPDATE")
+            .await
+            .unwrap();
+        holder
+            .query_drop(
+                "UPDATE epoch_fence SET epoch = 1000000, holder_connection = CONNECTION_ID() \
+                 WHERE id = 1",
+            )
+            .await
+            .unwrap();
+    });
+    w.cluster.workers[old].kill9();
+    let mails = w.rt.block_on(w.smtp.wait_messages_to("admin@test", 1));
+    let notice = mails
+        .iter()
+        .find(|m| {
+            m["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("cannot raise the epoch fence"))
+        })
+        .unwrap_or_else(|| panic!("no fence notice among {mails:?}"));
+    let body = notice["body"].as_str().unwrap();
+    assert!(body.contains("It keeps trying"), "{body}");
+    // The holder gives up: the new controller raises the fence and acts.
+    w.rt.block_on(holder.query_drop("ROLLBACK")).unwrap();
+    drop(holder);
+    let (e2, _) = w.cluster.current().unwrap();
+    assert!(e2 > e1);
+    let fence = support::wait_fence(&w.rt, w.db(), e2);
+    assert_eq!(fence, e2);
+    wait_until(Duration::from_secs(20), "the new controller to act", || {
+        w.cluster.acting_controller().filter(|c| *c != old)
+    });
+}

@@ -26,8 +26,9 @@ const FULL_RELOAD: Duration = Duration::from_secs(600);
 const INBOX: usize = 1024;
 /// How often the latest results are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
-/// The admin is told when the fence could not be raised for this long.
-const FENCE_ALERT_AFTER: Duration = Duration::from_secs(30);
+/// The admin is told when this many raises in a row have failed (each is bounded by the
+/// store's timeouts: a few seconds against a locked row, five against a silent server).
+const FENCE_ALERT_AFTER: u32 = 3;
 
 /// How the rest of the node reaches a running term. Cheap to clone.
 #[derive(Clone)]
@@ -140,7 +141,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// it keeps failing. False when a newer epoch holds it (this term must not act).
 async fn raise_fence(host: &ControllerHost, epoch: Epoch, token: &CancellationToken) -> bool {
     let first_failure = Instant::now();
-    let mut told = false;
+    let mut failures = 0u32;
     loop {
         match fence::raise(&host.store, epoch, &host.node).await {
             Ok(Raise::Raised | Raise::AlreadyHeld) => return true,
@@ -155,15 +156,15 @@ async fn raise_fence(host: &ControllerHost, epoch: Epoch, token: &CancellationTo
                 return false;
             }
             Err(e) => {
-                tracing::warn!(%epoch, error = %e, "cannot raise the epoch fence yet");
-                if !told && first_failure.elapsed() >= FENCE_ALERT_AFTER {
-                    told = true;
+                failures += 1;
+                tracing::warn!(%epoch, error = %e, failures, "cannot raise the epoch fence yet");
+                if failures == FENCE_ALERT_AFTER {
                     host.tell_admin(
                         AdminKind::FenceNotRaised,
                         format!(
                             "{} was named controller for epoch {epoch} but has not been able to \
-                             raise the epoch fence for {} s, so no check is being handed out. \
-                             Last error: {e}\n",
+                             raise the epoch fence ({failures} attempts in {} s), so no check \
+                             is being handed out. It keeps trying. Last error: {e}\n",
                             host.node,
                             first_failure.elapsed().as_secs()
                         ),
