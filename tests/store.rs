@@ -508,7 +508,9 @@ async fn a_fence_holder_that_hangs_is_ended_and_the_successor_raises() {
 
     let raised = tokio::time::timeout(TAKE_OVER, fence::raise(&store, Epoch(2), &w2))
         .await
-        .expect("the successor raises the fence within seconds, not after the holder's wait_timeout");
+        .expect(
+            "the successor raises the fence within seconds, not after the holder's wait_timeout",
+        );
     assert_eq!(raised.unwrap(), Raise::Raised);
     assert_eq!(fence::current(&store).await.unwrap(), Epoch(2));
     assert!(
@@ -545,7 +547,10 @@ async fn a_raise_never_ends_a_newer_holder_and_reports_who_holds_the_fence() {
         other => panic!("expected the fence locked by epoch 5, got {other:?}"),
     }
     assert!(err.is_retryable());
-    newer.commit().await.expect("the newer holder was left alone");
+    newer
+        .commit()
+        .await
+        .expect("the newer holder was left alone");
     assert_eq!(
         fence::raise(&store, Epoch(4), &w1).await.unwrap(),
         Raise::Superseded { stored: Epoch(5) }
