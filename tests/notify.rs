@@ -17,6 +17,7 @@ use gobearmon::notify::email::EmailSender;
 use gobearmon::notify::outbox::Dispatcher;
 use gobearmon::notify::{Channels, Deliverer, text, webhook};
 use gobearmon::store::{StoreError, fence};
+use mysql_async::prelude::Queryable;
 use notify_support::*;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -875,4 +876,123 @@ async fn admin_notices_are_rate_limited_per_kind() {
     assert!(last.starts_with("still gone"), "{last}");
     assert!(last.contains("99 more notice(s)"), "{last}");
     assert_eq!(all.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_dispatcher_never_waits_on_the_fence() {
+    let db = TestDb::create("idle").await;
+    let receiver = Receiver::start(Behaviour::Status(200)).await;
+    let hook = db.add_contact("webhook", &receiver.url("/h")).await;
+    let cfg = delivery(3, Duration::from_secs(5), 4);
+    // Another session holds the fence row locked, as a hung writer would.
+    let mut locker = db.raw_conn().await;
+    locker.query_drop("START TRANSACTION").await.unwrap();
+    locker
+        .query_drop("SELECT epoch FROM epoch_fence WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let mut observer = db.raw_conn().await;
+
+    let dispatcher = Dispatcher::new(
+        db.store.clone(),
+        Epoch(1),
+        NodeId(NODE.into()),
+        cfg.clone(),
+        channels(&no_smtp(), &twilio_config("http://127.0.0.1:9"), &cfg, None),
+        admin(&no_smtp(), &cfg),
+    )
+    .with_poll_interval(Duration::from_millis(10));
+    let stop = CancellationToken::new();
+    let run = Running {
+        stop: stop.clone(),
+        task: tokio::spawn(dispatcher.run(stop)),
+    };
+
+    // Nothing is due: over many of its polls the dispatcher never asks for the fence.
+    for _ in 0..50 {
+        let waiting = db.fence_statements(&mut observer).await;
+        assert!(
+            waiting.is_empty(),
+            "an idle dispatcher waits on the fence: {waiting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Once a row is due it does ask (the observation above would have seen it) ...
+    db.insert_row(&mut observer, &flip(1, 11), hook).await;
+    let asked = Instant::now();
+    while db.fence_statements(&mut observer).await.is_empty() {
+        assert!(
+            asked.elapsed() < WAIT,
+            "the dispatcher never asked for the fence for a due row"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... and delivers once the fence is free.
+    locker.query_drop("COMMIT").await.unwrap();
+    wait_state(&db, 1, hook, "sent").await;
+    assert_eq!(receiver.count(), 1);
+    run.stop().await.unwrap();
+    drop((locker, observer));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_taken_over_claim_records_nothing_and_a_repeated_record_adds_no_charge() {
+    use gobearmon::store::outbox::{self as rows, Attempt, AttemptRecord, ClaimedRow};
+    let db = TestDb::create("claim").await;
+    let sms = db.add_contact("sms", "+15557770001").await;
+    db.enqueue(&flip(1, 11), &[sms]).await;
+    let node = NodeId(NODE.into());
+    let record = |row: &ClaimedRow, attempt: Attempt| AttemptRecord {
+        id: row.id,
+        claim: row.claim,
+        check_id: row.check_id,
+        attempt,
+    };
+
+    // A claim that runs out at once (a slow database call outlived it), and another
+    // dispatcher's claim of the same row.
+    let first = rows::claim_due(&db.store, Epoch(1), &node, 10, Duration::ZERO)
+        .await
+        .unwrap();
+    let second = rows::claim_due(&db.store, Epoch(1), &node, 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!((first.len(), second.len()), (1, 1));
+    assert_ne!(first[0].claim, second[0].claim);
+
+    // The first claimer's late outcome is not recorded over the second claim.
+    let late = record(
+        &first[0],
+        Attempt::Failed {
+            error: "late".into(),
+        },
+    );
+    let done = rows::record(&db.store, Epoch(1), &node, &[late])
+        .await
+        .unwrap();
+    assert_eq!(done.taken_over, vec![first[0].id]);
+    let row = db.row(1, sms).await;
+    assert_eq!((row.state.as_str(), row.last_error), ("pending", None));
+
+    // The second claimer records its send, then records it again (a commit whose answer was
+    // lost is retried): one sent row, one charge.
+    let sent = record(
+        &second[0],
+        Attempt::Sent {
+            charge: Some(("sms", "SM0001".into())),
+        },
+    );
+    for _ in 0..2 {
+        let done = rows::record(&db.store, Epoch(1), &node, std::slice::from_ref(&sent))
+            .await
+            .unwrap();
+        assert!(done.taken_over.is_empty(), "{done:?}");
+    }
+    assert_eq!(db.row(1, sms).await.state, "sent");
+    assert_eq!(
+        db.charges().await,
+        vec![(11, "sms".to_string(), "SM0001".to_string())]
+    );
+    db.drop_db().await;
 }

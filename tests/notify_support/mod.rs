@@ -129,6 +129,50 @@ impl TestDb {
         self.store.conn().await.unwrap()
     }
 
+    /// A connection of its own, outside the store's pool (a stand-in for another process),
+    /// over TCP like the store's, so it is the same account (`user@127.0.0.1`, not
+    /// `user@localhost` through the socket) and sees the store's sessions.
+    pub async fn raw_conn(&self) -> mysql_async::Conn {
+        let opts = mysql_async::Opts::from_url(&self.url).expect("test database URL");
+        mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(opts).prefer_socket(false))
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
+    }
+
+    /// Statements running now, on this database, in sessions other than `observer`'s, that
+    /// touch the fence (a session's own statements are visible without PROCESS).
+    pub async fn fence_statements(&self, observer: &mut mysql_async::Conn) -> Vec<String> {
+        observer
+            .query(
+                "SELECT INFO FROM information_schema.PROCESSLIST \
+                 WHERE DB = DATABASE() AND ID <> CONNECTION_ID() AND INFO LIKE '%epoch_fence%'",
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Adds an outbox row with plain SQL (no fenced transaction), for a test that holds the
+    /// fence itself.
+    pub async fn insert_row(
+        &self,
+        conn: &mut mysql_async::Conn,
+        n: &Notification,
+        contact: ContactId,
+    ) {
+        conn.exec_drop(
+            "INSERT INTO notification_outbox (event_id, check_id, contact_id, payload) \
+             VALUES (?, ?, ?, ?)",
+            (
+                n.event_id.0,
+                n.check_id.0,
+                contact.0,
+                serde_json::to_string(n).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+
     pub async fn add_contact(&self, kind: &str, data: &str) -> ContactId {
         let mut conn = self.conn().await;
         conn.exec_drop(
