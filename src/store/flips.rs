@@ -42,13 +42,17 @@ pub async fn record(
     node: &NodeId,
     flips: &[FlipWrite],
 ) -> Result<Vec<FlipRecorded>, StoreError> {
-    let mut tx = FencedTx::begin(store, epoch, node).await?;
-    let mut out = Vec::with_capacity(flips.len());
-    for flip in flips {
-        out.push(record_one(&mut tx, flip).await?);
-    }
-    tx.commit().await?;
-    Ok(out)
+    store
+        .bounded("recording flips", async {
+            let mut tx = FencedTx::begin(store, epoch, node).await?;
+            let mut out = Vec::with_capacity(flips.len());
+            for flip in flips {
+                out.push(record_one(&mut tx, flip).await?);
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+        .await
 }
 
 async fn record_one(tx: &mut FencedTx, flip: &FlipWrite) -> Result<FlipRecorded, StoreError> {

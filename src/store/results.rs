@@ -28,6 +28,12 @@ pub async fn write_latest(
     epoch: Epoch,
     batch: &[LatestResult],
 ) -> Result<(), StoreError> {
+    store
+        .bounded("writing the latest results", write(store, epoch, batch))
+        .await
+}
+
+async fn write(store: &Store, epoch: Epoch, batch: &[LatestResult]) -> Result<(), StoreError> {
     let mut conn = store.conn().await?;
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(

@@ -24,6 +24,8 @@ use crate::store::fence::{self, Raise};
 const FULL_RELOAD: Duration = Duration::from_secs(600);
 /// Messages waiting for the owner before senders wait.
 const INBOX: usize = 1024;
+/// The longest one read of the catalog may take (a full read of a large table included).
+const CATALOG_LIMIT: Duration = Duration::from_secs(300);
 /// How often the latest results are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// The admin is told when this many raises in a row have failed (each is bounded by the
@@ -78,7 +80,7 @@ pub(super) async fn act(
         return;
     }
     let catalog = loop {
-        match Catalog::load(&host.store, FULL_RELOAD).await {
+        match bounded_read(Catalog::load(&host.store, FULL_RELOAD)).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(%epoch, error = %e, "cannot load checks yet");
@@ -131,6 +133,18 @@ pub(super) async fn act(
     tasks.close();
     tasks.wait().await;
     tracing::info!(%epoch, "controller term ended");
+}
+
+/// A catalog read within [`CATALOG_LIMIT`].
+async fn bounded_read<T>(
+    read: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(CATALOG_LIMIT, read)
+        .await
+        .unwrap_or(Err(StoreError::Timeout {
+            what: "reading checks, contacts and alerts",
+            after: CATALOG_LIMIT,
+        }))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -192,7 +206,7 @@ async fn reload_loop(term: TermHandle) {
         let Some(plan) = term.ask(|reply| Msg::Plan { reply }).await else {
             return;
         };
-        match Catalog::fetch(&term.host.store, plan).await {
+        match bounded_read(Catalog::fetch(&term.host.store, plan)).await {
             Ok(fetched) => {
                 failures = 0;
                 if !term.tell(Msg::Apply { fetched }).await {
