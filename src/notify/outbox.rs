@@ -8,8 +8,8 @@
 //! The controller runs one [`Dispatcher`] per epoch. It looks for due rows without a
 //! transaction and, only when there are some, claims them in a fenced transaction
 //! (`claimed_by`, `claimed_until`, a fresh `claim_token`, `attempts + 1`), so a deposed
-//! controller can neither claim nor record and an idle one never locks the fence; delivers each in its own task with the delivery timeout, at most
-//! `delivery_concurrency` at once; and records the outcome in another fenced transaction:
+//! controller can neither claim nor record and an idle one never locks the fence; delivers
+//! each in its own task with the delivery timeout, at most `delivery_concurrency` at once; and records the outcome in another fenced transaction:
 //! only while the row is still held under its claim token, as `sent` (with `sent_at`, and a
 //! `charges` row for Twilio, unique by SID), `pending` again after an
 //! exponential backoff (`delivery_backoff` doubling up to `delivery_backoff_max`), or `failed`
@@ -25,11 +25,8 @@
 //! let wake = dispatcher.waker();
 //! let task = tokio::spawn(dispatcher.run(shutdown.child_token()));
 //!
-//! // on every flip, in one fenced transaction:
-//! let mut tx = FencedTx::begin(&store, epoch, &node).await?;
-//! //   UPDATE checks SET status ...; INSERT INTO check_events ... -> event id
-//! outbox::enqueue(&mut tx, &notification, &contacts).await?;
-//! tx.commit().await?;
+//! // flips, with their outbox rows, in one fenced transaction (store::flips calls enqueue):
+//! store::flips::record(&store, epoch, &node, &flips).await?;
 //! wake.wake();
 //! ```
 //!
