@@ -19,7 +19,8 @@
 //!    (S14). While it acts that way it reads the fence every heartbeat interval and stops at
 //!    the first newer epoch. An unreadable fence changes nothing; it is read again later.
 //! 5. **Superseded for good.** An epoch that a fence read showed older than the fence's is
-//!    never acted for again, and neither is any older one.
+//!    never acted for again, and neither is any older one. A lease for such an epoch is
+//!    reported ([`Action::NotActing`]), so the group can name a controller past the fence.
 //! 6. **A term that ended by itself** (a fenced write, or it could not act) is stopped and
 //!    reaped; its epoch is ruled out only if a fence read shows a newer one, so a term that
 //!    merely lost its database comes back with the next lease.
@@ -151,8 +152,9 @@ pub enum Action {
     },
     /// Read the fence and step again with the answer; the step stopped there.
     ReadFence { epoch: u64 },
-    /// The group is unreachable and the fence holds a newer epoch than the last view's: this
-    /// node will not act for `epoch` (reported once).
+    /// The fence holds a newer epoch than `epoch`, which the view names this node for: it will
+    /// not act for it (reported once per epoch). The group may be unreachable, or it may have
+    /// named this node for an epoch the fence has passed.
     NotActing { epoch: u64 },
     /// Step again at this time at the latest, even if nothing changes.
     WakeAt(Instant),
@@ -168,6 +170,8 @@ pub struct Supervisor {
     held: Option<Lease>,
     /// Epochs up to this one are never acted for (rule 5).
     superseded: u64,
+    /// The highest superseded epoch a lease was refused for (reported once).
+    refused: u64,
 }
 
 impl Supervisor {
@@ -178,6 +182,7 @@ impl Supervisor {
             acting: None,
             held: None,
             superseded: 0,
+            refused: 0,
         }
     }
 
@@ -223,6 +228,15 @@ impl Supervisor {
             self.stop(&mut out, epoch, reason, now);
         }
         let lease = inputs.lease.filter(|l| l.epoch > self.superseded);
+        if let Some(l) = inputs
+            .lease
+            .filter(|l| l.epoch <= self.superseded && l.epoch > self.refused)
+        {
+            // Named for an epoch the fence has ruled out (a group that lost its data counts
+            // from zero again): say so, so the group names a controller past the fence.
+            self.refused = l.epoch;
+            out.push(Action::NotActing { epoch: l.epoch });
+        }
         let alone = |epoch: u64| {
             inputs.view_epoch == epoch && inputs.fence_alone_at.is_some_and(|at| now >= at)
         };

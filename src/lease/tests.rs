@@ -411,3 +411,25 @@ fn never_two_terms_and_never_a_superseded_epoch_whatever_the_inputs() {
     );
     assert!(ruled_out > 0, "the inputs exercised superseded epochs");
 }
+
+#[test]
+fn a_lease_for_a_superseded_epoch_is_refused_and_reported_once() {
+    let t0 = Instant::now();
+    let alone_at = at(t0, 9000);
+    let mut s = Supervisor::new(BEAT);
+    let newer = FenceReading {
+        epoch: 4,
+        fence: Fence::Newer,
+    };
+    s.step(&group_down(4, alone_at), Some(newer), alone_at);
+    assert_eq!(s.superseded(), 4);
+    // A group that lost its data names this node for epoch 2, then again.
+    let now = at(t0, 10_000);
+    let a = s.step(&leased(2, now, now), None, now);
+    assert!(a.contains(&Action::NotActing { epoch: 2 }), "{a:?}");
+    assert!(starts(&a).is_empty());
+    let later = at(t0, 11_000);
+    let a = s.step(&leased(2, later, later), None, later);
+    assert!(!a.contains(&Action::NotActing { epoch: 2 }), "once: {a:?}");
+    assert!(starts(&a).is_empty());
+}

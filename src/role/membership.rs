@@ -101,6 +101,8 @@ pub struct Membership {
     pub stats: HeartbeatStats,
     /// See [`Membership::report_fenced_out`].
     fenced_out: std::sync::Mutex<Option<FencedOut>>,
+    /// The highest epoch this node has seen in the fence.
+    fence_seen: AtomicU64,
     standing: watch::Sender<Standing>,
     client: RpcClient,
 }
@@ -131,6 +133,7 @@ impl Membership {
             up_since_ms: AtomicU64::new(now_ms()),
             stats: HeartbeatStats::default(),
             fenced_out: std::sync::Mutex::new(None),
+            fence_seen: AtomicU64::new(0),
             standing: watch::channel(Standing::default()).0,
             client,
         })
@@ -213,10 +216,21 @@ impl Membership {
     /// same epoch for another node). Sent with every heartbeat while the view names it for
     /// `epoch`, so the group names a controller past the fence.
     pub fn report_fenced_out(&self, epoch: u64, fence: u64) {
+        self.saw_fence(fence);
         let mut r = self.fenced_out.lock().unwrap_or_else(|e| e.into_inner());
         if r.is_none_or(|f| f.epoch <= epoch) {
             *r = Some(FencedOut { epoch, fence });
         }
+    }
+
+    /// Notes an epoch seen in the fence.
+    pub fn saw_fence(&self, epoch: u64) {
+        self.fence_seen.fetch_max(epoch, Ordering::Relaxed);
+    }
+
+    /// The highest epoch this node has seen in the fence.
+    pub fn fence_seen(&self) -> u64 {
+        self.fence_seen.load(Ordering::Relaxed)
     }
 
     /// The report to send now: only while the view still names this node for its epoch.
@@ -267,10 +281,20 @@ impl Membership {
             }
             if let Some((sent_at, reply)) = self.beat().await {
                 last_ok = Instant::now();
+                let seen = self.standing.borrow().view.epoch;
+                if reply.view.epoch < seen {
+                    // The group counts from a lower epoch: it lost its data. Its view is the
+                    // one that counts now; what this node saw is at most what the fence holds,
+                    // and is reported if this node is named for an epoch the fence has passed.
+                    tracing::warn!(
+                        seen,
+                        group = reply.view.epoch,
+                        "the viewserver group's view went back; following it"
+                    );
+                    self.saw_fence(seen);
+                }
                 self.standing.send_modify(|s| {
-                    if reply.view.epoch >= s.view.epoch {
-                        s.view = reply.view;
-                    }
+                    s.view = reply.view;
                     s.acked_at = Some(sent_at);
                     s.leader_addr = Some(reply.leader_addr);
                     s.group_down = false;

@@ -183,11 +183,14 @@ async fn supervise(
                         fence: read_fence(&host, epoch).await,
                     });
                 }
-                Action::NotActing { epoch } => tracing::warn!(
-                    epoch,
-                    lease_event = "not_acting",
-                    "viewserver group unreachable and a newer epoch holds the fence: not acting"
-                ),
+                Action::NotActing { epoch } => {
+                    tracing::warn!(
+                        epoch,
+                        lease_event = "not_acting",
+                        "a newer epoch holds the fence: not acting"
+                    );
+                    membership.report_fenced_out(epoch, membership.fence_seen().max(epoch));
+                }
                 Action::WakeAt(at) => wake = Some(at),
             }
         }
@@ -236,6 +239,7 @@ async fn read_fence(host: &ControllerHost, epoch: u64) -> Fence {
         Ok(Ok(stored)) if stored.0 > epoch => {
             // If the view still names this node for `epoch`, the group must hear of it.
             host.membership.report_fenced_out(epoch, stored.0);
+            host.membership.saw_fence(stored.0);
             Fence::Newer
         }
         Ok(Ok(_)) => Fence::NotNewer,

@@ -705,6 +705,18 @@ impl Engine {
         ids
     }
 
+    /// Whether `node` still holds assignment `ticket` of `check` (it has not timed out, been
+    /// withdrawn or handed elsewhere).
+    pub fn holds(&self, node: &NodeId, check: CheckId, ticket: Ticket) -> bool {
+        let (Some(c), Some(worker)) = (self.checks.get(&check), self.core.workers.slot(node))
+        else {
+            return false;
+        };
+        c.in_flight
+            .iter()
+            .any(|h| h.worker == worker && h.ticket == ticket)
+    }
+
     pub fn status(&self, id: CheckId) -> Option<CheckStatus> {
         self.checks.get(&id).map(|c| c.status)
     }

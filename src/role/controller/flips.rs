@@ -13,7 +13,7 @@
 //!   not its `from`), writes nothing; the check takes the stored status.
 //! - A fenced write ends the term.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -41,6 +41,9 @@ pub(super) async fn run(
     outbox: WakeHandle,
 ) {
     let mut queue: VecDeque<PendingFlip> = VecDeque::new();
+    // Checks whose flip was given up, with its generation: later flips of that generation
+    // were decided on a status the database never got, and are dropped as they arrive.
+    let mut given_up: HashMap<CheckId, u32> = HashMap::new();
     // After a failed batch: one flip at a time until the failing one is written or given up.
     let mut single = false;
     let mut failing_since: Option<Instant> = None;
@@ -50,13 +53,16 @@ pub(super) async fn run(
             tokio::select! {
                 _ = term.token.cancelled() => return,
                 next = inbox.recv() => match next {
-                    Some(f) => queue.push_back(f),
+                    Some(f) => admit(&mut queue, &given_up, f),
                     None => return,
                 },
             }
         }
         while let Ok(f) = inbox.try_recv() {
-            queue.push_back(f);
+            admit(&mut queue, &given_up, f);
+        }
+        if queue.is_empty() {
+            continue;
         }
         if term.token.is_cancelled() {
             return;
@@ -68,7 +74,7 @@ pub(super) async fn run(
                 _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
             }
         }
-        let n = if single { 1 } else { queue.len().min(BATCH) };
+        let n = if single { 1 } else { batch_len(&queue) };
         let batch: Vec<FlipWrite> = queue.iter().take(n).map(|p| p.write.clone()).collect();
         let host = term.host();
         match flips::record(&host.store, term.epoch, &host.node, &batch).await {
@@ -97,6 +103,7 @@ pub(super) async fn run(
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 if !e.is_retryable() || since.elapsed() >= GIVE_UP_AFTER {
                     if let Some(flip) = queue.pop_front() {
+                        given_up.insert(flip.write.check, flip.generation);
                         give_up(&term, &mut queue, flip, &e, attempts).await;
                     }
                     single = false;
@@ -114,6 +121,28 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// Queues a flip unless a flip of the same check and generation was given up.
+fn admit(queue: &mut VecDeque<PendingFlip>, given_up: &HashMap<CheckId, u32>, f: PendingFlip) {
+    if given_up.get(&f.write.check) == Some(&f.generation) {
+        tracing::info!(check = %f.write.check, "flip dropped: an earlier flip of the check was given up");
+        return;
+    }
+    queue.push_back(f);
+}
+
+/// How many flips from the front go in the next batch: up to [`BATCH`], and never two of one
+/// check, so that after a commit whose outcome is unknown each flip's `from` tells whether it
+/// was written (its stored status is then its `to`).
+fn batch_len(queue: &VecDeque<PendingFlip>) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    queue
+        .iter()
+        .take(BATCH)
+        .take_while(|p| seen.insert(p.write.check))
+        .count()
+        .max(1)
 }
 
 async fn recorded(term: &TermHandle, flip: PendingFlip, outcome: FlipRecorded) {

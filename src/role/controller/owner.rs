@@ -185,6 +185,9 @@ impl Owner {
                 reply,
             } => {
                 let wake = self.seen(&node, Some(location));
+                if capacity == 0 {
+                    self.bounce(&node);
+                }
                 let items = self.take(&node, capacity);
                 let _ = reply.send(Taken { items, wake });
             }
@@ -282,25 +285,47 @@ impl Owner {
         wake
     }
 
+    /// Up to `n` of the worker's queued runs. A run the engine no longer holds for it (timed
+    /// out, withdrawn, its check removed) is dropped on the way, not handed out.
     fn take(&mut self, node: &NodeId, n: usize) -> Vec<WorkItem> {
         let Some(w) = self.workers.get_mut(node) else {
             return Vec::new();
         };
-        let n = n.min(w.queue.len());
-        let catalog = &self.catalog;
-        let epoch = self.epoch.0;
-        // A check removed since it was queued is skipped: the engine withdrew its runs.
-        w.queue
-            .drain(..n)
-            .filter_map(|q| {
-                Some(WorkItem {
+        let (engine, catalog, epoch) = (&self.engine, &self.catalog, self.epoch.0);
+        let mut items = Vec::with_capacity(n.min(w.queue.len()));
+        while items.len() < n {
+            let Some(q) = w.queue.pop_front() else { break };
+            if !engine.holds(node, q.check, Ticket(q.ticket)) {
+                continue;
+            }
+            if let Some(spec) = catalog.spec(q.check) {
+                items.push(WorkItem {
                     check: q.check,
                     ticket: q.ticket,
                     epoch,
-                    spec: catalog.spec(q.check)?.clone(),
-                })
-            })
-            .collect()
+                    spec: spec.clone(),
+                });
+            }
+        }
+        items
+    }
+
+    /// A worker with no free slot (it polled for 0 runs): the runs queued for it go back to the
+    /// engine as runs it could not do, so they are handed to others at once instead of
+    /// waiting out the assignment timeout.
+    fn bounce(&mut self, node: &NodeId) {
+        let Some(w) = self.workers.get_mut(node) else {
+            return;
+        };
+        if w.queue.is_empty() {
+            return;
+        }
+        let queued: Vec<Queued> = w.queue.drain(..).collect();
+        let now = Instant::now();
+        for q in queued {
+            self.engine
+                .result(node, q.check, Ticket(q.ticket), Outcome::Fail, now);
+        }
     }
 
     fn results(&mut self, node: &NodeId, results: Vec<WorkResult>) -> ResultsReply {

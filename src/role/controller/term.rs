@@ -3,6 +3,7 @@
 //! ends with it: the owner, the flip writer, the outbox dispatcher, the reload and flush
 //! loops.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,8 +113,16 @@ pub(super) async fn act(
     };
     tracing::info!(%epoch, checks, "controller term started");
     let tasks = TaskTracker::new();
-    tasks.spawn(owner.run(inbox, token.clone()));
-    tasks.spawn(super::flips::run(handle.clone(), flips_rx, outbox));
+    tasks.spawn(ends_term(
+        token.clone(),
+        "owner",
+        owner.run(inbox, token.clone()),
+    ));
+    tasks.spawn(ends_term(
+        token.clone(),
+        "flip writer",
+        super::flips::run(handle.clone(), flips_rx, outbox),
+    ));
     let t = token.clone();
     tasks.spawn(async move {
         match dispatcher.run(t.child_token()).await {
@@ -125,14 +134,41 @@ pub(super) async fn act(
             Ok(()) => {}
         }
     });
-    tasks.spawn(reload_loop(handle.clone()));
-    tasks.spawn(flush_loop(handle.clone()));
+    tasks.spawn(ends_term(
+        token.clone(),
+        "reload loop",
+        reload_loop(handle.clone()),
+    ));
+    tasks.spawn(ends_term(
+        token.clone(),
+        "flush loop",
+        flush_loop(handle.clone()),
+    ));
     *lock(&published) = Some(handle);
     token.cancelled().await;
     *lock(&published) = None;
     tasks.close();
     tasks.wait().await;
     tracing::info!(%epoch, "controller term ended");
+}
+
+/// Runs one of the term's tasks; if it ends (or panics) while the term goes on, the term ends
+/// too, so that the supervisor reaps it and a new term starts whole.
+async fn ends_term(token: CancellationToken, what: &'static str, task: impl Future<Output = ()>) {
+    struct Guard(CancellationToken, &'static str);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if !self.0.is_cancelled() {
+                tracing::error!(
+                    task = self.1,
+                    "a controller task ended early; ending the term"
+                );
+                self.0.cancel();
+            }
+        }
+    }
+    let _guard = Guard(token, what);
+    task.await;
 }
 
 /// A catalog read within [`CATALOG_LIMIT`].
