@@ -8,7 +8,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use gobearmon::rpc::RpcClient;
 use gobearmon::rpc::sign::Signer;
 use support::TestDb;
 use support::cluster::{Cluster, SECRET, Timings, wait_until};
+use support::partition::nft_apply;
 
 /// An nftables table of this test that drops every packet sent to `127.0.0.1:port`, so a
 /// connection attempt hangs (no answer at all, not a refusal). Removed on drop.
@@ -69,28 +70,6 @@ fn sweep_stale() {
                 .status();
         }
     }
-}
-
-fn nft_apply(rules: &str) {
-    use std::io::Write;
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run nft (Debian package nftables; the test runs as root)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(rules.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "nft -f failed (needs root): {}\n{rules}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The controller's `/status` JSON, signed with the cluster secret.

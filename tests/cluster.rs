@@ -410,7 +410,10 @@ fn a_group_that_lost_its_data_names_a_controller_past_the_fence() {
     std::fs::remove_dir_all(c.path("vs1-data")).expect("the member's data dir");
     c.viewservers[0].start();
     let (e2, named) = controller_after(&c, history, Duration::from_secs(40));
-    assert!(e2 > history, "the new view ({e2}) is past the fence ({history})");
+    assert!(
+        e2 > history,
+        "the new view ({e2}) is past the fence ({history})"
+    );
     c.wait_acting(c.worker_index(&named), true, Duration::from_secs(15));
     let fence = wait_fence(&rt, &db, e2);
     assert_eq!(fence, e2);

@@ -184,15 +184,15 @@ impl Drop for Cut {
     }
 }
 
-/// Loads an nftables ruleset given as text.
-fn nft_apply(rules: &str) {
+/// Loads an nftables ruleset given as text (needs root and the nftables package).
+pub fn nft_apply(rules: &str) {
     use std::io::Write;
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run nft (Debian package nftables)");
+        .expect("run nft (Debian package nftables; the test runs as root)");
     child
         .stdin
         .take()
