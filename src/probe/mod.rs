@@ -16,10 +16,12 @@
 //! this worker could not run the check at all (no ICMP socket permission, out of file
 //! descriptors, a bug caught as a panic): gobearmon's `fail`, which never votes.
 
+mod addrs;
 mod dns;
 mod gojson;
 mod http;
 mod icmp;
+mod json;
 mod spec;
 mod tcp;
 mod tls;
@@ -39,8 +41,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::CheckStatus;
 
+pub use addrs::{IpPolicy, MAX_ADDRESSES};
 pub use http::BODY_CAP;
 pub use icmp::{PACKET_INTERVAL, PACKET_TIMEOUT, RUN_DEADLINE as ICMP_RUN_DEADLINE};
+pub use json::{JsonCondition, JsonMatch, JsonOp};
 pub use spec::{
     CheckSpec, DnsRecordType, DnsSpec, HttpSpec, IcmpSpec, IpFamily, LossRule, REDACTED, TcpSpec,
     TlsSpec, clamp_timeout, is_sensitive_header, redact_data, redact_url,
