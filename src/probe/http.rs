@@ -20,7 +20,8 @@ use super::spec::{HttpSpec, IpFamily, redact_url};
 use super::{Details, Finding, ProbeContext, ProbeError, is_local_exhaustion};
 
 /// At most this many bytes of the (decoded) body are read to look for `expect_substring`
-/// (1 MiB). A substring beyond it counts as not found.
+/// (1 MiB). A substring beyond it counts as not found; with `expect_json` a longer body is
+/// offline (a cut document cannot be parsed).
 pub const BODY_CAP: usize = 1 << 20;
 
 /// Redirects followed before the request fails (Go's default policy).

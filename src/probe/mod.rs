@@ -6,6 +6,8 @@
 //! - `spec.rs`: [`CheckSpec`], a `checks` row parsed once (Go `encoding/json` rules from
 //!   `gojson.rs`), and [`redact_data`] for notifications.
 //! - `http.rs`, `tcp.rs`, `icmp.rs`, `tls.rs` (`ssl_expire`), `dns.rs`: one check type each.
+//! - `addrs.rs`: `ip_policy` (probe the first, any or all of a name's addresses).
+//! - `json.rs`: `expect_json`, conditions on an http body, parsed with the spec.
 //! - this file: [`run`], [`ProbeContext`] (the worker's shared clients and sockets),
 //!   [`ProbeOutcome`] and [`ProbeError`].
 //!
