@@ -209,18 +209,7 @@ async fn run_at(
         ));
     }
     if !spec.expect_json.is_empty() {
-        let why = match timeout_at(deadline, read_capped(&mut response)).await {
-            Ok(Ok(Some(body))) => judge_body(spec, &body),
-            Ok(Ok(None)) => Some(format!(
-                "expect_json: the response body is larger than {BODY_CAP} bytes"
-            )),
-            Ok(Err(e)) => Some(format!(
-                "error reading HTTP response body: {}",
-                error_chain(&e)
-            )),
-            Err(_) => Some(format!("error reading HTTP response body: {}", timed_out())),
-        };
-        if let Some(why) = why {
+        if let Some(why) = judge_whole_body(spec, &mut response, deadline).await {
             return Ok(Finding::offline(why, details));
         }
     } else if !spec.expect_substring.is_empty() {
@@ -284,6 +273,29 @@ async fn read_capped(response: &mut reqwest::Response) -> Result<Option<Vec<u8>>
         buf.extend_from_slice(&chunk);
     }
     Ok(Some(buf))
+}
+
+/// Reads the body whole (bounded by [`BODY_CAP`] and `deadline`) and judges
+/// `expect_substring` and `expect_json` on it: the offline message, if any.
+async fn judge_whole_body(
+    spec: &HttpSpec,
+    response: &mut reqwest::Response,
+    deadline: Instant,
+) -> Option<String> {
+    match timeout_at(deadline, read_capped(response)).await {
+        Ok(Ok(Some(body))) => judge_body(spec, &body),
+        Ok(Ok(None)) => Some(format!(
+            "expect_json: the response body is larger than {BODY_CAP} bytes"
+        )),
+        Ok(Err(e)) => Some(format!(
+            "error reading HTTP response body: {}",
+            error_chain(&e)
+        )),
+        Err(_) => Some(format!(
+            "error reading HTTP response body: timeout ({} s) exceeded",
+            spec.timeout_secs
+        )),
+    }
 }
 
 /// `expect_substring` and `expect_json` on a body read whole: the offline message, if any.
