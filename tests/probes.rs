@@ -19,10 +19,11 @@ use probe_support::certs::{Ca, ServerCert, hours_from_now};
 use probe_support::dns::{Dnsmasq, Hostile, HostileDns};
 use probe_support::http::{start_http, start_https};
 use probe_support::netns::Netns;
+use probe_support::resolver::ResolverNetns;
 use probe_support::tcp::{self as tcpsrv, Behaviour};
 use probe_support::{
     assert_offline, assert_offline_prefix, assert_online, probe, probe_with, require_root,
-    wait_until,
+    require_tool, wait_until,
 };
 
 fn data(v: serde_json::Value) -> String {
@@ -1076,4 +1077,288 @@ async fn cli_probe_reads_dns_default_from_config() {
     ]);
     assert_eq!(code, 0, "{out} {err}");
     assert_eq!(out["details"]["rcode"], "NOERROR");
+}
+
+// ---------------------------------------------------------------------------------------
+// ip_policy: every address of a name
+// ---------------------------------------------------------------------------------------
+
+/// The name of [`ip_policy_every_address`]: three addresses, 127.0.0.4 without listeners.
+const MULTI: &str = "host-record=multi.test,127.0.0.2\nhost-record=multi.test,127.0.0.3\n\
+                     host-record=multi.test,127.0.0.4";
+
+/// A name with three addresses in dnsmasq, one of them refusing: `first` and `any` are
+/// online, `all` is offline naming that address; for tcp, http, ssl_expire and icmp. The
+/// checks resolve through the system resolver, so they run in a child process inside a
+/// namespace whose resolv.conf names the dnsmasq ([`ip_policy_child_in_netns`]).
+#[test]
+fn ip_policy_every_address() {
+    require_root("network namespaces");
+    let ns = ResolverNetns::start(MULTI);
+    let out = ns.run_test("ip_policy_child_in_netns");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the child test failed: {text}\ndnsmasq: {}",
+        ns.dnsmasq_log()
+    );
+    assert!(
+        text.contains("1 passed"),
+        "the child test did not run: {text}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "run inside a namespace by ip_policy_every_address"]
+async fn ip_policy_child_in_netns() {
+    assert!(
+        std::env::var_os(probe_support::resolver::CHILD_ENV).is_some(),
+        "run by ip_policy_every_address inside its namespace, not by hand"
+    );
+    // dnsmasq was just started: wait (bounded) until it serves all three addresses.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = tokio::net::lookup_host("multi.test:1")
+            .await
+            .map(|a| a.count())
+            .unwrap_or(0);
+        if n == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dnsmasq never served multi.test");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let good = ["127.0.0.2", "127.0.0.3"];
+    let policies = |base: serde_json::Value| {
+        ["first", "any", "all"].map(|p| {
+            let mut d = base.clone();
+            d["ip_policy"] = json!(p);
+            d.to_string()
+        })
+    };
+
+    // tcp
+    let a = tcpsrv::start_on("127.0.0.2:0", Behaviour::Greet("hi\n")).await;
+    let port = a.addr.port();
+    let _b = tcpsrv::start_on(&format!("127.0.0.3:{port}"), Behaviour::Greet("hi\n")).await;
+    let [first, any, all] = policies(json!({ "address": format!("multi.test:{port}") }));
+    assert_online(&probe("tcp", &first).await);
+    assert_online(&probe("tcp", &any).await);
+    let out = probe("tcp", &all).await;
+    assert_offline(
+        &out,
+        &format!(
+            "ip_policy all: 1 of 3 addresses failed: 127.0.0.4 (TCP connection error: dial tcp \
+             multi.test:{port}: connection refused)"
+        ),
+    );
+    assert_eq!(out.details.address.as_deref(), Some("127.0.0.4"));
+
+    // http: each address is asked with the URL's host
+    let h2 = probe_support::http::start_http_on("127.0.0.2:0").await;
+    let port = h2.addr.port();
+    let h3 = probe_support::http::start_http_on(&format!("127.0.0.3:{port}")).await;
+    let [first, any, all] = policies(json!({ "url": format!("http://multi.test:{port}/ok") }));
+    assert_online(&probe("http", &first).await);
+    assert_online(&probe("http", &any).await);
+    let out = probe("http", &all).await;
+    assert_offline_prefix(
+        &out,
+        &format!(
+            "ip_policy all: 1 of 3 addresses failed: 127.0.0.4 (error performing HTTP request: \
+             Get \"http://multi.test:{port}/ok\": "
+        ),
+    );
+    for ip in good {
+        assert!(!out.message.contains(ip), "{out:?}");
+    }
+    for srv in [&h2, &h3] {
+        assert_eq!(
+            srv.last("/ok").headers["host"],
+            format!("multi.test:{port}")
+        );
+    }
+
+    // ssl_expire: SNI stays the name
+    let cert = || ServerCert::self_signed("multi.test", hours_from_now(24 * 90));
+    let s2 = probe_support::http::start_https_on("127.0.0.2:0", cert()).await;
+    let port = s2.addr.port();
+    let s3 = probe_support::http::start_https_on(&format!("127.0.0.3:{port}"), cert()).await;
+    let [first, any, all] = policies(json!({ "address": format!("multi.test:{port}"), "days": 7 }));
+    assert_online(&probe("ssl_expire", &first).await);
+    assert_online(&probe("ssl_expire", &any).await);
+    assert_offline(
+        &probe("ssl_expire", &all).await,
+        &format!(
+            "ip_policy all: 1 of 3 addresses failed: 127.0.0.4 (dial tcp multi.test:{port}: \
+             connection refused)"
+        ),
+    );
+    for srv in [&s2, &s3] {
+        assert!(
+            srv.sni
+                .lock()
+                .unwrap()
+                .contains(&Some("multi.test".to_owned())),
+            "{:?}",
+            srv.sni
+        );
+    }
+
+    // icmp: echo requests to 127.0.0.4 are dropped inside the namespace
+    require_tool("nft", "nftables");
+    let rules = "table inet gbm_drop {\n chain out {\n  type filter hook output priority 0;\n  \
+                 ip daddr 127.0.0.4 icmp type echo-request drop\n }\n}\n";
+    let path = std::env::temp_dir().join(format!("gbm-drop-{}.nft", std::process::id()));
+    std::fs::write(&path, rules).expect("write the nft rules");
+    let nft = Command::new("nft")
+        .arg("-f")
+        .arg(&path)
+        .output()
+        .expect("run nft");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        nft.status.success(),
+        "{}",
+        String::from_utf8_lossy(&nft.stderr)
+    );
+    let [_, any, all] = policies(json!({ "target": "multi.test", "count": 1 }));
+    assert_online(&probe("icmp", &any).await);
+    let out = probe("icmp", &all).await;
+    assert_offline(
+        &out,
+        "ip_policy all: 1 of 3 addresses failed: 127.0.0.4 (ping: 100% packet loss)",
+    );
+}
+
+#[tokio::test]
+async fn ip_policy_spec_errors() {
+    assert_offline(
+        &probe("tcp", r#"{"address":"127.0.0.1:1","ip_policy":"every"}"#).await,
+        "invalid ip_policy: \"every\" (expected \"first\", \"any\" or \"all\")",
+    );
+    // An IP literal is one address: `all` probes just it.
+    let srv = tcpsrv::start(Behaviour::Greet("hi\n")).await;
+    let d = data(json!({ "address": srv.address(), "ip_policy": "all" }));
+    assert_online(&probe("tcp", &d).await);
+}
+
+// ---------------------------------------------------------------------------------------
+// http expect_json
+// ---------------------------------------------------------------------------------------
+
+/// Each operator passing and failing on the server's `/json`, a missing path, a body that is
+/// not JSON, and a bad condition as a spec error.
+#[tokio::test]
+async fn http_expect_json_operators() {
+    let srv = start_http().await;
+    let check = |conds: serde_json::Value, path: &str| {
+        data(json!({ "url": srv.url(path), "expect_json": conds }))
+    };
+    let passing = json!([
+        { "path": "$.status", "equals": "ok" },
+        { "path": "$.status", "not_equals": "down" },
+        { "path": "$.queue.depth", "less_than": 100 },
+        { "path": "$.queue.depth", "greater_than": 6.5 },
+        { "path": "$.version", "contains": ".2." },
+        { "path": "$.items", "min_length": 1 },
+        { "path": "$.items", "max_length": 2 },
+        { "path": "$.queue", "exists": true },
+        { "path": "$.gone", "exists": false },
+        { "path": "$.items[*].state", "equals": "up", "match": "any" },
+        { "path": "$.items[1].state", "equals": "down" },
+    ]);
+    assert_online(&probe("http", &check(passing, "/json")).await);
+
+    for (cond, message) in [
+        (
+            json!({ "path": "$.status", "equals": "up" }),
+            "$.status equals \"up\": found \"ok\"",
+        ),
+        (
+            json!({ "path": "$.status", "not_equals": "ok" }),
+            "$.status not_equals \"ok\": found \"ok\"",
+        ),
+        (
+            json!({ "path": "$.queue.depth", "less_than": 5 }),
+            "$.queue.depth less_than 5: found 7",
+        ),
+        (
+            json!({ "path": "$.queue.depth", "greater_than": 7 }),
+            "$.queue.depth greater_than 7: found 7",
+        ),
+        (
+            json!({ "path": "$.version", "contains": "2.0" }),
+            "$.version contains \"2.0\": found \"1.2.3\"",
+        ),
+        (
+            json!({ "path": "$.items", "min_length": 3 }),
+            "$.items min_length 3: found [{\"state\":\"up\"},{\"state\":\"down\"}]",
+        ),
+        (
+            json!({ "path": "$.version", "max_length": 3 }),
+            "$.version max_length 3: found \"1.2.3\"",
+        ),
+        (
+            json!({ "path": "$.status", "exists": false }),
+            "$.status exists false: found \"ok\" at $['status']",
+        ),
+        (
+            json!({ "path": "$.items[*].state", "equals": "up" }),
+            "$.items[*].state equals \"up\": found \"down\" at $['items'][1]['state']",
+        ),
+        (
+            json!({ "path": "$.queue.missing", "exists": true }),
+            "$.queue.missing exists true: nothing found at that path",
+        ),
+        (
+            json!({ "path": "$.nothere", "equals": 1 }),
+            "$.nothere equals 1: nothing found at that path",
+        ),
+    ] {
+        let conds = json!([{ "path": "$.status", "equals": "ok" }, cond]);
+        let out = probe("http", &check(conds, "/json")).await;
+        assert_offline(&out, &format!("expect_json condition 2 failed: {message}"));
+        assert_eq!(out.details.http_status, Some(200));
+    }
+
+    let out = probe(
+        "http",
+        &check(json!([{ "path": "$.status", "equals": "ok" }]), "/ok"),
+    )
+    .await;
+    assert_offline(
+        &out,
+        "expect_json: the response body is not JSON: expected value at line 1 column 1",
+    );
+    let out = probe(
+        "http",
+        &check(json!([{ "path": "$.a", "exists": true }]), "/huge"),
+    )
+    .await;
+    assert_offline(
+        &out,
+        "expect_json: the response body is larger than 1048576 bytes",
+    );
+    assert_offline(
+        &probe(
+            "http",
+            &check(json!([{ "path": "$.a", "equal": 1 }]), "/json"),
+        )
+        .await,
+        "invalid expect_json[0]: unknown operator \"equal\" (expected equals, not_equals, \
+         less_than, greater_than, contains, min_length, max_length or exists)",
+    );
+    assert_offline_prefix(
+        &probe(
+            "http",
+            &check(json!([{ "path": "status", "equals": 1 }]), "/json"),
+        )
+        .await,
+        "invalid expect_json[0]: invalid path \"status\": ",
+    );
 }

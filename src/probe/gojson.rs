@@ -214,6 +214,13 @@ impl<'a> Fields<'a> {
         )
     }
 
+    /// The last non-null value given for `field`, whatever its JSON type.
+    pub(crate) fn raw(&self, field: &'static str) -> Option<&'a Json> {
+        self.values(field)
+            .filter(|v| !matches!(v, Json::Null))
+            .last()
+    }
+
     pub(crate) fn string(&self, field: &'static str) -> Result<Option<String>, String> {
         let mut out = None;
         for v in self.values(field) {

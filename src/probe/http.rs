@@ -15,11 +15,13 @@ use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use rustls_pki_types::CertificateDer;
 use tokio::time::{Instant, timeout_at};
 
-use super::spec::{HttpSpec, redact_url};
+use super::addrs;
+use super::spec::{HttpSpec, IpFamily, redact_url};
 use super::{Details, Finding, ProbeContext, ProbeError, is_local_exhaustion};
 
 /// At most this many bytes of the (decoded) body are read to look for `expect_substring`
-/// (1 MiB). A substring beyond it counts as not found.
+/// (1 MiB). A substring beyond it counts as not found; with `expect_json` a longer body is
+/// offline (a cut document cannot be parsed).
 pub const BODY_CAP: usize = 1 << 20;
 
 /// Redirects followed before the request fails (Go's default policy).
@@ -30,6 +32,19 @@ pub(crate) fn build_client(
     follow_redirects: bool,
     extra_roots: &[CertificateDer<'static>],
 ) -> Result<reqwest::Client, ProbeError> {
+    client_builder(insecure, follow_redirects, extra_roots)?
+        .build()
+        .map_err(|e| ProbeError::Setup {
+            what: "HTTP",
+            message: error_chain(&e),
+        })
+}
+
+fn client_builder(
+    insecure: bool,
+    follow_redirects: bool,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<reqwest::ClientBuilder, ProbeError> {
     crate::tlsutil::install_default_provider();
     let setup = |e: reqwest::Error| ProbeError::Setup {
         what: "HTTP",
@@ -58,10 +73,51 @@ pub(crate) fn build_client(
     if !roots.is_empty() {
         builder = builder.tls_certs_merge(roots);
     }
-    builder.build().map_err(setup)
+    Ok(builder)
+}
+
+/// A client for one run that connects to `addr` for the URL's host (Host and SNI stay the
+/// host's); `ip_policy` `any` and `all` use one per address.
+fn pinned_client(
+    spec: &HttpSpec,
+    ctx: &ProbeContext,
+    url: &reqwest::Url,
+    addr: std::net::SocketAddr,
+) -> Result<reqwest::Client, ProbeError> {
+    let mut builder = client_builder(
+        spec.insecure,
+        spec.follow_redirects,
+        &ctx.shared.extra_roots,
+    )?;
+    if let Some(host) = url.host_str() {
+        builder = builder.resolve(host, addr);
+    }
+    builder.build().map_err(|e| ProbeError::Setup {
+        what: "HTTP",
+        message: error_chain(&e),
+    })
 }
 
 pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
+    let deadline = Instant::now() + Duration::from_secs(spec.timeout_secs);
+    let target = reqwest::Url::parse(&spec.url)
+        .ok()
+        .and_then(|u| Some((u.host_str()?.to_owned(), u.port_or_known_default()?)));
+    let lookup = async {
+        match &target {
+            Some((host, port)) => addrs::lookup(host, *port, IpFamily::Any, deadline).await,
+            None => Ok(Vec::new()),
+        }
+    };
+    addrs::each(spec.ip_policy, lookup, |pin| run_at(spec, ctx, pin)).await
+}
+
+/// One request; with `pin`, to that address only.
+async fn run_at(
+    spec: &HttpSpec,
+    ctx: &ProbeContext,
+    pin: Option<std::net::SocketAddr>,
+) -> Result<Finding, ProbeError> {
     let mut details = Details::default();
     let url = match reqwest::Url::parse(&spec.url) {
         Ok(u) => u,
@@ -97,7 +153,14 @@ pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, 
         }
     };
 
-    let client = ctx.http_client(spec.insecure, spec.follow_redirects)?;
+    let pinned;
+    let client = match pin {
+        None => ctx.http_client(spec.insecure, spec.follow_redirects)?,
+        Some(addr) => {
+            pinned = pinned_client(spec, ctx, &url, addr)?;
+            &pinned
+        }
+    };
     // One deadline for the whole exchange (connect, TLS, redirects, headers, body), kept here
     // rather than in reqwest so a run arms a single timer.
     let limit = Duration::from_secs(spec.timeout_secs);
@@ -145,7 +208,11 @@ pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, 
             details,
         ));
     }
-    if !spec.expect_substring.is_empty() {
+    if !spec.expect_json.is_empty() {
+        if let Some(why) = judge_whole_body(spec, &mut response, deadline).await {
+            return Ok(Finding::offline(why, details));
+        }
+    } else if !spec.expect_substring.is_empty() {
         let needle = spec.expect_substring.as_bytes();
         let found = match timeout_at(deadline, find_in_body(&mut response, needle)).await {
             Ok(r) => r.map_err(|e| error_chain(&e)),
@@ -194,6 +261,52 @@ async fn find_in_body(
         }
     }
     Ok(false)
+}
+
+/// The whole (decoded) body, or `None` when it is longer than [`BODY_CAP`].
+async fn read_capped(response: &mut reqwest::Response) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if buf.len() + chunk.len() > BODY_CAP {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf))
+}
+
+/// Reads the body whole (bounded by [`BODY_CAP`] and `deadline`) and judges
+/// `expect_substring` and `expect_json` on it: the offline message, if any.
+async fn judge_whole_body(
+    spec: &HttpSpec,
+    response: &mut reqwest::Response,
+    deadline: Instant,
+) -> Option<String> {
+    match timeout_at(deadline, read_capped(response)).await {
+        Ok(Ok(Some(body))) => judge_body(spec, &body),
+        Ok(Ok(None)) => Some(format!(
+            "expect_json: the response body is larger than {BODY_CAP} bytes"
+        )),
+        Ok(Err(e)) => Some(format!(
+            "error reading HTTP response body: {}",
+            error_chain(&e)
+        )),
+        Err(_) => Some(format!(
+            "error reading HTTP response body: timeout ({} s) exceeded",
+            spec.timeout_secs
+        )),
+    }
+}
+
+/// `expect_substring` and `expect_json` on a body read whole: the offline message, if any.
+fn judge_body(spec: &HttpSpec, body: &[u8]) -> Option<String> {
+    if !contains(body, spec.expect_substring.as_bytes()) {
+        return Some(format!(
+            "expected substring [{}] was not found in the response body",
+            spec.expect_substring
+        ));
+    }
+    super::json::judge(&spec.expect_json, body)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -148,8 +148,26 @@ fn tune_socket(_fd: std::os::fd::RawFd, _v6: bool, _raw: bool) {}
 
 pub(crate) async fn run(spec: &IcmpSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
     let deadline = Instant::now() + RUN_DEADLINE;
+    let lookup = super::addrs::lookup(&spec.target, 0, spec.force_ip, deadline);
+    super::addrs::each(spec.ip_policy, lookup, |pin| {
+        run_at(spec, ctx, pin, deadline)
+    })
+    .await
+}
+
+/// One series of echo requests; with `pin`, to that address.
+async fn run_at(
+    spec: &IcmpSpec,
+    ctx: &ProbeContext,
+    pin: Option<std::net::SocketAddr>,
+    deadline: Instant,
+) -> Result<Finding, ProbeError> {
     let mut details = Details::default();
-    let ip = match resolve(&spec.target, spec.force_ip, deadline).await {
+    let resolved = match pin {
+        Some(addr) => Ok(addr.ip()),
+        None => resolve(&spec.target, spec.force_ip, deadline).await,
+    };
+    let ip = match resolved {
         Ok(ip) => ip,
         Err(message) => return Ok(Finding::offline(message, details)),
     };

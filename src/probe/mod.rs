@@ -6,6 +6,8 @@
 //! - `spec.rs`: [`CheckSpec`], a `checks` row parsed once (Go `encoding/json` rules from
 //!   `gojson.rs`), and [`redact_data`] for notifications.
 //! - `http.rs`, `tcp.rs`, `icmp.rs`, `tls.rs` (`ssl_expire`), `dns.rs`: one check type each.
+//! - `addrs.rs`: `ip_policy` (probe the first, any or all of a name's addresses).
+//! - `json.rs`: `expect_json`, conditions on an http body, parsed with the spec.
 //! - this file: [`run`], [`ProbeContext`] (the worker's shared clients and sockets),
 //!   [`ProbeOutcome`] and [`ProbeError`].
 //!
@@ -16,10 +18,12 @@
 //! this worker could not run the check at all (no ICMP socket permission, out of file
 //! descriptors, a bug caught as a panic): gobearmon's `fail`, which never votes.
 
+mod addrs;
 mod dns;
 mod gojson;
 mod http;
 mod icmp;
+mod json;
 mod spec;
 mod tcp;
 mod tls;
@@ -39,8 +43,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::CheckStatus;
 
+pub use addrs::{IpPolicy, MAX_ADDRESSES};
 pub use http::BODY_CAP;
 pub use icmp::{PACKET_INTERVAL, PACKET_TIMEOUT, RUN_DEADLINE as ICMP_RUN_DEADLINE};
+pub use json::{JsonCondition, JsonMatch, JsonOp};
 pub use spec::{
     CheckSpec, DnsRecordType, DnsSpec, HttpSpec, IcmpSpec, IpFamily, LossRule, REDACTED, TcpSpec,
     TlsSpec, clamp_timeout, is_sensitive_header, redact_data, redact_url,

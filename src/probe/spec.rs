@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::addrs::IpPolicy;
 use super::gojson::{self, Fields, Json};
+use super::json::JsonCondition;
 
 /// HTTP and TCP timeout when none (or 0) is given, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
@@ -153,6 +155,11 @@ impl IpFamily {
     }
 }
 
+/// `ip_policy` (see `addrs.rs`); absent or empty is `first`.
+fn ip_policy(f: &Fields<'_>) -> Result<IpPolicy, String> {
+    IpPolicy::parse(&f.string("ip_policy")?.unwrap_or_default())
+}
+
 /// `http`: one request; see `http.rs` for how it is sent.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpSpec {
@@ -177,6 +184,12 @@ pub struct HttpSpec {
     pub expect_substring: String,
     /// Follow up to 10 redirects (default); `false` judges the first answer.
     pub follow_redirects: bool,
+    /// Which of the URL host's addresses are requested (`ip_policy`).
+    #[serde(default)]
+    pub ip_policy: IpPolicy,
+    /// `expect_json`: conditions on the JSON body, all of which must hold.
+    #[serde(default)]
+    pub expect_json: Vec<JsonCondition>,
 }
 
 impl HttpSpec {
@@ -192,6 +205,11 @@ impl HttpSpec {
         let expect_status = f.int("expect_status")?.unwrap_or(0);
         let expect_substring = f.string("expect_substring")?.unwrap_or_default();
         let follow_redirects = f.bool("follow_redirects")?.unwrap_or(true);
+        let ip_policy = ip_policy(f)?;
+        let expect_json = match f.raw("expect_json") {
+            Some(v) => super::json::parse_conditions(v)?,
+            None => Vec::new(),
+        };
 
         let mut headers: Vec<(String, String)> = Vec::with_capacity(raw_headers.len());
         for (k, v) in raw_headers {
@@ -222,6 +240,8 @@ impl HttpSpec {
             expect_status,
             expect_substring,
             follow_redirects,
+            ip_policy,
+            expect_json,
         })
     }
 }
@@ -259,6 +279,8 @@ impl fmt::Debug for HttpSpec {
             .field("expect_status", &self.expect_status)
             .field("expect_substring", &self.expect_substring)
             .field("follow_redirects", &self.follow_redirects)
+            .field("ip_policy", &self.ip_policy)
+            .field("expect_json", &self.expect_json)
             .finish()
     }
 }
@@ -297,6 +319,8 @@ pub struct TcpSpec {
     pub payload: String,
     /// When not empty, the first line read must contain it.
     pub expect: String,
+    #[serde(default)]
+    pub ip_policy: IpPolicy,
 }
 
 impl TcpSpec {
@@ -307,6 +331,7 @@ impl TcpSpec {
             force_ip: IpFamily::from_force_ip(f.int("force_ip")?.unwrap_or(0)),
             payload: f.string("payload")?.unwrap_or_default(),
             expect: f.string("expect")?.unwrap_or_default(),
+            ip_policy: ip_policy(f)?,
         })
     }
 }
@@ -332,6 +357,8 @@ pub struct IcmpSpec {
     /// Echo requests per run (default 5, 1..=20).
     pub count: u32,
     pub loss_rule: LossRule,
+    #[serde(default)]
+    pub ip_policy: IpPolicy,
 }
 
 impl IcmpSpec {
@@ -360,6 +387,7 @@ impl IcmpSpec {
             force_ip,
             count,
             loss_rule,
+            ip_policy: ip_policy(f)?,
         })
     }
 }
@@ -371,6 +399,8 @@ pub struct TlsSpec {
     pub address: String,
     /// Fails when the days remaining are at most this.
     pub days: i64,
+    #[serde(default)]
+    pub ip_policy: IpPolicy,
 }
 
 impl TlsSpec {
@@ -378,6 +408,7 @@ impl TlsSpec {
         Ok(TlsSpec {
             address: f.string("address")?.unwrap_or_default(),
             days: f.int("days")?.unwrap_or(0),
+            ip_policy: ip_policy(f)?,
         })
     }
 }

@@ -21,10 +21,20 @@ pub const MAX_LINE: u64 = 64 * 1024;
 
 pub(crate) async fn run(spec: &TcpSpec) -> Result<Finding, ProbeError> {
     let deadline = Instant::now() + Duration::from_secs(spec.timeout_secs);
+    let lookup = resolve(&spec.address, spec.force_ip, deadline);
+    super::addrs::each(spec.ip_policy, lookup, |pin| run_at(spec, pin, deadline)).await
+}
+
+/// One exchange; with `pin`, with that address only.
+async fn run_at(
+    spec: &TcpSpec,
+    pin: Option<SocketAddr>,
+    deadline: Instant,
+) -> Result<Finding, ProbeError> {
     let mut details = Details::default();
     let network = network_name(spec.force_ip);
 
-    let mut stream = match connect(&spec.address, spec.force_ip, deadline).await {
+    let mut stream = match connect_pinned(&spec.address, pin, spec.force_ip, deadline).await {
         Ok(s) => s,
         Err(e) => {
             if is_local_exhaustion(&e) {
@@ -157,6 +167,22 @@ pub(crate) async fn connect(
         }
     }
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no suitable address")))
+}
+
+/// [`connect`], or with `pin` a connection to that address alone.
+pub(crate) async fn connect_pinned(
+    address: &str,
+    pin: Option<SocketAddr>,
+    family: IpFamily,
+    deadline: Instant,
+) -> io::Result<TcpStream> {
+    match pin {
+        None => connect(address, family, deadline).await,
+        Some(addr) => match timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(timeout_error()),
+        },
+    }
 }
 
 /// `host:port` to socket addresses of the allowed family, bounded by the deadline.

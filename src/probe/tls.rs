@@ -21,7 +21,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsConnector;
 
 use super::spec::{IpFamily, TlsSpec};
-use super::tcp::{connect, io_text};
+use super::tcp::{connect_pinned, io_text, resolve};
 use super::{Details, Finding, ProbeContext, ProbeError, is_local_exhaustion};
 
 /// Bound on connect plus handshake (gobearmon's dialer timeout).
@@ -58,8 +58,22 @@ pub(crate) fn client_config() -> Arc<rustls::ClientConfig> {
 
 pub(crate) async fn run(spec: &TlsSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let lookup = resolve(&spec.address, IpFamily::Any, deadline);
+    super::addrs::each(spec.ip_policy, lookup, |pin| {
+        run_at(spec, ctx, pin, deadline)
+    })
+    .await
+}
+
+/// One handshake; with `pin`, with that address only (SNI is still `address`'s host).
+async fn run_at(
+    spec: &TlsSpec,
+    ctx: &ProbeContext,
+    pin: Option<std::net::SocketAddr>,
+    deadline: Instant,
+) -> Result<Finding, ProbeError> {
     let mut details = Details::default();
-    let tcp = match connect(&spec.address, IpFamily::Any, deadline).await {
+    let tcp = match connect_pinned(&spec.address, pin, IpFamily::Any, deadline).await {
         Ok(s) => s,
         Err(e) if is_local_exhaustion(&e) => return Err(ProbeError::Resources(e)),
         Err(e) => {

@@ -10,6 +10,7 @@
 //! | `/hang` | never answers (120 s) |
 //! | `/huge` | 200 with an endless body of `x` |
 //! | `/late/N` | 200 with N KiB of `x`, then `READY` |
+//! | `/json` | 200 with [`JSON_DOC`] as `application/json` |
 //! | `/redirect` | 302 to `/ok`; `/redirect-503` 302 to `/status/503`; `/loop` 302 to itself |
 //! | anything else | 404 |
 
@@ -87,6 +88,9 @@ impl HttpServer {
     }
 }
 
+/// The `/json` document.
+pub const JSON_DOC: &str = r#"{"status":"ok","queue":{"depth":7},"version":"1.2.3","items":[{"state":"up"},{"state":"down"}]}"#;
+
 fn router(shared: Shared) -> Router {
     Router::new().fallback(handle).with_state(shared)
 }
@@ -120,6 +124,7 @@ async fn handle(State(shared): State<Shared>, req: Request) -> Response {
             let body = stream::repeat_with(move || Ok::<_, Infallible>(chunk.clone()));
             Body::from_stream(body).into_response()
         }
+        "/json" => ([(header::CONTENT_TYPE, "application/json")], JSON_DOC).into_response(),
         "/redirect" => redirect("/ok"),
         "/redirect-503" => redirect("/status/503"),
         "/loop" => redirect("/loop"),
@@ -141,7 +146,12 @@ async fn handle(State(shared): State<Shared>, req: Request) -> Response {
 
 /// Plain HTTP on 127.0.0.1, port chosen by the OS.
 pub async fn start_http() -> HttpServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+    start_http_on("127.0.0.1:0").await
+}
+
+/// Plain HTTP on `bind` (`ip:port`).
+pub async fn start_http_on(bind: &str) -> HttpServer {
+    let listener = TcpListener::bind(bind).await.expect("bind http");
     let addr = listener.local_addr().unwrap();
     let shared = Shared::default();
     let requests = shared.requests.clone();
@@ -158,6 +168,11 @@ pub async fn start_http() -> HttpServer {
 
 /// HTTPS on 127.0.0.1 presenting `cert`; records the SNI of each handshake.
 pub async fn start_https(cert: ServerCert) -> HttpServer {
+    start_https_on("127.0.0.1:0", cert).await
+}
+
+/// HTTPS on `bind` (`ip:port`) presenting `cert`.
+pub async fn start_https_on(bind: &str, cert: ServerCert) -> HttpServer {
     gobearmon::tlsutil::install_default_provider();
     let config = rustls::ServerConfig::builder_with_provider(gobearmon::tlsutil::provider())
         .with_safe_default_protocol_versions()
@@ -166,7 +181,7 @@ pub async fn start_https(cert: ServerCert) -> HttpServer {
         .with_single_cert(cert.chain, cert.key)
         .expect("server certificate");
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind https");
+    let tcp = TcpListener::bind(bind).await.expect("bind https");
     let addr = tcp.local_addr().unwrap();
     let sni: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
     let (tx, rx) = mpsc::channel(64);

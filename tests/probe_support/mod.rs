@@ -1,6 +1,6 @@
 //! Real servers and network fixtures for `tests/probes.rs`: HTTP and HTTPS (axum, rustls,
 //! rcgen certificates), TCP dialogue servers, dnsmasq and hostile UDP DNS servers, and network
-//! namespaces with nftables packet loss. Every fixture stops (or is removed) on drop; a
+//! namespaces with nftables packet loss, and a namespace whose system resolver is dnsmasq. Every fixture stops (or is removed) on drop; a
 //! missing tool fails the test with a message naming the Debian package.
 
 #![allow(dead_code)]
@@ -12,6 +12,7 @@ pub mod netns;
 #[allow(clippy::duplicate_mod)] // also loaded by the other support modules
 #[path = "../support/ports.rs"]
 mod ports;
+pub mod resolver;
 pub mod tcp;
 
 use std::process::Command;
