@@ -17,8 +17,9 @@ use serde_json::json;
 
 use probe_support::certs::{Ca, ServerCert, hours_from_now};
 use probe_support::dns::{Dnsmasq, Hostile, HostileDns};
-use probe_support::http::{start_http, start_https};
+use probe_support::http::{start_http, start_https, start_https_with};
 use probe_support::netns::Netns;
+use probe_support::openssl::{self, CertVersion, KeyKind};
 use probe_support::tcp::{self as tcpsrv, Behaviour};
 use probe_support::{
     assert_offline, assert_offline_prefix, assert_online, probe, probe_with, require_root,
@@ -471,6 +472,146 @@ async fn ssl_expire_sni_and_errors() {
     let out = probe("ssl_expire", &data(json!({ "address": "127.0.0.1" }))).await;
     assert_offline_prefix(&out, "dial tcp 127.0.0.1: ");
     assert!(out.message.contains("missing port"), "{out:?}");
+}
+
+/// Issue 11: certificates made with stock `openssl ca`, X.509 v1 (no extensions section) and
+/// v3, RSA and ECDSA keys, healthy, expiring and expired: `ssl_expire` reads them all and
+/// `http` with `insecure` accepts them all.
+#[tokio::test]
+async fn ssl_expire_reads_v1_and_v3_certificates_from_stock_openssl() {
+    let cases = [
+        (
+            hours_from_now(24 * 5 + 12),
+            7,
+            Some("expires in 5 days"),
+            5i64,
+        ),
+        (hours_from_now(24 * 90 + 1), 30, None, 90),
+        (
+            hours_from_now(-24 * 30 - 1),
+            0,
+            Some("expires in -30 days"),
+            -30,
+        ),
+    ];
+    for kind in [KeyKind::Rsa, KeyKind::Ecdsa] {
+        for version in [CertVersion::V1, CertVersion::V3] {
+            for (not_after, days, want, remaining) in cases {
+                let what = format!("{kind:?} {version:?} {remaining} days");
+                let cn = format!("{}.stock.test", remaining.abs());
+                let cert = openssl::issue(kind, version, &cn, hours_from_now(-24 * 60), not_after);
+                let srv = start_https(cert).await;
+                let address = srv.addr.to_string();
+                let out = probe(
+                    "ssl_expire",
+                    &data(json!({ "address": address, "days": days })),
+                )
+                .await;
+                match want {
+                    Some(m) => assert_offline(&out, &format!("certificate ({cn}) {m}")),
+                    None => assert_online(&out),
+                }
+                let d = &out.details;
+                assert_eq!(d.days_remaining, Some(remaining), "{what}: {out:?}");
+                assert_eq!(d.issuer.as_deref(), Some("CN=Stock OpenSSL CA"), "{what}");
+                assert_eq!(d.serial.as_deref(), Some("10:00"), "{what}");
+                assert_eq!(d.tls_version.as_deref(), Some("1.3"), "{what}");
+                assert!(
+                    d.cipher_suite
+                        .as_deref()
+                        .is_some_and(|c| c.starts_with("TLS13_"))
+                );
+                let names = match version {
+                    CertVersion::V1 => vec![cn.clone()],
+                    CertVersion::V3 => vec![cn.clone(), "localhost".into(), "127.0.0.1".into()],
+                };
+                assert_eq!(d.subject_alt_names.as_ref(), Some(&names), "{what}");
+
+                let url = srv.https_url("127.0.0.1", "/ok");
+                let out = probe("http", &data(json!({ "url": url, "insecure": true }))).await;
+                assert_online(&out);
+            }
+        }
+    }
+}
+
+/// Accepting any certificate still authenticates the handshake: a server that presents a
+/// certificate without holding its key is offline, for ssl_expire and for insecure http.
+#[tokio::test]
+async fn ssl_expire_and_insecure_http_check_the_handshake_signature() {
+    let far = hours_from_now(24 * 90);
+    for version in [CertVersion::V1, CertVersion::V3] {
+        let shown = openssl::issue(KeyKind::Rsa, version, "shown.test", hours_from_now(-1), far);
+        let other = openssl::issue(KeyKind::Rsa, version, "other.test", hours_from_now(-1), far);
+        let srv = start_https(ServerCert {
+            chain: shown.chain,
+            key: other.key,
+        })
+        .await;
+        let out = probe(
+            "ssl_expire",
+            &data(json!({ "address": srv.addr.to_string() })),
+        )
+        .await;
+        assert_offline(&out, "tls: invalid peer certificate: BadSignature");
+        let url = srv.https_url("127.0.0.1", "/ok");
+        let out = probe("http", &data(json!({ "url": url, "insecure": true }))).await;
+        assert_offline_prefix(&out, "error performing HTTP request: ");
+        assert!(out.message.contains("BadSignature"), "{version:?}: {out:?}");
+    }
+}
+
+/// `expect_name` against subject alternative names (v3) and the common name (v1);
+/// `min_tls_version` against a server that speaks TLS 1.2 only and one that speaks 1.3.
+#[tokio::test]
+async fn ssl_expire_expect_name_and_min_tls_version() {
+    let far = hours_from_now(24 * 90);
+    let v3 = start_https(ServerCert::self_signed("name.test", far)).await;
+    let v1 = openssl::issue(
+        KeyKind::Ecdsa,
+        CertVersion::V1,
+        "v1.test",
+        hours_from_now(-1),
+        far,
+    );
+    let v1 = start_https(v1).await;
+    let run = |addr: std::net::SocketAddr, extra: serde_json::Value| {
+        let mut d = json!({ "address": addr.to_string() });
+        d.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        async move { probe("ssl_expire", &data(d)).await }
+    };
+    for name in ["name.test", "NAME.test.", "localhost", "127.0.0.1"] {
+        assert_online(&run(v3.addr, json!({ "expect_name": name })).await);
+    }
+    assert_offline(
+        &run(v3.addr, json!({ "expect_name": "other.test" })).await,
+        "certificate is valid for name.test, localhost, 127.0.0.1, not other.test",
+    );
+    assert_online(&run(v1.addr, json!({ "expect_name": "v1.test" })).await);
+    assert_offline(
+        &run(v1.addr, json!({ "expect_name": "localhost" })).await,
+        "certificate is valid for v1.test, not localhost",
+    );
+
+    let tls12 = start_https_with(
+        ServerCert::self_signed("old.test", far),
+        &[&rustls::version::TLS12],
+    )
+    .await;
+    let out = run(tls12.addr, json!({ "min_tls_version": "1.2" })).await;
+    assert_online(&out);
+    assert_eq!(out.details.tls_version.as_deref(), Some("1.2"));
+    assert_offline(
+        &run(tls12.addr, json!({ "min_tls_version": "1.3" })).await,
+        "TLS 1.2 negotiated, below min_tls_version 1.3",
+    );
+    assert_online(&run(v3.addr, json!({ "min_tls_version": "1.3" })).await);
+    assert_offline(
+        &run(v3.addr, json!({ "min_tls_version": "1.1" })).await,
+        "invalid min_tls_version: 1.1 (expected \"1.2\" or \"1.3\")",
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 //! without expectations any HTTP answer is online. Fixed: the body goes out with
 //! `Content-Length`, a `Host` header overrides the host whatever its case, the body read for
 //! `expect_substring` is capped at [`BODY_CAP`], and `follow_redirects: false` judges the
-//! first answer.
+//! first answer. With `insecure`, any certificate is accepted (X.509 v1 included) but the
+//! handshake is still authenticated against the presented key (`anycert.rs`).
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -53,9 +54,13 @@ pub(crate) fn build_client(
         .tcp_keepalive(None)
         .tcp_keepalive_interval(None)
         .tcp_keepalive_retries(None)
-        .redirect(policy)
-        .tls_danger_accept_invalid_certs(insecure);
-    if !roots.is_empty() {
+        .redirect(policy);
+    if insecure {
+        // Any certificate, read as `ssl_expire` reads it; reqwest's own insecure mode would
+        // not check the handshake signatures at all.
+        let tls = super::anycert::client_config(&[b"h2", b"http/1.1"]);
+        builder = builder.tls_backend_preconfigured(tls);
+    } else if !roots.is_empty() {
         builder = builder.tls_certs_merge(roots);
     }
     builder.build().map_err(setup)

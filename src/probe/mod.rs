@@ -16,6 +16,7 @@
 //! this worker could not run the check at all (no ICMP socket permission, out of file
 //! descriptors, a bug caught as a panic): gobearmon's `fail`, which never votes.
 
+mod anycert;
 mod dns;
 mod gojson;
 mod http;
@@ -43,7 +44,7 @@ pub use http::BODY_CAP;
 pub use icmp::{PACKET_INTERVAL, PACKET_TIMEOUT, RUN_DEADLINE as ICMP_RUN_DEADLINE};
 pub use spec::{
     CheckSpec, DnsRecordType, DnsSpec, HttpSpec, IcmpSpec, IpFamily, LossRule, REDACTED, TcpSpec,
-    TlsSpec, clamp_timeout, is_sensitive_header, redact_data, redact_url,
+    TlsSpec, TlsVersion, clamp_timeout, is_sensitive_header, redact_data, redact_url,
 };
 
 /// What one run found.
@@ -96,6 +97,22 @@ pub struct Details {
     /// ssl_expire: its position in the presented chain (0 is the leaf).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_position: Option<usize>,
+    /// ssl_expire: that certificate's issuer, as `CN=..., O=...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// ssl_expire: the DNS names and IP addresses it covers (its common name when it has no
+    /// subject alternative names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_alt_names: Option<Vec<String>>,
+    /// ssl_expire: its serial number, hex bytes separated by `:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// ssl_expire: the TLS version negotiated (`1.2`, `1.3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<String>,
+    /// ssl_expire: the cipher suite negotiated (rustls's name, `TLS13_AES_256_GCM_SHA384`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher_suite: Option<String>,
     /// ssl_expire: certificates the server presented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<usize>,

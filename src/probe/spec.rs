@@ -371,14 +371,60 @@ pub struct TlsSpec {
     pub address: String,
     /// Fails when the days remaining are at most this.
     pub days: i64,
+    /// When set, a lower negotiated TLS version fails.
+    #[serde(default)]
+    pub min_tls_version: Option<TlsVersion>,
+    /// When not empty, a host name or IP address the leaf certificate must cover.
+    #[serde(default)]
+    pub expect_name: String,
 }
 
 impl TlsSpec {
     fn from_fields(f: &Fields<'_>) -> Result<TlsSpec, String> {
+        let min_tls_version = match f.string("min_tls_version")?.unwrap_or_default().as_str() {
+            "" => None,
+            "1.2" => Some(TlsVersion::V1_2),
+            "1.3" => Some(TlsVersion::V1_3),
+            other => {
+                return Err(format!(
+                    "invalid min_tls_version: {other} (expected \"1.2\" or \"1.3\")"
+                ));
+            }
+        };
         Ok(TlsSpec {
             address: f.string("address")?.unwrap_or_default(),
             days: f.int("days")?.unwrap_or(0),
+            min_tls_version,
+            expect_name: f.string("expect_name")?.unwrap_or_default(),
         })
+    }
+}
+
+/// A TLS protocol version this build can negotiate, ordered oldest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+impl TlsVersion {
+    /// `1.2` or `1.3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+
+    /// The version rustls negotiated; `None` for versions below 1.2.
+    pub(crate) fn from_rustls(v: rustls::ProtocolVersion) -> Option<TlsVersion> {
+        match v {
+            rustls::ProtocolVersion::TLSv1_2 => Some(TlsVersion::V1_2),
+            rustls::ProtocolVersion::TLSv1_3 => Some(TlsVersion::V1_3),
+            _ => None,
+        }
     }
 }
 
