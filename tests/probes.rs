@@ -932,6 +932,85 @@ async fn icmp_netns_total_loss_is_bounded() {
 }
 
 // ---------------------------------------------------------------------------------------
+// max_response_ms (issue 11)
+// ---------------------------------------------------------------------------------------
+
+/// The N of `response took N ms, over the limit of {limit} ms`.
+#[track_caller]
+fn took_over_limit(out: &ProbeOutcome, limit: u64) -> u64 {
+    assert_eq!(out.status, CheckStatus::Offline, "{out:?}");
+    let n = out
+        .message
+        .strip_prefix("response took ")
+        .and_then(|m| m.strip_suffix(&format!(" ms, over the limit of {limit} ms")))
+        .unwrap_or_else(|| panic!("not a latency message: {out:?}"));
+    n.parse()
+        .unwrap_or_else(|_| panic!("not a number: {out:?}"))
+}
+
+/// http, tcp and dns servers that answer after a delay: a limit below the delay is offline
+/// with the time taken, a limit above it is online.
+#[tokio::test]
+async fn max_response_ms_http_tcp_dns() {
+    let http = start_http().await;
+    let url = http.url("/slow"); // answers after 2 s
+    let out = probe("http", &data(json!({ "url": url, "max_response_ms": 500 }))).await;
+    assert!(took_over_limit(&out, 500) >= 2000, "{out:?}");
+    assert_eq!(out.details.http_status, Some(200));
+    let out = probe(
+        "http",
+        &data(json!({ "url": url, "max_response_ms": 9000 })),
+    )
+    .await;
+    assert_online(&out);
+
+    let tcp = tcpsrv::start(Behaviour::ReplyAfter(Duration::from_millis(300), "PONG\n")).await;
+    let d = |limit: u64| {
+        data(
+            json!({ "address": tcp.address(), "payload": "PING", "expect": "PONG",
+                     "max_response_ms": limit }),
+        )
+    };
+    let out = probe("tcp", &d(100)).await;
+    assert!(took_over_limit(&out, 100) >= 300, "{out:?}");
+    assert_online(&probe("tcp", &d(5000)).await);
+
+    let dns = HostileDns::start(Hostile::Slow(Duration::from_millis(300))).await;
+    let d = |limit: u64| {
+        data(
+            json!({ "server": dns.addr.to_string(), "name": "slow.test", "type": "A",
+                     "max_response_ms": limit }),
+        )
+    };
+    let out = probe("dns", &d(100)).await;
+    assert!(took_over_limit(&out, 100) >= 300, "{out:?}");
+    assert_online(&probe("dns", &d(5000)).await);
+}
+
+/// icmp judges the mean round trip: loopback is well inside a limit; a namespace host whose
+/// echo replies leave 300 ms after each request is over it.
+#[tokio::test]
+async fn max_response_ms_icmp_mean_rtt() {
+    require_root("network namespaces and raw ICMP sockets");
+    let ctx = ProbeContext::default();
+    let d = |target: &str, limit: u64| {
+        data(json!({ "target": target, "count": 2, "max_response_ms": limit }))
+    };
+    assert_online(&probe_with(&ctx, "icmp", &d("127.0.0.1", 1000)).await);
+
+    let ns = Netns::create();
+    let _echo = ns.slow_echo(Duration::from_millis(300));
+    let target = ns.host.to_string();
+    let out = probe_with(&ctx, "icmp", &d(&target, 100)).await;
+    assert_eq!(out.details.packets_received, Some(2), "{out:?}");
+    let mean = took_over_limit(&out, 100);
+    assert!(mean >= 300, "{out:?}");
+    let avg = out.details.rtt_avg_ms.expect("mean RTT reported");
+    assert!((mean as f64 - avg).abs() < 1.0, "{out:?}");
+    assert_online(&probe_with(&ctx, "icmp", &d(&target, 1500)).await);
+}
+
+// ---------------------------------------------------------------------------------------
 // dns (S15 and the fixes)
 // ---------------------------------------------------------------------------------------
 

@@ -106,7 +106,8 @@ pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, 
     // One deadline for the whole exchange (connect, TLS, redirects, headers, body), kept here
     // rather than in reqwest so a run arms a single timer.
     let limit = Duration::from_secs(spec.timeout_secs);
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
     let timed_out = || format!("timeout ({} s) exceeded", spec.timeout_secs);
     let mut request = client.request(method.clone(), url.clone()).headers(headers);
     if !spec.body.is_empty() {
@@ -123,6 +124,8 @@ pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, 
         Ok(r) => r,
         Err(_) => return Ok(Finding::offline(performing(timed_out()), details)),
     };
+    // `max_response_ms` counts until the (final) response headers, redirects included.
+    let took = started.elapsed();
     let mut response = match sent {
         Ok(r) => r,
         Err(e) => {
@@ -176,7 +179,7 @@ pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, 
         }
     }
     // Dropping the response closes the connection without reading the rest of the body.
-    Ok(Finding::online(details))
+    Ok(super::online_within(spec.max_response_ms, took, details))
 }
 
 /// Reads the body until `needle` shows up, the body ends, or [`BODY_CAP`] bytes were read.

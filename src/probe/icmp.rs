@@ -192,6 +192,7 @@ pub(crate) async fn run(spec: &IcmpSpec, ctx: &ProbeContext) -> Result<Finding, 
         }
     }
 
+    let mean = (!rtts.is_empty()).then(|| rtts.iter().sum::<Duration>() / rtts.len() as u32);
     let received = rtts.len() as u32;
     let lost = count - received;
     details.packets_sent = Some(count);
@@ -214,7 +215,11 @@ pub(crate) async fn run(spec: &IcmpSpec, ctx: &ProbeContext) -> Result<Finding, 
             details,
         ))
     } else {
-        Ok(Finding::online(details))
+        Ok(super::online_within(
+            spec.max_response_ms,
+            mean.unwrap_or_default(),
+            details,
+        ))
     }
 }
 

@@ -9,6 +9,9 @@
 //! - this file: [`run`], [`ProbeContext`] (the worker's shared clients and sockets),
 //!   [`ProbeOutcome`] and [`ProbeError`].
 //!
+//! `max_response_ms` (http, tcp, dns, icmp) turns a run that found nothing else wrong into
+//! `response took N ms, over the limit of M ms` when the answer was slower than the limit.
+//!
 //! Every run is bounded by its check's timeouts and by [`CheckSpec::max_duration`]; how many
 //! run at once is the caller's limit (the worker's `num_threads`).
 //!
@@ -177,6 +180,19 @@ impl Finding {
             message,
             details,
         }
+    }
+}
+
+/// The `max_response_ms` rule for a run that found nothing else wrong: online, unless the
+/// response took longer than `limit` (whole milliseconds, truncated).
+pub(crate) fn online_within(limit: Option<u64>, took: Duration, details: Details) -> Finding {
+    let ms = took.as_millis().min(u128::from(u64::MAX)) as u64;
+    match limit {
+        Some(max) if ms > max => Finding::offline(
+            format!("response took {ms} ms, over the limit of {max} ms"),
+            details,
+        ),
+        _ => Finding::online(details),
     }
 }
 

@@ -177,6 +177,9 @@ pub struct HttpSpec {
     pub expect_substring: String,
     /// Follow up to 10 redirects (default); `false` judges the first answer.
     pub follow_redirects: bool,
+    /// When set, response headers (after any redirects) later than this many ms fail.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
 }
 
 impl HttpSpec {
@@ -192,6 +195,7 @@ impl HttpSpec {
         let expect_status = f.int("expect_status")?.unwrap_or(0);
         let expect_substring = f.string("expect_substring")?.unwrap_or_default();
         let follow_redirects = f.bool("follow_redirects")?.unwrap_or(true);
+        let max_response_ms = max_response_ms(f)?;
 
         let mut headers: Vec<(String, String)> = Vec::with_capacity(raw_headers.len());
         for (k, v) in raw_headers {
@@ -222,6 +226,7 @@ impl HttpSpec {
             expect_status,
             expect_substring,
             follow_redirects,
+            max_response_ms,
         })
     }
 }
@@ -259,6 +264,7 @@ impl fmt::Debug for HttpSpec {
             .field("expect_status", &self.expect_status)
             .field("expect_substring", &self.expect_substring)
             .field("follow_redirects", &self.follow_redirects)
+            .field("max_response_ms", &self.max_response_ms)
             .finish()
     }
 }
@@ -297,6 +303,9 @@ pub struct TcpSpec {
     pub payload: String,
     /// When not empty, the first line read must contain it.
     pub expect: String,
+    /// When set, an exchange (connect, send, read) longer than this many ms fails.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
 }
 
 impl TcpSpec {
@@ -307,6 +316,7 @@ impl TcpSpec {
             force_ip: IpFamily::from_force_ip(f.int("force_ip")?.unwrap_or(0)),
             payload: f.string("payload")?.unwrap_or_default(),
             expect: f.string("expect")?.unwrap_or_default(),
+            max_response_ms: max_response_ms(f)?,
         })
     }
 }
@@ -332,6 +342,9 @@ pub struct IcmpSpec {
     /// Echo requests per run (default 5, 1..=20).
     pub count: u32,
     pub loss_rule: LossRule,
+    /// When set, a mean round trip longer than this many ms fails.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
 }
 
 impl IcmpSpec {
@@ -360,8 +373,16 @@ impl IcmpSpec {
             force_ip,
             count,
             loss_rule,
+            max_response_ms: max_response_ms(f)?,
         })
     }
+}
+
+/// `max_response_ms`: absent, 0 or negative means no limit.
+fn max_response_ms(f: &Fields<'_>) -> Result<Option<u64>, String> {
+    Ok(f.int("max_response_ms")?
+        .filter(|&ms| ms > 0)
+        .map(|ms| ms as u64))
 }
 
 /// `ssl_expire`: the earliest expiry among the certificates a TLS server presents.
@@ -475,6 +496,9 @@ pub struct DnsSpec {
     pub record_type: DnsRecordType,
     /// When not empty, some answer's presentation line must contain it.
     pub expect: String,
+    /// When set, an answer (UDP, plus the TCP retry) later than this many ms fails.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
 }
 
 impl DnsSpec {
@@ -490,6 +514,7 @@ impl DnsSpec {
             name,
             record_type,
             expect,
+            max_response_ms: max_response_ms(f)?,
         })
     }
 }
@@ -703,6 +728,28 @@ mod tests {
                 "ping target contains invalid characters"
             );
         }
+    }
+
+    #[test]
+    fn max_response_ms_zero_or_negative_is_no_limit() {
+        let limit = |data: &str| match CheckSpec::parse("tcp", data) {
+            CheckSpec::Tcp(t) => t.max_response_ms,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(limit(r#"{"address":"x:1"}"#), None);
+        assert_eq!(limit(r#"{"address":"x:1","max_response_ms":0}"#), None);
+        assert_eq!(limit(r#"{"address":"x:1","max_response_ms":-5}"#), None);
+        assert_eq!(
+            limit(r#"{"address":"x:1","max_response_ms":250}"#),
+            Some(250)
+        );
+        assert!(
+            invalid(CheckSpec::parse(
+                "dns",
+                r#"{"name":"x","type":"A","max_response_ms":"1"}"#
+            ))
+            .starts_with("failed to decode check parameters: ")
+        );
     }
 
     #[test]

@@ -14,13 +14,14 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::spec::{IpFamily, TcpSpec};
-use super::{Details, Finding, ProbeError, is_local_exhaustion};
+use super::{Details, Finding, ProbeError, is_local_exhaustion, online_within};
 
 /// Longest response line read when `expect` is set (64 KiB).
 pub const MAX_LINE: u64 = 64 * 1024;
 
 pub(crate) async fn run(spec: &TcpSpec) -> Result<Finding, ProbeError> {
-    let deadline = Instant::now() + Duration::from_secs(spec.timeout_secs);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(spec.timeout_secs);
     let mut details = Details::default();
     let network = network_name(spec.force_ip);
 
@@ -61,7 +62,11 @@ pub(crate) async fn run(spec: &TcpSpec) -> Result<Finding, ProbeError> {
     }
 
     if spec.expect.is_empty() {
-        return Ok(Finding::online(details));
+        return Ok(online_within(
+            spec.max_response_ms,
+            started.elapsed(),
+            details,
+        ));
     }
 
     let mut reader = BufReader::new((&mut stream).take(MAX_LINE));
@@ -94,7 +99,11 @@ pub(crate) async fn run(spec: &TcpSpec) -> Result<Finding, ProbeError> {
     }
     let text = String::from_utf8_lossy(&line);
     if text.contains(spec.expect.as_str()) {
-        Ok(Finding::online(details))
+        Ok(online_within(
+            spec.max_response_ms,
+            started.elapsed(),
+            details,
+        ))
     } else {
         Ok(Finding::offline(
             format!(
