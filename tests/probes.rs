@@ -530,6 +530,12 @@ async fn ssl_expire_reads_v1_and_v3_certificates_from_stock_openssl() {
                 let url = srv.https_url("127.0.0.1", "/ok");
                 let out = probe("http", &data(json!({ "url": url, "insecure": true }))).await;
                 assert_online(&out);
+                assert_eq!(
+                    out.details.days_remaining,
+                    Some(remaining),
+                    "{what}: {out:?}"
+                );
+                assert_eq!(out.details.common_name.as_deref(), Some(cn.as_str()));
             }
         }
     }

@@ -7,7 +7,8 @@
 //! `Content-Length`, a `Host` header overrides the host whatever its case, the body read for
 //! `expect_substring` is capped at [`BODY_CAP`], and `follow_redirects: false` judges the
 //! first answer. With `insecure`, any certificate is accepted (X.509 v1 included) but the
-//! handshake is still authenticated against the presented key (`anycert.rs`).
+//! handshake is still authenticated against the presented key (`anycert.rs`). An https
+//! answer reports its leaf certificate's expiry, names and issuer in the details.
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -54,7 +55,9 @@ pub(crate) fn build_client(
         .tcp_keepalive(None)
         .tcp_keepalive_interval(None)
         .tcp_keepalive_retries(None)
-        .redirect(policy);
+        .redirect(policy)
+        // The leaf certificate, for the expiry details of https checks.
+        .tls_info(true);
     if insecure {
         // Any certificate, read as `ssl_expire` reads it; reqwest's own insecure mode would
         // not check the handshake signatures at all.
@@ -140,6 +143,13 @@ pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, 
     };
     if let Some(addr) = response.remote_addr() {
         details.address = Some(addr.ip().to_string());
+    }
+    if let Some(der) = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+    {
+        super::tls::describe_leaf(der, &mut details);
     }
     let status = response.status().as_u16();
     details.http_status = Some(status);

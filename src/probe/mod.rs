@@ -88,7 +88,8 @@ pub struct Details {
     pub rtt_avg_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_max_ms: Option<f64>,
-    /// ssl_expire: whole days until the earliest expiry (negative once expired).
+    /// ssl_expire: whole days until the earliest expiry (negative once expired). The
+    /// certificate fields below are also set by https checks, for their leaf.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days_remaining: Option<i64>,
     /// ssl_expire: that certificate's `notAfter`, RFC 3339.

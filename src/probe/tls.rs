@@ -98,18 +98,7 @@ fn judge(
     let Some(earliest) = earliest_expiry(certs) else {
         return Finding::offline("failed to parse the peer certificates", details);
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let days_remaining = days_remaining(earliest.not_after, now);
-    details.days_remaining = Some(days_remaining);
-    details.not_after = rfc3339(earliest.not_after);
-    details.common_name = Some(earliest.common_name.clone());
-    details.chain_position = Some(earliest.position);
-    details.issuer = Some(earliest.issuer.clone());
-    details.subject_alt_names = Some(earliest.names.clone());
-    details.serial = Some(earliest.serial.clone());
+    let days_remaining = describe(&earliest, &mut details);
 
     if let Some(min) = spec.min_tls_version
         && version.is_none_or(|v| v < min)
@@ -152,6 +141,30 @@ fn judge(
         )
     } else {
         Finding::online(details)
+    }
+}
+
+/// Fills the certificate fields of `details` from `cert`; returns its days remaining.
+fn describe(cert: &Expiry, details: &mut Details) -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days_remaining = days_remaining(cert.not_after, now);
+    details.days_remaining = Some(days_remaining);
+    details.not_after = rfc3339(cert.not_after);
+    details.common_name = Some(cert.common_name.clone());
+    details.chain_position = Some(cert.position);
+    details.issuer = Some(cert.issuer.clone());
+    details.subject_alt_names = Some(cert.names.clone());
+    details.serial = Some(cert.serial.clone());
+    days_remaining
+}
+
+/// The certificate fields of `details` for an https leaf (http checks), when it parses.
+pub(crate) fn describe_leaf(der: &[u8], details: &mut Details) {
+    if let Some(leaf) = earliest_expiry(&[CertificateDer::from(der)]) {
+        describe(&leaf, details);
     }
 }
 
