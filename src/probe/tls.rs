@@ -103,12 +103,11 @@ fn judge(
     if let Some(min) = spec.min_tls_version
         && version.is_none_or(|v| v < min)
     {
-        let got = version.map_or("an unknown version", TlsVersion::as_str);
+        let got = version.map_or("an unknown TLS version".to_owned(), |v| {
+            format!("TLS {}", v.as_str())
+        });
         return Finding::offline(
-            format!(
-                "TLS {got} negotiated, below min_tls_version {}",
-                min.as_str()
-            ),
+            format!("{got} negotiated, below min_tls_version {}", min.as_str()),
             details,
         );
     }
