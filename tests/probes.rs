@@ -17,8 +17,9 @@ use serde_json::json;
 
 use probe_support::certs::{Ca, ServerCert, hours_from_now};
 use probe_support::dns::{Dnsmasq, Hostile, HostileDns};
-use probe_support::http::{start_http, start_https};
+use probe_support::http::{start_http, start_https, start_https_with};
 use probe_support::netns::Netns;
+use probe_support::openssl::{self, CertVersion, KeyKind};
 use probe_support::resolver::ResolverNetns;
 use probe_support::tcp::{self as tcpsrv, Behaviour};
 use probe_support::{
@@ -474,6 +475,152 @@ async fn ssl_expire_sni_and_errors() {
     assert!(out.message.contains("missing port"), "{out:?}");
 }
 
+/// Issue 11: certificates made with stock `openssl ca`, X.509 v1 (no extensions section) and
+/// v3, RSA and ECDSA keys, healthy, expiring and expired: `ssl_expire` reads them all and
+/// `http` with `insecure` accepts them all.
+#[tokio::test]
+async fn ssl_expire_reads_v1_and_v3_certificates_from_stock_openssl() {
+    let cases = [
+        (
+            hours_from_now(24 * 5 + 12),
+            7,
+            Some("expires in 5 days"),
+            5i64,
+        ),
+        (hours_from_now(24 * 90 + 1), 30, None, 90),
+        (
+            hours_from_now(-24 * 30 - 1),
+            0,
+            Some("expires in -30 days"),
+            -30,
+        ),
+    ];
+    for kind in [KeyKind::Rsa, KeyKind::Ecdsa] {
+        for version in [CertVersion::V1, CertVersion::V3] {
+            for (not_after, days, want, remaining) in cases {
+                let what = format!("{kind:?} {version:?} {remaining} days");
+                let cn = format!("{}.stock.test", remaining.abs());
+                let cert = openssl::issue(kind, version, &cn, hours_from_now(-24 * 60), not_after);
+                let srv = start_https(cert).await;
+                let address = srv.addr.to_string();
+                let out = probe(
+                    "ssl_expire",
+                    &data(json!({ "address": address, "days": days })),
+                )
+                .await;
+                match want {
+                    Some(m) => assert_offline(&out, &format!("certificate ({cn}) {m}")),
+                    None => assert_online(&out),
+                }
+                let d = &out.details;
+                assert_eq!(d.days_remaining, Some(remaining), "{what}: {out:?}");
+                assert_eq!(d.issuer.as_deref(), Some("CN=Stock OpenSSL CA"), "{what}");
+                assert_eq!(d.serial.as_deref(), Some("10:00"), "{what}");
+                assert_eq!(d.tls_version.as_deref(), Some("1.3"), "{what}");
+                assert!(
+                    d.cipher_suite
+                        .as_deref()
+                        .is_some_and(|c| c.starts_with("TLS13_"))
+                );
+                let names = match version {
+                    CertVersion::V1 => vec![cn.clone()],
+                    CertVersion::V3 => vec![cn.clone(), "localhost".into(), "127.0.0.1".into()],
+                };
+                assert_eq!(d.subject_alt_names.as_ref(), Some(&names), "{what}");
+
+                let url = srv.https_url("127.0.0.1", "/ok");
+                let out = probe("http", &data(json!({ "url": url, "insecure": true }))).await;
+                assert_online(&out);
+                assert_eq!(
+                    out.details.days_remaining,
+                    Some(remaining),
+                    "{what}: {out:?}"
+                );
+                assert_eq!(out.details.common_name.as_deref(), Some(cn.as_str()));
+            }
+        }
+    }
+}
+
+/// Accepting any certificate still authenticates the handshake: a server that presents a
+/// certificate without holding its key is offline, for ssl_expire and for insecure http.
+#[tokio::test]
+async fn ssl_expire_and_insecure_http_check_the_handshake_signature() {
+    let far = hours_from_now(24 * 90);
+    for version in [CertVersion::V1, CertVersion::V3] {
+        let shown = openssl::issue(KeyKind::Rsa, version, "shown.test", hours_from_now(-1), far);
+        let other = openssl::issue(KeyKind::Rsa, version, "other.test", hours_from_now(-1), far);
+        let srv = start_https(ServerCert {
+            chain: shown.chain,
+            key: other.key,
+        })
+        .await;
+        let out = probe(
+            "ssl_expire",
+            &data(json!({ "address": srv.addr.to_string() })),
+        )
+        .await;
+        assert_offline(&out, "tls: invalid peer certificate: BadSignature");
+        let url = srv.https_url("127.0.0.1", "/ok");
+        let out = probe("http", &data(json!({ "url": url, "insecure": true }))).await;
+        assert_offline_prefix(&out, "error performing HTTP request: ");
+        assert!(out.message.contains("BadSignature"), "{version:?}: {out:?}");
+    }
+}
+
+/// `expect_name` against subject alternative names (v3) and the common name (v1);
+/// `min_tls_version` against a server that speaks TLS 1.2 only and one that speaks 1.3.
+#[tokio::test]
+async fn ssl_expire_expect_name_and_min_tls_version() {
+    let far = hours_from_now(24 * 90);
+    let v3 = start_https(ServerCert::self_signed("name.test", far)).await;
+    let v1 = openssl::issue(
+        KeyKind::Ecdsa,
+        CertVersion::V1,
+        "v1.test",
+        hours_from_now(-1),
+        far,
+    );
+    let v1 = start_https(v1).await;
+    let run = |addr: std::net::SocketAddr, extra: serde_json::Value| {
+        let mut d = json!({ "address": addr.to_string() });
+        d.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        async move { probe("ssl_expire", &data(d)).await }
+    };
+    for name in ["name.test", "NAME.test.", "localhost", "127.0.0.1"] {
+        assert_online(&run(v3.addr, json!({ "expect_name": name })).await);
+    }
+    assert_offline(
+        &run(v3.addr, json!({ "expect_name": "other.test" })).await,
+        "certificate is valid for name.test, localhost, 127.0.0.1, not other.test",
+    );
+    assert_online(&run(v1.addr, json!({ "expect_name": "v1.test" })).await);
+    assert_offline(
+        &run(v1.addr, json!({ "expect_name": "localhost" })).await,
+        "certificate is valid for v1.test, not localhost",
+    );
+
+    let tls12 = start_https_with(
+        ServerCert::self_signed("old.test", far),
+        &[&rustls::version::TLS12],
+    )
+    .await;
+    let out = run(tls12.addr, json!({ "min_tls_version": "1.2" })).await;
+    assert_online(&out);
+    assert_eq!(out.details.tls_version.as_deref(), Some("1.2"));
+    assert_offline(
+        &run(tls12.addr, json!({ "min_tls_version": "1.3" })).await,
+        "TLS 1.2 negotiated, below min_tls_version 1.3",
+    );
+    assert_online(&run(v3.addr, json!({ "min_tls_version": "1.3" })).await);
+    assert_offline(
+        &run(v3.addr, json!({ "min_tls_version": "1.1" })).await,
+        "invalid min_tls_version: 1.1 (expected \"1.2\" or \"1.3\")",
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // tcp (S7 and the fixes)
 // ---------------------------------------------------------------------------------------
@@ -789,6 +936,85 @@ async fn icmp_netns_total_loss_is_bounded() {
     )
     .await;
     assert_offline(&out, "ping: 100% packet loss");
+}
+
+// ---------------------------------------------------------------------------------------
+// max_response_ms (issue 11)
+// ---------------------------------------------------------------------------------------
+
+/// The N of `response took N ms, over the limit of {limit} ms`.
+#[track_caller]
+fn took_over_limit(out: &ProbeOutcome, limit: u64) -> u64 {
+    assert_eq!(out.status, CheckStatus::Offline, "{out:?}");
+    let n = out
+        .message
+        .strip_prefix("response took ")
+        .and_then(|m| m.strip_suffix(&format!(" ms, over the limit of {limit} ms")))
+        .unwrap_or_else(|| panic!("not a latency message: {out:?}"));
+    n.parse()
+        .unwrap_or_else(|_| panic!("not a number: {out:?}"))
+}
+
+/// http, tcp and dns servers that answer after a delay: a limit below the delay is offline
+/// with the time taken, a limit above it is online.
+#[tokio::test]
+async fn max_response_ms_http_tcp_dns() {
+    let http = start_http().await;
+    let url = http.url("/slow"); // answers after 2 s
+    let out = probe("http", &data(json!({ "url": url, "max_response_ms": 500 }))).await;
+    assert!(took_over_limit(&out, 500) >= 2000, "{out:?}");
+    assert_eq!(out.details.http_status, Some(200));
+    let out = probe(
+        "http",
+        &data(json!({ "url": url, "max_response_ms": 9000 })),
+    )
+    .await;
+    assert_online(&out);
+
+    let tcp = tcpsrv::start(Behaviour::ReplyAfter(Duration::from_millis(300), "PONG\n")).await;
+    let d = |limit: u64| {
+        data(
+            json!({ "address": tcp.address(), "payload": "PING", "expect": "PONG",
+                     "max_response_ms": limit }),
+        )
+    };
+    let out = probe("tcp", &d(100)).await;
+    assert!(took_over_limit(&out, 100) >= 300, "{out:?}");
+    assert_online(&probe("tcp", &d(5000)).await);
+
+    let dns = HostileDns::start(Hostile::Slow(Duration::from_millis(300))).await;
+    let d = |limit: u64| {
+        data(
+            json!({ "server": dns.addr.to_string(), "name": "slow.test", "type": "A",
+                     "max_response_ms": limit }),
+        )
+    };
+    let out = probe("dns", &d(100)).await;
+    assert!(took_over_limit(&out, 100) >= 300, "{out:?}");
+    assert_online(&probe("dns", &d(5000)).await);
+}
+
+/// icmp judges the mean round trip: loopback is well inside a limit; a namespace host whose
+/// echo replies leave 300 ms after each request is over it.
+#[tokio::test]
+async fn max_response_ms_icmp_mean_rtt() {
+    require_root("network namespaces and raw ICMP sockets");
+    let ctx = ProbeContext::default();
+    let d = |target: &str, limit: u64| {
+        data(json!({ "target": target, "count": 2, "max_response_ms": limit }))
+    };
+    assert_online(&probe_with(&ctx, "icmp", &d("127.0.0.1", 1000)).await);
+
+    let ns = Netns::create();
+    let _echo = ns.slow_echo(Duration::from_millis(300));
+    let target = ns.host.to_string();
+    let out = probe_with(&ctx, "icmp", &d(&target, 100)).await;
+    assert_eq!(out.details.packets_received, Some(2), "{out:?}");
+    let mean = took_over_limit(&out, 100);
+    assert!(mean >= 300, "{out:?}");
+    let avg = out.details.rtt_avg_ms.expect("mean RTT reported");
+    assert!((mean as f64 - avg).abs() < 1.0, "{out:?}");
+    assert_online(&probe_with(&ctx, "icmp", &d(&target, 1500)).await);
 }
 
 // ---------------------------------------------------------------------------------------

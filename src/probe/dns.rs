@@ -69,7 +69,8 @@ pub(crate) async fn run(spec: &DnsSpec, ctx: &ProbeContext) -> Result<Finding, P
         Err(e) => return failed(e.to_string(), details),
     };
 
-    let udp_deadline = (Instant::now() + UDP_TIMEOUT).min(deadline);
+    let asked = Instant::now();
+    let udp_deadline = (asked + UDP_TIMEOUT).min(deadline);
     let mut response = match udp_exchange(server, &wire, &query, udp_deadline).await {
         Ok(r) => r,
         Err(e) if is_local_exhaustion(&e) => return Err(ProbeError::Resources(e)),
@@ -94,6 +95,7 @@ pub(crate) async fn run(spec: &DnsSpec, ctx: &ProbeContext) -> Result<Finding, P
         details.transport = Some("tcp".to_owned());
     }
 
+    let took = asked.elapsed();
     details.rcode = Some(rcode_name(response.response_code()));
     let answers: Vec<String> = response.answers().iter().map(presentation).collect();
     details.answers = Some(answers.iter().take(MAX_LISTED_ANSWERS).cloned().collect());
@@ -109,7 +111,7 @@ pub(crate) async fn run(spec: &DnsSpec, ctx: &ProbeContext) -> Result<Finding, P
             details,
         ));
     }
-    Ok(Finding::online(details))
+    Ok(super::online_within(spec.max_response_ms, took, details))
 }
 
 fn record_type(t: DnsRecordType) -> RecordType {

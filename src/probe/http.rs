@@ -6,7 +6,9 @@
 //! without expectations any HTTP answer is online. Fixed: the body goes out with
 //! `Content-Length`, a `Host` header overrides the host whatever its case, the body read for
 //! `expect_substring` is capped at [`BODY_CAP`], and `follow_redirects: false` judges the
-//! first answer.
+//! first answer. With `insecure`, any certificate is accepted (X.509 v1 included) but the
+//! handshake is still authenticated against the presented key (`anycert.rs`). An https
+//! answer reports its leaf certificate's expiry, names and issuer in the details.
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -69,8 +71,14 @@ fn client_builder(
         .tcp_keepalive_interval(None)
         .tcp_keepalive_retries(None)
         .redirect(policy)
-        .tls_danger_accept_invalid_certs(insecure);
-    if !roots.is_empty() {
+        // The leaf certificate, for the expiry details of https checks.
+        .tls_info(true);
+    if insecure {
+        // Any certificate, read as `ssl_expire` reads it; reqwest's own insecure mode would
+        // not check the handshake signatures at all.
+        let tls = super::anycert::client_config(&[b"h2", b"http/1.1"]);
+        builder = builder.tls_backend_preconfigured(tls);
+    } else if !roots.is_empty() {
         builder = builder.tls_certs_merge(roots);
     }
     Ok(builder)
@@ -164,7 +172,8 @@ async fn run_at(
     // One deadline for the whole exchange (connect, TLS, redirects, headers, body), kept here
     // rather than in reqwest so a run arms a single timer.
     let limit = Duration::from_secs(spec.timeout_secs);
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
     let timed_out = || format!("timeout ({} s) exceeded", spec.timeout_secs);
     let mut request = client.request(method.clone(), url.clone()).headers(headers);
     if !spec.body.is_empty() {
@@ -181,6 +190,8 @@ async fn run_at(
         Ok(r) => r,
         Err(_) => return Ok(Finding::offline(performing(timed_out()), details)),
     };
+    // `max_response_ms` counts until the (final) response headers, redirects included.
+    let took = started.elapsed();
     let mut response = match sent {
         Ok(r) => r,
         Err(e) => {
@@ -195,6 +206,13 @@ async fn run_at(
     };
     if let Some(addr) = response.remote_addr() {
         details.address = Some(addr.ip().to_string());
+    }
+    if let Some(der) = response
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+    {
+        super::tls::describe_leaf(der, &mut details);
     }
     let status = response.status().as_u16();
     details.http_status = Some(status);
@@ -238,7 +256,7 @@ async fn run_at(
         }
     }
     // Dropping the response closes the connection without reading the rest of the body.
-    Ok(Finding::online(details))
+    Ok(super::online_within(spec.max_response_ms, took, details))
 }
 
 /// Reads the body until `needle` shows up, the body ends, or [`BODY_CAP`] bytes were read.

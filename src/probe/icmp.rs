@@ -210,6 +210,7 @@ async fn run_at(
         }
     }
 
+    let mean = (!rtts.is_empty()).then(|| rtts.iter().sum::<Duration>() / rtts.len() as u32);
     let received = rtts.len() as u32;
     let lost = count - received;
     details.packets_sent = Some(count);
@@ -232,7 +233,11 @@ async fn run_at(
             details,
         ))
     } else {
-        Ok(Finding::online(details))
+        Ok(super::online_within(
+            spec.max_response_ms,
+            mean.unwrap_or_default(),
+            details,
+        ))
     }
 }
 

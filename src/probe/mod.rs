@@ -11,6 +11,9 @@
 //! - this file: [`run`], [`ProbeContext`] (the worker's shared clients and sockets),
 //!   [`ProbeOutcome`] and [`ProbeError`].
 //!
+//! `max_response_ms` (http, tcp, dns, icmp) turns a run that found nothing else wrong into
+//! `response took N ms, over the limit of M ms` when the answer was slower than the limit.
+//!
 //! Every run is bounded by its check's timeouts and by [`CheckSpec::max_duration`]; how many
 //! run at once is the caller's limit (the worker's `num_threads`).
 //!
@@ -19,6 +22,7 @@
 //! descriptors, a bug caught as a panic): gobearmon's `fail`, which never votes.
 
 mod addrs;
+mod anycert;
 mod dns;
 mod gojson;
 mod http;
@@ -49,7 +53,7 @@ pub use icmp::{PACKET_INTERVAL, PACKET_TIMEOUT, RUN_DEADLINE as ICMP_RUN_DEADLIN
 pub use json::{JsonCondition, JsonMatch, JsonOp};
 pub use spec::{
     CheckSpec, DnsRecordType, DnsSpec, HttpSpec, IcmpSpec, IpFamily, LossRule, REDACTED, TcpSpec,
-    TlsSpec, clamp_timeout, is_sensitive_header, redact_data, redact_url,
+    TlsSpec, TlsVersion, clamp_timeout, is_sensitive_header, redact_data, redact_url,
 };
 
 /// What one run found.
@@ -90,7 +94,8 @@ pub struct Details {
     pub rtt_avg_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_max_ms: Option<f64>,
-    /// ssl_expire: whole days until the earliest expiry (negative once expired).
+    /// ssl_expire: whole days until the earliest expiry (negative once expired). The
+    /// certificate fields below are also set by https checks, for their leaf.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days_remaining: Option<i64>,
     /// ssl_expire: that certificate's `notAfter`, RFC 3339.
@@ -102,6 +107,22 @@ pub struct Details {
     /// ssl_expire: its position in the presented chain (0 is the leaf).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain_position: Option<usize>,
+    /// ssl_expire: that certificate's issuer, as `CN=..., O=...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// ssl_expire: the DNS names and IP addresses it covers (its common name when it has no
+    /// subject alternative names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_alt_names: Option<Vec<String>>,
+    /// ssl_expire: its serial number, hex bytes separated by `:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// ssl_expire: the TLS version negotiated (`1.2`, `1.3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<String>,
+    /// ssl_expire: the cipher suite negotiated (rustls's name, `TLS13_AES_256_GCM_SHA384`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher_suite: Option<String>,
     /// ssl_expire: certificates the server presented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<usize>,
@@ -166,6 +187,19 @@ impl Finding {
             message,
             details,
         }
+    }
+}
+
+/// The `max_response_ms` rule for a run that found nothing else wrong: online, unless the
+/// response took longer than `limit` (whole milliseconds, truncated).
+pub(crate) fn online_within(limit: Option<u64>, took: Duration, details: Details) -> Finding {
+    let ms = took.as_millis().min(u128::from(u64::MAX)) as u64;
+    match limit {
+        Some(max) if ms > max => Finding::offline(
+            format!("response took {ms} ms, over the limit of {max} ms"),
+            details,
+        ),
+        _ => Finding::online(details),
     }
 }
 

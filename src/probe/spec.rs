@@ -190,6 +190,9 @@ pub struct HttpSpec {
     /// `expect_json`: conditions on the JSON body, all of which must hold.
     #[serde(default)]
     pub expect_json: Vec<JsonCondition>,
+    /// When set, response headers (after any redirects) later than this many ms fail.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
 }
 
 impl HttpSpec {
@@ -210,6 +213,7 @@ impl HttpSpec {
             Some(v) => super::json::parse_conditions(v)?,
             None => Vec::new(),
         };
+        let max_response_ms = max_response_ms(f)?;
 
         let mut headers: Vec<(String, String)> = Vec::with_capacity(raw_headers.len());
         for (k, v) in raw_headers {
@@ -242,6 +246,7 @@ impl HttpSpec {
             follow_redirects,
             ip_policy,
             expect_json,
+            max_response_ms,
         })
     }
 }
@@ -281,6 +286,7 @@ impl fmt::Debug for HttpSpec {
             .field("follow_redirects", &self.follow_redirects)
             .field("ip_policy", &self.ip_policy)
             .field("expect_json", &self.expect_json)
+            .field("max_response_ms", &self.max_response_ms)
             .finish()
     }
 }
@@ -321,6 +327,9 @@ pub struct TcpSpec {
     pub expect: String,
     #[serde(default)]
     pub ip_policy: IpPolicy,
+    /// When set, an exchange (connect, send, read) longer than this many ms fails.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
 }
 
 impl TcpSpec {
@@ -332,6 +341,7 @@ impl TcpSpec {
             payload: f.string("payload")?.unwrap_or_default(),
             expect: f.string("expect")?.unwrap_or_default(),
             ip_policy: ip_policy(f)?,
+            max_response_ms: max_response_ms(f)?,
         })
     }
 }
@@ -359,6 +369,9 @@ pub struct IcmpSpec {
     pub loss_rule: LossRule,
     #[serde(default)]
     pub ip_policy: IpPolicy,
+    /// When set, a mean round trip longer than this many ms fails.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
 }
 
 impl IcmpSpec {
@@ -388,8 +401,16 @@ impl IcmpSpec {
             count,
             loss_rule,
             ip_policy: ip_policy(f)?,
+            max_response_ms: max_response_ms(f)?,
         })
     }
+}
+
+/// `max_response_ms`: absent, 0 or negative means no limit.
+fn max_response_ms(f: &Fields<'_>) -> Result<Option<u64>, String> {
+    Ok(f.int("max_response_ms")?
+        .filter(|&ms| ms > 0)
+        .map(|ms| ms as u64))
 }
 
 /// `ssl_expire`: the earliest expiry among the certificates a TLS server presents.
@@ -401,15 +422,61 @@ pub struct TlsSpec {
     pub days: i64,
     #[serde(default)]
     pub ip_policy: IpPolicy,
+    /// When set, a lower negotiated TLS version fails.
+    #[serde(default)]
+    pub min_tls_version: Option<TlsVersion>,
+    /// When not empty, a host name or IP address the leaf certificate must cover.
+    #[serde(default)]
+    pub expect_name: String,
 }
 
 impl TlsSpec {
     fn from_fields(f: &Fields<'_>) -> Result<TlsSpec, String> {
+        let min_tls_version = match f.string("min_tls_version")?.unwrap_or_default().as_str() {
+            "" => None,
+            "1.2" => Some(TlsVersion::V1_2),
+            "1.3" => Some(TlsVersion::V1_3),
+            other => {
+                return Err(format!(
+                    "invalid min_tls_version: {other} (expected \"1.2\" or \"1.3\")"
+                ));
+            }
+        };
         Ok(TlsSpec {
             address: f.string("address")?.unwrap_or_default(),
             days: f.int("days")?.unwrap_or(0),
             ip_policy: ip_policy(f)?,
+            min_tls_version,
+            expect_name: f.string("expect_name")?.unwrap_or_default(),
         })
+    }
+}
+
+/// A TLS protocol version this build can negotiate, ordered oldest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+impl TlsVersion {
+    /// `1.2` or `1.3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+
+    /// The version rustls negotiated; `None` for versions below 1.2.
+    pub(crate) fn from_rustls(v: rustls::ProtocolVersion) -> Option<TlsVersion> {
+        match v {
+            rustls::ProtocolVersion::TLSv1_2 => Some(TlsVersion::V1_2),
+            rustls::ProtocolVersion::TLSv1_3 => Some(TlsVersion::V1_3),
+            _ => None,
+        }
     }
 }
 
@@ -460,6 +527,9 @@ pub struct DnsSpec {
     pub record_type: DnsRecordType,
     /// When not empty, some answer's presentation line must contain it.
     pub expect: String,
+    /// When set, an answer (UDP, plus the TCP retry) later than this many ms fails.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
 }
 
 impl DnsSpec {
@@ -475,6 +545,7 @@ impl DnsSpec {
             name,
             record_type,
             expect,
+            max_response_ms: max_response_ms(f)?,
         })
     }
 }
@@ -688,6 +759,28 @@ mod tests {
                 "ping target contains invalid characters"
             );
         }
+    }
+
+    #[test]
+    fn max_response_ms_zero_or_negative_is_no_limit() {
+        let limit = |data: &str| match CheckSpec::parse("tcp", data) {
+            CheckSpec::Tcp(t) => t.max_response_ms,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(limit(r#"{"address":"x:1"}"#), None);
+        assert_eq!(limit(r#"{"address":"x:1","max_response_ms":0}"#), None);
+        assert_eq!(limit(r#"{"address":"x:1","max_response_ms":-5}"#), None);
+        assert_eq!(
+            limit(r#"{"address":"x:1","max_response_ms":250}"#),
+            Some(250)
+        );
+        assert!(
+            invalid(CheckSpec::parse(
+                "dns",
+                r#"{"name":"x","type":"A","max_response_ms":"1"}"#
+            ))
+            .starts_with("failed to decode check parameters: ")
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::spec::{IpFamily, TcpSpec};
-use super::{Details, Finding, ProbeError, is_local_exhaustion};
+use super::{Details, Finding, ProbeError, is_local_exhaustion, online_within};
 
 /// Longest response line read when `expect` is set (64 KiB).
 pub const MAX_LINE: u64 = 64 * 1024;
@@ -31,6 +31,7 @@ async fn run_at(
     pin: Option<SocketAddr>,
     deadline: Instant,
 ) -> Result<Finding, ProbeError> {
+    let started = Instant::now();
     let mut details = Details::default();
     let network = network_name(spec.force_ip);
 
@@ -71,7 +72,11 @@ async fn run_at(
     }
 
     if spec.expect.is_empty() {
-        return Ok(Finding::online(details));
+        return Ok(online_within(
+            spec.max_response_ms,
+            started.elapsed(),
+            details,
+        ));
     }
 
     let mut reader = BufReader::new((&mut stream).take(MAX_LINE));
@@ -104,7 +109,11 @@ async fn run_at(
     }
     let text = String::from_utf8_lossy(&line);
     if text.contains(spec.expect.as_str()) {
-        Ok(Finding::online(details))
+        Ok(online_within(
+            spec.max_response_ms,
+            started.elapsed(),
+            details,
+        ))
     } else {
         Ok(Finding::offline(
             format!(

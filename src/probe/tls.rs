@@ -6,21 +6,23 @@
 //! 24h)`, and the check fails iff `days_remaining <= days` with the message `certificate (CN)
 //! expires in N days`. Fixed: every presented certificate is read and the one that expires
 //! first is reported (an intermediate that expires before the leaf is caught), and the
-//! connection is closed with a close_notify.
+//! connection is closed with a close_notify. Any certificate the server presents is read
+//! (X.509 v1 included; see `anycert.rs`), and the handshake is still authenticated.
+//!
+//! Added: `min_tls_version` (the negotiated version must be at least it) and `expect_name`
+//! (the leaf's subject alternative names, or its common name when it has none, must cover the
+//! name). They are judged before the expiry, in that order.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rustls::DigitallySignedStruct;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsConnector;
 
-use super::spec::{IpFamily, TlsSpec};
+use super::spec::{IpFamily, TlsSpec, TlsVersion};
 use super::tcp::{connect_pinned, io_text, resolve};
 use super::{Details, Finding, ProbeContext, ProbeError, is_local_exhaustion};
 
@@ -31,29 +33,10 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 const SECONDS_PER_DAY: i64 = 24 * 60 * 60;
 
-/// A client config that accepts any certificate but still checks handshake signatures, and
-/// never resumes a session (every run must see the certificates).
+/// The `ssl_expire` client config: any certificate accepted, handshake signatures checked
+/// against the presented key ([`super::anycert`]), no ALPN, no session resumption.
 pub(crate) fn client_config() -> Arc<rustls::ClientConfig> {
-    let provider = crate::tlsutil::provider();
-    let verifier = AcceptAnyCertificate {
-        algorithms: provider.signature_verification_algorithms,
-    };
-    let builder =
-        rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions();
-    let mut config = match builder {
-        Ok(b) => b
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth(),
-        // The ring provider supports the default versions; this arm cannot run, but if it did
-        // the check would still work with rustls' own defaults.
-        Err(_) => rustls::ClientConfig::builder()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth(),
-    };
-    config.resumption = rustls::client::Resumption::disabled();
-    Arc::new(config)
+    Arc::new(super::anycert::client_config(&[]))
 }
 
 pub(crate) async fn run(spec: &TlsSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
@@ -98,46 +81,103 @@ async fn run_at(
             ));
         }
     };
-    let certs: Vec<CertificateDer<'static>> = stream
-        .get_ref()
-        .1
+    let conn = stream.get_ref().1;
+    let certs: Vec<CertificateDer<'static>> = conn
         .peer_certificates()
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
+    let version = conn.protocol_version().and_then(TlsVersion::from_rustls);
+    details.tls_version = version.map(|v| v.as_str().to_owned());
+    details.cipher_suite = conn
+        .negotiated_cipher_suite()
+        .and_then(|s| s.suite().as_str())
+        .map(str::to_owned);
     // Close politely but never wait long for it.
     let _ = timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
     drop(stream);
+    Ok(judge(spec, &certs, version, details))
+}
 
+/// The verdict on a completed handshake: the TLS version, then the name, then the expiry.
+fn judge(
+    spec: &TlsSpec,
+    certs: &[CertificateDer<'_>],
+    version: Option<TlsVersion>,
+    mut details: Details,
+) -> Finding {
     if certs.is_empty() {
-        return Ok(Finding::offline("no peer certificates found", details));
+        return Finding::offline("no peer certificates found", details);
     }
     details.certificates = Some(certs.len());
-    let Some(earliest) = earliest_expiry(&certs) else {
-        return Ok(Finding::offline(
-            "failed to parse the peer certificates",
-            details,
-        ));
+    let Some(earliest) = earliest_expiry(certs) else {
+        return Finding::offline("failed to parse the peer certificates", details);
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let days_remaining = days_remaining(earliest.not_after, now);
-    details.days_remaining = Some(days_remaining);
-    details.not_after = rfc3339(earliest.not_after);
-    details.common_name = Some(earliest.common_name.clone());
-    details.chain_position = Some(earliest.position);
+    let days_remaining = describe(&earliest, &mut details);
 
+    if let Some(min) = spec.min_tls_version
+        && version.is_none_or(|v| v < min)
+    {
+        let got = version.map_or("an unknown TLS version".to_owned(), |v| {
+            format!("TLS {}", v.as_str())
+        });
+        return Finding::offline(
+            format!("{got} negotiated, below min_tls_version {}", min.as_str()),
+            details,
+        );
+    }
+    if !spec.expect_name.is_empty() {
+        // The name is the leaf's business, whichever certificate expires first.
+        let leaf = x509_parser::parse_x509_certificate(certs[0].as_ref()).ok();
+        let names = leaf.as_ref().map(|(_, c)| names_of(c)).unwrap_or_default();
+        if !name_covered(&names, &spec.expect_name) {
+            return Finding::offline(
+                format!(
+                    "certificate is valid for {}, not {}",
+                    if names.is_empty() {
+                        "no names".to_owned()
+                    } else {
+                        names.join(", ")
+                    },
+                    spec.expect_name
+                ),
+                details,
+            );
+        }
+    }
     if days_remaining <= spec.days {
-        Ok(Finding::offline(
+        Finding::offline(
             format!(
                 "certificate ({}) expires in {days_remaining} days",
                 earliest.common_name
             ),
             details,
-        ))
+        )
     } else {
-        Ok(Finding::online(details))
+        Finding::online(details)
+    }
+}
+
+/// Fills the certificate fields of `details` from `cert`; returns its days remaining.
+fn describe(cert: &Expiry, details: &mut Details) -> i64 {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days_remaining = days_remaining(cert.not_after, now);
+    details.days_remaining = Some(days_remaining);
+    details.not_after = rfc3339(cert.not_after);
+    details.common_name = Some(cert.common_name.clone());
+    details.chain_position = Some(cert.position);
+    details.issuer = Some(cert.issuer.clone());
+    details.subject_alt_names = Some(cert.names.clone());
+    details.serial = Some(cert.serial.clone());
+    days_remaining
+}
+
+/// The certificate fields of `details` for an https leaf (http checks), when it parses.
+pub(crate) fn describe_leaf(der: &[u8], details: &mut Details) {
+    if let Some(leaf) = earliest_expiry(&[CertificateDer::from(der)]) {
+        describe(&leaf, details);
     }
 }
 
@@ -150,6 +190,10 @@ struct Expiry {
     not_after: i64,
     common_name: String,
     position: usize,
+    issuer: String,
+    /// The subject alternative names, or the common name when there are none.
+    names: Vec<String>,
+    serial: String,
 }
 
 /// The parseable certificate with the earliest `notAfter` (the first one on a tie).
@@ -175,9 +219,69 @@ fn earliest_expiry(certs: &[CertificateDer<'_>]) -> Option<Expiry> {
             not_after,
             common_name,
             position,
+            issuer: cert.issuer().to_string(),
+            names: names_of(&cert),
+            serial: cert.raw_serial_as_string(),
         });
     }
     best
+}
+
+/// The DNS names and IP addresses a certificate covers: its subject alternative names, or its
+/// last common name when it has none (X.509 v1 certificates cannot carry the extension).
+fn names_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let sans: Vec<String> = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some((*d).to_owned()),
+                GeneralName::IPAddress(b) => ip_text(b),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !sans.is_empty() {
+        return sans;
+    }
+    cert.subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .last()
+        .map(|cn| vec![cn.to_owned()])
+        .unwrap_or_default()
+}
+
+/// An IP address SAN (4 or 16 bytes) as text.
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(ip.to_string())
+}
+
+/// Whether `wanted` (a host name or an IP address) is one of `names`, host names compared
+/// without case or trailing dot, and a `*.` name covering exactly one leftmost label.
+fn name_covered(names: &[String], wanted: &str) -> bool {
+    let norm = |s: &str| s.trim_end_matches('.').to_ascii_lowercase();
+    let wanted = norm(wanted);
+    if let Ok(ip) = wanted.parse::<IpAddr>() {
+        return names.iter().any(|n| n.parse::<IpAddr>() == Ok(ip));
+    }
+    names
+        .iter()
+        .map(|n| norm(n))
+        .any(|name| match name.strip_prefix("*.") {
+            Some(suffix) => wanted
+                .split_once('.')
+                .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+            None => name == wanted,
+        })
 }
 
 fn rfc3339(unix: i64) -> Option<String> {
@@ -209,48 +313,6 @@ fn server_name(address: &str, peer: Option<IpAddr>) -> ServerName<'static> {
     }
 }
 
-/// Accepts any certificate (gobearmon's `InsecureSkipVerify`): an expiry check must see
-/// expired, self-signed and misnamed certificates. Handshake signatures are still verified.
-#[derive(Debug)]
-struct AcceptAnyCertificate {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +341,24 @@ mod tests {
             server_name("t.test:443", None),
             ServerName::DnsName(n) if n.as_ref() == "t.test"
         ));
+    }
+
+    #[test]
+    fn name_matching() {
+        let names: Vec<String> = ["*.example.com", "Host.Test", "127.0.0.1"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(name_covered(&names, "a.example.com"));
+        assert!(name_covered(&names, "A.EXAMPLE.COM."));
+        assert!(!name_covered(&names, "example.com"));
+        assert!(!name_covered(&names, "a.b.example.com"));
+        assert!(name_covered(&names, "host.test"));
+        assert!(!name_covered(&names, "other.test"));
+        assert!(name_covered(&names, "127.0.0.1"));
+        assert!(!name_covered(&names, "127.0.0.2"));
+        assert_eq!(ip_text(&[10, 0, 0, 1]).as_deref(), Some("10.0.0.1"));
+        assert_eq!(ip_text(&[1, 2, 3]), None);
     }
 
     #[test]

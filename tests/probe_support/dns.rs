@@ -152,6 +152,8 @@ impl Dnsmasq {
 pub enum Hostile {
     /// Never answers.
     Silent,
+    /// Answers (`A 10.9.9.9`) after this delay: the slow answer under test.
+    Slow(Duration),
     /// Answers with bytes that are not a DNS message.
     Garbage,
     /// Answers first with the wrong id, then with garbage, then the real answer
@@ -188,6 +190,12 @@ impl HostileDns {
                 };
                 match kind {
                     Hostile::Silent => {}
+                    Hostile::Slow(delay) => {
+                        tokio::time::sleep(delay).await;
+                        let _ = socket
+                            .send_to(&answer(&query).to_vec().unwrap(), peer)
+                            .await;
+                    }
                     Hostile::Garbage => {
                         let _ = socket.send_to(b"\xde\xad\xbe\xef garbage", peer).await;
                     }

@@ -168,18 +168,41 @@ pub async fn start_http_on(bind: &str) -> HttpServer {
 
 /// HTTPS on 127.0.0.1 presenting `cert`; records the SNI of each handshake.
 pub async fn start_https(cert: ServerCert) -> HttpServer {
-    start_https_on("127.0.0.1:0", cert).await
+    start_https_with(cert, rustls::DEFAULT_VERSIONS).await
 }
 
 /// HTTPS on `bind` (`ip:port`) presenting `cert`.
 pub async fn start_https_on(bind: &str, cert: ServerCert) -> HttpServer {
+    start_https_bound(bind, cert, rustls::DEFAULT_VERSIONS).await
+}
+
+/// HTTPS speaking only `versions`. The certificate is presented as it is, never parsed
+/// (rustls's own key check cannot read X.509 v1), so a key that does not match it is served
+/// too.
+pub async fn start_https_with(
+    cert: ServerCert,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> HttpServer {
+    start_https_bound("127.0.0.1:0", cert, versions).await
+}
+
+async fn start_https_bound(
+    bind: &str,
+    cert: ServerCert,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> HttpServer {
     gobearmon::tlsutil::install_default_provider();
-    let config = rustls::ServerConfig::builder_with_provider(gobearmon::tlsutil::provider())
-        .with_safe_default_protocol_versions()
+    let provider = gobearmon::tlsutil::provider();
+    let signer = provider
+        .key_provider
+        .load_private_key(cert.key)
+        .expect("server key");
+    let certified = rustls::sign::CertifiedKey::new(cert.chain, signer);
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(cert.chain, cert.key)
-        .expect("server certificate");
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let tcp = TcpListener::bind(bind).await.expect("bind https");
     let addr = tcp.local_addr().unwrap();

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod dns;
 pub mod http;
 pub mod netns;
+pub mod openssl;
 #[allow(clippy::duplicate_mod)] // also loaded by the other support modules
 #[path = "../support/ports.rs"]
 mod ports;

@@ -13,6 +13,9 @@ use tokio::task::JoinHandle;
 pub enum Behaviour {
     /// Reads one line, then writes this text (include the `\n`) and closes.
     Reply(&'static str),
+    /// Reads one line, waits this long (the slow answer under test), then replies and
+    /// closes.
+    ReplyAfter(Duration, &'static str),
     /// Writes this text right after accepting, then closes.
     Greet(&'static str),
     /// Writes this text right after accepting, then holds the connection open.
@@ -83,6 +86,11 @@ async fn serve(stream: TcpStream, behaviour: Behaviour) -> Vec<u8> {
     match behaviour {
         Behaviour::Reply(text) => {
             let _ = read.read_until(b'\n', &mut got).await;
+            let _ = write.write_all(text.as_bytes()).await;
+        }
+        Behaviour::ReplyAfter(delay, text) => {
+            let _ = read.read_until(b'\n', &mut got).await;
+            tokio::time::sleep(delay).await;
             let _ = write.write_all(text.as_bytes()).await;
         }
         Behaviour::Greet(text) => {
