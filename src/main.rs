@@ -225,6 +225,15 @@ fn admin_interval(config: &config::Config) -> std::time::Duration {
         })
 }
 
+/// Why a node stopped on an error: its role's error, logged as it is.
+#[derive(Debug, thiserror::Error)]
+enum NodeError {
+    #[error(transparent)]
+    Worker(#[from] gobearmon::role::worker::WorkerError),
+    #[error(transparent)]
+    Viewserver(#[from] gobearmon::role::viewserver::ViewserverError),
+}
+
 async fn run_node(
     config: config::Config,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -276,7 +285,9 @@ async fn run_node(
                 Ok(l) => NodeListener::new(l, tls.clone()),
                 Err(code) => return code,
             };
-            role::viewserver::run(config.clone(), listener, shutdown.clone(), admin_tx).await
+            role::viewserver::run(config.clone(), listener, shutdown.clone(), admin_tx)
+                .await
+                .map_err(NodeError::from)
         }
         config::Role::Worker { worker, controller } => {
             let worker_listener = match bind("the worker address", &worker.addr).await {
@@ -302,6 +313,7 @@ async fn run_node(
                 admin_tx,
             )
             .await
+            .map_err(NodeError::from)
         }
     };
     match result {

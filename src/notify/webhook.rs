@@ -155,17 +155,7 @@ pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     ctx.update(timestamp.as_bytes());
     ctx.update(b".");
     ctx.update(body);
-    hex(ctx.sign().as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
+    hex::encode(ctx.sign())
 }
 
 /// Posts notifications to webhook contacts.

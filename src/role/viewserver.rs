@@ -31,25 +31,49 @@ struct Node {
     signer: Arc<Signer>,
 }
 
+/// Why a viewserver member could not start or stopped serving. Each ends the node (`main`
+/// exits 70); none is worth retrying in place.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewserverError {
+    /// The config given to [`run`] is a worker's.
+    #[error("not a viewserver config")]
+    NotViewserverConfig,
+    /// The RPC client could not be built (`[tls]` files, TLS setup).
+    #[error("{0}")]
+    Client(String),
+    /// The group member could not start (`data_dir`, its log or state, Raft).
+    #[error("{0}")]
+    Group(String),
+    /// The listener has no local address.
+    #[error("{0}")]
+    Listener(#[source] std::io::Error),
+    /// Serving `addr` failed.
+    #[error("{0}")]
+    Serve(#[source] std::io::Error),
+}
+
 /// Runs a viewserver member on `listener` until `shutdown`. `admin` receives admin notices.
 pub async fn run(
     config: Config,
     listener: NodeListener,
     shutdown: CancellationToken,
     admin: mpsc::UnboundedSender<(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), ViewserverError> {
     let Role::Viewserver(vs) = &config.role else {
-        return Err("not a viewserver config".into());
+        return Err(ViewserverError::NotViewserverConfig);
     };
     let signer = Arc::new(Signer::new(
         &config.default.password,
         format!("vs{}", vs.id),
     ));
-    let client = RpcClient::new(signer.clone(), config.tls.as_ref())?;
-    let group = ViewGroup::start(vs.clone(), client, admin).await?;
+    let client =
+        RpcClient::new(signer.clone(), config.tls.as_ref()).map_err(ViewserverError::Client)?;
+    let group = ViewGroup::start(vs.clone(), client, admin)
+        .await
+        .map_err(ViewserverError::Group)?;
     tracing::info!(
         id = vs.id,
-        addr = %listener.local_addr().map_err(|e| e.to_string())?,
+        addr = %listener.local_addr().map_err(ViewserverError::Listener)?,
         tls = listener.is_tls(),
         peers = ?vs.peers,
         data_dir = %vs.data_dir.display(),
@@ -93,7 +117,7 @@ pub async fn run(
     if let Err(e) = group.raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not shut down cleanly");
     }
-    served.map_err(|e| e.to_string())
+    served.map_err(ViewserverError::Serve)
 }
 
 async fn append(

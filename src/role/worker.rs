@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::controller::{ControllerHost, ControllerSlot};
+use super::controller::{ControllerError, ControllerHost, ControllerSlot};
 use super::membership::{Membership, wall_ms};
 use super::runner::Runner;
 use crate::api::{NodeListener, Sample, metrics_response, ready_response, serve};
@@ -25,6 +25,27 @@ use crate::lease::{Action, Fence, FenceReading, Inputs, Supervisor};
 use crate::probe::ProbeContext;
 use crate::rpc::RpcClient;
 use crate::rpc::sign::Signer;
+
+/// Why a worker could not start or stopped serving. Each ends the node (`main` exits 70);
+/// none is worth retrying in place.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The config given to [`run`] is a viewserver's.
+    #[error("not a worker config")]
+    NotWorkerConfig,
+    /// The RPC client could not be built (`[tls]` files, TLS setup).
+    #[error("{0}")]
+    Client(String),
+    /// The worker listener has no local address.
+    #[error("{0}")]
+    Listener(#[source] std::io::Error),
+    /// The controller host (store, delivery channels) could not be set up.
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    /// Serving `[worker] addr` failed.
+    #[error("{0}")]
+    Serve(#[source] std::io::Error),
+}
 
 /// The listeners a worker serves, bound by the caller.
 pub struct Listeners {
@@ -49,12 +70,13 @@ pub async fn run(
     shutdown: CancellationToken,
     disconnect: Arc<Notify>,
     admin: mpsc::UnboundedSender<(String, String)>,
-) -> Result<(), String> {
+) -> Result<(), WorkerError> {
     let Role::Worker { worker, controller } = &config.role else {
-        return Err("not a worker config".into());
+        return Err(WorkerError::NotWorkerConfig);
     };
     let signer = Arc::new(Signer::new(&config.default.password, worker.id.clone()));
-    let client = RpcClient::new(signer.clone(), config.tls.as_ref())?;
+    let client =
+        RpcClient::new(signer.clone(), config.tls.as_ref()).map_err(WorkerError::Client)?;
     let membership = Membership::new(
         worker.id.clone(),
         controller.as_ref().map(|c| c.advertise_addr.clone()),
@@ -65,7 +87,7 @@ pub async fn run(
     );
     tracing::info!(
         node = %worker.id,
-        addr = %listeners.worker.local_addr().map_err(|e| e.to_string())?,
+        addr = %listeners.worker.local_addr().map_err(WorkerError::Listener)?,
         controller_addr = ?listeners.controller.as_ref().and_then(|l| l.local_addr().ok()),
         viewservers = ?worker.view_addr,
         tls = listeners.worker.is_tls(),
@@ -135,7 +157,7 @@ pub async fn run(
     runs_done.cancel();
     tasks.close();
     tasks.wait().await;
-    served.map_err(|e| e.to_string())
+    served.map_err(WorkerError::Serve)
 }
 
 /// Acts as controller exactly while [`Supervisor`] says so: observes the membership and the

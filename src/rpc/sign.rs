@@ -53,26 +53,6 @@ pub enum SignError {
     Replay,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -83,7 +63,7 @@ fn canonical(method: &str, path: &str, node: &str, ts: u64, nonce: &str, body: &
     let digest = ring::digest::digest(&ring::digest::SHA256, body);
     format!(
         "{method}\n{path}\n{node}\n{ts}\n{nonce}\n{}",
-        hex(digest.as_ref())
+        hex::encode(digest)
     )
 }
 
@@ -135,7 +115,7 @@ impl Signer {
         if self.rng.fill(&mut raw).is_err() {
             raw[..8].copy_from_slice(&now_ms().to_le_bytes());
         }
-        let nonce = hex(&raw);
+        let nonce = hex::encode(raw);
         let ts = now_ms();
         let text = canonical(method, path, &self.node, ts, &nonce, body);
         let tag = hmac::sign(&self.key, text.as_bytes());
@@ -143,7 +123,7 @@ impl Signer {
             node: self.node.clone(),
             timestamp_ms: ts,
             nonce,
-            signature: hex(tag.as_ref()),
+            signature: hex::encode(tag),
         }
     }
 
@@ -192,7 +172,7 @@ impl Signer {
                 max_ms: max,
             });
         }
-        let tag = unhex(&signed.signature).ok_or(SignError::Malformed)?;
+        let tag = hex::decode(&signed.signature).map_err(|_| SignError::Malformed)?;
         let text = canonical(
             method,
             path,
@@ -284,7 +264,7 @@ mod tests {
         s.timestamp_ms -= 31_000;
         // Re-sign with the old timestamp so only the age is wrong.
         let text = canonical("POST", "/work", "w1", s.timestamp_ms, &s.nonce, b"");
-        s.signature = hex(hmac::sign(&a.key, text.as_bytes()).as_ref());
+        s.signature = hex::encode(hmac::sign(&a.key, text.as_bytes()));
         assert!(matches!(
             a.verify("POST", "/work", b"", &s),
             Err(SignError::Stale { .. })

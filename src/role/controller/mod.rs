@@ -38,6 +38,21 @@ use crate::rpc::work::{PATH_POLL, PATH_RESULTS};
 use crate::store::Store;
 use term::TermHandle;
 
+/// Why a controller host could not be set up. Each is a config or environment problem found
+/// at start: retrying without changing the config does not help.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// `[controller] database` could not be turned into connection pools.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The contact delivery channels (SMTP, Twilio) could not be built.
+    #[error("{0}")]
+    Channels(#[source] crate::notify::NotifyError),
+    /// The admin notice mailer could not be built.
+    #[error("{0}")]
+    AdminMail(#[source] crate::notify::NotifyError),
+}
+
 /// What a controller-capable worker keeps across terms.
 pub struct ControllerHost {
     pub node: NodeId,
@@ -57,12 +72,12 @@ impl ControllerHost {
         signer: Arc<Signer>,
         membership: Arc<Membership>,
         admin: mpsc::UnboundedSender<(String, String)>,
-    ) -> Result<Arc<ControllerHost>, String> {
-        let store = Store::new(&controller.database).map_err(|e| e.to_string())?;
+    ) -> Result<Arc<ControllerHost>, ControllerError> {
+        let store = Store::new(&controller.database)?;
         let channels = Channels::new(&config.smtp, &config.twilio, controller.delivery.timeout)
-            .map_err(|e| e.to_string())?;
+            .map_err(ControllerError::Channels)?;
         let admin_mail = AdminNotifier::new(&config.smtp, controller.delivery.admin_interval)
-            .map_err(|e| e.to_string())?;
+            .map_err(ControllerError::AdminMail)?;
         Ok(Arc::new(ControllerHost {
             node: NodeId(signer.node().to_string()),
             config: controller,
