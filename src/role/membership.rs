@@ -56,7 +56,11 @@ impl Standing {
         })
     }
 
-    /// See [`Membership::fence_alone_at`]; `heartbeat` is this node's heartbeat interval.
+    /// While the whole group is unreachable and the last view names `me`: the moment from
+    /// which it may act under the epoch fence alone. That is two `controller_timeout`s and a
+    /// heartbeat (`heartbeat`, this node's interval) after the last answered heartbeat was
+    /// sent: by then a group that is still working has named another controller, which has
+    /// raised the fence.
     pub fn fence_alone_at(
         &self,
         me: &str,
@@ -176,7 +180,7 @@ impl Membership {
 
     /// Whether this node may act as controller for `epoch` now: it holds the lease, or the
     /// whole viewserver group has been unreachable for longer than it could take a working
-    /// group to replace this node ([`Membership::fence_alone_at`]) and the view it last saw
+    /// group to replace this node ([`Standing::fence_alone_at`]) and the view it last saw
     /// names it for `epoch`. In the second case it acts under the epoch fence alone (the
     /// caller checks first that no newer epoch has raised it): a node merely cut off from a
     /// working group has stopped when its lease ran out, before a successor could be named,
@@ -198,18 +202,6 @@ impl Membership {
                 self.interval,
             )
             .is_some_and(|at| Instant::now() >= at)
-    }
-
-    /// While the whole group is unreachable and the last view names this node: the moment
-    /// from which it may act under the epoch fence alone. That is two `controller_timeout`s
-    /// and a heartbeat after the last answered heartbeat was sent: by then a group that is
-    /// still working has named another controller, which has raised the fence.
-    pub fn fence_alone_at(&self) -> Option<Instant> {
-        self.standing.borrow().fence_alone_at(
-            &self.node,
-            self.stepping_down.load(Ordering::Relaxed),
-            self.interval,
-        )
     }
 
     /// This node, named for `epoch`, cannot act for it: the fence holds `fence` (newer, or the

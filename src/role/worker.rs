@@ -261,7 +261,6 @@ async fn read_fence(host: &ControllerHost, epoch: u64) -> Fence {
         Ok(Ok(stored)) if stored.0 > epoch => {
             // If the view still names this node for `epoch`, the group must hear of it.
             host.membership.report_fenced_out(epoch, stored.0);
-            host.membership.saw_fence(stored.0);
             Fence::Newer
         }
         Ok(Ok(_)) => Fence::NotNewer,

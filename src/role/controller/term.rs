@@ -123,8 +123,10 @@ pub(super) async fn act(
         "flip writer",
         super::flips::run(handle.clone(), flips_rx, outbox),
     ));
+    // A dispatcher that stops on any error ends the term (through `ends_term`), so a new term
+    // starts one again instead of leaving the outbox undelivered.
     let t = token.clone();
-    tasks.spawn(async move {
+    tasks.spawn(ends_term(token.clone(), "outbox dispatcher", async move {
         match dispatcher.run(t.child_token()).await {
             Err(StoreError::Fenced { ours, stored }) => {
                 tracing::error!(%ours, %stored, "outbox fenced: a newer controller took over");
@@ -133,7 +135,7 @@ pub(super) async fn act(
             Err(e) => tracing::error!(error = %e, "outbox dispatcher stopped"),
             Ok(()) => {}
         }
-    });
+    }));
     tasks.spawn(ends_term(
         token.clone(),
         "reload loop",
