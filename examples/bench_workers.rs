@@ -144,7 +144,10 @@ async fn fake_worker(
     interval: Duration,
 ) {
     let node = format!("sim{id:03}");
-    let signer = Arc::new(Signer::new(&Secret::new(args.secret.clone()), node.clone()));
+    let signer = Arc::new(Signer::cluster(
+        &Secret::new(args.secret.clone()),
+        node.clone(),
+    ));
     let client = RpcClient::new(signer, None).expect("rpc client");
     let mut epoch = 0u64;
     let mut connected = false;

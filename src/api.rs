@@ -2,7 +2,7 @@
 //! plain or with TLS (`[tls]`), with graceful shutdown, and rendering `/metrics` in the
 //! Prometheus text format.
 
-mod tls;
+mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,7 +11,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -19,7 +18,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use tls::TlsListener;
+pub(crate) use serve::serve_with_handshake_timeout;
+pub use serve::{HEADER_TIMEOUT, MAX_CONNECTIONS};
 
 /// Bound on one TLS handshake on a node listener.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,32 +63,6 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     serve_with_handshake_timeout(listener.into(), router, shutdown, HANDSHAKE_TIMEOUT).await
-}
-
-pub(crate) async fn serve_with_handshake_timeout(
-    listener: NodeListener,
-    router: Router,
-    shutdown: CancellationToken,
-    handshake_timeout: Duration,
-) -> std::io::Result<()> {
-    let app = router.into_make_service_with_connect_info::<SocketAddr>();
-    let stop = async move { shutdown.cancelled().await };
-    match listener.tls {
-        None => {
-            axum::serve(listener.tcp, app)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-        Some(config) => {
-            let tls = TlsListener::new(listener.tcp, config, handshake_timeout);
-            // The no-op tap is for `ConnectInfo`: axum provides the peer address of any
-            // listener wrapped in `TapIo`, and the orphan rule keeps this crate from
-            // implementing `Connected` for its own listener's streams.
-            axum::serve(tls.tap_io(|_| {}), app)
-                .with_graceful_shutdown(stop)
-                .await
-        }
-    }
 }
 
 /// One value for `/metrics`.

@@ -63,6 +63,23 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the node key of worker ID, derived from the cluster secret in FILE (any config
+    /// that holds `[default] password`). Give it to a probe-only worker outside the trusted
+    /// zone as `[worker] key`, so that it holds no cluster secret.
+    NodeKey {
+        /// The worker's `[worker] id`.
+        id: String,
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Ask the worker of FILE to hand over (as `SIGUSR1` does): a controller steps down
+    /// first, the worker stays away for `disconnect_pause`. The request is signed with the
+    /// worker's own key, so only its operator can send it.
+    Disconnect {
+        /// The worker's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Contacts: `contact test ID --config FILE` sends a test notification to contact ID
     /// through the real delivery path and prints `delivered` (exit 0) or the error (exit 1).
     Contact {
@@ -95,6 +112,8 @@ fn main() -> ExitCode {
         (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
         (Some(Command::CheckConfig { config }), _) => check_config(&config),
         (Some(Command::Status { config }), _) => status(&config),
+        (Some(Command::NodeKey { id, config }), _) => node_key(&id, &config),
+        (Some(Command::Disconnect { config }), _) => disconnect(&config),
         (
             Some(Command::Probe {
                 check_type,
@@ -433,6 +452,7 @@ fn contact_test(id: i64, path: &std::path::Path) -> ExitCode {
 /// `gobearmon status --config FILE`: finds the controller through the viewserver group and
 /// prints its status JSON.
 fn status(path: &std::path::Path) -> ExitCode {
+    use gobearmon::role::viewserver::{PATH_VIEW, ViewAnswer};
     use gobearmon::rpc::RpcClient;
     use gobearmon::rpc::sign::Signer;
     use std::sync::Arc;
@@ -451,17 +471,22 @@ fn status(path: &std::path::Path) -> ExitCode {
     };
     let run = async {
         gobearmon::tlsutil::install_default_provider();
-        let signer = Arc::new(Signer::new(&config.default.password, "status-cli"));
-        let client = RpcClient::new(signer, config.tls.as_ref())?;
+        let signer = match (&config.default.password, config.worker()) {
+            (Some(secret), _) => Signer::cluster(secret, "status-cli"),
+            (None, Some(w)) => config.signer(w.id.clone()).map_err(|e| e.to_string())?,
+            (None, None) => return Err("no cluster secret in the config".to_string()),
+        };
+        let client =
+            RpcClient::new(Arc::new(signer), config.tls.as_ref()).map_err(|e| e.to_string())?;
         let mut errors = Vec::new();
         let mut controller = None;
         for m in &members {
             match client
-                .get::<serde_json::Value>(m, "/view", Duration::from_secs(3))
+                .get::<ViewAnswer>(m, PATH_VIEW, Duration::from_secs(3))
                 .await
             {
                 Ok(v) => {
-                    controller = v["view"]["controller"]["addr"].as_str().map(str::to_string);
+                    controller = v.view.controller.map(|c| c.addr);
                     if controller.is_some() {
                         break;
                     }
@@ -487,6 +512,85 @@ fn status(path: &std::path::Path) -> ExitCode {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `gobearmon node-key ID --config FILE`.
+fn node_key(id: &str, path: &std::path::Path) -> ExitCode {
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some(secret) = &config.default.password else {
+        eprintln!(
+            "{}: holds no cluster secret ([default] password); use the config of a viewserver member or a controller-capable worker",
+            path.display()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    if !gobearmon::config::valid_node_id(id) {
+        eprintln!("{id:?} is not a node id: 1 to 64 characters from A-Z a-z 0-9 . _ -");
+        return ExitCode::from(2);
+    }
+    println!("{}", gobearmon::rpc::sign::node_key_hex(secret, id));
+    ExitCode::SUCCESS
+}
+
+/// `gobearmon disconnect --config FILE`: a signed hand-over request to the worker of FILE.
+fn disconnect(path: &std::path::Path) -> ExitCode {
+    use gobearmon::role::worker::{Disconnecting, PATH_DISCONNECT};
+    use gobearmon::rpc::RpcClient;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let config = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let Some(worker) = config.worker() else {
+        eprintln!("{}: not a worker config", path.display());
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    // A worker listening on every interface is asked over loopback.
+    let addr = match worker.addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        _ => worker.addr.clone(),
+    };
+    let run = async {
+        gobearmon::tlsutil::install_default_provider();
+        let signer = config
+            .signer(worker.id.clone())
+            .map_err(|e| e.to_string())?;
+        let client =
+            RpcClient::new(Arc::new(signer), config.tls.as_ref()).map_err(|e| e.to_string())?;
+        client
+            .post::<_, Disconnecting>(&addr, PATH_DISCONNECT, &(), Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let answer = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(run),
+        Err(e) => Err(e.to_string()),
+    };
+    match answer {
+        Ok(d) => {
+            println!(
+                "{} is handing over; back in {} s",
+                d.node,
+                d.pause_ms.div_ceil(1000)
             );
             ExitCode::SUCCESS
         }

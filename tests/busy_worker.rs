@@ -98,8 +98,11 @@ fn a_worker_with_every_permit_waiting_on_black_holed_targets_stays_alive() {
         let (code, _) = c.get(&c.worker_addrs[0], "/ready")?;
         (code == 200).then_some(())
     });
-    let client =
-        RpcClient::with_tls(Arc::new(Signer::new(&Secret::new(SECRET), "tester")), None).unwrap();
+    let client = RpcClient::with_tls(
+        Arc::new(Signer::cluster(&Secret::new(SECRET), "tester")),
+        None,
+    )
+    .unwrap();
 
     // Twice as many checks as permits, each run held 10 s by the black hole.
     let data = format!(r#"{{"address":"127.0.0.1:{port}","timeout":10}}"#);

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use gobearmon::config::Secret;
-use gobearmon::rpc::sign::{HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
+use gobearmon::rpc::sign::Signer;
 use support::cluster::{
     Cluster, FENCE_ALONE, LEASE_START, LEASE_STOP, NOT_ACTING, SECRET, Timings, lease_intervals,
     log_number, wait_until,
@@ -334,23 +334,17 @@ fn unsigned_stale_and_replayed_requests_get_401_and_change_nothing() {
     let send = |signed: gobearmon::rpc::sign::Signed, body: Vec<u8>| {
         let url = format!("http://{addr}/view/heartbeat");
         {
-            http.post(url)
-                .header("content-type", "application/json")
-                .header(HEADER_NODE, signed.node)
-                .header(HEADER_TIMESTAMP, signed.timestamp_ms.to_string())
-                .header(HEADER_NONCE, signed.nonce)
-                .header(HEADER_SIGNATURE, signed.signature)
-                .body(body)
-                .send()
-                .unwrap()
-                .status()
-                .as_u16()
+            let mut request = http.post(url).header("content-type", "application/json");
+            for (name, value) in signed.headers() {
+                request = request.header(name, value);
+            }
+            request.body(body).send().unwrap().status().as_u16()
         }
     };
     let before = c.metric(addr, "gobearmon_requests_refused_total").unwrap();
     // Wrong secret.
-    let wrong = Signer::new(&Secret::new("not-the-cluster-secret"), "intruder");
-    let s = wrong.sign("POST", "/view/heartbeat", &body);
+    let wrong = Signer::cluster(&Secret::new("not-the-cluster-secret"), "intruder");
+    let s = wrong.sign("POST", addr, "/view/heartbeat", &body);
     assert_eq!(send(s, body.clone()), 401);
     // No signature at all.
     let unsigned = http
@@ -363,24 +357,31 @@ fn unsigned_stale_and_replayed_requests_get_401_and_change_nothing() {
     assert_eq!(unsigned, 401);
     // Right secret, old timestamp: the signature covers the timestamp, so an old request
     // cannot be refreshed.
-    let right = Signer::new(&Secret::new(SECRET), "tester");
-    let mut old = right.sign("POST", "/view/heartbeat", &body);
+    let right = Signer::cluster(&Secret::new(SECRET), "tester");
+    let mut old = right.sign("POST", addr, "/view/heartbeat", &body);
     old.timestamp_ms -= 120_000;
     assert_eq!(send(old, body.clone()), 401);
     // Right secret, tampered body.
-    let s = right.sign("POST", "/view/heartbeat", &body);
+    let s = right.sign("POST", addr, "/view/heartbeat", &body);
     assert_eq!(send(s, b"{}".to_vec()), 401);
     // A valid request for a harmless heartbeat of an unknown probe-only node, then its replay.
     let harmless = serde_json::to_vec(&serde_json::json!({
-        "node": "probe-only-tester", "controller_addr": null, "up_since_ms": 0, "stepping_down": false
+        "node": "tester", "controller_addr": null, "up_since_ms": 0, "stepping_down": false
     }))
     .unwrap();
-    let s = right.sign("POST", "/view/heartbeat", &harmless);
+    let s = right.sign("POST", addr, "/view/heartbeat", &harmless);
     assert_eq!(send(s.clone(), harmless.clone()), 200);
     assert_eq!(send(s, harmless), 401, "a replayed nonce is refused");
     let after = c.metric(addr, "gobearmon_requests_refused_total").unwrap();
     assert_eq!(after - before, 5.0, "every refusal is counted");
-    assert!(c.viewservers[0].log_text().contains("peer=127.0.0.1:"));
+    // Logged once with the peer, not once per refusal.
+    let log = c.viewservers[0].log_text();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("refused a request"))
+        .count();
+    assert_eq!(logged, 1, "{log}");
+    assert!(log.contains("peer=127.0.0.1 "), "{log}");
     // Nothing changed: the controller that was not really stepping down is still in place.
     std::thread::sleep(Duration::from_millis(c.timings.controller_timeout_ms + 500));
     assert_eq!(c.current().unwrap(), (e1, Some(first)));

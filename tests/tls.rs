@@ -16,7 +16,7 @@ use std::time::Duration;
 use gobearmon::config::{Secret, SmtpTls};
 use gobearmon::notify::admin::{AdminKind, AdminNotifier, AdminOutcome};
 use gobearmon::notify::email::EmailSender;
-use gobearmon::rpc::sign::{HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Signer};
+use gobearmon::rpc::sign::Signer;
 use notify_support::{SmtpOptions, SmtpServer, TestPki, smtp_config};
 use support::TestDb;
 use support::cluster::{Cluster, ClusterPki, SECRET, Timings, wait_until};
@@ -230,27 +230,22 @@ fn foreign_certificates_are_refused_and_the_secret_is_still_checked() {
 
     // Under TLS the signature still decides: the wrong secret gets 401, the right one 200.
     let body = serde_json::to_vec(&serde_json::json!({
-        "node": "probe-only-tester", "controller_addr": null, "up_since_ms": 0, "stepping_down": false
+        "node": "tester", "controller_addr": null, "up_since_ms": 0, "stepping_down": false
     }))
     .unwrap();
     let send = |signer: &Signer| {
-        let s = signer.sign("POST", "/view/heartbeat", &body);
-        node_like
+        let s = signer.sign("POST", &addr.to_string(), "/view/heartbeat", &body);
+        let mut request = node_like
             .post(format!("https://{addr}/view/heartbeat"))
-            .header("content-type", "application/json")
-            .header(HEADER_NODE, s.node)
-            .header(HEADER_TIMESTAMP, s.timestamp_ms.to_string())
-            .header(HEADER_NONCE, s.nonce)
-            .header(HEADER_SIGNATURE, s.signature)
-            .body(body.clone())
-            .send()
-            .unwrap()
-            .status()
-            .as_u16()
+            .header("content-type", "application/json");
+        for (name, value) in s.headers() {
+            request = request.header(name, value);
+        }
+        request.body(body.clone()).send().unwrap().status().as_u16()
     };
-    let wrong = Signer::new(&Secret::new("not-the-cluster-secret"), "intruder");
+    let wrong = Signer::cluster(&Secret::new("not-the-cluster-secret"), "intruder");
     assert_eq!(send(&wrong), 401);
-    let right = Signer::new(&Secret::new(SECRET), "tester");
+    let right = Signer::cluster(&Secret::new(SECRET), "tester");
     assert_eq!(send(&right), 200);
 }
 

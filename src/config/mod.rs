@@ -11,7 +11,7 @@ mod secret;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use read::{ConfigError, Problem, known_keys, load, parse};
+pub use read::{ConfigError, Problem, known_keys, load, parse, valid_node_id};
 pub use secret::Secret;
 
 /// `[viewserver] controller_timeout` when the file does not set it.
@@ -33,6 +33,8 @@ pub struct Config {
 }
 
 /// What this node is, decided by which sections the file has (DESIGN 2).
+// One per node, built once: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Role {
     /// `[worker]`, with `[controller]` when it may become controller.
@@ -47,8 +49,9 @@ pub enum Role {
 /// `[default]`: keys every node has.
 #[derive(Debug, Clone)]
 pub struct DefaultConfig {
-    /// The cluster secret that signs every request between nodes.
-    pub password: Secret,
+    /// The cluster secret every node key is derived from. Every node holds it except a
+    /// probe-only worker given only its own node key (`[worker] key`).
+    pub password: Option<Secret>,
     /// Debug logging (gobearmon's `debug`).
     pub debug: bool,
 }
@@ -109,8 +112,11 @@ pub struct WorkerConfig {
     pub lease: Duration,
     /// Results kept while no controller answers; the oldest are dropped first.
     pub result_buffer: usize,
-    /// After `SIGUSR1` or `POST /disconnect`, how long the worker stays away.
+    /// After `SIGUSR1` or `gobearmon disconnect`, how long the worker stays away.
     pub disconnect_pause: Duration,
+    /// This worker's own node key, instead of the cluster secret (a probe-only worker outside
+    /// the trusted zone).
+    pub key: Option<Secret>,
 }
 
 /// `[viewserver]`.
@@ -198,6 +204,31 @@ pub struct TlsConfig {
 }
 
 impl Config {
+    /// What this node signs with: its node key when it has one, otherwise the cluster secret.
+    /// `None` only for a file [`load`] would have refused.
+    pub fn credential(&self) -> Option<crate::rpc::sign::Credential<'_>> {
+        use crate::rpc::sign::Credential;
+        match (
+            self.worker().and_then(|w| w.key.as_ref()),
+            &self.default.password,
+        ) {
+            (Some(key), _) => Some(Credential::NodeKey(key)),
+            (None, Some(secret)) => Some(Credential::Cluster(secret)),
+            (None, None) => None,
+        }
+    }
+
+    /// The signer this node uses as `node`.
+    pub fn signer(
+        &self,
+        node: impl Into<String>,
+    ) -> Result<crate::rpc::sign::Signer, crate::rpc::sign::BadNodeKey> {
+        match self.credential() {
+            Some(c) => crate::rpc::sign::Signer::new(c, node),
+            None => Err(crate::rpc::sign::BadNodeKey),
+        }
+    }
+
     /// The worker section, when this is a worker node.
     pub fn worker(&self) -> Option<&WorkerConfig> {
         match &self.role {

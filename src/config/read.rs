@@ -159,6 +159,7 @@ const SECTIONS: &[(&str, &[Key])] = &[
             k("lease"),
             alias("result_buffer", &["resultBuffer"]),
             alias("disconnect_pause", &["disconnectPause"]),
+            secret("key", &[]),
         ],
     ),
     (
@@ -298,8 +299,12 @@ impl Reader<'_> {
         let twilio = take("twilio");
         let tls = take("tls");
 
-        let default = self.default_section(&default);
+        let default_config = self.default_section(&default);
         let role = self.role(&controller, &worker, &viewserver);
+        if let (Some(d), Some(r)) = (&default_config, &role) {
+            self.credentials(&default, d.password.is_some(), r);
+        }
+        let default = default_config;
         let smtp = self.smtp(&smtp);
         let dns = DnsConfig {
             server: self.opt_string(&dns, "server"),
@@ -541,13 +546,6 @@ impl Reader<'_> {
 
     fn default_section(&mut self, s: &Section) -> Option<DefaultConfig> {
         let password = self.opt_string(s, "password");
-        if password.is_none() && self.get(s, "password").is_none_or(Value::is_str) {
-            self.problem(
-                "default.password".into(),
-                "nothing",
-                "the cluster secret shared by every node (at least 16 characters)",
-            );
-        }
         if let Some(p) = &password
             && p.chars().count() < 16
         {
@@ -559,9 +557,37 @@ impl Reader<'_> {
         }
         let debug = self.bool_or(s, "debug", false);
         Some(DefaultConfig {
-            password: Secret::new(password?),
+            password: password.map(Secret::new),
             debug,
         })
+    }
+
+    /// Every node needs the cluster secret, except a worker given its own node key instead.
+    fn credentials(&mut self, default: &Section, password: bool, role: &Role) {
+        let key = match role {
+            Role::Worker { worker, .. } => worker.key.is_some(),
+            Role::Viewserver(_) => false,
+        };
+        let wrongly_typed = self.get(default, "password").is_some_and(|v| !v.is_str());
+        match (password, key) {
+            (false, false) if !wrongly_typed => {
+                let expected = match role {
+                    Role::Viewserver(_) => {
+                        "the cluster secret shared by every node (at least 16 characters)"
+                    }
+                    Role::Worker { .. } => {
+                        "the cluster secret shared by every node (at least 16 characters), or, on a probe-only worker, its node key as worker.key"
+                    }
+                };
+                self.problem("default.password".into(), "nothing", expected);
+            }
+            (true, true) => self.problem(
+                "worker.key".into(),
+                "both default.password and worker.key",
+                "one of them: the cluster secret, or only this worker's node key",
+            ),
+            _ => {}
+        }
     }
 
     fn role(
@@ -716,6 +742,16 @@ impl Reader<'_> {
         }
         let result_buffer = self.int_or(s, "result_buffer", 10_000, 1, i64::MAX) as usize;
         let disconnect_pause = self.duration_or(s, "disconnect_pause", Duration::from_secs(60));
+        let key = self.opt_string(s, "key").map(Secret::new);
+        if let Some(k) = &key
+            && crate::rpc::sign::parse_node_key(k).is_err()
+        {
+            self.problem(
+                "worker.key".into(),
+                format!("a value of {} characters", k.expose().chars().count()),
+                "64 hex digits, as printed by `gobearmon node-key ID --config FILE`",
+            );
+        }
         Some(WorkerConfig {
             id: id?,
             location,
@@ -726,6 +762,7 @@ impl Reader<'_> {
             lease,
             result_buffer,
             disconnect_pause,
+            key,
         })
     }
 
@@ -853,7 +890,7 @@ impl Reader<'_> {
     }
 }
 
-fn valid_node_id(id: &str) -> bool {
+pub fn valid_node_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -923,7 +960,10 @@ mod tests {
             "[default]\npassword = \"${GBM_PW}\"\n[worker]\nid = \"w1\"\nviewAddr = [\"a:1\"]\nnumThreads = 3\n[twilio]\naccountSid = \"AC1\"\nauthToken = \"t\"\nbaseUrl = \"http://127.0.0.1:9/\"\n",
         )
         .unwrap();
-        assert_eq!(c.default.password.expose(), "from-the-environment");
+        assert_eq!(
+            c.default.password.as_ref().map(Secret::expose),
+            Some("from-the-environment")
+        );
         assert_eq!(c.worker().unwrap().num_threads, 3);
         assert_eq!(c.twilio.account_sid, "AC1");
         assert_eq!(c.twilio.base_url, "http://127.0.0.1:9");

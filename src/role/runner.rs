@@ -507,7 +507,10 @@ mod tests {
         let route = if refuse { post(refuse_all) } else { post(take) };
         let router = Router::new()
             .route(PATH_RESULTS, route)
-            .signed(Arc::new(Signer::new(&Secret::new(SECRET), "controller")))
+            .signed(
+                Arc::new(Signer::cluster(&Secret::new(SECRET), "controller")),
+                crate::rpc::Allow::Any,
+            )
             .with_state(seen.clone());
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap().to_string();
@@ -519,7 +522,8 @@ mod tests {
 
     fn runner() -> Arc<Runner> {
         let client =
-            RpcClient::with_tls(Arc::new(Signer::new(&Secret::new(SECRET), "w1")), None).unwrap();
+            RpcClient::with_tls(Arc::new(Signer::cluster(&Secret::new(SECRET), "w1")), None)
+                .unwrap();
         let membership = Membership::new(
             "w1".into(),
             None,

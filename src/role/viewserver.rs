@@ -8,9 +8,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::{NodeListener, Sample, metrics_response, ready_response, serve};
 use crate::config::{Config, Role};
 use crate::rpc::sign::Signer;
-use crate::rpc::{RpcClient, SignedRoutes};
+use crate::rpc::{Allow, RpcClient, Sender, SignedRoutes};
 use crate::view::View;
 use crate::view::group::{Heartbeat, PATH_HEARTBEAT, PATH_STATE, ViewGroup};
 use crate::view::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
@@ -29,6 +29,13 @@ type Shared = Arc<Node>;
 struct Node {
     group: Arc<ViewGroup>,
     signer: Arc<Signer>,
+    /// The members' node ids.
+    members: Arc<[String]>,
+}
+
+/// The node id a member signs with.
+pub fn member_id(id: u64) -> String {
+    format!("vs{id}")
 }
 
 /// Why a viewserver member could not start or stopped serving. Each ends the node (`main`
@@ -38,6 +45,9 @@ pub enum ViewserverError {
     /// The config given to [`run`] is a worker's.
     #[error("not a viewserver config")]
     NotViewserverConfig,
+    /// A member must hold the cluster secret (`[default] password`).
+    #[error("a viewserver member needs the cluster secret, [default] password")]
+    NoClusterSecret,
     /// The RPC client could not be built (`[tls]` files, TLS setup).
     #[error("{0}")]
     Client(String),
@@ -62,12 +72,15 @@ pub async fn run(
     let Role::Viewserver(vs) = &config.role else {
         return Err(ViewserverError::NotViewserverConfig);
     };
-    let signer = Arc::new(Signer::new(
-        &config.default.password,
-        format!("vs{}", vs.id),
-    ));
-    let client =
-        RpcClient::new(signer.clone(), config.tls.as_ref()).map_err(ViewserverError::Client)?;
+    let Some(secret) = &config.default.password else {
+        return Err(ViewserverError::NoClusterSecret);
+    };
+    // Members answer to the address the group knows them by and the one they listen on.
+    let own = [vs.peers[(vs.id - 1) as usize].clone(), vs.addr.clone()];
+    let signer = Arc::new(Signer::cluster(secret, member_id(vs.id)).answering_to(&own));
+    let members: Arc<[String]> = (1..=vs.peers.len() as u64).map(member_id).collect();
+    let client = RpcClient::new(signer.clone(), config.tls.as_ref())
+        .map_err(|e| ViewserverError::Client(e.to_string()))?;
     let group = ViewGroup::start(vs.clone(), client, admin)
         .await
         .map_err(ViewserverError::Group)?;
@@ -97,19 +110,24 @@ pub async fn run(
     let node = Arc::new(Node {
         group: group.clone(),
         signer: signer.clone(),
+        members: members.clone(),
     });
-    let signed = Router::new()
+    let raft = Router::new()
         .route(PATH_APPEND, post(append))
         .route(PATH_VOTE, post(vote))
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_STATE, post(member_state))
+        .signed(signer.clone(), Allow::Members(members.clone()));
+    let heartbeats = Router::new()
         .route(PATH_HEARTBEAT, post(heartbeat))
-        .signed(signer);
+        .route(PATH_VIEW, get(view))
+        .signed(signer, Allow::Any);
     let router = Router::new()
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/view", get(view))
-        .merge(signed)
+        .merge(raft)
+        .merge(heartbeats)
         .with_state(node);
     let served = serve(listener, router, shutdown.clone()).await;
     tasks.close();
@@ -149,7 +167,28 @@ async fn member_state(State(n): State<Shared>) -> Response {
     Json(n.group.member_state()).into_response()
 }
 
-async fn heartbeat(State(n): State<Shared>, Json(hb): Json<Heartbeat>) -> Response {
+async fn heartbeat(
+    State(n): State<Shared>,
+    Extension(sender): Extension<Sender>,
+    Json(hb): Json<Heartbeat>,
+) -> Response {
+    // A worker speaks only as itself; a member forwarding a worker's heartbeat to the leader
+    // vouches for the worker it came from and for how that worker signed.
+    let from_member = sender.trusted && n.members.contains(&sender.node);
+    let hb = if from_member && hb.forwarded {
+        hb
+    } else if hb.node != sender.node {
+        return (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "signed by {:?}, but the heartbeat names {:?}\n",
+                sender.node, hb.node
+            ),
+        )
+            .into_response();
+    } else {
+        hb.from_sender(&sender)
+    };
     match n.group.heartbeat(hb).await {
         Ok(reply) => Json(reply).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
@@ -160,13 +199,17 @@ async fn ready(State(n): State<Shared>) -> Response {
     ready_response(n.group.ready(), "no Raft leader known")
 }
 
-#[derive(Serialize)]
-struct ViewAnswer {
-    member: u64,
-    term: u64,
-    leader: Option<u64>,
-    view: View,
+/// `GET /view` (public) and [`PATH_VIEW`] (signed): this member's view of the group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ViewAnswer {
+    pub member: u64,
+    pub term: u64,
+    pub leader: Option<u64>,
+    pub view: View,
 }
+
+/// The signed form of `GET /view`, for clients that must trust the answer.
+pub const PATH_VIEW: &str = "/view/current";
 
 async fn view(State(n): State<Shared>) -> Response {
     Json(ViewAnswer {

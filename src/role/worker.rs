@@ -1,13 +1,13 @@
 //! A worker node: membership (heartbeats and lease), acting as controller while it holds the
-//! lease, hand-over on `SIGUSR1` / `POST /disconnect`, and its HTTP endpoints.
+//! lease, hand-over on `SIGUSR1` / a signed `POST /disconnect` (`gobearmon disconnect`), and
+//! its HTTP endpoints.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,8 +23,7 @@ use crate::api::{NodeListener, Sample, metrics_response, ready_response, serve};
 use crate::config::{Config, Role};
 use crate::lease::{Action, Fence, FenceReading, Inputs, Supervisor};
 use crate::probe::ProbeContext;
-use crate::rpc::RpcClient;
-use crate::rpc::sign::Signer;
+use crate::rpc::{Allow, RpcClient, SignedRoutes};
 
 /// Why a worker could not start or stopped serving. Each ends the node (`main` exits 70);
 /// none is worth retrying in place.
@@ -61,6 +60,7 @@ struct Node {
     num_threads: usize,
     slot: ControllerSlot,
     disconnect: Arc<Notify>,
+    disconnect_pause: Duration,
 }
 
 /// Runs a worker until `shutdown`. `disconnect` is notified by `SIGUSR1`.
@@ -74,9 +74,24 @@ pub async fn run(
     let Role::Worker { worker, controller } = &config.role else {
         return Err(WorkerError::NotWorkerConfig);
     };
-    let signer = Arc::new(Signer::new(&config.default.password, worker.id.clone()));
-    let client =
-        RpcClient::new(signer.clone(), config.tls.as_ref()).map_err(WorkerError::Client)?;
+    // One signer for both of this node's listeners: it answers to each of their addresses.
+    let mut own = vec![worker.addr.clone()];
+    if let Some(c) = controller {
+        own.extend([c.addr.clone(), c.advertise_addr.clone()]);
+    }
+    let signer = Arc::new(
+        config
+            .signer(worker.id.clone())
+            .map_err(|e| WorkerError::Client(format!("worker.key: {e}")))?
+            .answering_to(&own),
+    );
+    if controller.is_some() && !signer.holds_cluster_secret() {
+        tracing::warn!(
+            "this worker holds only its node key (worker.key), not the cluster secret: it can never be named controller, so its [controller] section has no effect"
+        );
+    }
+    let client = RpcClient::new(signer.clone(), config.tls.as_ref())
+        .map_err(|e| WorkerError::Client(e.to_string()))?;
     let membership = Membership::new(
         worker.id.clone(),
         controller.as_ref().map(|c| c.advertise_addr.clone()),
@@ -136,6 +151,7 @@ pub async fn run(
         num_threads: worker.num_threads,
         slot: slot.clone(),
         disconnect: disconnect.clone(),
+        disconnect_pause: worker.disconnect_pause,
     });
     tasks.spawn(handover(
         membership.clone(),
@@ -143,10 +159,15 @@ pub async fn run(
         worker.disconnect_pause,
         shutdown.clone(),
     ));
+    // A hand-over only from this node's operator: a request signed with this worker's own
+    // key, never a bare loopback request (a probe's redirect could make one).
+    let own_only = Router::new()
+        .route(PATH_DISCONNECT, post(disconnect_now))
+        .signed(signer.clone(), Allow::Own);
     let router = Router::new()
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .route("/disconnect", post(disconnect_now))
+        .merge(own_only)
         .with_state(node);
     let served = serve(listeners.worker, router, shutdown.clone()).await;
     // Drain: let running checks finish (each is bounded by its timeout), send their results.
@@ -324,15 +345,26 @@ async fn ready(State(n): State<Arc<Node>>) -> Response {
     }
 }
 
-async fn disconnect_now(
-    State(n): State<Arc<Node>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> Response {
-    if !peer.ip().is_loopback() {
-        return (StatusCode::FORBIDDEN, "only from this host\n").into_response();
-    }
+/// The signed hand-over request of `gobearmon disconnect`.
+pub const PATH_DISCONNECT: &str = "/disconnect";
+
+/// The answer to [`PATH_DISCONNECT`].
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Disconnecting {
+    pub node: String,
+    pub pause_ms: u64,
+}
+
+async fn disconnect_now(State(n): State<Arc<Node>>) -> Response {
     n.disconnect.notify_one();
-    (StatusCode::ACCEPTED, "disconnecting\n").into_response()
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(Disconnecting {
+            node: n.membership.node.clone(),
+            pause_ms: n.disconnect_pause.as_millis() as u64,
+        }),
+    )
+        .into_response()
 }
 
 async fn metrics(State(n): State<Arc<Node>>) -> Response {

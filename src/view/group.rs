@@ -56,6 +56,18 @@ pub struct Heartbeat {
     pub fenced_out: Option<FencedOut>,
 }
 
+impl Heartbeat {
+    /// The heartbeat as far as its signed sender can vouch for it: a worker that signed with
+    /// its node key (not the cluster secret) can never become controller, whatever it claims.
+    pub fn from_sender(mut self, sender: &crate::rpc::Sender) -> Heartbeat {
+        if !sender.trusted {
+            self.controller_addr = None;
+            self.fenced_out = None;
+        }
+        self
+    }
+}
+
 /// A named controller's report that the fence rules its epoch out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FencedOut {
@@ -404,7 +416,7 @@ impl ViewGroup {
             let Some((controller, reason, epoch)) = self.decide(&view, timeout) else {
                 continue;
             };
-            if epoch > view.epoch + 1 {
+            if epoch.saturating_sub(view.epoch) > 1 {
                 tracing::error!(view_epoch = view.epoch, epoch, %reason, "the view is behind the epoch fence; naming a controller past it");
                 let _ = self.admin.send((
                     "gobearmon: the viewserver group was behind the epoch fence".into(),
@@ -421,7 +433,7 @@ impl ViewGroup {
                 if view.controller.is_none() {
                     continue; // already says nobody
                 }
-                tracing::warn!(epoch = view.epoch + 1, %reason, "no worker can take over as controller");
+                tracing::warn!(epoch, %reason, "no worker can take over as controller");
             }
             let cmd = ViewCommand::Name {
                 epoch,
@@ -455,6 +467,20 @@ impl ViewGroup {
         }
     }
 
+    /// No epoch past `at` exists: no controller can be named again until an operator resets
+    /// the view and the fence.
+    fn epoch_exhausted(&self, at: u64) {
+        tracing::error!(at, "no epoch past this one exists; not naming a controller");
+        let _ = self.admin.send((
+            "gobearmon: the epoch cannot grow".into(),
+            format!(
+                "The viewserver group cannot name a controller: the next epoch would pass \
+                 {at}, the largest there is. Epochs never wrap, so monitoring stays stopped \
+                 until the view and the epoch fence in MySQL are reset by an operator."
+            ),
+        ));
+    }
+
     /// Whether the view must change, to whom, why, and to which epoch.
     fn decide(
         &self,
@@ -468,10 +494,20 @@ impl ViewGroup {
             let l = live.get(&c.node).filter(|l| alive(l))?;
             l.fenced_out.filter(|f| f.epoch == view.epoch)
         });
-        let mut epoch = view.epoch + 1;
+        // Epochs are checked, never wrapped: a view or fence at the top of the range ends
+        // elections (and says so) instead of starting over from zero.
+        let Some(next) = view.epoch.checked_add(1) else {
+            self.epoch_exhausted(view.epoch);
+            return None;
+        };
+        let mut epoch = next;
         let reason = match (&view.controller, fenced) {
             (Some(c), Some(f)) => {
-                epoch = epoch.max(f.fence.saturating_add(1));
+                let Some(past) = f.fence.checked_add(1) else {
+                    self.epoch_exhausted(f.fence);
+                    return None;
+                };
+                epoch = epoch.max(past);
                 format!(
                     "controller {} found the epoch fence at {} for epoch {}",
                     c.node, f.fence, f.epoch

@@ -47,7 +47,7 @@ pub(super) async fn poll(
         Ok(t) => t,
         Err(refusal) => return refusal,
     };
-    let node = NodeId(sender.0);
+    let node = NodeId(sender.node);
     let deadline = Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_POLL_WAIT);
     // 0 is a busy worker saying it is alive: it is marked seen and given nothing.
     let capacity = req.capacity as usize;
@@ -88,7 +88,7 @@ pub(super) async fn results(
         Ok(t) => t,
         Err(refusal) => return refusal,
     };
-    let node = NodeId(sender.0);
+    let node = NodeId(sender.node);
     let results = req.results;
     match term
         .ask(|reply| Msg::Results {

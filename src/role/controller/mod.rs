@@ -32,9 +32,9 @@ use crate::config::{Config, ControllerConfig};
 use crate::model::{Epoch, NodeId};
 use crate::notify::Channels;
 use crate::notify::admin::{AdminKind, AdminNotifier};
-use crate::rpc::SignedRoutes;
 use crate::rpc::sign::Signer;
 use crate::rpc::work::{PATH_POLL, PATH_RESULTS};
+use crate::rpc::{Allow, SignedRoutes};
 use crate::store::Store;
 use term::TermHandle;
 
@@ -93,12 +93,16 @@ impl ControllerHost {
     /// The controller API, served whether or not this node is the controller (it answers 503
     /// when it is not).
     pub fn router(self: &Arc<Self>, slot: ControllerSlot) -> Router {
-        Router::new()
+        // Any worker may poll and report, as itself; the status (every check's parameters,
+        // masked) only for holders of the cluster secret.
+        let work = Router::new()
             .route(PATH_POLL, post(api::poll))
             .route(PATH_RESULTS, post(api::results))
+            .signed(self.signer.clone(), Allow::Any);
+        let status = Router::new()
             .route("/status", get(api::status))
-            .signed(self.signer.clone())
-            .with_state(slot)
+            .signed(self.signer.clone(), Allow::Trusted);
+        work.merge(status).with_state(slot)
     }
 
     /// Tells the admin (the notifier rate-limits each kind).
