@@ -176,6 +176,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     init_tracing(config.default.debug);
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -184,6 +185,29 @@ fn run(path: &std::path::Path) -> ExitCode {
         }
     };
     runtime.block_on(run_node(config, tls))
+}
+
+/// Raises the soft limit on open files to the hard limit: each listener serves up to
+/// `gobearmon::api::MAX_CONNECTIONS` connections, more than the usual soft limit of 1024
+/// leaves room for beside the node's own sockets.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+            && limit.rlim_cur < limit.rlim_max
+            && {
+                let before = limit.rlim_cur;
+                limit.rlim_cur = limit.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 && before != limit.rlim_cur
+            }
+    };
+    if raised {
+        tracing::debug!(open_files = limit.rlim_cur, "raised the open-file limit");
+    }
 }
 
 /// Reads the files the config names (`[tls] cert`, `key` and `ca`; `[smtp] ca`), so that a

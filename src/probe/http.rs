@@ -11,6 +11,7 @@
 //! answer reports its leaf certificate's expiry, names and issuer in the details.
 
 use std::error::Error as _;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
@@ -33,8 +34,9 @@ pub(crate) fn build_client(
     insecure: bool,
     follow_redirects: bool,
     extra_roots: &[CertificateDer<'static>],
+    own: &[SocketAddr],
 ) -> Result<reqwest::Client, ProbeError> {
-    client_builder(insecure, follow_redirects, extra_roots)?
+    client_builder(insecure, follow_redirects, extra_roots, own)?
         .build()
         .map_err(|e| ProbeError::Setup {
             what: "HTTP",
@@ -42,10 +44,39 @@ pub(crate) fn build_client(
         })
 }
 
+/// Whether `url` points at one of this node's own listeners (`own`): a loopback or
+/// unspecified address, or a listener's own address, on a listener's port; `localhost` names
+/// count as loopback. Other names are not resolved here (a redirect policy cannot wait), which
+/// is why node listeners also require signed requests for anything that changes state.
+pub fn is_own_listener(url: &url::Url, own: &[SocketAddr]) -> bool {
+    let Some(port) = url.port_or_known_default() else {
+        return false;
+    };
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if name == "localhost" || name.ends_with(".localhost") {
+                Some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    let Some(ip) = ip else {
+        return false;
+    };
+    own.iter()
+        .any(|l| l.port() == port && (ip.is_loopback() || ip.is_unspecified() || ip == l.ip()))
+}
+
 fn client_builder(
     insecure: bool,
     follow_redirects: bool,
     extra_roots: &[CertificateDer<'static>],
+    own: &[SocketAddr],
 ) -> Result<reqwest::ClientBuilder, ProbeError> {
     crate::tlsutil::install_default_provider();
     let setup = |e: reqwest::Error| ProbeError::Setup {
@@ -57,7 +88,19 @@ fn client_builder(
         roots.push(reqwest::Certificate::from_der(der).map_err(setup)?);
     }
     let policy = if follow_redirects {
-        reqwest::redirect::Policy::limited(MAX_REDIRECTS)
+        let own = own.to_vec();
+        reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error(format!("too many redirects (more than {MAX_REDIRECTS})"))
+            } else if is_own_listener(attempt.url(), &own) {
+                let to = redact_url(attempt.url().as_str());
+                attempt.error(format!(
+                    "redirected to {to}, a listener of this gobearmon node; not followed"
+                ))
+            } else {
+                attempt.follow()
+            }
+        })
     } else {
         reqwest::redirect::Policy::none()
     };
@@ -96,6 +139,7 @@ fn pinned_client(
         spec.insecure,
         spec.follow_redirects,
         &ctx.shared.extra_roots,
+        &ctx.shared.own,
     )?;
     if let Some(host) = url.host_str() {
         builder = builder.resolve(host, addr);
@@ -451,5 +495,24 @@ mod tests {
         assert_eq!(h.get_all(AUTHORIZATION).iter().count(), 1);
         assert_eq!(h[AUTHORIZATION], "Basic dTpw");
         assert_eq!(h["host"], "v.test");
+    }
+
+    #[test]
+    fn redirects_to_this_nodes_listeners_are_recognised() {
+        let own: Vec<SocketAddr> = vec![
+            "0.0.0.0:8891".parse().unwrap(),
+            "10.0.0.5:8881".parse().unwrap(),
+        ];
+        let is_own = |u: &str| is_own_listener(&url::Url::parse(u).unwrap(), &own);
+        assert!(is_own("http://127.0.0.1:8891/disconnect"));
+        assert!(is_own("http://localhost:8891/disconnect"));
+        assert!(is_own("http://[::1]:8891/"));
+        assert!(is_own("http://0.0.0.0:8891/"));
+        assert!(is_own("http://10.0.0.5:8881/status"));
+        assert!(is_own("http://127.0.0.2:8881/status"));
+        // Another host's port 8891 (another worker's /ready, say) is not this node.
+        assert!(!is_own("http://10.0.0.6:8891/ready"));
+        assert!(!is_own("http://127.0.0.1:8892/"));
+        assert!(!is_own("https://example.test/"));
     }
 }

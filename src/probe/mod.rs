@@ -251,6 +251,8 @@ pub struct ProbeContext {
 struct Shared {
     /// CA certificates trusted by http checks in addition to the system store.
     extra_roots: Vec<CertificateDer<'static>>,
+    /// This node's own listeners, which http checks never follow a redirect to.
+    own: Vec<std::net::SocketAddr>,
     /// Indexed by `insecure as usize * 2 + follow_redirects as usize`.
     http: [OnceLock<reqwest::Client>; 4],
     tls: OnceLock<Arc<rustls::ClientConfig>>,
@@ -274,6 +276,20 @@ impl ProbeContext {
             dns_server: self.dns_server,
             shared: Arc::new(Shared {
                 extra_roots: roots,
+                own: self.shared.own.clone(),
+                ..Shared::default()
+            }),
+        }
+    }
+
+    /// Never follow an http check's redirect to these listeners of this node (a redirect to
+    /// `127.0.0.1:<worker port>/disconnect`, say). Returns a context with fresh clients.
+    pub fn with_own_listeners(self, own: Vec<std::net::SocketAddr>) -> ProbeContext {
+        ProbeContext {
+            dns_server: self.dns_server,
+            shared: Arc::new(Shared {
+                extra_roots: self.shared.extra_roots.clone(),
+                own,
                 ..Shared::default()
             }),
         }
@@ -288,7 +304,12 @@ impl ProbeContext {
         if let Some(c) = slot.get() {
             return Ok(c);
         }
-        let client = http::build_client(insecure, follow_redirects, &self.shared.extra_roots)?;
+        let client = http::build_client(
+            insecure,
+            follow_redirects,
+            &self.shared.extra_roots,
+            &self.shared.own,
+        )?;
         // Two runs may build at once; either client will do.
         Ok(slot.get_or_init(|| client))
     }

@@ -87,6 +87,8 @@ pub struct HeartbeatStats {
     pub sent: AtomicU64,
     pub answered: AtomicU64,
     pub failed: AtomicU64,
+    /// When a refused heartbeat was last logged (Unix ms).
+    pub refused_warned_ms: AtomicU64,
 }
 
 /// The worker's side of the membership protocol.
@@ -338,6 +340,16 @@ impl Membership {
                 }
                 Err(e) => {
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    if e.status() == Some(axum::http::StatusCode::UNAUTHORIZED) {
+                        // Not a passing outage: this node's key or clock is wrong. Said once
+                        // a minute, and counted in heartbeats_failed.
+                        let now = wall_ms();
+                        let last = self.stats.refused_warned_ms.load(Ordering::Relaxed);
+                        if now.saturating_sub(last) >= 60_000 {
+                            self.stats.refused_warned_ms.store(now, Ordering::Relaxed);
+                            tracing::warn!(member = %addr, error = %e, "the viewserver group refused this node's heartbeat; check [default] password or [worker] key, the node id, and the clock");
+                        }
+                    }
                     tracing::debug!(member = %addr, error = %e, "heartbeat not answered");
                 }
             }

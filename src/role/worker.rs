@@ -108,12 +108,16 @@ pub async fn run(
         tls = listeners.worker.is_tls(),
         "worker listening"
     );
+    let own_listeners: Vec<std::net::SocketAddr> = std::iter::once(&listeners.worker)
+        .chain(listeners.controller.as_ref())
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
     let tasks = TaskTracker::new();
     tasks.spawn(membership.clone().run(shutdown.clone()));
     let runner = Runner::new(
         membership.clone(),
         client.clone(),
-        ProbeContext::new(config.dns.server.clone()),
+        ProbeContext::new(config.dns.server.clone()).with_own_listeners(own_listeners),
         worker.location.clone(),
         worker.num_threads,
         worker.result_buffer,

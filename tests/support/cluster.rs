@@ -102,7 +102,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, config: PathBuf, log: PathBuf, cgroup: Option<Cgroup>) -> Proc {
+    pub fn spawn(name: &str, config: PathBuf, log: PathBuf, cgroup: Option<Cgroup>) -> Proc {
         let mut p = Proc {
             name: name.to_string(),
             config,
@@ -396,6 +396,45 @@ impl Cluster {
         self.controller_addrs.push(caddr);
     }
 
+    /// Adds a worker `id` whose file the test shapes: `default` is the whole `[default]`
+    /// section (the cluster secret when `None`), `worker_extra` is appended to `[worker]`
+    /// (a `key`, say), and `tail` after it (a `[controller]` section, say). Returns its index.
+    pub fn add_custom_worker(
+        &mut self,
+        id: &str,
+        default: Option<&str>,
+        worker_extra: &str,
+        tail: &str,
+    ) -> usize {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let t = &self.timings;
+        let config = self.dir.path().join(format!("{id}.toml"));
+        let default = default.map_or(
+            format!("[default]\npassword = \"{SECRET}\"\n"),
+            str::to_string,
+        );
+        std::fs::write(
+            &config,
+            format!(
+                "{default}\n[worker]\nid = \"{id}\"\naddr = \"{addr}\"\nview_addr = {}\nheartbeat_interval = \"{}ms\"\nlease = \"{}ms\"\ndisconnect_pause = \"3s\"\n{worker_extra}\n{tail}\n",
+                toml_list(&self.vs_addrs),
+                t.heartbeat_ms,
+                t.lease_ms,
+            ),
+        )
+        .unwrap();
+        self.workers.push(Proc::spawn(
+            id,
+            config,
+            self.dir.path().join(format!("{id}.log")),
+            self.isolable.then(Cgroup::new),
+        ));
+        self.worker_ids.push(id.to_string());
+        self.worker_addrs.push(addr);
+        self.controller_addrs.push(String::new());
+        self.workers.len() - 1
+    }
+
     /// Waits (up to `limit`) until worker `w`'s `/metrics` say it acts as controller (`true`)
     /// or not. It acts from the moment it takes the lease; its fence write follows.
     pub fn wait_acting(&self, w: usize, acting: bool, limit: Duration) {
@@ -490,7 +529,7 @@ impl Cluster {
     }
 }
 
-fn toml_list(items: &[String]) -> String {
+pub fn toml_list(items: &[String]) -> String {
     format!(
         "[{}]",
         items

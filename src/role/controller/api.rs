@@ -19,6 +19,25 @@ use crate::rpc::work::{PollReply, PollRequest, ResultsRequest, WrongEpoch};
 /// Longest a poll is held when nothing is due.
 const MAX_POLL_WAIT: Duration = Duration::from_secs(5);
 
+/// A worker speaks only as itself: a body naming another node than the signed sender is
+/// refused, so that no worker can vote or report in another's name.
+// The error is the response itself, returned straight to axum on a cold path.
+#[allow(clippy::result_large_err)]
+fn as_sender(sender: Sender, named: &str) -> Result<NodeId, Response> {
+    if sender.node == named {
+        Ok(NodeId(sender.node))
+    } else {
+        Err((
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "signed by {:?}, but the request names {named:?}\n",
+                sender.node
+            ),
+        )
+            .into_response())
+    }
+}
+
 fn not_controller() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "not the controller\n").into_response()
 }
@@ -43,11 +62,14 @@ pub(super) async fn poll(
     Extension(sender): Extension<Sender>,
     Json(req): Json<PollRequest>,
 ) -> Response {
+    let node = match as_sender(sender, &req.node) {
+        Ok(n) => n,
+        Err(refusal) => return refusal,
+    };
     let term = match term_for(&slot, req.epoch) {
         Ok(t) => t,
         Err(refusal) => return refusal,
     };
-    let node = NodeId(sender.node);
     let deadline = Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_POLL_WAIT);
     // 0 is a busy worker saying it is alive: it is marked seen and given nothing.
     let capacity = req.capacity as usize;
@@ -84,11 +106,14 @@ pub(super) async fn results(
     Extension(sender): Extension<Sender>,
     Json(req): Json<ResultsRequest>,
 ) -> Response {
+    let node = match as_sender(sender, &req.node) {
+        Ok(n) => n,
+        Err(refusal) => return refusal,
+    };
     let term = match term_for(&slot, req.epoch) {
         Ok(t) => t,
         Err(refusal) => return refusal,
     };
-    let node = NodeId(sender.node);
     let results = req.results;
     match term
         .ask(|reply| Msg::Results {
