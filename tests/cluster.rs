@@ -425,3 +425,89 @@ fn a_group_that_lost_its_data_names_a_controller_past_the_fence() {
     );
     rt.block_on(db.drop_db());
 }
+
+/// Issue 15, item 3: the acting controller calls `heartbeat_url` every interval while it is
+/// healthy. While the test holds the epoch fence's row lock (MySQL does not accept writes
+/// under the fence), the beats stop within an interval and a health bound; they resume once
+/// the lock is let go. A failover hands the beats to the next controller.
+#[test]
+fn the_dead_mans_switch_beats_only_while_the_controller_is_healthy() {
+    use mysql_async::prelude::Queryable;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let _serial = support::cluster::serial();
+    let rt = rt();
+    let (db, _store) = rt.block_on(TestDb::installed("cluster_beat"));
+    let beats = Arc::new(AtomicU64::new(0));
+    let receiver = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!(
+        "http://{}/ping/0b6c1e2a-uuid-secret",
+        receiver.local_addr().unwrap()
+    );
+    let counted = beats.clone();
+    rt.spawn(async move {
+        let app = axum::Router::new().route(
+            "/ping/0b6c1e2a-uuid-secret",
+            axum::routing::get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { "OK" }
+            }),
+        );
+        let _ = axum::serve(receiver, app).await;
+    });
+    let extra = format!("heartbeat_url = \"{url}\"\nheartbeat_interval = \"500ms\"\n");
+    let mut c = Cluster::start_with(1, 2, &db.url, Timings::default(), &extra);
+    let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
+    wait_fence(&rt, &db, e1);
+    let at = |n: u64, what: &str| {
+        let from = beats.load(Ordering::SeqCst);
+        wait_until(Duration::from_secs(20), what, || {
+            (beats.load(Ordering::SeqCst) >= from + n).then_some(())
+        });
+    };
+    at(3, "beats from a healthy controller");
+
+    // Hold the fence row: no write under the fence can commit.
+    let mut lock = rt.block_on(db.conn());
+    rt.block_on(async {
+        lock.query_drop("START TRANSACTION").await.unwrap();
+        lock.query_drop("SELECT * FROM epoch_fence WHERE id = 1 FOR UPDATE")
+            .await
+            .unwrap();
+    });
+    // One beat may be on its way when the lock is taken; after an interval and a health
+    // bound (1 s) no more come.
+    std::thread::sleep(Duration::from_millis(2000));
+    let held = beats.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(
+        beats.load(Ordering::SeqCst),
+        held,
+        "no beat while writes under the fence cannot commit"
+    );
+    let w = c.worker_index(&first);
+    let log = c.workers[w].log_text();
+    assert!(
+        log.contains("does not accept writes under the fence"),
+        "the reason is logged: {log}"
+    );
+    assert!(
+        !log.contains("0b6c1e2a-uuid-secret"),
+        "the URL's secret is never logged"
+    );
+    rt.block_on(async {
+        lock.query_drop("ROLLBACK").await.unwrap();
+    });
+    drop(lock);
+    at(3, "beats again once MySQL accepts writes");
+
+    // The next controller takes the beats over.
+    c.workers[w].kill9();
+    let (_, second) = controller_after(&c, e1, Duration::from_secs(20));
+    assert_ne!(second, first);
+    at(3, "beats from the new controller");
+    rt.block_on(db.drop_db());
+}

@@ -74,6 +74,10 @@ pub struct ControllerConfig {
     pub assignment_timeout: Duration,
     /// The notification outbox.
     pub delivery: DeliveryConfig,
+    /// Dead man's switch: called every `heartbeat_interval` while this node acts as a healthy
+    /// controller (a secret: such URLs carry their key).
+    pub heartbeat_url: Option<Secret>,
+    pub heartbeat_interval: Duration,
 }
 
 /// `[controller]` keys of the notification outbox.

@@ -145,6 +145,8 @@ const SECTIONS: &[(&str, &[Key])] = &[
             alias("delivery_timeout", &["deliveryTimeout"]),
             alias("delivery_concurrency", &["deliveryConcurrency"]),
             alias("admin_interval", &["adminInterval"]),
+            secret("heartbeat_url", &["heartbeatUrl"]),
+            alias("heartbeat_interval", &["heartbeatInterval"]),
         ],
     ),
     (
@@ -694,6 +696,24 @@ impl Reader<'_> {
             concurrency: self.int_or(s, "delivery_concurrency", 16, 1, 1024) as usize,
             admin_interval: self.duration_or(s, "admin_interval", Duration::from_secs(3600)),
         };
+        let heartbeat_url = self.opt_string(s, "heartbeat_url").map(Secret::new);
+        if let Some(u) = &heartbeat_url
+            && !url::Url::parse(u.expose()).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            self.problem(
+                "controller.heartbeat_url".into(),
+                "a value that is not an http(s) URL (value hidden)",
+                "the URL a dead man's switch service gave you, like \"https://hc-ping.com/<uuid>\"",
+            );
+        }
+        let heartbeat_interval = self.duration_or(s, "heartbeat_interval", Duration::from_secs(60));
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&heartbeat_interval) {
+            self.problem(
+                "controller.heartbeat_interval".into(),
+                format!("{heartbeat_interval:?}"),
+                "from 100ms to 1h",
+            );
+        }
         Some(ControllerConfig {
             addr,
             advertise_addr,
@@ -702,6 +722,8 @@ impl Reader<'_> {
             reload_period,
             assignment_timeout,
             delivery,
+            heartbeat_url,
+            heartbeat_interval,
         })
     }
 

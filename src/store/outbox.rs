@@ -331,6 +331,24 @@ pub struct FailedRow {
     pub payload: String,
 }
 
+/// How long the oldest pending notification has waited; `None` when none is pending.
+pub async fn oldest_pending(store: &Store) -> Result<Option<std::time::Duration>, StoreError> {
+    let age: Option<Option<i64>> = store
+        .bounded("reading the oldest pending notification", async {
+            let mut conn = store.conn().await?;
+            Ok(conn
+                .query_first(
+                    "SELECT TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(3)) \
+                     FROM notification_outbox WHERE state = 'pending'",
+                )
+                .await?)
+        })
+        .await?;
+    Ok(age
+        .flatten()
+        .map(|us| std::time::Duration::from_micros(us.max(0) as u64)))
+}
+
 /// Up to `limit` failed rows the admin has not been told about, oldest first.
 pub async fn unreported_failed(store: &Store, limit: usize) -> Result<Vec<FailedRow>, StoreError> {
     type Raw = (i64, i64, i64, i64, i64, Option<String>, String);

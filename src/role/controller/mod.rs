@@ -14,6 +14,7 @@
 //! - [`status`]: the JSON answer behind `gobearmon status`.
 
 mod api;
+pub mod beat;
 mod flips;
 mod owner;
 mod status;
@@ -63,6 +64,8 @@ pub struct ControllerHost {
     channels: Arc<Channels>,
     admin_mail: Arc<AdminNotifier>,
     admin: mpsc::UnboundedSender<(String, String)>,
+    /// Dead man's switch beats delivered (`heartbeat_url`).
+    pub beats: std::sync::atomic::AtomicU64,
 }
 
 impl ControllerHost {
@@ -87,6 +90,7 @@ impl ControllerHost {
             channels: Arc::new(channels),
             admin_mail: Arc::new(admin_mail),
             admin,
+            beats: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 

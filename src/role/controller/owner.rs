@@ -51,6 +51,10 @@ pub(super) enum Msg {
     Status {
         reply: oneshot::Sender<StatusAnswer>,
     },
+    /// How many checks there are, and how many are in insufficient quorum.
+    Quorum {
+        reply: oneshot::Sender<(usize, usize)>,
+    },
     /// What the next reload must read.
     Plan { reply: oneshot::Sender<Plan> },
     /// What a reload read.
@@ -200,6 +204,12 @@ impl Owner {
             }
             Msg::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Msg::Quorum { reply } => {
+                let _ = reply.send((
+                    self.engine.check_count(),
+                    self.engine.insufficient_quorum().len(),
+                ));
             }
             Msg::Plan { reply } => {
                 let _ = reply.send(self.catalog.plan());

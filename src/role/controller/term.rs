@@ -146,6 +146,17 @@ pub(super) async fn act(
         "flush loop",
         flush_loop(handle.clone()),
     ));
+    if let Some(url) = host.config.heartbeat_url.clone() {
+        tasks.spawn(ends_term(
+            token.clone(),
+            "dead man's switch",
+            super::beat::run(
+                handle.clone(),
+                url.expose().to_string(),
+                host.config.heartbeat_interval,
+            ),
+        ));
+    }
     *lock(&published) = Some(handle);
     token.cancelled().await;
     *lock(&published) = None;
