@@ -107,7 +107,7 @@ fn pinned_client(
 }
 
 pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
-    let deadline = Instant::now() + Duration::from_secs(spec.timeout_secs);
+    let deadline = super::deadline_in(Duration::from_secs(spec.timeout_secs));
     let target = reqwest::Url::parse(&spec.url)
         .ok()
         .and_then(|u| Some((u.host_str()?.to_owned(), u.port_or_known_default()?)));
@@ -173,7 +173,7 @@ async fn run_at(
     // rather than in reqwest so a run arms a single timer.
     let limit = Duration::from_secs(spec.timeout_secs);
     let started = Instant::now();
-    let deadline = started + limit;
+    let deadline = super::deadline_in(limit);
     let timed_out = || format!("timeout ({} s) exceeded", spec.timeout_secs);
     let mut request = client.request(method.clone(), url.clone()).headers(headers);
     if !spec.body.is_empty() {

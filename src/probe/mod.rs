@@ -52,8 +52,9 @@ pub use http::BODY_CAP;
 pub use icmp::{PACKET_INTERVAL, PACKET_TIMEOUT, RUN_DEADLINE as ICMP_RUN_DEADLINE};
 pub use json::{JsonCondition, JsonMatch, JsonOp};
 pub use spec::{
-    CheckSpec, DnsRecordType, DnsSpec, HttpSpec, IcmpSpec, IpFamily, LossRule, REDACTED, TcpSpec,
-    TlsSpec, TlsVersion, clamp_timeout, is_sensitive_header, redact_data, redact_url,
+    CheckSpec, DnsRecordType, DnsSpec, HttpSpec, IcmpSpec, IpFamily, LossRule, MAX_PING_COUNT,
+    REDACTED, TcpSpec, TlsSpec, TlsVersion, clamp_timeout, is_sensitive_header, redact_data,
+    redact_url,
 };
 
 /// What one run found.
@@ -321,6 +322,13 @@ impl fmt::Debug for ProbeContext {
             .field("extra_roots", &self.shared.extra_roots.len())
             .finish_non_exhaustive()
     }
+}
+
+/// `now + after`, without the panic of an overflowing addition: at most a day ahead.
+/// Validated definitions ([`CheckSpec::validated`]) never come near that.
+pub(crate) fn deadline_in(after: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(24 * 3600);
+    tokio::time::Instant::now() + after.min(FAR)
 }
 
 /// Runs one check now. Every run ends within [`CheckSpec::max_duration`], whatever the target

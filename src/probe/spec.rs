@@ -2,7 +2,10 @@
 //! loaded, with gobearmon's defaults and clamps applied. A row that cannot be parsed becomes
 //! [`CheckSpec::Invalid`], which keeps gobearmon's error text and reports it on every run.
 //!
-//! Also here: [`redact_data`], the raw parameters with secrets replaced, for notifications.
+//! Every definition, whatever its source, goes through [`CheckSpec::validated`]: a row parsed
+//! here and a definition a worker receives over the network (deserialised from the
+//! controller's JSON) get the same clamps, so no peer can hand a worker a spec that a row
+//! could not produce (4 billion echo requests, a timeout of `u64::MAX` seconds).
 
 use std::fmt;
 use std::time::Duration;
@@ -28,12 +31,32 @@ pub const REDACTED: &str = "<redacted>";
 
 /// gobearmon's timeout clamp: 0 -> 10 s, below 3 -> 3 s, above 30 -> 30 s.
 pub fn clamp_timeout(secs: i64) -> u64 {
+    match u64::try_from(secs) {
+        Ok(s) => clamp_timeout_secs(s),
+        // Negative: below the minimum.
+        Err(_) => MIN_TIMEOUT_SECS,
+    }
+}
+
+/// [`clamp_timeout`] on an unsigned value (a definition received over the network).
+fn clamp_timeout_secs(secs: u64) -> u64 {
     match secs {
         0 => DEFAULT_TIMEOUT_SECS,
-        s if s < MIN_TIMEOUT_SECS as i64 => MIN_TIMEOUT_SECS,
-        s if s > MAX_TIMEOUT_SECS as i64 => MAX_TIMEOUT_SECS,
-        s => s as u64,
+        s => s.clamp(MIN_TIMEOUT_SECS, MAX_TIMEOUT_SECS),
     }
+}
+
+/// `count` as a run uses it: 0 (unset) -> [`DEFAULT_PING_COUNT`], at most [`MAX_PING_COUNT`].
+fn clamp_ping_count(count: u32) -> u32 {
+    match count {
+        0 => DEFAULT_PING_COUNT,
+        c => c.min(MAX_PING_COUNT),
+    }
+}
+
+/// `max_response_ms` as a run uses it: 0 means no limit.
+fn clamp_response_ms(ms: Option<u64>) -> Option<u64> {
+    ms.filter(|&ms| ms > 0)
 }
 
 /// One check, ready to run: the closed set of gobearmon's five types, or the error that makes
@@ -42,7 +65,7 @@ pub fn clamp_timeout(secs: i64) -> u64 {
 /// Serialised (tagged by `type`) to send definitions from the controller to workers; the
 /// serialised form carries the secrets the worker needs. `Debug` redacts them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", from = "UncheckedSpec")]
 // The variants are boxed: the controller keeps one definition per check (100,000 of them in
 // the scale benchmark), and an unboxed enum is as large as its largest variant (HTTP's).
 pub enum CheckSpec {
@@ -76,7 +99,32 @@ impl CheckSpec {
                 .map(|s| Self::Dns(Box::new(s))),
             other => Err(format!("invalid check type: {other}")),
         };
-        parsed.unwrap_or_else(|message| CheckSpec::Invalid { message })
+        parsed
+            .unwrap_or_else(|message| CheckSpec::Invalid { message })
+            .validated()
+    }
+
+    /// This definition within the bounds every run relies on: timeouts 3..=30 s (0 is the
+    /// default 10 s), `count` 1..=20, `max_loss` at most `count`, `max_response_ms` 0 as no
+    /// limit, a ping target without shell characters, an `Invalid` message cut to
+    /// [`super::MESSAGE_CAP`]. Both sources of definitions go through it: [`CheckSpec::parse`]
+    /// (rows) and deserialisation (what a worker is sent), so a peer cannot make a worker
+    /// run what no row could. Idempotent.
+    pub fn validated(self) -> CheckSpec {
+        let checked = match self {
+            CheckSpec::Http(mut s) => s.validate().map(|()| CheckSpec::Http(s)),
+            CheckSpec::Tcp(mut s) => s.validate().map(|()| CheckSpec::Tcp(s)),
+            CheckSpec::Icmp(mut s) => s.validate().map(|()| CheckSpec::Icmp(s)),
+            CheckSpec::SslExpire(s) => Ok(CheckSpec::SslExpire(s)),
+            CheckSpec::Dns(mut s) => {
+                s.max_response_ms = clamp_response_ms(s.max_response_ms);
+                Ok(CheckSpec::Dns(s))
+            }
+            CheckSpec::Invalid { message } => Err(message),
+        };
+        checked.unwrap_or_else(|message| CheckSpec::Invalid {
+            message: super::cut_text(&message, super::MESSAGE_CAP).into_owned(),
+        })
     }
 
     /// The `checks.type` string of this definition (`invalid` for an unusable row).
@@ -103,7 +151,35 @@ impl CheckSpec {
             CheckSpec::Dns(_) => super::dns::TOTAL_TIMEOUT,
             CheckSpec::Invalid { .. } => Duration::ZERO,
         };
-        inner + margin
+        // Validated timeouts are small; saturating keeps a definition built any other way
+        // from panicking here.
+        inner.saturating_add(margin)
+    }
+}
+
+/// The deserialised form of [`CheckSpec`], before [`CheckSpec::validated`]: what a peer sent.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum UncheckedSpec {
+    Http(Box<HttpSpec>),
+    Tcp(Box<TcpSpec>),
+    Icmp(Box<IcmpSpec>),
+    SslExpire(Box<TlsSpec>),
+    Dns(Box<DnsSpec>),
+    Invalid { message: String },
+}
+
+impl From<UncheckedSpec> for CheckSpec {
+    fn from(u: UncheckedSpec) -> CheckSpec {
+        let spec = match u {
+            UncheckedSpec::Http(s) => CheckSpec::Http(s),
+            UncheckedSpec::Tcp(s) => CheckSpec::Tcp(s),
+            UncheckedSpec::Icmp(s) => CheckSpec::Icmp(s),
+            UncheckedSpec::SslExpire(s) => CheckSpec::SslExpire(s),
+            UncheckedSpec::Dns(s) => CheckSpec::Dns(s),
+            UncheckedSpec::Invalid { message } => CheckSpec::Invalid { message },
+        };
+        spec.validated()
     }
 }
 
@@ -249,6 +325,12 @@ impl HttpSpec {
             max_response_ms,
         })
     }
+
+    fn validate(&mut self) -> Result<(), String> {
+        self.timeout_secs = clamp_timeout_secs(self.timeout_secs);
+        self.max_response_ms = clamp_response_ms(self.max_response_ms);
+        Ok(())
+    }
 }
 
 impl fmt::Debug for HttpSpec {
@@ -344,6 +426,12 @@ impl TcpSpec {
             max_response_ms: max_response_ms(f)?,
         })
     }
+
+    fn validate(&mut self) -> Result<(), String> {
+        self.timeout_secs = clamp_timeout_secs(self.timeout_secs);
+        self.max_response_ms = clamp_response_ms(self.max_response_ms);
+        Ok(())
+    }
 }
 
 /// How many lost echo replies an `icmp` run tolerates.
@@ -379,19 +467,12 @@ impl IcmpSpec {
         let target = f.string("target")?.unwrap_or_default();
         let packetloss = f.bool("packetloss")?.unwrap_or(false);
         let force_ip = IpFamily::from_force_ip(f.int("force_ip")?.unwrap_or(0));
-        let count = match f.int("count")?.unwrap_or(0) {
-            c if c <= 0 => DEFAULT_PING_COUNT,
-            c => c.min(MAX_PING_COUNT as i64) as u32,
-        };
+        // Negative counts are unset, as in gobearmon; `validate` applies the bounds.
+        let count = u32::try_from(f.int("count")?.unwrap_or(0).max(0)).unwrap_or(u32::MAX);
         let max_loss = f.int("max_loss")?;
-        if target
-            .chars()
-            .any(|c| matches!(c, '$' | '&' | '<' | '>' | '!' | '/' | '\\' | '"' | '\''))
-        {
-            return Err("ping target contains invalid characters".to_owned());
-        }
         let loss_rule = match max_loss {
-            Some(n) => LossRule::MaxLost(n.clamp(0, count as i64) as u32),
+            // Clamped to `count` by `validate`.
+            Some(n) => LossRule::MaxLost(u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
             None if packetloss => LossRule::Over30Percent,
             None => LossRule::AllLost,
         };
@@ -404,13 +485,30 @@ impl IcmpSpec {
             max_response_ms: max_response_ms(f)?,
         })
     }
+
+    fn validate(&mut self) -> Result<(), String> {
+        if self
+            .target
+            .chars()
+            .any(|c| matches!(c, '$' | '&' | '<' | '>' | '!' | '/' | '\\' | '"' | '\''))
+        {
+            return Err("ping target contains invalid characters".to_owned());
+        }
+        self.count = clamp_ping_count(self.count);
+        if let LossRule::MaxLost(n) = &mut self.loss_rule {
+            *n = (*n).min(self.count);
+        }
+        self.max_response_ms = clamp_response_ms(self.max_response_ms);
+        Ok(())
+    }
 }
 
 /// `max_response_ms`: absent, 0 or negative means no limit.
 fn max_response_ms(f: &Fields<'_>) -> Result<Option<u64>, String> {
-    Ok(f.int("max_response_ms")?
-        .filter(|&ms| ms > 0)
-        .map(|ms| ms as u64))
+    Ok(clamp_response_ms(
+        f.int("max_response_ms")?
+            .and_then(|ms| u64::try_from(ms).ok()),
+    ))
 }
 
 /// `ssl_expire`: the earliest expiry among the certificates a TLS server presents.
@@ -759,6 +857,77 @@ mod tests {
                 "ping target contains invalid characters"
             );
         }
+    }
+
+    /// What a peer sends is held to the rules of a row: the same clamps, applied when the
+    /// definition is deserialised.
+    #[test]
+    fn received_definitions_are_clamped_like_rows() {
+        let icmp: CheckSpec = serde_json::from_value(serde_json::json!({
+            "type": "icmp", "target": "127.0.0.1", "force_ip": "any", "count": 4_000_000_000u32,
+            "loss_rule": {"max_lost": u32::MAX}, "max_response_ms": 0,
+        }))
+        .unwrap();
+        let CheckSpec::Icmp(i) = &icmp else {
+            panic!("{icmp:?}")
+        };
+        assert_eq!(i.count, MAX_PING_COUNT);
+        assert_eq!(i.loss_rule, LossRule::MaxLost(MAX_PING_COUNT));
+        assert_eq!(i.max_response_ms, None);
+        let zero: CheckSpec = serde_json::from_value(serde_json::json!({
+            "type": "icmp", "target": "h", "force_ip": "v4", "count": 0, "loss_rule": "all_lost",
+        }))
+        .unwrap();
+        assert!(matches!(&zero, CheckSpec::Icmp(i) if i.count == DEFAULT_PING_COUNT));
+        let shell: CheckSpec = serde_json::from_value(serde_json::json!({
+            "type": "icmp", "target": "a;b$(reboot)", "force_ip": "any", "count": 1,
+            "loss_rule": "all_lost",
+        }))
+        .unwrap();
+        assert_eq!(invalid(shell), "ping target contains invalid characters");
+
+        for (ty, extra) in [
+            (
+                "tcp",
+                serde_json::json!({"address": "x:1", "force_ip": "any", "payload": "",
+                                        "expect": ""}),
+            ),
+            (
+                "http",
+                serde_json::json!({"url": "http://x/", "method": "GET", "body": "",
+                "headers": [], "insecure": false, "username": "", "password": "",
+                "expect_status": 0, "expect_substring": "", "follow_redirects": true}),
+            ),
+        ] {
+            for (sent, kept) in [
+                (u64::MAX, MAX_TIMEOUT_SECS),
+                (0, DEFAULT_TIMEOUT_SECS),
+                (1, 3),
+            ] {
+                let mut v = extra.clone();
+                v["type"] = ty.into();
+                v["timeout_secs"] = sent.into();
+                v["max_response_ms"] = u64::MAX.into();
+                let spec: CheckSpec = serde_json::from_value(v).unwrap();
+                let (timeout, limit) = match &spec {
+                    CheckSpec::Http(h) => (h.timeout_secs, h.max_response_ms),
+                    CheckSpec::Tcp(t) => (t.timeout_secs, t.max_response_ms),
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(timeout, kept, "{ty} timeout {sent}");
+                assert_eq!(limit, Some(u64::MAX), "a limit is only compared");
+                assert_eq!(spec.max_duration(), Duration::from_secs(kept + 2));
+            }
+        }
+        let long: CheckSpec = serde_json::from_value(
+            serde_json::json!({"type": "invalid", "message": "m".repeat(100_000)}),
+        )
+        .unwrap();
+        assert!(invalid(long).len() <= crate::probe::MESSAGE_CAP);
+        // Validation is idempotent: a parsed row goes through it unchanged.
+        let row = CheckSpec::parse("icmp", r#"{"target":"h","count":100,"max_loss":50}"#);
+        let back: CheckSpec = serde_json::from_str(&serde_json::to_string(&row).unwrap()).unwrap();
+        assert_eq!(back, row);
     }
 
     #[test]
