@@ -143,7 +143,6 @@ async fn email_reaches_a_real_smtp_server_through_every_tls_mode() {
         (SmtpTls::StartTls, &starttls, "starttls@test", true),
         (SmtpTls::Tls, &implicit, "tls@test", true),
         (SmtpTls::None, &starttls, "none@test", false),
-        (SmtpTls::Auto, &plain, "auto-plain@test", false),
     ];
     for (mode, server, rcpt, tls) in cases {
         let smtp = smtp_config(server.port, mode, None);
@@ -178,7 +177,7 @@ async fn email_reaches_a_real_smtp_server_through_every_tls_mode() {
     // A name outside ASCII survives the subject and the quoted-printable body.
     let mut utf8 = flip(43, 8);
     utf8.name = "Café – ✓ 東京".into();
-    let smtp = smtp_config(plain.port, SmtpTls::Auto, None);
+    let smtp = anonymous_smtp_config(plain.port, SmtpTls::Auto, None);
     let ch = channels(&smtp, &twilio_config("http://127.0.0.1:9"), &cfg, None);
     ch.deliver(&contact("email", "utf8@test"), &utf8)
         .await
@@ -226,6 +225,119 @@ async fn email_reaches_a_real_smtp_server_through_every_tls_mode() {
     assert!(starttls.messages_to("untrusted@test").is_empty(), "{err}");
 }
 
+/// With `[smtp] username` set, `tls = "auto"` never sends AUTH over a connection the server
+/// left unencrypted: against a server without STARTTLS the row fails with an error that says
+/// why, and the server's wire shows EHLO and QUIT but no AUTH and no credential in any
+/// encoding. Against a server with STARTTLS, AUTH goes only after it. `tls = "none"` sends
+/// AUTH in clear: the operator's explicit choice. Without a username `auto` still delivers to
+/// a server without STARTTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_tls_never_sends_credentials_over_an_unencrypted_connection() {
+    use base64::Engine as _;
+    let db = TestDb::create("clear_auth").await;
+    let plain = SmtpServer::start(SmtpOptions::default()).await;
+    let ops = db.add_contact("email", "ops@test").await;
+    let cfg = delivery(1, Duration::from_secs(5), 1);
+    let twilio = twilio_config("http://127.0.0.1:9");
+
+    // Phase 1: auto with a username, no STARTTLS offered: refused, recorded on the row.
+    let smtp = smtp_config(plain.port, SmtpTls::Auto, None);
+    db.enqueue(&flip(1, 10), &[ops]).await;
+    let run = start(
+        &db,
+        1,
+        NODE,
+        &cfg,
+        channels(&smtp, &twilio, &cfg, None),
+        admin(&smtp, &cfg),
+    );
+    let failed = wait_state(&db, 1, ops, "failed").await;
+    run.stop().await.unwrap();
+    let err = failed.last_error.unwrap();
+    assert!(
+        err.contains(gobearmon::notify::email::CLEAR_AUTH_REFUSED),
+        "{err}"
+    );
+    assert!(err.contains("does not offer STARTTLS"), "{err}");
+    let wire = plain.wait_wire("QUIT", 1).await;
+    assert!(wire.iter().any(|(_, l)| is_command(l, "EHLO")), "{wire:?}");
+    assert!(
+        !wire.iter().any(|(_, l)| is_command(l, "AUTH")),
+        "AUTH on the wire: {wire:?}"
+    );
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for secret in [
+        "monpass".to_string(),
+        b64("\0monuser\0monpass"),
+        b64("monpass"),
+    ] {
+        assert!(
+            !wire.iter().any(|(_, l)| l.contains(&secret)),
+            "{secret} on the wire: {wire:?}"
+        );
+    }
+    assert!(plain.messages().is_empty(), "nothing sent without AUTH");
+
+    // Phase 2: tls = "none" with a username: AUTH in clear, as configured.
+    let smtp = smtp_config(plain.port, SmtpTls::None, None);
+    let ch = channels(&smtp, &twilio, &cfg, None);
+    ch.deliver(&contact("email", "none@test"), &flip(2, 10))
+        .await
+        .unwrap();
+    let m = plain.wait_messages_to("none@test", 1).await.remove(0);
+    assert_eq!(m["auth_login"], "monuser");
+    assert_eq!(m["tls"], false);
+    assert!(
+        plain
+            .wire()
+            .iter()
+            .any(|(tls, l)| !tls && is_command(l, "AUTH")),
+        "AUTH sent in clear with tls = none"
+    );
+
+    // Phase 3: no username: auto delivers without STARTTLS, and sends no AUTH.
+    let before = plain.wire().len();
+    let smtp = anonymous_smtp_config(plain.port, SmtpTls::Auto, None);
+    let ch = channels(&smtp, &twilio, &cfg, None);
+    ch.deliver(&contact("email", "anon@test"), &flip(3, 10))
+        .await
+        .unwrap();
+    let m = plain.wait_messages_to("anon@test", 1).await.remove(0);
+    assert_eq!(m["auth_login"], serde_json::Value::Null);
+    let wire = plain.wait_wire("QUIT", 3).await;
+    assert!(!wire[before..].iter().any(|(_, l)| is_command(l, "AUTH")));
+
+    // Phase 4: a server that offers STARTTLS: auto authenticates, but only after it.
+    let pki = TestPki::new();
+    let starttls = SmtpServer::start(SmtpOptions {
+        tls: Some((pki.cert_path.clone(), pki.key_path.clone())),
+        require_auth: true,
+        ..Default::default()
+    })
+    .await;
+    let smtp = smtp_config(starttls.port, SmtpTls::Auto, None);
+    let ch = channels(&smtp, &twilio, &cfg, Some(&pki));
+    ch.deliver(&contact("email", "auto@test"), &flip(4, 10))
+        .await
+        .unwrap();
+    let m = starttls.wait_messages_to("auto@test", 1).await.remove(0);
+    assert_eq!(
+        (m["tls"].clone(), m["auth_login"].clone()),
+        (true.into(), "monuser".into())
+    );
+    let wire = starttls.wait_wire("QUIT", 1).await;
+    let auth: Vec<_> = wire.iter().filter(|(_, l)| is_command(l, "AUTH")).collect();
+    assert!(
+        !auth.is_empty() && auth.iter().all(|(tls, _)| *tls),
+        "{wire:?}"
+    );
+    assert!(
+        wire.iter()
+            .any(|(tls, l)| !tls && is_command(l, "STARTTLS"))
+    );
+    db.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_recipient_and_dead_server_end_as_failed_rows_with_one_admin_email() {
     let db = TestDb::create("smtp_fail").await;
@@ -239,7 +351,7 @@ async fn rejected_recipient_and_dead_server_end_as_failed_rows_with_one_admin_em
     let cfg = delivery(3, Duration::from_secs(5), 4);
 
     // Phase 1: 550 for one recipient is final at once; the other is delivered.
-    let smtp = smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
+    let smtp = anonymous_smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
     let twilio = twilio_config("http://127.0.0.1:9");
     assert_eq!(db.enqueue(&flip(1, 10), &[bad, good]).await, 2);
     assert_eq!(
@@ -285,7 +397,7 @@ async fn rejected_recipient_and_dead_server_end_as_failed_rows_with_one_admin_em
     // Phase 2: the SMTP server is dead. Every attempt is retried until attempts run out;
     // the admin email goes out once a server answers again.
     let dead_port = closed_port();
-    let smtp = smtp_config(dead_port, SmtpTls::Auto, Some("admin@test"));
+    let smtp = anonymous_smtp_config(dead_port, SmtpTls::Auto, Some("admin@test"));
     db.enqueue(&flip(2, 10), &[good]).await;
     let run = start(
         &db,
@@ -820,7 +932,7 @@ async fn contact_test_command_reports_delivered_or_the_error() {
 async fn admin_notices_are_rate_limited_per_kind() {
     use gobearmon::notify::admin::{AdminKind, AdminOutcome};
     let server = SmtpServer::start(SmtpOptions::default()).await;
-    let smtp = smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
+    let smtp = anonymous_smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
     let notifier = AdminNotifier::with_sender(
         Some(EmailSender::new(&smtp).unwrap()),
         smtp.admin.clone(),
