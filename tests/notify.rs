@@ -695,6 +695,93 @@ async fn webhooks_count_only_2xx_and_carry_schema_key_and_signature() {
     db.drop_db().await;
 }
 
+/// Check data full of secrets and a result message that quotes them (as a worker of an older
+/// version may write it), delivered to a real SMTP server, a form webhook and a JSON webhook:
+/// on each, every rule holds. Secret query values, the URL password, the `password` key, the
+/// `body` and non-harmless header values are masked in the data; harmless headers and other
+/// query values stay; the message shows the URL without any query value or password, and
+/// none of the data's secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_redaction_rule_holds_on_email_and_both_webhooks() {
+    let smtp_server = SmtpServer::start(SmtpOptions::default()).await;
+    let hook = Receiver::start(Behaviour::Status(200)).await;
+    let cfg = delivery(1, Duration::from_secs(5), 1);
+    let smtp = anonymous_smtp_config(smtp_server.port, SmtpTls::Auto, None);
+    let ch = channels(&smtp, &twilio_config("http://127.0.0.1:9"), &cfg, None);
+    let url = "http://alice:URLPW1@127.0.0.1:9/probe?token=QTOKEN1&page=7&api_key=QKEY1";
+    let mut n = flip(5, 6);
+    n.data = serde_json::json!({
+        "url": url, "method": "POST", "body": "BODYSECRET1", "username": "bob",
+        "password": "PWFIELD1",
+        "headers": {"Authorization": "Bearer HAUTH1", "X-Custom": "HCUSTOM1",
+                    "Accept": "text/plain", "User-Agent": "probe-ua"},
+    })
+    .to_string();
+    n.message = format!(
+        "error performing HTTP request: Post \"{url}\": refused; said HCUSTOM1 BODYSECRET1"
+    );
+    let secrets = [
+        "URLPW1",
+        "QTOKEN1",
+        "QKEY1",
+        "BODYSECRET1",
+        "PWFIELD1",
+        "HAUTH1",
+        "HCUSTOM1",
+    ];
+    let shown_message = "error performing HTTP request: Post \"http://alice:redacted@127.0.0.1:9\
+        /probe?token=redacted&page=redacted&api_key=redacted\": refused; said <redacted> <redacted>";
+    let check_shown = |data: &str| {
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(
+            v["url"],
+            "http://alice:redacted@127.0.0.1:9/probe?token=redacted&page=7&api_key=redacted"
+        );
+        assert_eq!(v["body"], "<redacted>");
+        assert_eq!(v["password"], "<redacted>");
+        assert_eq!(v["username"], "bob");
+        assert_eq!(v["headers"]["Authorization"], "<redacted>");
+        assert_eq!(v["headers"]["X-Custom"], "<redacted>");
+        assert_eq!(v["headers"]["Accept"], "text/plain");
+        assert_eq!(v["headers"]["User-Agent"], "probe-ua");
+    };
+    let no_secret = |surface: &str, text: &str| {
+        for s in secrets {
+            assert!(!text.contains(s), "{s} leaked in the {surface}: {text}");
+        }
+    };
+
+    // Email, through the real SMTP server.
+    ch.deliver(&contact("email", "ops@test"), &n).await.unwrap();
+    let mail = smtp_server.wait_messages_to("ops@test", 1).await.remove(0);
+    let body = body_of(&mail);
+    no_secret("email", &format!("{} {body}", mail["subject"]));
+    assert!(
+        body.starts_with(&format!("Check [web 6] is now offline: {shown_message}\n")),
+        "{body}"
+    );
+    let data_line = body.lines().find_map(|l| l.strip_prefix("Data: ")).unwrap();
+    check_shown(data_line);
+
+    // Form webhook (gobearmon's `http` contact).
+    ch.deliver(&contact("http", &hook.url("/form")), &n)
+        .await
+        .unwrap();
+    // JSON webhook.
+    ch.deliver(&contact("webhook", &hook.url("/json")), &n)
+        .await
+        .unwrap();
+    let got = hook.wait_count(2).await;
+    let form = got.iter().find(|r| r.path == "/form").unwrap();
+    no_secret("form webhook", &String::from_utf8_lossy(&form.body));
+    assert_eq!(form.field("message").as_deref(), Some(shown_message));
+    check_shown(&form.field("data").unwrap());
+    let json = got.iter().find(|r| r.path == "/json").unwrap();
+    no_secret("JSON webhook", &String::from_utf8_lossy(&json.body));
+    let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    assert_eq!(v["message"], shown_message);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_dispatcher_leaves_nothing_undelivered_and_repeats_only_sends_in_flight() {
     let db = TestDb::create("crash").await;

@@ -18,8 +18,9 @@ use rustls_pki_types::CertificateDer;
 use tokio::time::{Instant, timeout_at};
 
 use super::addrs;
-use super::spec::{HttpSpec, IpFamily, redact_url};
+use super::spec::{HttpSpec, IpFamily};
 use super::{Details, Finding, ProbeContext, ProbeError, is_local_exhaustion};
+use crate::notify::redact;
 
 /// At most this many bytes of the (decoded) body are read to look for `expect_substring`
 /// (1 MiB). A substring beyond it counts as not found; with `expect_json` a longer body is
@@ -133,7 +134,7 @@ async fn run_at(
             return Ok(Finding::offline(
                 format!(
                     "error creating HTTP request: parse \"{}\": {e}",
-                    redact_url(&spec.url)
+                    redact::message_url(&spec.url)
                 ),
                 details,
             ));
@@ -183,7 +184,7 @@ async fn run_at(
         format!(
             "error performing HTTP request: {} \"{}\": {why}",
             go_method_name(&method),
-            redact_url(url.as_str()),
+            redact::message_url(url.as_str()),
         )
     };
     let sent = match timeout_at(deadline, request.send()).await {
@@ -340,7 +341,7 @@ fn request_headers(spec: &HttpSpec) -> Result<HeaderMap, String> {
             .map_err(|_| format!("invalid header field name \"{k}\""))?;
         let mut value = HeaderValue::from_str(v)
             .map_err(|_| format!("invalid header field value for \"{k}\""))?;
-        if super::spec::is_sensitive_header(k) {
+        if !redact::is_harmless_header(k) {
             value.set_sensitive(true);
         }
         map.insert(name, value);

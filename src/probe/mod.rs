@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - `spec.rs`: [`CheckSpec`], a `checks` row parsed once (Go `encoding/json` rules from
-//!   `gojson.rs`), and [`redact_data`] for notifications.
+//!   `gojson.rs`), held to the same bounds whether read from a row or received.
 //! - `http.rs`, `tcp.rs`, `icmp.rs`, `tls.rs` (`ssl_expire`), `dns.rs`: one check type each.
 //! - `addrs.rs`: `ip_policy` (probe the first, any or all of a name's addresses).
 //! - `json.rs`: `expect_json`, conditions on an http body, parsed with the spec.
@@ -53,8 +53,7 @@ pub use icmp::{PACKET_INTERVAL, PACKET_TIMEOUT, RUN_DEADLINE as ICMP_RUN_DEADLIN
 pub use json::{JsonCondition, JsonMatch, JsonOp};
 pub use spec::{
     CheckSpec, DnsRecordType, DnsSpec, HttpSpec, IcmpSpec, IpFamily, LossRule, MAX_PING_COUNT,
-    REDACTED, TcpSpec, TlsSpec, TlsVersion, clamp_timeout, is_sensitive_header, redact_data,
-    redact_url,
+    TcpSpec, TlsSpec, TlsVersion, clamp_timeout,
 };
 
 /// What one run found.

@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::addrs::IpPolicy;
-use super::gojson::{self, Fields, Json};
+use super::gojson::{self, Fields};
 use super::json::JsonCondition;
+use crate::notify::redact;
 
 /// HTTP and TCP timeout when none (or 0) is given, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
@@ -26,8 +27,6 @@ pub const MAX_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_PING_COUNT: u32 = 5;
 /// Upper bound of `count`: every packet must fit in the run's deadline.
 pub const MAX_PING_COUNT: u32 = 20;
-/// What replaces a secret in `Debug` output and in [`redact_data`].
-pub const REDACTED: &str = "<redacted>";
 
 /// gobearmon's timeout clamp: 0 -> 10 s, below 3 -> 3 s, above 30 -> 30 s.
 pub fn clamp_timeout(secs: i64) -> u64 {
@@ -334,35 +333,31 @@ impl HttpSpec {
 }
 
 impl fmt::Debug for HttpSpec {
+    /// The check with its secrets masked by the notification rules ([`redact`]): no body,
+    /// no password, only harmless header values, no secret query values in the URL.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let masked = |v: &str| if v.is_empty() { "" } else { redact::REDACTED };
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
             .map(|(k, v)| {
-                let v = if is_sensitive_header(k) {
-                    REDACTED
-                } else {
+                let shown = if redact::is_harmless_header(k) {
                     v.as_str()
+                } else {
+                    masked(v)
                 };
-                (k.as_str(), v)
+                (k.as_str(), shown)
             })
             .collect();
         f.debug_struct("HttpSpec")
-            .field("url", &redact_url(&self.url))
+            .field("url", &redact::data_url(&self.url))
             .field("method", &self.method)
-            .field("body", &self.body)
+            .field("body", &masked(&self.body))
             .field("headers", &headers)
             .field("timeout_secs", &self.timeout_secs)
             .field("insecure", &self.insecure)
             .field("username", &self.username)
-            .field(
-                "password",
-                &if self.password.is_empty() {
-                    ""
-                } else {
-                    REDACTED
-                },
-            )
+            .field("password", &masked(&self.password))
             .field("expect_status", &self.expect_status)
             .field("expect_substring", &self.expect_substring)
             .field("follow_redirects", &self.follow_redirects)
@@ -370,28 +365,6 @@ impl fmt::Debug for HttpSpec {
             .field("expect_json", &self.expect_json)
             .field("max_response_ms", &self.max_response_ms)
             .finish()
-    }
-}
-
-/// Header names whose values are credentials.
-pub fn is_sensitive_header(name: &str) -> bool {
-    ["authorization", "proxy-authorization", "cookie"]
-        .iter()
-        .any(|s| name.eq_ignore_ascii_case(s))
-}
-
-/// `url` with the password of its user-info part (`http://user:pw@host/`) replaced.
-/// Anything that is not a URL with a password comes back unchanged.
-pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            if u.set_password(Some("redacted")).is_ok() {
-                u.to_string()
-            } else {
-                REDACTED.to_owned()
-            }
-        }
-        _ => raw.to_owned(),
     }
 }
 
@@ -648,62 +621,6 @@ impl DnsSpec {
     }
 }
 
-/// The check's raw `data` with secrets replaced by `<redacted>`, for email bodies and webhooks:
-/// a top-level `password`, the `Authorization`, `Proxy-Authorization` and `Cookie` values in
-/// `headers`, and the password in a `url`'s user-info. Data without secrets is returned
-/// byte for byte. Data that is not JSON is returned as is unless it mentions a credential
-/// word, in which case it is withheld whole.
-pub fn redact_data(data: &str) -> String {
-    let Ok(Json::Object(members)) = gojson::parse(data) else {
-        let lower = data.to_ascii_lowercase();
-        let risky = ["password", "authorization", "cookie", "@"]
-            .iter()
-            .any(|w| lower.contains(w));
-        return if risky {
-            format!("{REDACTED} (unreadable check data)")
-        } else {
-            data.to_owned()
-        };
-    };
-    let mut changed = false;
-    let members: Vec<(String, Json)> = members
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Json::String(s) if gojson::key_matches(&k, "password") && !s.is_empty() => {
-                    changed = true;
-                    Json::String(REDACTED.to_owned())
-                }
-                Json::String(s) if gojson::key_matches(&k, "url") => {
-                    let r = redact_url(&s);
-                    changed |= r != s;
-                    Json::String(r)
-                }
-                Json::Object(headers) if gojson::key_matches(&k, "headers") => Json::Object(
-                    headers
-                        .into_iter()
-                        .map(|(hk, hv)| {
-                            if is_sensitive_header(&hk) {
-                                changed = true;
-                                (hk, Json::String(REDACTED.to_owned()))
-                            } else {
-                                (hk, hv)
-                            }
-                        })
-                        .collect(),
-                ),
-                other => other,
-            };
-            (k, v)
-        })
-        .collect();
-    if changed {
-        Json::Object(members).to_json_string()
-    } else {
-        data.to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -798,33 +715,22 @@ mod tests {
     fn debug_redacts_secrets() {
         let spec = CheckSpec::parse(
             "http",
-            r#"{"url":"http://u:urlpw@a/","username":"u","password":"hunter2",
-                "headers":{"authorization":"Bearer tok3n","Cookie":"s=c00kie","X-A":"b"}}"#,
+            r#"{"url":"http://u:urlpw@a/?api_key=qk3y&page=2","username":"u","password":"hunter2",
+                "body":"b0dy","headers":{"authorization":"Bearer tok3n","Cookie":"s=c00kie",
+                "X-A":"x-v4lue","Accept":"text/html"}}"#,
         );
         let dbg = format!("{spec:?}");
-        for secret in ["hunter2", "tok3n", "c00kie", "urlpw"] {
+        for secret in [
+            "hunter2", "tok3n", "c00kie", "urlpw", "qk3y", "b0dy", "x-v4lue",
+        ] {
             assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
         }
-        assert!(dbg.contains("X-A"));
+        assert!(dbg.contains("X-A") && dbg.contains("text/html") && dbg.contains("page=2"));
         // The serialised form keeps them: the worker needs them.
         let json = serde_json::to_string(&spec).unwrap();
         assert!(json.contains("hunter2"));
         let back: CheckSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, spec);
-    }
-
-    #[test]
-    fn redact_data_keeps_everything_else() {
-        let plain = r#"{"address":"127.0.0.1:18080",  "timeout":3}"#;
-        assert_eq!(redact_data(plain), plain);
-        assert_eq!(
-            redact_data(
-                r#"{"url":"http://a:pw@h/","Password":"hunter2","headers":{"Authorization":"x","A":"b"}}"#
-            ),
-            r#"{"url":"http://a:redacted@h/","Password":"<redacted>","headers":{"Authorization":"<redacted>","A":"b"}}"#
-        );
-        assert_eq!(redact_data("{not json"), "{not json");
-        assert!(!redact_data(r#"{"password":"hunter2""#).contains("hunter2"));
     }
 
     #[test]
