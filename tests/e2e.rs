@@ -864,3 +864,99 @@ fn a_new_controller_that_cannot_raise_the_fence_tells_the_admin() {
         w.cluster.acting_controller().filter(|c| *c != old)
     });
 }
+
+/// Issue 10, item 9, end to end: an http check whose data is full of secrets fails, and the
+/// flip reaches the email (real SMTP server), the form and the JSON webhooks, the
+/// controller's `/status` (through `gobearmon status`) and the nodes' logs without any of
+/// them. The message in each notification quotes the URL without its query values.
+#[test]
+fn secrets_in_check_data_reach_no_notification_status_or_log() {
+    let _serial = support::cluster::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (db, _) = rt.block_on(TestDb::installed("e2e_redact"));
+    let smtp = rt.block_on(SmtpServer::start(SmtpOptions::default()));
+    let hook = rt.block_on(Receiver::start(Behaviour::Status(200)));
+    let extra = format!(
+        "confirmations = 1\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"gobearmon@test\"\ntls = \"none\"\n",
+        smtp.port
+    );
+    let cluster = Cluster::start_with(1, 1, &db.url, Timings::default(), &extra);
+    let closed = support::cluster::free_port();
+    let secrets = [
+        "URLPW2",
+        "QTOKEN2",
+        "QSIG2",
+        "BODY2SECRET",
+        "PW2FIELD",
+        "HAUTH2",
+        "HCUSTOM2",
+    ];
+    let data = serde_json::json!({
+        "url": format!("http://alice:URLPW2@127.0.0.1:{closed}/probe?token=QTOKEN2&page=PGVAL2&sig=QSIG2"),
+        "method": "POST", "body": "BODY2SECRET", "username": "bob", "password": "PW2FIELD",
+        "headers": {"Authorization": "Bearer HAUTH2", "X-Custom": "HCUSTOM2",
+                    "Accept": "text/plain"},
+        "timeout": 3,
+    });
+    rt.block_on(db.exec(&format!(
+        r#"INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES (1,'keyed','http','{data}',1,0);
+           INSERT INTO contacts (id,type,data) VALUES (1,'email','ops@test'),(2,'http','{}'),(3,'webhook','{}');
+           INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'offline'),(1,2,'offline'),(1,3,'offline');"#,
+        hook.url("/form"),
+        hook.url("/json"),
+    )));
+    let no_secret = |surface: &str, text: &str| {
+        for s in secrets {
+            assert!(!text.contains(s), "{s} leaked in {surface}: {text}");
+        }
+    };
+    let shown_url = format!(
+        "http://alice:redacted@127.0.0.1:{closed}/probe?token=redacted&page=redacted&sig=redacted"
+    );
+
+    let got = wait_until(Duration::from_secs(30), "both webhooks", || {
+        let r = hook.received();
+        (r.len() >= 2).then_some(r)
+    });
+    let form = got.iter().find(|r| r.path == "/form").unwrap();
+    no_secret("the form webhook", &String::from_utf8_lossy(&form.body));
+    let message = form.field("message").unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "error performing HTTP request: Post \"{shown_url}\": "
+        )),
+        "{message}"
+    );
+    let shown: serde_json::Value = serde_json::from_str(&form.field("data").unwrap()).unwrap();
+    assert_eq!(shown["headers"]["Accept"], "text/plain");
+    assert_eq!(shown["username"], "bob");
+    // A query value whose name is harmless stays in the data, never in a message.
+    assert!(shown["url"].as_str().unwrap().contains("page=PGVAL2"));
+    assert!(!message.contains("PGVAL2"));
+    let json = got.iter().find(|r| r.path == "/json").unwrap();
+    no_secret("the JSON webhook", &String::from_utf8_lossy(&json.body));
+    let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    assert_eq!(v["message"], message.as_str());
+    let mail = rt.block_on(smtp.wait_messages_to("ops@test", 1)).remove(0);
+    no_secret("the email", &mail.to_string());
+    assert!(
+        mail["body"].as_str().unwrap().contains(&shown_url),
+        "{mail}"
+    );
+
+    let status = wait_until(Duration::from_secs(15), "the status", || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gobearmon"))
+            .args(["status", "--config"])
+            .arg(cluster.path("w1.toml"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).ok()?;
+        text.contains("keyed").then_some(text)
+    });
+    no_secret("/status", &status);
+    for p in cluster.viewservers.iter().chain(&cluster.workers) {
+        no_secret(&format!("the log of {}", p.name), &p.log_text());
+    }
+    drop(cluster);
+    rt.block_on(db.drop_db());
+}

@@ -143,7 +143,6 @@ async fn email_reaches_a_real_smtp_server_through_every_tls_mode() {
         (SmtpTls::StartTls, &starttls, "starttls@test", true),
         (SmtpTls::Tls, &implicit, "tls@test", true),
         (SmtpTls::None, &starttls, "none@test", false),
-        (SmtpTls::Auto, &plain, "auto-plain@test", false),
     ];
     for (mode, server, rcpt, tls) in cases {
         let smtp = smtp_config(server.port, mode, None);
@@ -178,7 +177,7 @@ async fn email_reaches_a_real_smtp_server_through_every_tls_mode() {
     // A name outside ASCII survives the subject and the quoted-printable body.
     let mut utf8 = flip(43, 8);
     utf8.name = "Café – ✓ 東京".into();
-    let smtp = smtp_config(plain.port, SmtpTls::Auto, None);
+    let smtp = anonymous_smtp_config(plain.port, SmtpTls::Auto, None);
     let ch = channels(&smtp, &twilio_config("http://127.0.0.1:9"), &cfg, None);
     ch.deliver(&contact("email", "utf8@test"), &utf8)
         .await
@@ -226,6 +225,119 @@ async fn email_reaches_a_real_smtp_server_through_every_tls_mode() {
     assert!(starttls.messages_to("untrusted@test").is_empty(), "{err}");
 }
 
+/// With `[smtp] username` set, `tls = "auto"` never sends AUTH over a connection the server
+/// left unencrypted: against a server without STARTTLS the row fails with an error that says
+/// why, and the server's wire shows EHLO and QUIT but no AUTH and no credential in any
+/// encoding. Against a server with STARTTLS, AUTH goes only after it. `tls = "none"` sends
+/// AUTH in clear: the operator's explicit choice. Without a username `auto` still delivers to
+/// a server without STARTTLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_tls_never_sends_credentials_over_an_unencrypted_connection() {
+    use base64::Engine as _;
+    let db = TestDb::create("clear_auth").await;
+    let plain = SmtpServer::start(SmtpOptions::default()).await;
+    let ops = db.add_contact("email", "ops@test").await;
+    let cfg = delivery(1, Duration::from_secs(5), 1);
+    let twilio = twilio_config("http://127.0.0.1:9");
+
+    // Phase 1: auto with a username, no STARTTLS offered: refused, recorded on the row.
+    let smtp = smtp_config(plain.port, SmtpTls::Auto, None);
+    db.enqueue(&flip(1, 10), &[ops]).await;
+    let run = start(
+        &db,
+        1,
+        NODE,
+        &cfg,
+        channels(&smtp, &twilio, &cfg, None),
+        admin(&smtp, &cfg),
+    );
+    let failed = wait_state(&db, 1, ops, "failed").await;
+    run.stop().await.unwrap();
+    let err = failed.last_error.unwrap();
+    assert!(
+        err.contains(gobearmon::notify::email::CLEAR_AUTH_REFUSED),
+        "{err}"
+    );
+    assert!(err.contains("does not offer STARTTLS"), "{err}");
+    let wire = plain.wait_wire("QUIT", 1).await;
+    assert!(wire.iter().any(|(_, l)| is_command(l, "EHLO")), "{wire:?}");
+    assert!(
+        !wire.iter().any(|(_, l)| is_command(l, "AUTH")),
+        "AUTH on the wire: {wire:?}"
+    );
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for secret in [
+        "monpass".to_string(),
+        b64("\0monuser\0monpass"),
+        b64("monpass"),
+    ] {
+        assert!(
+            !wire.iter().any(|(_, l)| l.contains(&secret)),
+            "{secret} on the wire: {wire:?}"
+        );
+    }
+    assert!(plain.messages().is_empty(), "nothing sent without AUTH");
+
+    // Phase 2: tls = "none" with a username: AUTH in clear, as configured.
+    let smtp = smtp_config(plain.port, SmtpTls::None, None);
+    let ch = channels(&smtp, &twilio, &cfg, None);
+    ch.deliver(&contact("email", "none@test"), &flip(2, 10))
+        .await
+        .unwrap();
+    let m = plain.wait_messages_to("none@test", 1).await.remove(0);
+    assert_eq!(m["auth_login"], "monuser");
+    assert_eq!(m["tls"], false);
+    assert!(
+        plain
+            .wire()
+            .iter()
+            .any(|(tls, l)| !tls && is_command(l, "AUTH")),
+        "AUTH sent in clear with tls = none"
+    );
+
+    // Phase 3: no username: auto delivers without STARTTLS, and sends no AUTH.
+    let before = plain.wire().len();
+    let smtp = anonymous_smtp_config(plain.port, SmtpTls::Auto, None);
+    let ch = channels(&smtp, &twilio, &cfg, None);
+    ch.deliver(&contact("email", "anon@test"), &flip(3, 10))
+        .await
+        .unwrap();
+    let m = plain.wait_messages_to("anon@test", 1).await.remove(0);
+    assert_eq!(m["auth_login"], serde_json::Value::Null);
+    let wire = plain.wait_wire("QUIT", 3).await;
+    assert!(!wire[before..].iter().any(|(_, l)| is_command(l, "AUTH")));
+
+    // Phase 4: a server that offers STARTTLS: auto authenticates, but only after it.
+    let pki = TestPki::new();
+    let starttls = SmtpServer::start(SmtpOptions {
+        tls: Some((pki.cert_path.clone(), pki.key_path.clone())),
+        require_auth: true,
+        ..Default::default()
+    })
+    .await;
+    let smtp = smtp_config(starttls.port, SmtpTls::Auto, None);
+    let ch = channels(&smtp, &twilio, &cfg, Some(&pki));
+    ch.deliver(&contact("email", "auto@test"), &flip(4, 10))
+        .await
+        .unwrap();
+    let m = starttls.wait_messages_to("auto@test", 1).await.remove(0);
+    assert_eq!(
+        (m["tls"].clone(), m["auth_login"].clone()),
+        (true.into(), "monuser".into())
+    );
+    let wire = starttls.wait_wire("QUIT", 1).await;
+    let auth: Vec<_> = wire.iter().filter(|(_, l)| is_command(l, "AUTH")).collect();
+    assert!(
+        !auth.is_empty() && auth.iter().all(|(tls, _)| *tls),
+        "{wire:?}"
+    );
+    assert!(
+        wire.iter()
+            .any(|(tls, l)| !tls && is_command(l, "STARTTLS"))
+    );
+    db.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_recipient_and_dead_server_end_as_failed_rows_with_one_admin_email() {
     let db = TestDb::create("smtp_fail").await;
@@ -239,7 +351,7 @@ async fn rejected_recipient_and_dead_server_end_as_failed_rows_with_one_admin_em
     let cfg = delivery(3, Duration::from_secs(5), 4);
 
     // Phase 1: 550 for one recipient is final at once; the other is delivered.
-    let smtp = smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
+    let smtp = anonymous_smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
     let twilio = twilio_config("http://127.0.0.1:9");
     assert_eq!(db.enqueue(&flip(1, 10), &[bad, good]).await, 2);
     assert_eq!(
@@ -285,7 +397,7 @@ async fn rejected_recipient_and_dead_server_end_as_failed_rows_with_one_admin_em
     // Phase 2: the SMTP server is dead. Every attempt is retried until attempts run out;
     // the admin email goes out once a server answers again.
     let dead_port = closed_port();
-    let smtp = smtp_config(dead_port, SmtpTls::Auto, Some("admin@test"));
+    let smtp = anonymous_smtp_config(dead_port, SmtpTls::Auto, Some("admin@test"));
     db.enqueue(&flip(2, 10), &[good]).await;
     let run = start(
         &db,
@@ -583,6 +695,93 @@ async fn webhooks_count_only_2xx_and_carry_schema_key_and_signature() {
     db.drop_db().await;
 }
 
+/// Check data full of secrets and a result message that quotes them (as a worker of an older
+/// version may write it), delivered to a real SMTP server, a form webhook and a JSON webhook:
+/// on each, every rule holds. Secret query values, the URL password, the `password` key, the
+/// `body` and non-harmless header values are masked in the data; harmless headers and other
+/// query values stay; the message shows the URL without any query value or password, and
+/// none of the data's secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_redaction_rule_holds_on_email_and_both_webhooks() {
+    let smtp_server = SmtpServer::start(SmtpOptions::default()).await;
+    let hook = Receiver::start(Behaviour::Status(200)).await;
+    let cfg = delivery(1, Duration::from_secs(5), 1);
+    let smtp = anonymous_smtp_config(smtp_server.port, SmtpTls::Auto, None);
+    let ch = channels(&smtp, &twilio_config("http://127.0.0.1:9"), &cfg, None);
+    let url = "http://alice:URLPW1@127.0.0.1:9/probe?token=QTOKEN1&page=7&api_key=QKEY1";
+    let mut n = flip(5, 6);
+    n.data = serde_json::json!({
+        "url": url, "method": "POST", "body": "BODYSECRET1", "username": "bob",
+        "password": "PWFIELD1",
+        "headers": {"Authorization": "Bearer HAUTH1", "X-Custom": "HCUSTOM1",
+                    "Accept": "text/plain", "User-Agent": "probe-ua"},
+    })
+    .to_string();
+    n.message = format!(
+        "error performing HTTP request: Post \"{url}\": refused; said HCUSTOM1 BODYSECRET1"
+    );
+    let secrets = [
+        "URLPW1",
+        "QTOKEN1",
+        "QKEY1",
+        "BODYSECRET1",
+        "PWFIELD1",
+        "HAUTH1",
+        "HCUSTOM1",
+    ];
+    let shown_message = "error performing HTTP request: Post \"http://alice:redacted@127.0.0.1:9\
+        /probe?token=redacted&page=redacted&api_key=redacted\": refused; said <redacted> <redacted>";
+    let check_shown = |data: &str| {
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(
+            v["url"],
+            "http://alice:redacted@127.0.0.1:9/probe?token=redacted&page=7&api_key=redacted"
+        );
+        assert_eq!(v["body"], "<redacted>");
+        assert_eq!(v["password"], "<redacted>");
+        assert_eq!(v["username"], "bob");
+        assert_eq!(v["headers"]["Authorization"], "<redacted>");
+        assert_eq!(v["headers"]["X-Custom"], "<redacted>");
+        assert_eq!(v["headers"]["Accept"], "text/plain");
+        assert_eq!(v["headers"]["User-Agent"], "probe-ua");
+    };
+    let no_secret = |surface: &str, text: &str| {
+        for s in secrets {
+            assert!(!text.contains(s), "{s} leaked in the {surface}: {text}");
+        }
+    };
+
+    // Email, through the real SMTP server.
+    ch.deliver(&contact("email", "ops@test"), &n).await.unwrap();
+    let mail = smtp_server.wait_messages_to("ops@test", 1).await.remove(0);
+    let body = body_of(&mail);
+    no_secret("email", &format!("{} {body}", mail["subject"]));
+    assert!(
+        body.starts_with(&format!("Check [web 6] is now offline: {shown_message}\n")),
+        "{body}"
+    );
+    let data_line = body.lines().find_map(|l| l.strip_prefix("Data: ")).unwrap();
+    check_shown(data_line);
+
+    // Form webhook (gobearmon's `http` contact).
+    ch.deliver(&contact("http", &hook.url("/form")), &n)
+        .await
+        .unwrap();
+    // JSON webhook.
+    ch.deliver(&contact("webhook", &hook.url("/json")), &n)
+        .await
+        .unwrap();
+    let got = hook.wait_count(2).await;
+    let form = got.iter().find(|r| r.path == "/form").unwrap();
+    no_secret("form webhook", &String::from_utf8_lossy(&form.body));
+    assert_eq!(form.field("message").as_deref(), Some(shown_message));
+    check_shown(&form.field("data").unwrap());
+    let json = got.iter().find(|r| r.path == "/json").unwrap();
+    no_secret("JSON webhook", &String::from_utf8_lossy(&json.body));
+    let v: serde_json::Value = serde_json::from_slice(&json.body).unwrap();
+    assert_eq!(v["message"], shown_message);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_dispatcher_leaves_nothing_undelivered_and_repeats_only_sends_in_flight() {
     let db = TestDb::create("crash").await;
@@ -820,7 +1019,7 @@ async fn contact_test_command_reports_delivered_or_the_error() {
 async fn admin_notices_are_rate_limited_per_kind() {
     use gobearmon::notify::admin::{AdminKind, AdminOutcome};
     let server = SmtpServer::start(SmtpOptions::default()).await;
-    let smtp = smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
+    let smtp = anonymous_smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
     let notifier = AdminNotifier::with_sender(
         Some(EmailSender::new(&smtp).unwrap()),
         smtp.admin.clone(),

@@ -213,6 +213,35 @@ async fn http_messages_do_not_leak_url_passwords() {
     assert!(out.message.contains("user:redacted@"), "{out:?}");
 }
 
+/// A message quotes the URL without its query values (and without its password or
+/// fragment): the names stay, every value is `redacted`.
+#[tokio::test]
+async fn http_messages_show_urls_without_query_values() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://user:pw9@127.0.0.1:{port}/p?token=QT0K3N&page=PG2718#frag");
+    let out = probe("http", &data(json!({ "url": url }))).await;
+    assert_offline_prefix(
+        &out,
+        &format!(
+            "error performing HTTP request: Get \"http://user:redacted@127.0.0.1:{port}/p?token=redacted&page=redacted\": "
+        ),
+    );
+    for secret in ["QT0K3N", "PG2718", "pw9", "frag"] {
+        assert!(!out.message.contains(secret), "{secret}: {out:?}");
+    }
+    // A URL that does not parse is cut before its query.
+    let out = probe(
+        "http",
+        &data(json!({ "url": "http://127.0.0.1:99999/p?token=QT0K3N" })),
+    )
+    .await;
+    assert_offline_prefix(&out, "error creating HTTP request: ");
+    assert!(!out.message.contains("QT0K3N"), "{out:?}");
+}
+
 /// A server that accepts and never answers, and an endless body, cannot hold a check.
 #[tokio::test]
 async fn http_hanging_server_and_endless_body_are_bounded() {

@@ -1,6 +1,6 @@
 //! What a notification says: gobearmon's texts (reference section 3), kept word for word, and
-//! the JSON body of the `webhook` contact type. Pure functions; the check data is always
-//! redacted first.
+//! the JSON body of the `webhook` contact type. Pure functions; the check data and the result
+//! message are always redacted first ([`redact::check_data`], [`redact::message`]).
 //!
 //! SMS and voice texts are cut to what Twilio accepts ([`SMS_MAX`], [`SAY_MAX`]), on
 //! character boundaries and marked as cut: an over-long text is refused as a final error, so
@@ -35,8 +35,13 @@ pub fn email_subject(n: &Notification) -> String {
 fn headline(n: &Notification) -> String {
     match n.new_status {
         CheckStatus::Online => format!("Check [{}] is now online.", n.name),
-        CheckStatus::Offline => format!("Check [{}] is now offline: {}", n.name, n.message),
+        CheckStatus::Offline => format!("Check [{}] is now offline: {}", n.name, message(n)),
     }
+}
+
+/// The result message as every text shows it: redacted.
+fn message(n: &Notification) -> String {
+    redact::message(&n.message, &n.data)
 }
 
 /// gobearmon's email body, with the check data redacted.
@@ -61,7 +66,9 @@ pub fn sms(n: &Notification) -> String {
 pub fn voice(n: &Notification) -> String {
     format!(
         "This is a monitoring-related call from go bear mon . The check . {} . has been recorded . {} . Reason is . {}",
-        n.name, n.new_status, n.message
+        n.name,
+        n.new_status,
+        message(n)
     )
 }
 
@@ -139,7 +146,7 @@ pub fn form_fields(n: &Notification) -> Vec<(&'static str, String)> {
     vec![
         ("check_id", n.check_id.to_string()),
         ("data", redact::check_data(&n.data)),
-        ("message", n.message.clone()),
+        ("message", message(n)),
         ("name", n.name.clone()),
         ("status", n.new_status.to_string()),
         ("type", n.check_type.clone()),
@@ -194,6 +201,7 @@ pub struct WebhookCheck<'a> {
 
 /// The [`WebhookBody`] of `n`, serialized.
 pub fn webhook_json(n: &Notification) -> Vec<u8> {
+    let message = message(n);
     let body = WebhookBody {
         schema: WEBHOOK_SCHEMA,
         event_id: n.event_id.0,
@@ -205,7 +213,7 @@ pub fn webhook_json(n: &Notification) -> Vec<u8> {
         },
         old_status: n.old_status,
         new_status: n.new_status,
-        message: &n.message,
+        message: &message,
         time: rfc3339_ms(n.time_ms),
         confirmed_by: n.confirmed_by.iter().map(|w| w.0.as_str()).collect(),
     };

@@ -19,8 +19,9 @@ use rustls_pki_types::CertificateDer;
 use tokio::time::{Instant, timeout_at};
 
 use super::addrs;
-use super::spec::{HttpSpec, IpFamily, redact_url};
+use super::spec::{HttpSpec, IpFamily};
 use super::{Details, Finding, ProbeContext, ProbeError, is_local_exhaustion};
+use crate::notify::redact;
 
 /// At most this many bytes of the (decoded) body are read to look for `expect_substring`
 /// (1 MiB). A substring beyond it counts as not found; with `expect_json` a longer body is
@@ -151,7 +152,7 @@ fn pinned_client(
 }
 
 pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
-    let deadline = Instant::now() + Duration::from_secs(spec.timeout_secs);
+    let deadline = super::deadline_in(Duration::from_secs(spec.timeout_secs));
     let target = reqwest::Url::parse(&spec.url)
         .ok()
         .and_then(|u| Some((u.host_str()?.to_owned(), u.port_or_known_default()?)));
@@ -177,7 +178,7 @@ async fn run_at(
             return Ok(Finding::offline(
                 format!(
                     "error creating HTTP request: parse \"{}\": {e}",
-                    redact_url(&spec.url)
+                    redact::message_url(&spec.url)
                 ),
                 details,
             ));
@@ -217,7 +218,7 @@ async fn run_at(
     // rather than in reqwest so a run arms a single timer.
     let limit = Duration::from_secs(spec.timeout_secs);
     let started = Instant::now();
-    let deadline = started + limit;
+    let deadline = super::deadline_in(limit);
     let timed_out = || format!("timeout ({} s) exceeded", spec.timeout_secs);
     let mut request = client.request(method.clone(), url.clone()).headers(headers);
     if !spec.body.is_empty() {
@@ -227,7 +228,7 @@ async fn run_at(
         format!(
             "error performing HTTP request: {} \"{}\": {why}",
             go_method_name(&method),
-            redact_url(url.as_str()),
+            redact::message_url(url.as_str()),
         )
     };
     let sent = match timeout_at(deadline, request.send()).await {
@@ -384,7 +385,7 @@ fn request_headers(spec: &HttpSpec) -> Result<HeaderMap, String> {
             .map_err(|_| format!("invalid header field name \"{k}\""))?;
         let mut value = HeaderValue::from_str(v)
             .map_err(|_| format!("invalid header field value for \"{k}\""))?;
-        if super::spec::is_sensitive_header(k) {
+        if !redact::is_harmless_header(k) {
             value.set_sensitive(true);
         }
         map.insert(name, value);

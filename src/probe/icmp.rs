@@ -174,7 +174,9 @@ async fn run_at(
     details.address = Some(ip.to_string());
     let pinger = ctx.pinger(ip).await?;
 
-    let count = spec.count.max(1);
+    // Validated definitions hold 1..=20; the clamp keeps any other from allocating a
+    // future per packet beyond that.
+    let count = spec.count.clamp(1, super::spec::MAX_PING_COUNT);
     // Every packet, and the wait for its reply, must fit before the deadline.
     let room = RUN_DEADLINE.saturating_sub(PACKET_TIMEOUT + Duration::from_secs(1));
     let interval = PACKET_INTERVAL.min(room / count);

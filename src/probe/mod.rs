@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - `spec.rs`: [`CheckSpec`], a `checks` row parsed once (Go `encoding/json` rules from
-//!   `gojson.rs`), and [`redact_data`] for notifications.
+//!   `gojson.rs`), held to the same bounds whether read from a row or received.
 //! - `http.rs`, `tcp.rs`, `icmp.rs`, `tls.rs` (`ssl_expire`), `dns.rs`: one check type each.
 //! - `addrs.rs`: `ip_policy` (probe the first, any or all of a name's addresses).
 //! - `json.rs`: `expect_json`, conditions on an http body, parsed with the spec.
@@ -52,8 +52,8 @@ pub use http::BODY_CAP;
 pub use icmp::{PACKET_INTERVAL, PACKET_TIMEOUT, RUN_DEADLINE as ICMP_RUN_DEADLINE};
 pub use json::{JsonCondition, JsonMatch, JsonOp};
 pub use spec::{
-    CheckSpec, DnsRecordType, DnsSpec, HttpSpec, IcmpSpec, IpFamily, LossRule, REDACTED, TcpSpec,
-    TlsSpec, TlsVersion, clamp_timeout, is_sensitive_header, redact_data, redact_url,
+    CheckSpec, DnsRecordType, DnsSpec, HttpSpec, IcmpSpec, IpFamily, LossRule, MAX_PING_COUNT,
+    TcpSpec, TlsSpec, TlsVersion, clamp_timeout,
 };
 
 /// What one run found.
@@ -342,6 +342,13 @@ impl fmt::Debug for ProbeContext {
             .field("extra_roots", &self.shared.extra_roots.len())
             .finish_non_exhaustive()
     }
+}
+
+/// `now + after`, without the panic of an overflowing addition: at most a day ahead.
+/// Validated definitions ([`CheckSpec::validated`]) never come near that.
+pub(crate) fn deadline_in(after: Duration) -> tokio::time::Instant {
+    const FAR: Duration = Duration::from_secs(24 * 3600);
+    tokio::time::Instant::now() + after.min(FAR)
 }
 
 /// Runs one check now. Every run ends within [`CheckSpec::max_duration`], whatever the target

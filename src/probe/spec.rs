@@ -2,7 +2,10 @@
 //! loaded, with gobearmon's defaults and clamps applied. A row that cannot be parsed becomes
 //! [`CheckSpec::Invalid`], which keeps gobearmon's error text and reports it on every run.
 //!
-//! Also here: [`redact_data`], the raw parameters with secrets replaced, for notifications.
+//! Every definition, whatever its source, goes through [`CheckSpec::validated`]: a row parsed
+//! here and a definition a worker receives over the network (deserialised from the
+//! controller's JSON) get the same clamps, so no peer can hand a worker a spec that a row
+//! could not produce (4 billion echo requests, a timeout of `u64::MAX` seconds).
 
 use std::fmt;
 use std::time::Duration;
@@ -10,8 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::addrs::IpPolicy;
-use super::gojson::{self, Fields, Json};
+use super::gojson::{self, Fields};
 use super::json::JsonCondition;
+use crate::notify::redact;
 
 /// HTTP and TCP timeout when none (or 0) is given, in seconds.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 10;
@@ -23,17 +27,35 @@ pub const MAX_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_PING_COUNT: u32 = 5;
 /// Upper bound of `count`: every packet must fit in the run's deadline.
 pub const MAX_PING_COUNT: u32 = 20;
-/// What replaces a secret in `Debug` output and in [`redact_data`].
-pub const REDACTED: &str = "<redacted>";
 
 /// gobearmon's timeout clamp: 0 -> 10 s, below 3 -> 3 s, above 30 -> 30 s.
 pub fn clamp_timeout(secs: i64) -> u64 {
+    match u64::try_from(secs) {
+        Ok(s) => clamp_timeout_secs(s),
+        // Negative: below the minimum.
+        Err(_) => MIN_TIMEOUT_SECS,
+    }
+}
+
+/// [`clamp_timeout`] on an unsigned value (a definition received over the network).
+fn clamp_timeout_secs(secs: u64) -> u64 {
     match secs {
         0 => DEFAULT_TIMEOUT_SECS,
-        s if s < MIN_TIMEOUT_SECS as i64 => MIN_TIMEOUT_SECS,
-        s if s > MAX_TIMEOUT_SECS as i64 => MAX_TIMEOUT_SECS,
-        s => s as u64,
+        s => s.clamp(MIN_TIMEOUT_SECS, MAX_TIMEOUT_SECS),
     }
+}
+
+/// `count` as a run uses it: 0 (unset) -> [`DEFAULT_PING_COUNT`], at most [`MAX_PING_COUNT`].
+fn clamp_ping_count(count: u32) -> u32 {
+    match count {
+        0 => DEFAULT_PING_COUNT,
+        c => c.min(MAX_PING_COUNT),
+    }
+}
+
+/// `max_response_ms` as a run uses it: 0 means no limit.
+fn clamp_response_ms(ms: Option<u64>) -> Option<u64> {
+    ms.filter(|&ms| ms > 0)
 }
 
 /// One check, ready to run: the closed set of gobearmon's five types, or the error that makes
@@ -42,7 +64,7 @@ pub fn clamp_timeout(secs: i64) -> u64 {
 /// Serialised (tagged by `type`) to send definitions from the controller to workers; the
 /// serialised form carries the secrets the worker needs. `Debug` redacts them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", from = "UncheckedSpec")]
 // The variants are boxed: the controller keeps one definition per check (100,000 of them in
 // the scale benchmark), and an unboxed enum is as large as its largest variant (HTTP's).
 pub enum CheckSpec {
@@ -76,7 +98,32 @@ impl CheckSpec {
                 .map(|s| Self::Dns(Box::new(s))),
             other => Err(format!("invalid check type: {other}")),
         };
-        parsed.unwrap_or_else(|message| CheckSpec::Invalid { message })
+        parsed
+            .unwrap_or_else(|message| CheckSpec::Invalid { message })
+            .validated()
+    }
+
+    /// This definition within the bounds every run relies on: timeouts 3..=30 s (0 is the
+    /// default 10 s), `count` 1..=20, `max_loss` at most `count`, `max_response_ms` 0 as no
+    /// limit, a ping target without shell characters, an `Invalid` message cut to
+    /// [`super::MESSAGE_CAP`]. Both sources of definitions go through it: [`CheckSpec::parse`]
+    /// (rows) and deserialisation (what a worker is sent), so a peer cannot make a worker
+    /// run what no row could. Idempotent.
+    pub fn validated(self) -> CheckSpec {
+        let checked = match self {
+            CheckSpec::Http(mut s) => s.validate().map(|()| CheckSpec::Http(s)),
+            CheckSpec::Tcp(mut s) => s.validate().map(|()| CheckSpec::Tcp(s)),
+            CheckSpec::Icmp(mut s) => s.validate().map(|()| CheckSpec::Icmp(s)),
+            CheckSpec::SslExpire(s) => Ok(CheckSpec::SslExpire(s)),
+            CheckSpec::Dns(mut s) => {
+                s.max_response_ms = clamp_response_ms(s.max_response_ms);
+                Ok(CheckSpec::Dns(s))
+            }
+            CheckSpec::Invalid { message } => Err(message),
+        };
+        checked.unwrap_or_else(|message| CheckSpec::Invalid {
+            message: super::cut_text(&message, super::MESSAGE_CAP).into_owned(),
+        })
     }
 
     /// The `checks.type` string of this definition (`invalid` for an unusable row).
@@ -103,7 +150,35 @@ impl CheckSpec {
             CheckSpec::Dns(_) => super::dns::TOTAL_TIMEOUT,
             CheckSpec::Invalid { .. } => Duration::ZERO,
         };
-        inner + margin
+        // Validated timeouts are small; saturating keeps a definition built any other way
+        // from panicking here.
+        inner.saturating_add(margin)
+    }
+}
+
+/// The deserialised form of [`CheckSpec`], before [`CheckSpec::validated`]: what a peer sent.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum UncheckedSpec {
+    Http(Box<HttpSpec>),
+    Tcp(Box<TcpSpec>),
+    Icmp(Box<IcmpSpec>),
+    SslExpire(Box<TlsSpec>),
+    Dns(Box<DnsSpec>),
+    Invalid { message: String },
+}
+
+impl From<UncheckedSpec> for CheckSpec {
+    fn from(u: UncheckedSpec) -> CheckSpec {
+        let spec = match u {
+            UncheckedSpec::Http(s) => CheckSpec::Http(s),
+            UncheckedSpec::Tcp(s) => CheckSpec::Tcp(s),
+            UncheckedSpec::Icmp(s) => CheckSpec::Icmp(s),
+            UncheckedSpec::SslExpire(s) => CheckSpec::SslExpire(s),
+            UncheckedSpec::Dns(s) => CheckSpec::Dns(s),
+            UncheckedSpec::Invalid { message } => CheckSpec::Invalid { message },
+        };
+        spec.validated()
     }
 }
 
@@ -249,38 +324,40 @@ impl HttpSpec {
             max_response_ms,
         })
     }
+
+    fn validate(&mut self) -> Result<(), String> {
+        self.timeout_secs = clamp_timeout_secs(self.timeout_secs);
+        self.max_response_ms = clamp_response_ms(self.max_response_ms);
+        Ok(())
+    }
 }
 
 impl fmt::Debug for HttpSpec {
+    /// The check with its secrets masked by the notification rules ([`redact`]): no body,
+    /// no password, only harmless header values, no secret query values in the URL.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let masked = |v: &str| if v.is_empty() { "" } else { redact::REDACTED };
         let headers: Vec<(&str, &str)> = self
             .headers
             .iter()
             .map(|(k, v)| {
-                let v = if is_sensitive_header(k) {
-                    REDACTED
-                } else {
+                let shown = if redact::is_harmless_header(k) {
                     v.as_str()
+                } else {
+                    masked(v)
                 };
-                (k.as_str(), v)
+                (k.as_str(), shown)
             })
             .collect();
         f.debug_struct("HttpSpec")
-            .field("url", &redact_url(&self.url))
+            .field("url", &redact::data_url(&self.url))
             .field("method", &self.method)
-            .field("body", &self.body)
+            .field("body", &masked(&self.body))
             .field("headers", &headers)
             .field("timeout_secs", &self.timeout_secs)
             .field("insecure", &self.insecure)
             .field("username", &self.username)
-            .field(
-                "password",
-                &if self.password.is_empty() {
-                    ""
-                } else {
-                    REDACTED
-                },
-            )
+            .field("password", &masked(&self.password))
             .field("expect_status", &self.expect_status)
             .field("expect_substring", &self.expect_substring)
             .field("follow_redirects", &self.follow_redirects)
@@ -288,28 +365,6 @@ impl fmt::Debug for HttpSpec {
             .field("expect_json", &self.expect_json)
             .field("max_response_ms", &self.max_response_ms)
             .finish()
-    }
-}
-
-/// Header names whose values are credentials.
-pub fn is_sensitive_header(name: &str) -> bool {
-    ["authorization", "proxy-authorization", "cookie"]
-        .iter()
-        .any(|s| name.eq_ignore_ascii_case(s))
-}
-
-/// `url` with the password of its user-info part (`http://user:pw@host/`) replaced.
-/// Anything that is not a URL with a password comes back unchanged.
-pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            if u.set_password(Some("redacted")).is_ok() {
-                u.to_string()
-            } else {
-                REDACTED.to_owned()
-            }
-        }
-        _ => raw.to_owned(),
     }
 }
 
@@ -343,6 +398,12 @@ impl TcpSpec {
             ip_policy: ip_policy(f)?,
             max_response_ms: max_response_ms(f)?,
         })
+    }
+
+    fn validate(&mut self) -> Result<(), String> {
+        self.timeout_secs = clamp_timeout_secs(self.timeout_secs);
+        self.max_response_ms = clamp_response_ms(self.max_response_ms);
+        Ok(())
     }
 }
 
@@ -379,19 +440,12 @@ impl IcmpSpec {
         let target = f.string("target")?.unwrap_or_default();
         let packetloss = f.bool("packetloss")?.unwrap_or(false);
         let force_ip = IpFamily::from_force_ip(f.int("force_ip")?.unwrap_or(0));
-        let count = match f.int("count")?.unwrap_or(0) {
-            c if c <= 0 => DEFAULT_PING_COUNT,
-            c => c.min(MAX_PING_COUNT as i64) as u32,
-        };
+        // Negative counts are unset, as in gobearmon; `validate` applies the bounds.
+        let count = u32::try_from(f.int("count")?.unwrap_or(0).max(0)).unwrap_or(u32::MAX);
         let max_loss = f.int("max_loss")?;
-        if target
-            .chars()
-            .any(|c| matches!(c, '$' | '&' | '<' | '>' | '!' | '/' | '\\' | '"' | '\''))
-        {
-            return Err("ping target contains invalid characters".to_owned());
-        }
         let loss_rule = match max_loss {
-            Some(n) => LossRule::MaxLost(n.clamp(0, count as i64) as u32),
+            // Clamped to `count` by `validate`.
+            Some(n) => LossRule::MaxLost(u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
             None if packetloss => LossRule::Over30Percent,
             None => LossRule::AllLost,
         };
@@ -404,13 +458,30 @@ impl IcmpSpec {
             max_response_ms: max_response_ms(f)?,
         })
     }
+
+    fn validate(&mut self) -> Result<(), String> {
+        if self
+            .target
+            .chars()
+            .any(|c| matches!(c, '$' | '&' | '<' | '>' | '!' | '/' | '\\' | '"' | '\''))
+        {
+            return Err("ping target contains invalid characters".to_owned());
+        }
+        self.count = clamp_ping_count(self.count);
+        if let LossRule::MaxLost(n) = &mut self.loss_rule {
+            *n = (*n).min(self.count);
+        }
+        self.max_response_ms = clamp_response_ms(self.max_response_ms);
+        Ok(())
+    }
 }
 
 /// `max_response_ms`: absent, 0 or negative means no limit.
 fn max_response_ms(f: &Fields<'_>) -> Result<Option<u64>, String> {
-    Ok(f.int("max_response_ms")?
-        .filter(|&ms| ms > 0)
-        .map(|ms| ms as u64))
+    Ok(clamp_response_ms(
+        f.int("max_response_ms")?
+            .and_then(|ms| u64::try_from(ms).ok()),
+    ))
 }
 
 /// `ssl_expire`: the earliest expiry among the certificates a TLS server presents.
@@ -550,62 +621,6 @@ impl DnsSpec {
     }
 }
 
-/// The check's raw `data` with secrets replaced by `<redacted>`, for email bodies and webhooks:
-/// a top-level `password`, the `Authorization`, `Proxy-Authorization` and `Cookie` values in
-/// `headers`, and the password in a `url`'s user-info. Data without secrets is returned
-/// byte for byte. Data that is not JSON is returned as is unless it mentions a credential
-/// word, in which case it is withheld whole.
-pub fn redact_data(data: &str) -> String {
-    let Ok(Json::Object(members)) = gojson::parse(data) else {
-        let lower = data.to_ascii_lowercase();
-        let risky = ["password", "authorization", "cookie", "@"]
-            .iter()
-            .any(|w| lower.contains(w));
-        return if risky {
-            format!("{REDACTED} (unreadable check data)")
-        } else {
-            data.to_owned()
-        };
-    };
-    let mut changed = false;
-    let members: Vec<(String, Json)> = members
-        .into_iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Json::String(s) if gojson::key_matches(&k, "password") && !s.is_empty() => {
-                    changed = true;
-                    Json::String(REDACTED.to_owned())
-                }
-                Json::String(s) if gojson::key_matches(&k, "url") => {
-                    let r = redact_url(&s);
-                    changed |= r != s;
-                    Json::String(r)
-                }
-                Json::Object(headers) if gojson::key_matches(&k, "headers") => Json::Object(
-                    headers
-                        .into_iter()
-                        .map(|(hk, hv)| {
-                            if is_sensitive_header(&hk) {
-                                changed = true;
-                                (hk, Json::String(REDACTED.to_owned()))
-                            } else {
-                                (hk, hv)
-                            }
-                        })
-                        .collect(),
-                ),
-                other => other,
-            };
-            (k, v)
-        })
-        .collect();
-    if changed {
-        Json::Object(members).to_json_string()
-    } else {
-        data.to_owned()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -700,33 +715,22 @@ mod tests {
     fn debug_redacts_secrets() {
         let spec = CheckSpec::parse(
             "http",
-            r#"{"url":"http://u:urlpw@a/","username":"u","password":"hunter2",
-                "headers":{"authorization":"Bearer tok3n","Cookie":"s=c00kie","X-A":"b"}}"#,
+            r#"{"url":"http://u:urlpw@a/?api_key=qk3y&page=2","username":"u","password":"hunter2",
+                "body":"b0dy","headers":{"authorization":"Bearer tok3n","Cookie":"s=c00kie",
+                "X-A":"x-v4lue","Accept":"text/html"}}"#,
         );
         let dbg = format!("{spec:?}");
-        for secret in ["hunter2", "tok3n", "c00kie", "urlpw"] {
+        for secret in [
+            "hunter2", "tok3n", "c00kie", "urlpw", "qk3y", "b0dy", "x-v4lue",
+        ] {
             assert!(!dbg.contains(secret), "{secret} leaked in {dbg}");
         }
-        assert!(dbg.contains("X-A"));
+        assert!(dbg.contains("X-A") && dbg.contains("text/html") && dbg.contains("page=2"));
         // The serialised form keeps them: the worker needs them.
         let json = serde_json::to_string(&spec).unwrap();
         assert!(json.contains("hunter2"));
         let back: CheckSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, spec);
-    }
-
-    #[test]
-    fn redact_data_keeps_everything_else() {
-        let plain = r#"{"address":"127.0.0.1:18080",  "timeout":3}"#;
-        assert_eq!(redact_data(plain), plain);
-        assert_eq!(
-            redact_data(
-                r#"{"url":"http://a:pw@h/","Password":"hunter2","headers":{"Authorization":"x","A":"b"}}"#
-            ),
-            r#"{"url":"http://a:redacted@h/","Password":"<redacted>","headers":{"Authorization":"<redacted>","A":"b"}}"#
-        );
-        assert_eq!(redact_data("{not json"), "{not json");
-        assert!(!redact_data(r#"{"password":"hunter2""#).contains("hunter2"));
     }
 
     #[test]
@@ -759,6 +763,77 @@ mod tests {
                 "ping target contains invalid characters"
             );
         }
+    }
+
+    /// What a peer sends is held to the rules of a row: the same clamps, applied when the
+    /// definition is deserialised.
+    #[test]
+    fn received_definitions_are_clamped_like_rows() {
+        let icmp: CheckSpec = serde_json::from_value(serde_json::json!({
+            "type": "icmp", "target": "127.0.0.1", "force_ip": "any", "count": 4_000_000_000u32,
+            "loss_rule": {"max_lost": u32::MAX}, "max_response_ms": 0,
+        }))
+        .unwrap();
+        let CheckSpec::Icmp(i) = &icmp else {
+            panic!("{icmp:?}")
+        };
+        assert_eq!(i.count, MAX_PING_COUNT);
+        assert_eq!(i.loss_rule, LossRule::MaxLost(MAX_PING_COUNT));
+        assert_eq!(i.max_response_ms, None);
+        let zero: CheckSpec = serde_json::from_value(serde_json::json!({
+            "type": "icmp", "target": "h", "force_ip": "v4", "count": 0, "loss_rule": "all_lost",
+        }))
+        .unwrap();
+        assert!(matches!(&zero, CheckSpec::Icmp(i) if i.count == DEFAULT_PING_COUNT));
+        let shell: CheckSpec = serde_json::from_value(serde_json::json!({
+            "type": "icmp", "target": "a;b$(reboot)", "force_ip": "any", "count": 1,
+            "loss_rule": "all_lost",
+        }))
+        .unwrap();
+        assert_eq!(invalid(shell), "ping target contains invalid characters");
+
+        for (ty, extra) in [
+            (
+                "tcp",
+                serde_json::json!({"address": "x:1", "force_ip": "any", "payload": "",
+                                        "expect": ""}),
+            ),
+            (
+                "http",
+                serde_json::json!({"url": "http://x/", "method": "GET", "body": "",
+                "headers": [], "insecure": false, "username": "", "password": "",
+                "expect_status": 0, "expect_substring": "", "follow_redirects": true}),
+            ),
+        ] {
+            for (sent, kept) in [
+                (u64::MAX, MAX_TIMEOUT_SECS),
+                (0, DEFAULT_TIMEOUT_SECS),
+                (1, 3),
+            ] {
+                let mut v = extra.clone();
+                v["type"] = ty.into();
+                v["timeout_secs"] = sent.into();
+                v["max_response_ms"] = u64::MAX.into();
+                let spec: CheckSpec = serde_json::from_value(v).unwrap();
+                let (timeout, limit) = match &spec {
+                    CheckSpec::Http(h) => (h.timeout_secs, h.max_response_ms),
+                    CheckSpec::Tcp(t) => (t.timeout_secs, t.max_response_ms),
+                    other => panic!("{other:?}"),
+                };
+                assert_eq!(timeout, kept, "{ty} timeout {sent}");
+                assert_eq!(limit, Some(u64::MAX), "a limit is only compared");
+                assert_eq!(spec.max_duration(), Duration::from_secs(kept + 2));
+            }
+        }
+        let long: CheckSpec = serde_json::from_value(
+            serde_json::json!({"type": "invalid", "message": "m".repeat(100_000)}),
+        )
+        .unwrap();
+        assert!(invalid(long).len() <= crate::probe::MESSAGE_CAP);
+        // Validation is idempotent: a parsed row goes through it unchanged.
+        let row = CheckSpec::parse("icmp", r#"{"target":"h","count":100,"max_loss":50}"#);
+        let back: CheckSpec = serde_json::from_str(&serde_json::to_string(&row).unwrap()).unwrap();
+        assert_eq!(back, row);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::{Details, Finding, ProbeError, is_local_exhaustion, online_within};
 pub const MAX_LINE: u64 = 64 * 1024;
 
 pub(crate) async fn run(spec: &TcpSpec) -> Result<Finding, ProbeError> {
-    let deadline = Instant::now() + Duration::from_secs(spec.timeout_secs);
+    let deadline = super::deadline_in(Duration::from_secs(spec.timeout_secs));
     let lookup = resolve(&spec.address, spec.force_ip, deadline);
     super::addrs::each(spec.ip_policy, lookup, |pin| run_at(spec, pin, deadline)).await
 }

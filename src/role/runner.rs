@@ -563,6 +563,148 @@ mod tests {
         went
     }
 
+    /// A stand-in for the viewserver group and the controller on one signed listener: every
+    /// heartbeat gets a view naming this listener controller of epoch 3; the first poll gets
+    /// `items` (raw JSON, as a hostile controller could send it), later ones nothing; results
+    /// are kept.
+    async fn hostile_controller(
+        items: serde_json::Value,
+    ) -> (
+        String,
+        Arc<std::sync::Mutex<Vec<WorkResult>>>,
+        CancellationToken,
+    ) {
+        use crate::view::group::{HeartbeatReply, PATH_HEARTBEAT};
+        use crate::view::{ControllerRef, View};
+
+        #[derive(Clone)]
+        struct Stand {
+            addr: String,
+            items: Arc<std::sync::Mutex<Option<serde_json::Value>>>,
+            results: Arc<std::sync::Mutex<Vec<WorkResult>>>,
+        }
+        async fn heartbeat(State(s): State<Stand>) -> Json<HeartbeatReply> {
+            let controller = ControllerRef {
+                node: "controller".into(),
+                addr: s.addr.clone(),
+            };
+            Json(HeartbeatReply {
+                view: View {
+                    epoch: 3,
+                    controller: Some(controller),
+                },
+                leader: 1,
+                leader_addr: s.addr,
+                controller_timeout_ms: 0,
+            })
+        }
+        async fn poll(State(s): State<Stand>, Json(req): Json<PollRequest>) -> Response {
+            let items = s.items.lock().unwrap().take();
+            match items {
+                Some(items) => {
+                    Json(serde_json::json!({"epoch": 3, "assignments": items})).into_response()
+                }
+                None => {
+                    // A long poll with nothing due, held as the controller holds it.
+                    tokio::time::sleep(Duration::from_millis(req.wait_ms.min(500))).await;
+                    Json(serde_json::json!({"epoch": 3, "assignments": []})).into_response()
+                }
+            }
+        }
+        async fn results(State(s): State<Stand>, Json(req): Json<ResultsRequest>) -> Response {
+            let n = req.results.len() as u32;
+            s.results.lock().unwrap().extend(req.results);
+            Json(ResultsReply {
+                accepted: n,
+                ignored: 0,
+            })
+            .into_response()
+        }
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap().to_string();
+        let stand = Stand {
+            addr: addr.clone(),
+            items: Arc::new(std::sync::Mutex::new(Some(items))),
+            results: Arc::default(),
+        };
+        let router = Router::new()
+            .route(PATH_HEARTBEAT, post(heartbeat))
+            .route(PATH_POLL, post(poll))
+            .route(PATH_RESULTS, post(results))
+            .signed(Arc::new(Signer::new(&Secret::new(SECRET), "controller")))
+            .with_state(stand.clone());
+        let shutdown = CancellationToken::new();
+        let listener = crate::api::NodeListener::new(tcp, None);
+        tokio::spawn(crate::api::serve(listener, router, shutdown.clone()));
+        (addr, stand.results, shutdown)
+    }
+
+    /// A signed controller hands out an icmp run of 4 billion packets and a tcp run with a
+    /// timeout of `u64::MAX` seconds: the worker clamps both as it would a row (20 packets,
+    /// 30 s) and answers each with one result; nothing panics or allocates a future per
+    /// requested packet.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hostile_specs_are_clamped_and_each_gets_one_result() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_addr = closed.local_addr().unwrap().to_string();
+        drop(closed);
+        let items = serde_json::json!([
+            {"check": 1, "ticket": 11, "epoch": 3, "spec": {
+                "type": "icmp", "target": "127.0.0.1", "force_ip": "any",
+                "count": 4_000_000_000u32, "loss_rule": {"max_lost": u32::MAX},
+                "max_response_ms": u64::MAX, "timeout_secs": u64::MAX}},
+            {"check": 2, "ticket": 12, "epoch": 3, "spec": {
+                "type": "tcp", "address": closed_addr, "force_ip": "any", "payload": "",
+                "expect": "", "timeout_secs": u64::MAX, "max_response_ms": u64::MAX}},
+        ]);
+        let (addr, results, stop_controller) = hostile_controller(items).await;
+        let client =
+            RpcClient::with_tls(Arc::new(Signer::new(&Secret::new(SECRET), "w1")), None).unwrap();
+        let membership = Membership::new(
+            "w1".into(),
+            None,
+            vec![addr],
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+            client.clone(),
+        );
+        let r = Runner::new(
+            membership.clone(),
+            client,
+            ProbeContext::default(),
+            "here".into(),
+            2,
+            100,
+        );
+        let shutdown = CancellationToken::new();
+        tokio::spawn(membership.run(shutdown.clone()));
+        tokio::spawn(r.clone().poll_loop(shutdown.clone()));
+        tokio::spawn(r.clone().send_loop(shutdown.clone()));
+
+        // An icmp run ends within its 10 s deadline, a tcp run within 30 s.
+        let limit = Instant::now() + Duration::from_secs(40);
+        let got = loop {
+            let got = results.lock().unwrap().clone();
+            if got.len() >= 2 || Instant::now() > limit {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        shutdown.cancel();
+        stop_controller.cancel();
+        assert_eq!(got.len(), 2, "one result per run: {got:?}");
+        let icmp = got.iter().find(|w| w.check == CheckId(1)).unwrap();
+        assert_eq!(icmp.status, RunStatus::Online, "{icmp:?}");
+        assert_eq!(
+            icmp.details.packets_sent,
+            Some(crate::probe::MAX_PING_COUNT)
+        );
+        let tcp = got.iter().find(|w| w.check == CheckId(2)).unwrap();
+        assert_eq!(tcp.status, RunStatus::Offline, "{tcp:?}");
+        assert_eq!(r.stats.runs.load(Ordering::Relaxed), 2);
+        assert_eq!(r.stats.results_dropped.load(Ordering::Relaxed), 0);
+    }
+
     /// 1,000 results of 20 KB (20 MB, above both the old 2 MB extractor limit and `MAX_BODY`)
     /// are accepted in pieces, each under the limit.
     #[tokio::test]

@@ -327,6 +327,15 @@ pub fn smtp_config(port: u16, tls: SmtpTls, admin: Option<&str>) -> SmtpConfig {
     }
 }
 
+/// [`smtp_config`] without a username: no AUTH, whatever the link.
+pub fn anonymous_smtp_config(port: u16, tls: SmtpTls, admin: Option<&str>) -> SmtpConfig {
+    SmtpConfig {
+        username: None,
+        password: None,
+        ..smtp_config(port, tls, admin)
+    }
+}
+
 pub fn no_smtp() -> SmtpConfig {
     SmtpConfig {
         host: None,
@@ -521,6 +530,35 @@ impl SmtpServer {
             .collect()
     }
 
+    /// Every line clients sent this server, in order, with whether the connection was
+    /// encrypted when it arrived.
+    pub fn wire(&self) -> Vec<(bool, String)> {
+        let Ok(text) = std::fs::read_to_string(self.out.path().join("wire.jsonl")) else {
+            return Vec::new();
+        };
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| {
+                let tls = v["tls"].as_bool().unwrap_or(false);
+                (tls, v["line"].as_str().unwrap_or_default().to_string())
+            })
+            .collect()
+    }
+
+    /// [`SmtpServer::wire`] once `n` lines starting with `command` (case-insensitive) came.
+    pub async fn wait_wire(&self, command: &str, n: usize) -> Vec<(bool, String)> {
+        wait_for(
+            &format!("{n} {command} line(s) on port {}", self.port),
+            Duration::from_secs(30),
+            || async {
+                let wire = self.wire();
+                let seen = wire.iter().filter(|(_, l)| is_command(l, command)).count();
+                (seen >= n).then_some(wire)
+            },
+        )
+        .await
+    }
+
     pub async fn wait_messages_to(&self, rcpt: &str, n: usize) -> Vec<serde_json::Value> {
         wait_for(
             &format!("{n} message(s) to {rcpt} on port {}", self.port),
@@ -532,6 +570,13 @@ impl SmtpServer {
         )
         .await
     }
+}
+
+/// Whether `line` is the SMTP command `command` (`AUTH PLAIN ...` is `AUTH`).
+pub fn is_command(line: &str, command: &str) -> bool {
+    line.split(' ')
+        .next()
+        .is_some_and(|c| c.eq_ignore_ascii_case(command))
 }
 
 impl Drop for SmtpServer {

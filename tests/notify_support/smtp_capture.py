@@ -4,13 +4,16 @@
 Every accepted message becomes OUTDIR/NNNN.json: the envelope (mail_from, rcpt_tos), whether
 the session was encrypted (tls), the AUTH login, and the message decoded with Python's email
 parser (subject, from, to, content_transfer_encoding, body).
+Every line a client sends, commands and message alike, is appended to OUTDIR/../wire.jsonl as
+{"tls": bool, "line": str} (tls: the connection was encrypted when the line arrived), so a test
+can tell what went over the wire in clear.
 Options: --tls-cert/--tls-key offer STARTTLS, or with --implicit-tls speak TLS from the first
 byte; --fail-rcpt ADDR answers RCPT TO:<ADDR> with 550; --require-auth refuses MAIL before AUTH.
 """
 import argparse, asyncio, email, email.policy, itertools, json, os, signal, ssl
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 ap = argparse.ArgumentParser()
 ap.add_argument("outdir")
@@ -23,6 +26,24 @@ ap.add_argument("--fail-rcpt", action="append", default=[])
 args = ap.parse_args()
 os.makedirs(args.outdir, exist_ok=True)
 counter = itertools.count(1)
+wire = open(os.path.join(os.path.dirname(os.path.abspath(args.outdir)), "wire.jsonl"), "a")
+
+
+class RecordingSMTP(SMTP):
+    """Records every line received before aiosmtpd reads it (decrypted after STARTTLS)."""
+
+    def data_received(self, data):
+        tls = self.transport is not None and \
+            self.transport.get_extra_info("ssl_object") is not None
+        for line in data.decode("utf-8", "replace").splitlines():
+            wire.write(json.dumps({"tls": tls, "line": line}) + "\n")
+        wire.flush()
+        super().data_received(data)
+
+
+class RecordingController(Controller):
+    def factory(self):
+        return RecordingSMTP(self.handler, **self.SMTP_kwargs)
 
 
 class Handler:
@@ -73,7 +94,7 @@ if args.implicit_tls:
 else:
     kwargs["tls_context"] = context
     kwargs["require_starttls"] = False
-controller = Controller(Handler(), **kwargs)
+controller = RecordingController(Handler(), **kwargs)
 controller.start()
 print("listening", args.port, flush=True)
 for s in (signal.SIGTERM, signal.SIGINT):
