@@ -94,7 +94,7 @@ fn client_builder(
             if attempt.previous().len() > MAX_REDIRECTS {
                 attempt.error(format!("too many redirects (more than {MAX_REDIRECTS})"))
             } else if is_own_listener(attempt.url(), &own) {
-                let to = redact_url(attempt.url().as_str());
+                let to = redact::message_url(attempt.url().as_str());
                 attempt.error(format!(
                     "redirected to {to}, a listener of this gobearmon node; not followed"
                 ))
