@@ -88,6 +88,7 @@ fn main() {
     let mut engine = Engine::new(VoteConfig {
         confirmations: 2,
         assignment_timeout: Duration::from_secs(40),
+        distinct_locations: false,
     });
     let mut now = Instant::now();
     for row in rows.values() {

@@ -78,6 +78,8 @@ pub struct ControllerConfig {
     /// controller (a secret: such URLs carry their key).
     pub heartbeat_url: Option<Secret>,
     pub heartbeat_interval: Duration,
+    /// The workers of one round come from different `[worker] location`s where enough exist.
+    pub distinct_locations: bool,
 }
 
 /// `[controller]` keys of the notification outbox.

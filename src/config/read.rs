@@ -147,6 +147,7 @@ const SECTIONS: &[(&str, &[Key])] = &[
             alias("admin_interval", &["adminInterval"]),
             secret("heartbeat_url", &["heartbeatUrl"]),
             alias("heartbeat_interval", &["heartbeatInterval"]),
+            alias("distinct_locations", &["distinctLocations"]),
         ],
     ),
     (
@@ -724,6 +725,7 @@ impl Reader<'_> {
             delivery,
             heartbeat_url,
             heartbeat_interval,
+            distinct_locations: self.bool_or(s, "distinct_locations", false),
         })
     }
 

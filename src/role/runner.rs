@@ -631,7 +631,10 @@ mod tests {
             .route(PATH_HEARTBEAT, post(heartbeat))
             .route(PATH_POLL, post(poll))
             .route(PATH_RESULTS, post(results))
-            .signed(Arc::new(Signer::cluster(&Secret::new(SECRET), "controller")), crate::rpc::Allow::Any)
+            .signed(
+                Arc::new(Signer::cluster(&Secret::new(SECRET), "controller")),
+                crate::rpc::Allow::Any,
+            )
             .with_state(stand.clone());
         let shutdown = CancellationToken::new();
         let listener = crate::api::NodeListener::new(tcp, None);
@@ -659,7 +662,8 @@ mod tests {
         ]);
         let (addr, results, stop_controller) = hostile_controller(items).await;
         let client =
-            RpcClient::with_tls(Arc::new(Signer::cluster(&Secret::new(SECRET), "w1")), None).unwrap();
+            RpcClient::with_tls(Arc::new(Signer::cluster(&Secret::new(SECRET), "w1")), None)
+                .unwrap();
         let membership = Membership::new(
             "w1".into(),
             None,

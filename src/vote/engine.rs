@@ -231,9 +231,24 @@ impl Core {
                 .filter(|h| h.kind == Kind::Confirmation)
                 .count();
             let want = needed.saturating_sub(asked);
-            let picks = self.workers.pick_many(want, |s| {
-                !c.round.contains(&s) && !c.holds(s) && !c.avoid.contains(&s)
-            });
+            let eligible = |s| !c.round.contains(&s) && !c.holds(s) && !c.avoid.contains(&s);
+            let picks = if self.config.distinct_locations {
+                // Apart from the round's voters and from the workers already asked.
+                let taken: Vec<Slot> = c
+                    .round
+                    .iter()
+                    .copied()
+                    .chain(
+                        c.in_flight
+                            .iter()
+                            .filter(|h| h.kind == Kind::Confirmation)
+                            .map(|h| h.worker),
+                    )
+                    .collect();
+                self.workers.pick_many_apart(want, &taken, eligible)
+            } else {
+                self.workers.pick_many(want, eligible)
+            };
             for &worker in &picks {
                 self.hand(id, c, worker, Kind::Confirmation, now);
             }
@@ -442,7 +457,16 @@ impl Engine {
     /// for the first time is registered; one that comes back keeps its place in open rounds.
     /// Rounds that were waiting for a worker ask it at once (see [`due`](Engine::due)).
     pub fn worker_up(&mut self, node: &NodeId, now: Instant) {
-        let (_, was_down) = self.core.workers.up(node);
+        self.worker_up_at(node, "", now);
+    }
+
+    /// Like [`worker_up`](Engine::worker_up), also recording where the worker runs (see
+    /// [`VoteConfig::distinct_locations`]).
+    pub fn worker_up_at(&mut self, node: &NodeId, location: &str, now: Instant) {
+        let (slot, was_down) = self.core.workers.up(node);
+        if !location.is_empty() {
+            self.core.workers.set_location(slot, location);
+        }
         if !was_down {
             return;
         }
@@ -831,6 +855,7 @@ mod tests {
         let mut e = Engine::new(VoteConfig {
             confirmations: 2,
             assignment_timeout: Duration::from_secs(30),
+            distinct_locations: false,
         });
         let nodes: Vec<NodeId> = (0..3).map(|i| NodeId(format!("w{i}"))).collect();
         for n in &nodes {

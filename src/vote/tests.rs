@@ -47,6 +47,7 @@ impl Bench {
         let mut e = Engine::new(VoteConfig {
             confirmations,
             assignment_timeout: TIMEOUT,
+            distinct_locations: false,
         });
         for w in workers {
             e.worker_up(&node(w), t0);
@@ -174,6 +175,7 @@ fn config(confirmations: u32) -> VoteConfig {
     VoteConfig {
         confirmations,
         assignment_timeout: TIMEOUT,
+        distinct_locations: false,
     }
 }
 
@@ -1457,4 +1459,113 @@ fn a_first_due_time_spreads_the_first_runs_and_keeps_the_schedule_after() {
     b.e.upsert_check_due(&def(5, 10, 0, CheckStatus::Online), t0, t0 + secs(100));
     b.add(def(42, 10, 0, CheckStatus::Online));
     assert_eq!(b.one(secs(12)).check, CheckId(42));
+}
+
+// ---------------------------------------------------------------------------------------------
+// distinct_locations
+// ---------------------------------------------------------------------------------------------
+
+/// An engine with `distinct_locations` and workers `(name, location)`.
+fn located(confirmations: u32, distinct: bool, workers: &[(&str, &str)]) -> Bench {
+    let t0 = Instant::now();
+    let mut e = Engine::new(VoteConfig {
+        confirmations,
+        assignment_timeout: TIMEOUT,
+        distinct_locations: distinct,
+    });
+    for (w, at) in workers {
+        e.worker_up_at(&node(w), at, t0);
+    }
+    Bench { e, t0 }
+}
+
+fn location_of<'a>(workers: &[(&str, &'a str)], n: &NodeId) -> &'a str {
+    workers
+        .iter()
+        .find(|(w, _)| *w == n.0)
+        .map(|(_, l)| *l)
+        .unwrap()
+}
+
+/// w1 and w2 in fra, w3 in ams, confirmations 2: whoever runs the check, the round's other
+/// worker is from the other location. Without the setting, the least loaded worker is asked,
+/// which is often the other fra one.
+#[test]
+fn distinct_locations_put_every_round_across_locations() {
+    let workers = [("w1", "fra"), ("w2", "fra"), ("w3", "ams")];
+    for distinct in [true, false] {
+        let mut b = located(2, distinct, &workers);
+        let mut same = 0;
+        for id in 1..=30 {
+            b.add(def(id, 10, 5, Online));
+        }
+        let regular = b.due(secs(0));
+        assert_eq!(regular.len(), 30);
+        for r in &regular {
+            b.answer(r, Outcome::Offline, secs(0));
+        }
+        let confs = b.due(secs(0));
+        assert_eq!(confs.len(), 30);
+        for c in &confs {
+            let opener = regular.iter().find(|r| r.check == c.check).unwrap();
+            let (a, z) = (
+                location_of(&workers, &opener.node),
+                location_of(&workers, &c.node),
+            );
+            if a == z {
+                same += 1;
+            }
+        }
+        if distinct {
+            assert_eq!(same, 0, "every round spans fra and ams");
+        } else {
+            assert!(same > 0, "without the setting some rounds stay in fra");
+        }
+    }
+}
+
+/// Where not enough locations exist, a round still gets its confirmations; apart wherever
+/// possible, and workers without a location count as apart from everyone.
+#[test]
+fn distinct_locations_fill_from_anywhere_when_locations_run_out() {
+    let workers = [
+        ("a", "fra"),
+        ("b", "fra"),
+        ("c", "fra"),
+        ("d", ""),
+        ("e", "ams"),
+    ];
+    let mut b = located(4, true, &workers);
+    b.e.worker_down(&node("e"), b.t0);
+    b.add(def(1, 10, 5, Online));
+    let r = b.one(secs(0));
+    b.answer(&r, Outcome::Offline, secs(0));
+    let confs = b.due(secs(0));
+    assert_eq!(confs.len(), 3, "the round is not starved: {confs:?}");
+    let mut asked: Vec<&str> = confs.iter().map(|c| c.node.0.as_str()).collect();
+    asked.push(r.node.0.as_str());
+    asked.sort_unstable();
+    asked.dedup();
+    assert_eq!(asked.len(), 4);
+    assert!(
+        asked.contains(&"d"),
+        "the worker without a location is preferred: {asked:?}"
+    );
+    // With ams back, a new round asks it before a second fra worker.
+    b.e.worker_up_at(&node("e"), "ams", b.at(secs(1)));
+    b.add(def(2, 10, 5, Online));
+    let r = b.one(secs(1));
+    b.answer(&r, Outcome::Offline, secs(1));
+    let mut round: Vec<String> = b.due(secs(1)).into_iter().map(|c| c.node.0).collect();
+    round.push(r.node.0.clone());
+    // Four of five: ams, the unlocated one, and two of the three fra workers.
+    let fra = round
+        .iter()
+        .filter(|n| ["a", "b", "c"].contains(&n.as_str()))
+        .count();
+    assert!(
+        round.contains(&"e".to_string()) && round.contains(&"d".to_string()),
+        "{round:?}"
+    );
+    assert_eq!(fra, 2, "{round:?}");
 }

@@ -26,6 +26,10 @@ pub struct VoteConfig {
     /// the run is handed to another worker. It must cover the worker's queueing plus the
     /// longest check (30 s for HTTP/TCP).
     pub assignment_timeout: Duration,
+    /// `[controller] distinct_locations`: the workers of one round come from different
+    /// locations wherever enough live workers exist, so that two workers sharing a rack or
+    /// an uplink never confirm each other.
+    pub distinct_locations: bool,
 }
 
 impl Default for VoteConfig {
@@ -33,6 +37,7 @@ impl Default for VoteConfig {
         VoteConfig {
             confirmations: 2,
             assignment_timeout: Duration::from_secs(60),
+            distinct_locations: false,
         }
     }
 }

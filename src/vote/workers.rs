@@ -14,6 +14,9 @@ pub(super) type Slot = u32;
 #[derive(Debug)]
 struct Worker {
     node: NodeId,
+    /// Where it runs (`[worker] location`); empty when unknown, and then distinct from every
+    /// other worker's.
+    location: Box<str>,
     live: bool,
     /// Checks it holds an assignment for (at most one per check).
     holding: HashSet<CheckId>,
@@ -56,6 +59,7 @@ impl Workers {
                 let slot = Slot::try_from(self.slots.len()).expect("fewer than 2^32 workers");
                 self.slots.push(Worker {
                     node: node.clone(),
+                    location: Box::from(""),
                     live: false,
                     holding: HashSet::new(),
                     handed: 0,
@@ -82,6 +86,23 @@ impl Workers {
             self.live -= 1;
         }
         worker.holding.drain().collect()
+    }
+
+    /// Records where a worker runs.
+    pub(super) fn set_location(&mut self, slot: Slot, location: &str) {
+        let worker = &mut self.slots[slot as usize];
+        if *worker.location != *location {
+            worker.location = Box::from(location);
+        }
+    }
+
+    /// Whether two workers are known to run in the same location.
+    pub(super) fn same_location(&self, a: Slot, b: Slot) -> bool {
+        let (a, b) = (
+            &self.slots[a as usize].location,
+            &self.slots[b as usize].location,
+        );
+        !a.is_empty() && a == b
     }
 
     pub(super) fn hold(&mut self, slot: Slot, check: CheckId) {
@@ -124,6 +145,40 @@ impl Workers {
         let mut picks: Vec<Slot> = self.live_slots().filter(|&s| eligible(s)).collect();
         picks.sort_by_key(|&s| self.load_key(s));
         picks.truncate(n);
+        picks
+    }
+
+    /// Like [`Workers::pick_many`], but each pick from a location none of `taken` and none of
+    /// the other picks share, as long as such workers exist; the rest from anywhere.
+    pub(super) fn pick_many_apart(
+        &self,
+        n: usize,
+        taken: &[Slot],
+        eligible: impl Fn(Slot) -> bool,
+    ) -> Vec<Slot> {
+        let mut candidates: Vec<Slot> = self.live_slots().filter(|&s| eligible(s)).collect();
+        candidates.sort_by_key(|&s| self.load_key(s));
+        let mut picks: Vec<Slot> = Vec::with_capacity(n);
+        for &s in &candidates {
+            if picks.len() == n {
+                return picks;
+            }
+            let apart = taken
+                .iter()
+                .chain(picks.iter())
+                .all(|&t| !self.same_location(s, t));
+            if apart {
+                picks.push(s);
+            }
+        }
+        for &s in &candidates {
+            if picks.len() == n {
+                break;
+            }
+            if !picks.contains(&s) {
+                picks.push(s);
+            }
+        }
         picks
     }
 

@@ -140,6 +140,7 @@ impl Owner {
         let mut engine = Engine::new(VoteConfig {
             confirmations: host.config.confirmations,
             assignment_timeout: host.config.assignment_timeout,
+            distinct_locations: host.config.distinct_locations,
         });
         let n = catalog.check_count().max(1);
         for (i, row) in catalog.checks().enumerate() {
@@ -283,14 +284,20 @@ impl Owner {
                 live: false,
             });
         w.last_seen = now;
-        if let Some(l) = location {
+        let mut moved = false;
+        if let Some(l) = location
+            && l != w.location
+        {
             w.location = l;
+            moved = true;
         }
         let wake = w.wake.clone();
         if !w.live {
             w.live = true;
-            tracing::info!(%node, "worker connected");
-            self.engine.worker_up(node, now);
+            tracing::info!(%node, location = %w.location, "worker connected");
+            self.engine.worker_up_at(node, &w.location, now);
+        } else if moved {
+            self.engine.worker_up_at(node, &w.location, now);
         }
         wake
     }
