@@ -144,14 +144,14 @@ impl EmailSender {
         // lettre bounds connect and each command; this bounds the whole exchange.
         match tokio::time::timeout(self.timeout, self.exchange(message.envelope(), &bytes)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(Refusal::Smtp(e))) => Err(classify(&self.server, &e)),
-            Ok(Err(Refusal::NoStartTls)) => Err(DeliveryError::later(format!(
+            Ok(Err(ExchangeError::Smtp(e))) => Err(classify(&self.server, &e)),
+            Ok(Err(ExchangeError::NoStartTls)) => Err(DeliveryError::later(format!(
                 "SMTP {}: the server does not offer STARTTLS ([smtp] tls = \"starttls\")",
                 self.server
             ))),
             // The operator's to fix (a server with STARTTLS, `tls = "tls"`, or an explicit
             // `tls = "none"`); retried like an authentication failure.
-            Ok(Err(Refusal::ClearAuth)) => Err(DeliveryError::later(format!(
+            Ok(Err(ExchangeError::ClearAuth)) => Err(DeliveryError::later(format!(
                 "SMTP {}: the server does not offer STARTTLS; {CLEAR_AUTH_REFUSED} (use \
                  STARTTLS or tls = \"tls\", or set tls = \"none\" to allow it)",
                 self.server
@@ -165,7 +165,7 @@ impl EmailSender {
 
     /// One connection: greeting and EHLO, STARTTLS as [`Security`] says, AUTH only over an
     /// encrypted link (or with `tls = "none"`), the message, QUIT.
-    async fn exchange(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(), Refusal> {
+    async fn exchange(&self, envelope: &Envelope, bytes: &[u8]) -> Result<(), ExchangeError> {
         let implicit = match &self.security {
             Security::Implicit(p) => Some(p.clone()),
             _ => None,
@@ -182,7 +182,7 @@ impl EmailSender {
         // QUIT and close after a delivery or a refusal of ours. After an SMTP error the
         // connection is only dropped, as lettre's own transport does: a failed TLS upgrade
         // leaves no stream to write a QUIT to.
-        if !matches!(outcome, Err(Refusal::Smtp(_))) {
+        if !matches!(outcome, Err(ExchangeError::Smtp(_))) {
             conn.abort().await;
         }
         outcome
@@ -193,18 +193,18 @@ impl EmailSender {
         conn: &mut AsyncSmtpConnection,
         envelope: &Envelope,
         bytes: &[u8],
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), ExchangeError> {
         match &self.security {
             Security::Auto(p) if conn.can_starttls() => {
                 conn.starttls(p.clone(), &self.hello).await?
             }
-            Security::StartTls(_) if !conn.can_starttls() => return Err(Refusal::NoStartTls),
+            Security::StartTls(_) if !conn.can_starttls() => return Err(ExchangeError::NoStartTls),
             Security::StartTls(p) => conn.starttls(p.clone(), &self.hello).await?,
             Security::Auto(_) | Security::Implicit(_) | Security::None => {}
         }
         if let Some(credentials) = &self.credentials {
             if !conn.is_encrypted() && !matches!(self.security, Security::None) {
-                return Err(Refusal::ClearAuth);
+                return Err(ExchangeError::ClearAuth);
             }
             conn.auth(DEFAULT_MECHANISMS, credentials).await?;
         }
@@ -213,8 +213,9 @@ impl EmailSender {
     }
 }
 
-/// Why [`EmailSender::exchange`] ended without delivering.
-enum Refusal {
+/// Why [`EmailSender::exchange`] ended without delivering: an SMTP or TLS error, or a refusal
+/// of ours.
+enum ExchangeError {
     Smtp(SmtpError),
     /// `tls = "starttls"` and the server does not offer it.
     NoStartTls,
@@ -222,9 +223,9 @@ enum Refusal {
     ClearAuth,
 }
 
-impl From<SmtpError> for Refusal {
-    fn from(e: SmtpError) -> Refusal {
-        Refusal::Smtp(e)
+impl From<SmtpError> for ExchangeError {
+    fn from(e: SmtpError) -> ExchangeError {
+        ExchangeError::Smtp(e)
     }
 }
 
