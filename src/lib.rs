@@ -13,6 +13,8 @@
 //!   fence), as a pure state machine driven with explicit time.
 //! - [`store`]: MySQL/MariaDB access for the controller: loading, change tracking, the epoch
 //!   fence.
+//! - [`history`]: result history as arithmetic: the mergeable latency histogram, hourly and
+//!   daily rollups, uptime and incidents from the flip history.
 //! - [`notify`]: the durable outbox and delivery (email, Twilio, webhooks), admin notices.
 //! - [`view`]: the viewserver group on openraft: storage, network, elections.
 //! - [`rpc`]: signed node-to-node HTTP and the work protocol's wire types.
@@ -26,6 +28,7 @@
 
 pub mod api;
 pub mod config;
+pub mod history;
 pub mod lease;
 pub mod model;
 pub mod notify;

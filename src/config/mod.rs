@@ -30,6 +30,30 @@ pub struct Config {
     pub twilio: TwilioConfig,
     /// TLS for every listener and for node-to-node clients; `None` means plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// `[history]`: what the acting controller keeps of results.
+    pub history: HistoryConfig,
+}
+
+/// `[history]`: result history kept by the acting controller (read by controller-capable
+/// workers only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Whether results are kept at all (raw rows and rollups).
+    pub enabled: bool,
+    /// Raw results older than this are pruned (they are rolled up first).
+    pub raw_retention: Duration,
+    /// Hourly and daily rollups older than this are pruned; `None` keeps them forever.
+    pub rollup_retention: Option<Duration>,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> HistoryConfig {
+        HistoryConfig {
+            enabled: true,
+            raw_retention: Duration::from_secs(7 * 86_400),
+            rollup_retention: None,
+        }
+    }
 }
 
 /// What this node is, decided by which sections the file has (DESIGN 2).

@@ -10,8 +10,8 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    Config, ControllerConfig, DefaultConfig, DeliveryConfig, DnsConfig, Role, Secret, SmtpConfig,
-    SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig, WorkerConfig,
+    Config, ControllerConfig, DefaultConfig, DeliveryConfig, DnsConfig, HistoryConfig, Role,
+    Secret, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig, WorkerConfig,
 };
 
 /// One thing wrong with a config file.
@@ -199,6 +199,14 @@ const SECTIONS: &[(&str, &[Key])] = &[
         ],
     ),
     ("tls", &[k("cert"), k("key"), k("ca")]),
+    (
+        "history",
+        &[
+            k("enabled"),
+            alias("raw_retention", &["rawRetention"]),
+            alias("rollup_retention", &["rollupRetention"]),
+        ],
+    ),
 ];
 
 /// The values of one section, keyed by canonical name, after aliases and substitution.
@@ -297,6 +305,7 @@ impl Reader<'_> {
         let dns = take("dns");
         let twilio = take("twilio");
         let tls = take("tls");
+        let history = take("history");
 
         let default = self.default_section(&default);
         let role = self.role(&controller, &worker, &viewserver);
@@ -306,6 +315,7 @@ impl Reader<'_> {
         };
         let twilio = self.twilio(&twilio);
         let tls = self.tls(&tls);
+        let history = self.history(&history);
         Some(Config {
             path: path.to_path_buf(),
             default: default?,
@@ -314,6 +324,7 @@ impl Reader<'_> {
             dns,
             twilio,
             tls,
+            history,
         })
     }
 
@@ -838,6 +849,32 @@ impl Reader<'_> {
         }
     }
 
+    fn history(&mut self, s: &Section) -> HistoryConfig {
+        let d = HistoryConfig::default();
+        let enabled = self.bool_or(s, "enabled", d.enabled);
+        let raw_retention = self.duration_or(s, "raw_retention", d.raw_retention);
+        // Raw rows are rolled up an hour and some minutes after they were written; a shorter
+        // retention would prune them first (the pruning waits for the roll-up instead).
+        let min = Duration::from_secs(2 * 3600);
+        if raw_retention < min {
+            self.problem(
+                "history.raw_retention".into(),
+                format!("{raw_retention:?}"),
+                "at least 2 hours (\"2h\"), so raw results are rolled up before they are pruned",
+            );
+        }
+        let rollup_retention = match self.get(s, "rollup_retention") {
+            Some(Value::String(v)) if v == "forever" => None,
+            None => d.rollup_retention,
+            Some(_) => Some(self.duration_or(s, "rollup_retention", Duration::from_secs(1))),
+        };
+        HistoryConfig {
+            enabled,
+            raw_retention,
+            rollup_retention,
+        }
+    }
+
     fn tls(&mut self, s: &Section) -> Option<TlsConfig> {
         if !s.present {
             return None;
@@ -860,7 +897,7 @@ fn valid_node_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Parses `"500ms"`, `"4s"`, `"1.5s"`, `"2m"`, `"1h"`.
+/// Parses `"500ms"`, `"4s"`, `"1.5s"`, `"2m"`, `"1h"`, `"7d"`.
 pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
@@ -871,6 +908,7 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86_400.0,
         _ => return None,
     };
     Duration::try_from_secs_f64(secs).ok()
@@ -996,6 +1034,7 @@ mod tests {
         assert_eq!(parse_duration("4s"), Some(Duration::from_secs(4)));
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("4"), None);
         assert_eq!(parse_duration("4 parsecs"), None);
     }
@@ -1013,6 +1052,33 @@ mod tests {
             "{base}[smtp]\nhost = \"mail\"\ntls = \"none\"\nca = \"/etc/mail-ca.pem\"\n"
         ));
         assert_eq!(p[0].key, "smtp.ca", "{p:?}");
+    }
+
+    #[test]
+    fn history_defaults_forever_and_bounds() {
+        let base = format!("[default]\n{PW}\n[worker]\nid = \"w1\"\nview_addr = \"a:1\"\n");
+        let c = parse_str(&base).unwrap();
+        assert_eq!(c.history, HistoryConfig::default());
+        assert_eq!(c.history.raw_retention, Duration::from_secs(7 * 86_400));
+        let c = parse_str(&format!(
+            "{base}[history]\nenabled = false\nraw_retention = \"3d\"\nrollup_retention = \"400d\"\n"
+        ))
+        .unwrap();
+        assert!(!c.history.enabled);
+        assert_eq!(c.history.raw_retention, Duration::from_secs(3 * 86_400));
+        assert_eq!(
+            c.history.rollup_retention,
+            Some(Duration::from_secs(400 * 86_400))
+        );
+        let c = parse_str(&format!(
+            "{base}[history]\nrollup_retention = \"forever\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.history.rollup_retention, None);
+        let p = problems(&format!("{base}[history]\nraw_retention = \"10m\"\n"));
+        assert_eq!(p[0].key, "history.raw_retention", "{p:?}");
+        let p = problems(&format!("{base}[history]\nrollup_retention = \"never\"\n"));
+        assert_eq!(p[0].key, "history.rollup_retention", "{p:?}");
     }
 
     #[test]
