@@ -8,7 +8,7 @@ use gobearmon::history::histogram::bucket_of;
 use gobearmon::history::rollup::{DAY, HOUR, Outcome, Period, Rollup};
 use gobearmon::model::{CheckId, Epoch, NodeId};
 use gobearmon::store::history::{self, ROLLUP_GRACE, RawResult, RollupRow};
-use gobearmon::store::{Store, StoreError, fence};
+use gobearmon::store::{Store, StoreError, fence, timeline};
 use mysql_async::prelude::Queryable;
 use support::TestDb;
 
@@ -202,6 +202,39 @@ async fn a_day_is_the_exact_merge_of_its_hours() {
         .map(|d| d.rollup.results())
         .sum();
     assert_eq!(check2, 2 * 120 * 3);
+
+    // A window with ragged edges: whole hours from the rollups, the edges from raw rows,
+    // the same counts as the raw rows of the window.
+    let (from, to) = (DAY0 + 1799, DAY0 + 20 * HOUR + 61);
+    let got = timeline::series(&store, CheckId(1), from, to, None, None)
+        .await
+        .unwrap();
+    for (_, location) in WORKERS {
+        let direct = all
+            .iter()
+            .filter(|r| r.check == CheckId(1) && r.location == location)
+            .filter(|r| r.at_ms >= from * 1000 && r.at_ms < to * 1000)
+            .count() as u64;
+        assert_eq!(got[&(from, location.to_string())].results(), direct);
+    }
+    // Steps of an hour are the hourly rows; of one location only when asked.
+    let steps = timeline::series(
+        &store,
+        CheckId(1),
+        DAY0,
+        DAY0 + DAY,
+        Some("ams1"),
+        Some(HOUR),
+    )
+    .await
+    .unwrap();
+    assert_eq!(steps.len(), 24);
+    for h in hours
+        .iter()
+        .filter(|h| h.check == CheckId(1) && h.location == "ams1")
+    {
+        assert_eq!(steps[&(h.start, "ams1".to_string())], h.rollup);
+    }
     store.close().await;
     db.drop_db().await;
 }

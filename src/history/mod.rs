@@ -4,6 +4,7 @@
 //! - [`rollup`]: counts and latency of a set of results (an hour, a day, any window), and the
 //!   UTC periods they are kept for.
 //! - [`uptime`]: uptime over a window and incidents, from the flip history.
+//! - [`window`]: which rows (daily, hourly, raw) answer a question about a window.
 //!
 //! The store (`store/history.rs`) keeps raw results and rollups in MySQL; the acting
 //! controller writes them (`role/controller/history.rs`).
@@ -18,3 +19,4 @@
 pub mod histogram;
 pub mod rollup;
 pub mod uptime;
+pub mod window;
