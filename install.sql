@@ -249,6 +249,17 @@ PREPARE gbm_stmt FROM @gbm_ddl;
 EXECUTE gbm_stmt;
 DEALLOCATE PREPARE gbm_stmt;
 
+-- check_results.location: the worker's [worker] location (its node id when it has none), for
+-- "the last result per location". Added when missing.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'check_results' AND COLUMN_NAME = 'location') = 0,
+	'ALTER TABLE check_results ADD COLUMN location VARCHAR(64) NOT NULL DEFAULT \'\'',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+
 -- Result history, written by the acting controller under the fence. Times are Unix
 -- milliseconds (raw) and Unix seconds (rollups) as BIGINT: no time zone can shift them.
 --

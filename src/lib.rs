@@ -19,6 +19,7 @@
 //! - [`view`]: the viewserver group on openraft: storage, network, elections.
 //! - [`rpc`]: signed node-to-node HTTP and the work protocol's wire types.
 //! - [`api`]: serving routers, `/ready` and `/metrics` helpers.
+//! - [`web`]: the read-only JSON API v1 (`[web] addr`), read from MySQL.
 //! - [`tlsutil`]: the one rustls crypto provider (ring) the whole build uses.
 //!
 //! Roles ([`role`]): wiring and loops only: `viewserver`, `worker` (membership, lease,
@@ -39,3 +40,4 @@ pub mod store;
 pub mod tlsutil;
 pub mod view;
 pub mod vote;
+pub mod web;

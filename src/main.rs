@@ -301,9 +301,17 @@ async fn run_node(
                 },
                 None => None,
             };
+            let web_listener = match (&config.web.addr, controller) {
+                (Some(addr), Some(_)) => match bind("the web API address", addr).await {
+                    Ok(l) => Some(NodeListener::new(l, tls.clone())),
+                    Err(code) => return code,
+                },
+                _ => None,
+            };
             let listeners = role::worker::Listeners {
                 worker: worker_listener,
                 controller: controller_listener,
+                web: web_listener,
             };
             role::worker::run(
                 config.clone(),

@@ -32,6 +32,17 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `[history]`: what the acting controller keeps of results.
     pub history: HistoryConfig,
+    /// `[web]`: the read-only JSON API of a controller-capable worker.
+    pub web: WebConfig,
+}
+
+/// `[web]`: the JSON API (`/api/v1/...`), served by controller-capable workers only.
+#[derive(Debug, Clone, Default)]
+pub struct WebConfig {
+    /// Listen address; no API listener when `None`.
+    pub addr: Option<String>,
+    /// Bearer tokens that may read the API (at least one when `addr` is set).
+    pub api_tokens: Vec<Secret>,
 }
 
 /// `[history]`: result history kept by the acting controller (read by controller-capable

@@ -11,7 +11,8 @@ use toml::{Table, Value};
 
 use super::{
     Config, ControllerConfig, DefaultConfig, DeliveryConfig, DnsConfig, HistoryConfig, Role,
-    Secret, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig, WorkerConfig,
+    Secret, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig, WebConfig,
+    WorkerConfig,
 };
 
 /// One thing wrong with a config file.
@@ -207,6 +208,7 @@ const SECTIONS: &[(&str, &[Key])] = &[
             alias("rollup_retention", &["rollupRetention"]),
         ],
     ),
+    ("web", &[k("addr"), secret("api_tokens", &["apiTokens"])]),
 ];
 
 /// The values of one section, keyed by canonical name, after aliases and substitution.
@@ -306,6 +308,7 @@ impl Reader<'_> {
         let twilio = take("twilio");
         let tls = take("tls");
         let history = take("history");
+        let web = take("web");
 
         let default = self.default_section(&default);
         let role = self.role(&controller, &worker, &viewserver);
@@ -316,6 +319,7 @@ impl Reader<'_> {
         let twilio = self.twilio(&twilio);
         let tls = self.tls(&tls);
         let history = self.history(&history);
+        let web = self.web(&web, controller.present);
         Some(Config {
             path: path.to_path_buf(),
             default: default?,
@@ -325,6 +329,7 @@ impl Reader<'_> {
             twilio,
             tls,
             history,
+            web,
         })
     }
 
@@ -875,6 +880,43 @@ impl Reader<'_> {
         }
     }
 
+    fn web(&mut self, s: &Section, controller: bool) -> WebConfig {
+        let addr = self.opt_string(s, "addr");
+        let tokens = self.string_list(s, "api_tokens");
+        if addr.is_some() && !controller {
+            self.problem(
+                "web.addr".into(),
+                "an API address on a node without [controller]".to_string(),
+                "a [controller] section (the API reads the database), or no web.addr",
+            );
+        }
+        if addr.is_some()
+            && tokens.is_empty()
+            && self
+                .get(s, "api_tokens")
+                .is_none_or(|v| v.is_str() || v.is_array())
+        {
+            self.problem(
+                "web.api_tokens".into(),
+                "nothing",
+                "at least one bearer token (16 characters or more) when web.addr is set",
+            );
+        }
+        for (i, t) in tokens.iter().enumerate() {
+            if t.chars().count() < 16 {
+                self.problem(
+                    format!("web.api_tokens[{i}]"),
+                    format!("a token of {} characters (value hidden)", t.chars().count()),
+                    "at least 16 characters",
+                );
+            }
+        }
+        WebConfig {
+            addr,
+            api_tokens: tokens.into_iter().map(Secret::new).collect(),
+        }
+    }
+
     fn tls(&mut self, s: &Section) -> Option<TlsConfig> {
         if !s.present {
             return None;
@@ -1079,6 +1121,32 @@ mod tests {
         assert_eq!(p[0].key, "history.raw_retention", "{p:?}");
         let p = problems(&format!("{base}[history]\nrollup_retention = \"never\"\n"));
         assert_eq!(p[0].key, "history.rollup_retention", "{p:?}");
+    }
+
+    #[test]
+    fn web_needs_a_controller_and_tokens_that_stay_hidden() {
+        let base = format!("[default]\n{PW}\n[worker]\nid = \"w1\"\nview_addr = \"a:1\"\n");
+        let ctl = "[controller]\naddr = \"127.0.0.1:8881\"\ndatabase = \"mysql://u:p@h/db\"\n";
+        let c = parse_str(&format!(
+            "{base}{ctl}[web]\naddr = \"127.0.0.1:8080\"\napi_tokens = [\"token-0123456789abcdef\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.web.addr.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(c.web.api_tokens[0].expose(), "token-0123456789abcdef");
+        assert!(!format!("{c:?}").contains("token-0123456789abcdef"));
+        let p = problems(&format!(
+            "{base}[web]\naddr = \"127.0.0.1:8080\"\napi_tokens = \"token-0123456789abcdef\"\n"
+        ));
+        assert_eq!(p[0].key, "web.addr", "{p:?}");
+        let p = problems(&format!("{base}{ctl}[web]\naddr = \"127.0.0.1:8080\"\n"));
+        assert_eq!(p[0].key, "web.api_tokens", "{p:?}");
+        let text =
+            format!("{base}{ctl}[web]\naddr = \"127.0.0.1:8080\"\napi_tokens = [\"short-tok\"]\n");
+        let err = parse_str(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("web.api_tokens[0]") && !err.contains("short-tok"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! rollups and raw rows). Reads only: any controller-capable node answers them from MySQL,
 //! acting or not. The arithmetic is [`crate::history`]'s.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Value};
@@ -68,30 +68,53 @@ fn event(cols: EventCols) -> Option<FlipEvent> {
 /// The flips of `check` (every check when `None`) in time order; rows with no time or an
 /// unknown type are skipped.
 pub async fn flips(store: &Store, check: Option<CheckId>) -> Result<Vec<FlipEvent>, StoreError> {
+    match check {
+        Some(c) => flips_of(store, &[c.0]).await,
+        None => {
+            store
+                .bounded("reading flips", async {
+                    let mut conn = store.conn().await?;
+                    let rows: Vec<EventCols> = conn
+                        .query(format!(
+                            "SELECT {EVENT_COLUMNS} FROM check_events ORDER BY check_id, time, id"
+                        ))
+                        .await?;
+                    Ok(rows.into_iter().filter_map(event).collect())
+                })
+                .await
+        }
+    }
+}
+
+/// The flips of the checks `ids`, by check and in time order.
+pub async fn flips_of(store: &Store, ids: &[i64]) -> Result<Vec<FlipEvent>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     store
         .bounded("reading flips", async {
             let mut conn = store.conn().await?;
-            let rows: Vec<EventCols> = match check {
-                Some(c) => {
-                    conn.exec(
-                        format!(
-                            "SELECT {EVENT_COLUMNS} FROM check_events WHERE check_id = ? \
-                             ORDER BY time, id"
-                        ),
-                        (c.0,),
-                    )
-                    .await?
-                }
-                None => {
-                    conn.query(format!(
-                        "SELECT {EVENT_COLUMNS} FROM check_events ORDER BY check_id, time, id"
-                    ))
-                    .await?
-                }
-            };
+            let rows: Vec<EventCols> = conn
+                .exec(
+                    format!(
+                        "SELECT {EVENT_COLUMNS} FROM check_events WHERE check_id IN ({}) \
+                         ORDER BY check_id, time, id",
+                        in_list(ids.len())
+                    ),
+                    ids_params(ids),
+                )
+                .await?;
             Ok(rows.into_iter().filter_map(event).collect())
         })
         .await
+}
+
+fn in_list(n: usize) -> String {
+    vec!["?"; n].join(",")
+}
+
+fn ids_params(ids: &[i64]) -> Params {
+    Params::Positional(ids.iter().map(|i| Value::from(*i)).collect())
 }
 
 /// A check as history shows it.
@@ -107,15 +130,37 @@ pub struct CheckInfo {
 
 /// Every check (or one), by id.
 pub async fn checks(store: &Store, only: Option<CheckId>) -> Result<Vec<CheckInfo>, StoreError> {
+    match only {
+        Some(c) => checks_where(store, "WHERE id = ?", vec![c.0.into()]).await,
+        None => checks_where(store, "ORDER BY id", Vec::new()).await,
+    }
+}
+
+/// Up to `limit` checks with ids above `after`, by id.
+pub async fn checks_after(
+    store: &Store,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<CheckInfo>, StoreError> {
+    let tail = format!("WHERE id > ? ORDER BY id LIMIT {limit}");
+    checks_where(store, &tail, vec![after.into()]).await
+}
+
+async fn checks_where(
+    store: &Store,
+    tail: &str,
+    params: Vec<Value>,
+) -> Result<Vec<CheckInfo>, StoreError> {
     store
         .bounded("reading checks", async {
             let mut conn = store.conn().await?;
-            let sql = "SELECT id, name, type, status, enabled FROM checks";
             type Cols = (i64, String, String, Option<String>, i64);
-            let rows: Vec<Cols> = match only {
-                Some(c) => conn.exec(format!("{sql} WHERE id = ?"), (c.0,)).await?,
-                None => conn.query(format!("{sql} ORDER BY id")).await?,
-            };
+            let rows: Vec<Cols> = conn
+                .exec(
+                    format!("SELECT id, name, type, status, enabled FROM checks {tail}"),
+                    Params::Positional(params),
+                )
+                .await?;
             Ok(rows
                 .into_iter()
                 .map(|(id, name, check_type, status, enabled)| CheckInfo {
@@ -137,37 +182,72 @@ pub async fn checks(store: &Store, only: Option<CheckId>) -> Result<Vec<CheckInf
 /// result, whichever is earlier. Once the raw rows of its first hour are pruned, that hour's
 /// start stands for its first result. `None` when nothing is stored.
 pub async fn history_start(store: &Store, check: CheckId) -> Result<Option<i64>, StoreError> {
+    Ok(history_starts(store, &[check.0])
+        .await?
+        .get(&check.0)
+        .copied())
+}
+
+/// [`history_start`] of several checks; checks without history are missing.
+pub async fn history_starts(store: &Store, ids: &[i64]) -> Result<HashMap<i64, i64>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
     store
         .bounded("reading when history began", async {
-            let mut conn = store.conn().await?;
-            let event: Option<Option<i64>> = conn
-                .exec_first(
-                    "SELECT UNIX_TIMESTAMP(MIN(time)) FROM check_events WHERE check_id = ?",
-                    (check.0,),
-                )
-                .await?;
-            let raw: Option<Option<i64>> = conn
-                .exec_first(
-                    "SELECT MIN(at_ms) FROM result_history WHERE check_id = ?",
-                    (check.0,),
-                )
-                .await?;
-            let hour: Option<Option<i64>> = conn
-                .exec_first(
-                    "SELECT MIN(period_start) FROM result_rollups WHERE check_id = ? \
-                     AND period = 'hour'",
-                    (check.0,),
-                )
-                .await?;
-            let raw = raw.flatten().map(|ms| ms.div_euclid(1000));
-            // An hourly rollup counts only when it is older than the first raw row's hour
-            // (its raw rows are gone); otherwise the raw row is the exact start.
-            let hour = hour
-                .flatten()
-                .filter(|h| raw.is_none_or(|r| *h < Period::Hour.start_of(r)));
-            Ok([event.flatten(), raw, hour].into_iter().flatten().min())
+            let list = in_list(ids.len());
+            let min_of = |sql: String| {
+                let params = ids_params(ids);
+                async move { conn_min(store, sql, params).await }
+            };
+            let events = min_of(format!(
+                "SELECT check_id, UNIX_TIMESTAMP(MIN(time)) FROM check_events \
+                 WHERE check_id IN ({list}) GROUP BY check_id"
+            ))
+            .await?;
+            let raw = min_of(format!(
+                "SELECT check_id, FLOOR(MIN(at_ms) / 1000) FROM result_history \
+                 WHERE check_id IN ({list}) GROUP BY check_id"
+            ))
+            .await?;
+            let hours = min_of(format!(
+                "SELECT check_id, MIN(period_start) FROM result_rollups \
+                 WHERE check_id IN ({list}) AND period = 'hour' GROUP BY check_id"
+            ))
+            .await?;
+            let mut out = HashMap::new();
+            for id in ids {
+                let raw = raw.get(id).copied();
+                // An hourly rollup counts only when it is older than the first raw row's
+                // hour (its raw rows are gone); otherwise the raw row is the exact start.
+                let hour = hours
+                    .get(id)
+                    .copied()
+                    .filter(|h| raw.is_none_or(|r| *h < Period::Hour.start_of(r)));
+                if let Some(t) = [events.get(id).copied(), raw, hour]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                {
+                    out.insert(*id, t);
+                }
+            }
+            Ok(out)
         })
         .await
+}
+
+async fn conn_min(
+    store: &Store,
+    sql: String,
+    params: Params,
+) -> Result<HashMap<i64, i64>, StoreError> {
+    let mut conn = store.conn().await?;
+    let rows: Vec<(i64, Option<i64>)> = conn.exec(sql, params).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, t)| Some((id, t?)))
+        .collect())
 }
 
 /// The uptime of `check` over `[from, to)` (Unix seconds) at `now`; `None` when there is no
@@ -182,17 +262,151 @@ pub async fn uptime_of(
     let Some(info) = checks(store, Some(check)).await?.pop() else {
         return Ok(None);
     };
-    let events = flips(store, Some(check)).await?;
-    let flips: Vec<FlipAt> = events.iter().map(FlipEvent::flip).collect();
-    let began = history_start(store, check).await?;
-    Ok(Some(uptime::uptime(
-        from,
-        to,
-        &flips,
-        began,
-        info.status,
-        now,
-    )))
+    let mut all = uptimes(store, &[info], &[(from, to)], now).await?;
+    Ok(all.pop().and_then(|mut u| u.pop()))
+}
+
+/// The uptime of every check of `checks` over every window of `windows`: one list of
+/// windows per check, in order.
+pub async fn uptimes(
+    store: &Store,
+    checks: &[CheckInfo],
+    windows: &[(i64, i64)],
+    now: i64,
+) -> Result<Vec<Vec<Uptime>>, StoreError> {
+    let ids: Vec<i64> = checks.iter().map(|c| c.id.0).collect();
+    let events = flips_of(store, &ids).await?;
+    let began = history_starts(store, &ids).await?;
+    let mut by_check: HashMap<i64, Vec<FlipAt>> = HashMap::new();
+    for e in &events {
+        by_check.entry(e.check.0).or_default().push(e.flip());
+    }
+    Ok(checks
+        .iter()
+        .map(|c| {
+            let flips = by_check.get(&c.id.0).map_or(&[][..], |v| v.as_slice());
+            windows
+                .iter()
+                .map(|(from, to)| {
+                    uptime::uptime(
+                        *from,
+                        *to,
+                        flips,
+                        began.get(&c.id.0).copied(),
+                        c.status,
+                        now,
+                    )
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// The latest result of a check from one worker (`check_results`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestRow {
+    pub check: CheckId,
+    pub node: NodeId,
+    pub location: String,
+    pub outcome: Outcome,
+    pub message: String,
+    pub duration_ms: u64,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+}
+
+/// The latest results of the checks `ids`, by check and worker.
+pub async fn latest_of(store: &Store, ids: &[i64]) -> Result<Vec<LatestRow>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    store
+        .bounded("reading the latest results", async {
+            let mut conn = store.conn().await?;
+            type Cols = (i64, String, String, String, String, u64, Option<i64>);
+            let rows: Vec<Cols> = conn
+                .exec(
+                    format!(
+                        "SELECT check_id, node_id, location, status, message, duration_ms, \
+                         CAST(UNIX_TIMESTAMP(updated_at) * 1000 AS SIGNED) FROM check_results \
+                         WHERE check_id IN ({}) ORDER BY check_id, node_id",
+                        in_list(ids.len())
+                    ),
+                    ids_params(ids),
+                )
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(
+                    |(check, node, location, status, message, duration_ms, at)| LatestRow {
+                        check: CheckId(check),
+                        location: if location.is_empty() {
+                            node.clone()
+                        } else {
+                            location
+                        },
+                        node: NodeId(node),
+                        outcome: Outcome::parse(&status).unwrap_or(Outcome::Fail),
+                        message,
+                        duration_ms,
+                        at_ms: at.unwrap_or(0),
+                    },
+                )
+                .collect())
+        })
+        .await
+}
+
+/// A worker as the stored results show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRow {
+    pub node: NodeId,
+    pub location: String,
+    /// When its latest stored result was written (Unix milliseconds).
+    pub last_result_ms: i64,
+    /// Checks it has a latest result for.
+    pub checks: u64,
+}
+
+/// Every worker that has a latest result stored, by id.
+pub async fn workers(store: &Store) -> Result<Vec<WorkerRow>, StoreError> {
+    store
+        .bounded("reading workers", async {
+            let mut conn = store.conn().await?;
+            let rows: Vec<(String, String, Option<i64>, u64)> = conn
+                .query(
+                    "SELECT node_id, MAX(location), \
+                     CAST(UNIX_TIMESTAMP(MAX(updated_at)) * 1000 AS SIGNED), COUNT(*) \
+                     FROM check_results GROUP BY node_id ORDER BY node_id",
+                )
+                .await?;
+            Ok(rows
+                .into_iter()
+                .map(|(node, location, last, checks)| WorkerRow {
+                    location: if location.is_empty() {
+                        node.clone()
+                    } else {
+                        location
+                    },
+                    node: NodeId(node),
+                    last_result_ms: last.unwrap_or(0),
+                    checks,
+                })
+                .collect())
+        })
+        .await
+}
+
+/// The epoch the fence holds and the node it names.
+pub async fn fence_holder(store: &Store) -> Result<Option<(u64, String)>, StoreError> {
+    store
+        .bounded("reading the epoch fence", async {
+            let mut conn = store.conn().await?;
+            Ok(conn
+                .query_first("SELECT epoch, controller FROM epoch_fence WHERE id = 1")
+                .await?)
+        })
+        .await
 }
 
 /// A notification of an incident's flip, as the outbox holds it.

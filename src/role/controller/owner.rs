@@ -224,10 +224,12 @@ impl Owner {
             Msg::TakeLatest { reply } => {
                 // Taken whole, not drained: the map grows to a due burst and would keep that
                 // capacity.
+                let workers = &self.workers;
                 let batch = std::mem::take(&mut self.latest)
                     .into_iter()
                     .map(|((check, node), l)| LatestResult {
                         check,
+                        location: location_of(workers, &node),
                         node,
                         status: run_status(l.status),
                         message: l.message,
@@ -399,10 +401,7 @@ impl Owner {
             self.history_dropped += 1;
             return;
         }
-        let location = match self.workers.get(node) {
-            Some(w) if !w.location.is_empty() => w.location.clone(),
-            _ => node.0.clone(),
-        };
+        let location = location_of(&self.workers, node);
         history.push(RawResult {
             check: r.check,
             at_ms,
@@ -541,6 +540,14 @@ impl Owner {
             &self.catalog,
             &self.workers,
         )
+    }
+}
+
+/// A worker's location for history, its node id when it has none.
+fn location_of(workers: &HashMap<NodeId, WorkerSlot>, node: &NodeId) -> String {
+    match workers.get(node) {
+        Some(w) if !w.location.is_empty() => w.location.clone(),
+        _ => node.0.clone(),
     }
 }
 
