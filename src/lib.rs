@@ -19,6 +19,7 @@
 //! - [`view`]: the viewserver group on openraft: storage, network, elections.
 //! - [`rpc`]: signed node-to-node HTTP and the work protocol's wire types.
 //! - [`api`]: serving routers, `/ready` and `/metrics` helpers.
+//! - [`report`]: what `gobearmon history` and `gobearmon uptime` print.
 //! - [`web`]: the read-only JSON API v1 (`[web] addr`), read from MySQL.
 //! - [`tlsutil`]: the one rustls crypto provider (ring) the whole build uses.
 //!
@@ -34,6 +35,7 @@ pub mod lease;
 pub mod model;
 pub mod notify;
 pub mod probe;
+pub mod report;
 pub mod role;
 pub mod rpc;
 pub mod store;

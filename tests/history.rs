@@ -327,3 +327,111 @@ async fn a_deposed_controller_writes_no_history() {
     store.close().await;
     db.drop_db().await;
 }
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Runs the built binary; returns (exit code, stdout, stderr).
+fn gobearmon(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gobearmon"))
+        .args(args)
+        .output()
+        .expect("run gobearmon");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_history_and_uptime_commands_print_what_is_stored() {
+    let (db, store) = setup("hist_cli").await;
+    let now = now_s();
+    let from = now - 3 * HOUR;
+    let rows = results(1, from, now, 60);
+    write(&store, &rows).await;
+    history::roll_up(&store, EPOCH, &controller(), now, 100)
+        .await
+        .unwrap();
+    db.exec(&format!(
+        "INSERT INTO check_events (check_id, type, time) VALUES
+           (1, 'offline', FROM_UNIXTIME({})), (1, 'online', FROM_UNIXTIME({}))",
+        now - 2 * HOUR,
+        now - 2 * HOUR + 90
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("w.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\npassword = \"0123456789abcdef\"\n[worker]\nid = \"w1\"\nview_addr = \"127.0.0.1:1\"\n\
+             [controller]\naddr = \"127.0.0.1:1\"\ndatabase = [\"{}\"]\n",
+            db.url
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    let (code, out, err) = gobearmon(&[
+        "history", "a", "--since", "24h", "--json", "--config", config,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["step_seconds"], 3600);
+    for (_, location) in WORKERS {
+        let mine: Vec<&RawResult> = rows.iter().filter(|r| r.location == location).collect();
+        let total = v["total"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["location"] == location)
+            .unwrap_or_else(|| panic!("{location} in {out}"));
+        let n = |o: Outcome| mine.iter().filter(|r| r.outcome == o).count() as u64;
+        assert_eq!(total["online"], n(Outcome::Online), "{location}");
+        assert_eq!(total["offline"], n(Outcome::Offline), "{location}");
+        assert_eq!(total["fail"], n(Outcome::Fail), "{location}");
+    }
+    let (code, text, err) = gobearmon(&["history", "1", "--location", "ams1", "--config", config]);
+    assert_eq!(code, 0, "{text}{err}");
+    assert!(
+        text.contains("HOUR") && text.contains("ams1") && !text.contains("fra1"),
+        "{text}"
+    );
+
+    let (code, out, err) = gobearmon(&[
+        "uptime", "1", "--window", "1h", "--json", "--config", config,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["down_seconds"].as_i64(), v["complete"].as_bool()),
+        (Some(0), Some(true)),
+        "{out}"
+    );
+    let (code, out, err) = gobearmon(&[
+        "uptime", "a", "--window", "1d", "--json", "--config", config,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["down_seconds"], 90, "{out}");
+    assert_eq!(v["complete"], false, "history began 3 h ago: {out}");
+    assert_eq!(v["incidents"], 1);
+    let (code, text, _) = gobearmon(&["uptime", "a", "--window", "1d", "--config", config]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("1m 30s in 1 incident(s)") && text.contains("only"),
+        "{text}"
+    );
+
+    let (code, _, err) = gobearmon(&["uptime", "nope", "--config", config]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no check"), "{err}");
+    store.close().await;
+    db.drop_db().await;
+}

@@ -11,7 +11,7 @@ mod secret;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use read::{ConfigError, Problem, known_keys, load, parse};
+pub use read::{ConfigError, Problem, known_keys, load, parse, parse_duration};
 pub use secret::Secret;
 
 /// `[viewserver] controller_timeout` when the file does not set it.

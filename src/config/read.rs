@@ -940,7 +940,7 @@ fn valid_node_id(id: &str) -> bool {
 }
 
 /// Parses `"500ms"`, `"4s"`, `"1.5s"`, `"2m"`, `"1h"`, `"7d"`.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
     let (num, unit) = text.split_at(split);

@@ -13,6 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use super::{ApiError, Web};
 use crate::history::rollup::{DAY, Latency, Period, Rollup};
 use crate::history::uptime::Uptime;
+use crate::history::{rfc3339, rfc3339_ms};
 use crate::model::CheckId;
 use crate::notify::unix_ms;
 use crate::store::history::read_rollups_of;
@@ -40,18 +41,6 @@ pub(super) fn routes() -> Router<Web> {
 
 fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
-}
-
-/// RFC 3339 in UTC, milliseconds when there are any.
-fn rfc3339_ms(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
-
-fn rfc3339(s: i64) -> String {
-    rfc3339_ms(s * 1000)
 }
 
 fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
