@@ -24,6 +24,9 @@ fn now_f() -> f64 {
         .as_secs_f64()
 }
 
+const TOKEN: &str = "e2e-api-token-0123456789";
+const SECRET: &str = "s3cret-in-the-check-data";
+
 struct World {
     rt: tokio::runtime::Runtime,
     db: Option<TestDb>,
@@ -35,13 +38,39 @@ impl World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (db, store) = rt.block_on(TestDb::installed(tag));
         rt.block_on(store.close());
-        let extra = "confirmations = 2\ndelivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\n";
-        let cluster = Cluster::start_with(1, 3, &db.url, Timings::default(), extra);
+        let extra = format!(
+            "confirmations = 2\ndelivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\n\
+             [web]\naddr = \"127.0.0.1:{{free_port}}\"\napi_tokens = [\"{TOKEN}\"]\n"
+        );
+        let cluster = Cluster::start_with(1, 3, &db.url, Timings::default(), &extra);
         World {
             rt,
             db: Some(db),
             cluster,
         }
+    }
+
+    /// The `[web] addr` of worker `i`, from its config file.
+    fn web_addr(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.cluster.workers[i].config).unwrap();
+        let web = text.split("[web]").nth(1).expect("a [web] section");
+        let line = web.lines().find(|l| l.starts_with("addr")).unwrap();
+        line.split('"').nth(1).unwrap().to_string()
+    }
+
+    /// GETs `path` from worker `i`'s JSON API.
+    fn api(&self, i: usize, path: &str, token: Option<&str>) -> (u16, String) {
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut req = http.get(format!("http://{}{path}", self.web_addr(i)));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
     }
 
     fn db(&self) -> &TestDb {
@@ -77,7 +106,7 @@ fn two_outages_make_two_incidents_with_their_notifications_and_the_uptime_to_the
     let mut listener = Some(TcpListener::bind(("127.0.0.1", port)).unwrap());
     w.sql(&format!(
         "INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES \
-           (1,'svc','tcp','{{\"address\":\"127.0.0.1:{port}\",\"timeout\":3}}',1,0);
+           (1,'svc','tcp','{{\"address\":\"127.0.0.1:{port}\",\"timeout\":3,\"password\":\"{SECRET}\"}}',1,0);
          INSERT INTO contacts (id,type,data) VALUES (1,'http','{}');
          INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'both');",
         hook.url("/hook")
@@ -203,4 +232,49 @@ fn two_outages_make_two_incidents_with_their_notifications_and_the_uptime_to_the
     assert_eq!(long.covered, Some((began, to)));
     assert_eq!(long.down_seconds, recorded);
     w.rt.block_on(store.close());
+
+    // The JSON API of a worker that is not acting answers the same from the database.
+    let acting = w.cluster.acting_controller().unwrap();
+    let other = (acting + 1) % 3;
+    let q = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let mut bodies = String::new();
+    for i in [other, acting] {
+        let (code, body) = w.api(i, "/api/v1/checks/1/incidents", Some(TOKEN));
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let list = v["incidents"].as_array().unwrap();
+        assert_eq!(list.len(), 2, "{body}");
+        assert_eq!(list[0]["duration_seconds"], incidents[0].duration);
+        assert_eq!(list[1]["notifications"].as_array().unwrap().len(), 2);
+        bodies.push_str(&body);
+        let (code, body) = w.api(
+            i,
+            &format!("/api/v1/checks/1/uptime?from={}&to={}", q(from), q(to)),
+            Some(TOKEN),
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["down_seconds"], up.down_seconds, "{body}");
+        assert_eq!(v["locations"].as_array().unwrap().len(), 3, "{body}");
+        bodies.push_str(&body);
+        for path in ["/api/v1/checks", "/api/v1/workers", "/api/v1/notifications"] {
+            let (code, body) = w.api(i, path, Some(TOKEN));
+            assert_eq!(code, 200, "{path}: {body}");
+            bodies.push_str(&body);
+        }
+        let (code, _) = w.api(i, "/api/v1/checks", None);
+        assert_eq!(code, 401);
+        let (code, _) = w.api(i, "/api/v1/checks", Some("not-the-token-at-all"));
+        assert_eq!(code, 401);
+    }
+    assert!(
+        !bodies.contains(SECRET),
+        "the check's secret appears in an answer"
+    );
+    assert!(bodies.contains("\"status\":\"online\""), "{bodies}");
 }
