@@ -38,8 +38,9 @@ use crate::model::{CheckId, Epoch, NodeId};
 
 /// Characters of a message kept (a `VARCHAR(1024)`).
 const MESSAGE_CHARS: usize = 1024;
-/// Raw rows per INSERT statement.
+/// Raw rows per INSERT statement, and per transaction.
 const ROWS_PER_STATEMENT: usize = 500;
+const ROWS_PER_TX: usize = 2000;
 /// Checks whose hour is rolled up in one read and one transaction.
 pub const CHECKS_PER_CHUNK: usize = 500;
 /// Raw rows deleted per transaction.
@@ -62,17 +63,27 @@ pub struct RawResult {
     pub message: String,
 }
 
-/// Writes raw results in one fenced transaction. A row already stored (same check, time and
-/// worker) is left alone, so a batch written twice adds nothing.
+/// Writes raw results, [`ROWS_PER_TX`] per fenced transaction (each holds the fence row, and
+/// so holds up flips, only that long). A row already stored (same check, time and worker) is
+/// left alone, so a batch written twice, or in part, adds nothing.
 pub async fn write_raw(
     store: &Store,
     epoch: Epoch,
     node: &NodeId,
     batch: &[RawResult],
 ) -> Result<(), StoreError> {
-    if batch.is_empty() {
-        return Ok(());
+    for part in batch.chunks(ROWS_PER_TX) {
+        write_raw_tx(store, epoch, node, part).await?;
     }
+    Ok(())
+}
+
+async fn write_raw_tx(
+    store: &Store,
+    epoch: Epoch,
+    node: &NodeId,
+    batch: &[RawResult],
+) -> Result<(), StoreError> {
     store
         .bounded("writing result history", async {
             let mut tx = FencedTx::begin(store, epoch, node).await?;

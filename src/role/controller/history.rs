@@ -1,10 +1,11 @@
 //! The acting controller's history tasks, off the path that hands out work (the owner only
 //! appends each result to a list):
 //!
-//! - [`write_loop`]: every [`WRITE_EVERY`], takes the results gathered by the owner and writes
-//!   them as raw rows in one fenced transaction. A batch that cannot be written is kept and
-//!   tried again with the next one, up to [`super::owner::HISTORY_BUFFER`] rows (the oldest
-//!   are dropped beyond, and counted in a warning).
+//! - [`write_loop`]: every [`WRITE_EVERY`], takes the results gathered by the owner and
+//!   writes them as raw rows, 2,000 per fenced transaction. A batch that cannot be written is
+//!   kept and tried again with the next one, up to [`super::owner::HISTORY_BUFFER`] rows (the
+//!   oldest are dropped beyond, and counted in a warning; the owner itself drops new results
+//!   while it holds that many untaken).
 //! - [`upkeep_loop`]: every [`UPKEEP_EVERY`], rolls up the hours that are complete, then
 //!   prunes raw rows past `[history] raw_retention` and rollups past `rollup_retention`, a
 //!   small batch per transaction with a pause between batches.
