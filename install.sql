@@ -218,3 +218,92 @@ CREATE TRIGGER gbm_alerts_upd AFTER UPDATE ON alerts FOR EACH ROW
 DROP TRIGGER IF EXISTS gbm_alerts_del;
 CREATE TRIGGER gbm_alerts_del AFTER DELETE ON alerts FOR EACH ROW
 	INSERT INTO config_changes (table_name, row_id) VALUES ('alerts', OLD.id);
+
+-- check_events.message, confirmed_by: the result message that confirmed an offline flip
+-- (cut to 1,024 characters) and the workers that confirmed it (comma-separated node ids), so
+-- an incident can say what failed and who saw it. NULL for events written before, and for
+-- events written by gobearmon. Added when missing.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'check_events' AND COLUMN_NAME = 'message') = 0,
+	'ALTER TABLE check_events ADD COLUMN message VARCHAR(1024) NULL DEFAULT NULL',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'check_events' AND COLUMN_NAME = 'confirmed_by') = 0,
+	'ALTER TABLE check_events ADD COLUMN confirmed_by VARCHAR(1024) NULL DEFAULT NULL',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+-- Incidents and uptime read one check's events in time order.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.STATISTICS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'check_events' AND INDEX_NAME = 'check_events_check_time') = 0,
+	'ALTER TABLE check_events ADD KEY check_events_check_time (check_id, time)',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+
+-- check_results.location: the worker's [worker] location (its node id when it has none), for
+-- "the last result per location". Added when missing.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'check_results' AND COLUMN_NAME = 'location') = 0,
+	'ALTER TABLE check_results ADD COLUMN location VARCHAR(64) NOT NULL DEFAULT \'\'',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+
+-- Result history, written by the acting controller under the fence. Times are Unix
+-- milliseconds (raw) and Unix seconds (rollups) as BIGINT: no time zone can shift them.
+--
+-- result_history: every result at interval resolution, kept for [history] raw_retention
+-- (default 7 days) and pruned in small batches. `location` is the worker's [worker] location
+-- (its node id when it has none). `message` is kept for offline and fail results only. The key
+-- makes a batch written twice (a commit whose answer was lost) add nothing.
+CREATE TABLE IF NOT EXISTS result_history (
+	check_id INT NOT NULL,
+	at_ms BIGINT NOT NULL,
+	node_id VARCHAR(64) NOT NULL,
+	location VARCHAR(64) NOT NULL DEFAULT '',
+	status ENUM ('online', 'offline', 'fail') NOT NULL,
+	duration_ms INT NOT NULL DEFAULT 0,
+	message VARCHAR(1024) NOT NULL DEFAULT '',
+	PRIMARY KEY (check_id, at_ms, node_id),
+	KEY result_history_time (at_ms)
+);
+
+-- result_rollups: per check, location and UTC hour or day: counts of online, offline and fail
+-- results, and the latency of the online ones (count, sum, min, max, and a fixed-bucket
+-- histogram "bucket:count,..." that merges exactly; see src/history/histogram.rs). A day is
+-- the merge of its 24 hours. Kept for [history] rollup_retention (default forever).
+CREATE TABLE IF NOT EXISTS result_rollups (
+	check_id INT NOT NULL,
+	location VARCHAR(64) NOT NULL,
+	period ENUM ('hour', 'day') NOT NULL,
+	period_start BIGINT NOT NULL,
+	online INT UNSIGNED NOT NULL DEFAULT 0,
+	offline INT UNSIGNED NOT NULL DEFAULT 0,
+	fail INT UNSIGNED NOT NULL DEFAULT 0,
+	latency_count INT UNSIGNED NOT NULL DEFAULT 0,
+	latency_sum_ms BIGINT UNSIGNED NOT NULL DEFAULT 0,
+	latency_min_ms INT UNSIGNED NOT NULL DEFAULT 0,
+	latency_max_ms INT UNSIGNED NOT NULL DEFAULT 0,
+	histogram VARCHAR(2048) CHARACTER SET ascii NOT NULL DEFAULT '',
+	PRIMARY KEY (check_id, period, period_start, location),
+	KEY result_rollups_time (period, period_start)
+);
+
+-- history_cursor: how far the rollups have got: `rolled_to` is the start (Unix seconds) of the
+-- first hour not rolled up yet. One row.
+CREATE TABLE IF NOT EXISTS history_cursor (
+	id TINYINT NOT NULL PRIMARY KEY,
+	rolled_to BIGINT NOT NULL DEFAULT 0
+);
+INSERT IGNORE INTO history_cursor (id, rolled_to) VALUES (1, 0);

@@ -13,10 +13,14 @@
 //!   fence), as a pure state machine driven with explicit time.
 //! - [`store`]: MySQL/MariaDB access for the controller: loading, change tracking, the epoch
 //!   fence.
+//! - [`history`]: result history as arithmetic: the mergeable latency histogram, hourly and
+//!   daily rollups, uptime and incidents from the flip history.
 //! - [`notify`]: the durable outbox and delivery (email, Twilio, webhooks), admin notices.
 //! - [`view`]: the viewserver group on openraft: storage, network, elections.
 //! - [`rpc`]: signed node-to-node HTTP and the work protocol's wire types.
 //! - [`api`]: serving routers, `/ready` and `/metrics` helpers.
+//! - [`report`]: what `gobearmon history` and `gobearmon uptime` print.
+//! - [`web`]: the read-only JSON API v1 (`[web] addr`), read from MySQL.
 //! - [`tlsutil`]: the one rustls crypto provider (ring) the whole build uses.
 //!
 //! Roles ([`role`]): wiring and loops only: `viewserver`, `worker` (membership, lease,
@@ -26,13 +30,16 @@
 
 pub mod api;
 pub mod config;
+pub mod history;
 pub mod lease;
 pub mod model;
 pub mod notify;
 pub mod probe;
+pub mod report;
 pub mod role;
 pub mod rpc;
 pub mod store;
 pub mod tlsutil;
 pub mod view;
 pub mod vote;
+pub mod web;

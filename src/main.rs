@@ -63,6 +63,40 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// A check's results per location (counts, availability, latency percentiles), per hour
+    /// up to two days back and per day beyond, read from the database. Exits 0, 1 when the
+    /// check or the database cannot be found.
+    History {
+        /// The check: its id or its exact name.
+        check: String,
+        /// How far back, like "24h", "7d" (default 24h).
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Only results from this location.
+        #[arg(long)]
+        location: Option<String>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// The config file of a controller-capable worker (its database).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// A check's uptime over a window (time-weighted from its flips, to the second) and its
+    /// availability per location. Exits 0, 1 when the check or the database cannot be found.
+    Uptime {
+        /// The check: its id or its exact name.
+        check: String,
+        /// The window before now, like "30d", "24h" (default 30d).
+        #[arg(long, default_value = "30d")]
+        window: String,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// The config file of a controller-capable worker (its database).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print the node key of worker ID, derived from the cluster secret in FILE (any config
     /// that holds `[default] password`). Give it to a probe-only worker outside the trusted
     /// zone as `[worker] key`, so that it holds no cluster secret.
@@ -128,6 +162,25 @@ fn main() -> ExitCode {
             }),
             _,
         ) => contact_test(id, &config),
+        (
+            Some(Command::History {
+                check,
+                since,
+                location,
+                json,
+                config,
+            }),
+            _,
+        ) => report(&config, &check, &since, json, Report::History(location)),
+        (
+            Some(Command::Uptime {
+                check,
+                window,
+                json,
+                config,
+            }),
+            _,
+        ) => report(&config, &check, &window, json, Report::Uptime),
         (None, None) => {
             eprintln!("gobearmon: no config file given; see `gobearmon --help`");
             ExitCode::from(EXIT_CONFIG)
@@ -344,9 +397,17 @@ async fn run_node(
                 },
                 None => None,
             };
+            let web_listener = match (&config.web.addr, controller) {
+                (Some(addr), Some(_)) => match bind("the web API address", addr).await {
+                    Ok(l) => Some(NodeListener::new(l, tls.clone())),
+                    Err(code) => return code,
+                },
+                _ => None,
+            };
             let listeners = role::worker::Listeners {
                 worker: worker_listener,
                 controller: controller_listener,
+                web: web_listener,
             };
             role::worker::run(
                 config.clone(),
@@ -419,23 +480,34 @@ fn probe(check_type: &str, data: &str, config_path: Option<&std::path::Path>) ->
     }
 }
 
+/// The config at `path` and its `[controller]` section, for a command that reads `what` from
+/// the database; the exit code when there is none.
+fn controller_config(
+    path: &std::path::Path,
+    what: &str,
+) -> Result<(config::Config, config::ControllerConfig), ExitCode> {
+    let config = config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    let Some(controller) = config.controller().cloned() else {
+        eprintln!(
+            "{}: no [controller] section, so no database to read {what} from",
+            path.display()
+        );
+        return Err(ExitCode::from(EXIT_CONFIG));
+    };
+    Ok((config, controller))
+}
+
 /// `gobearmon contact test ID --config FILE`.
 fn contact_test(id: i64, path: &std::path::Path) -> ExitCode {
     use gobearmon::{model::ContactId, notify, store::Store};
-    let config = match config::load(path) {
+    let (config, controller) = match controller_config(path, "contacts") {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
-    let Some(controller) = config.controller() else {
-        eprintln!(
-            "{}: no [controller] section, so no database to read contacts from",
-            path.display()
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    };
+    let controller = &controller;
     if let Err(e) = smtp_ca(&config) {
         eprintln!("{}: {e}", path.display());
         return ExitCode::from(EXIT_CONFIG);
@@ -537,6 +609,70 @@ fn status(path: &std::path::Path) -> ExitCode {
                 "{}",
                 serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
             );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+enum Report {
+    History(Option<String>),
+    Uptime,
+}
+
+/// `history` and `uptime`: read the check's history from the config's database and print it.
+fn report(path: &std::path::Path, check: &str, span: &str, json: bool, what: Report) -> ExitCode {
+    use gobearmon::report;
+    let controller = match controller_config(path, "history") {
+        Ok((_, c)) => c,
+        Err(code) => return code,
+    };
+    let Some(span) = config::parse_duration(span).filter(|d| !d.is_zero()) else {
+        eprintln!("gobearmon: {span:?} is not a duration like \"24h\" or \"30d\"");
+        return ExitCode::from(2);
+    };
+    let span = span.as_secs() as i64;
+    let now = gobearmon::notify::unix_ms(std::time::SystemTime::now()) / 1000;
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let store = gobearmon::store::Store::new(&controller.database)
+                    .map_err(|e| e.to_string())?;
+                let text = async {
+                    let info = report::find_check(&store, check).await?;
+                    Ok::<_, report::ReportError>(match &what {
+                        Report::History(location) => {
+                            let r = report::history(&store, &info, span, location.as_deref(), now)
+                                .await?;
+                            if json {
+                                serde_json::to_string_pretty(&r).unwrap_or_default()
+                            } else {
+                                r.text()
+                            }
+                        }
+                        Report::Uptime => {
+                            let r = report::uptime(&store, &info, span, now).await?;
+                            if json {
+                                serde_json::to_string_pretty(&r).unwrap_or_default()
+                            } else {
+                                r.text()
+                            }
+                        }
+                    })
+                }
+                .await
+                .map_err(|e| e.to_string());
+                store.close().await;
+                text
+            })
+        });
+    match outcome {
+        Ok(text) => {
+            println!("{}", text.trim_end());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -19,6 +19,7 @@ fn sample_env(c: &mut Command) -> &mut Command {
         .env("GOBEARMON_DB_PASSWORD", "dbpw")
         .env("GOBEARMON_SMTP_PASSWORD", "smtppw")
         .env("GOBEARMON_TWILIO_TOKEN", "twtoken")
+        .env("GOBEARMON_API_TOKEN", "an-api-token-of-some-length")
 }
 
 fn run(c: &mut Command) -> (i32, String, String) {

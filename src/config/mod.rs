@@ -11,7 +11,7 @@ mod secret;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use read::{ConfigError, Problem, known_keys, load, parse, valid_node_id};
+pub use read::{ConfigError, Problem, known_keys, load, parse, parse_duration, valid_node_id};
 pub use secret::Secret;
 
 /// `[viewserver] controller_timeout` when the file does not set it.
@@ -30,6 +30,41 @@ pub struct Config {
     pub twilio: TwilioConfig,
     /// TLS for every listener and for node-to-node clients; `None` means plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// `[history]`: what the acting controller keeps of results.
+    pub history: HistoryConfig,
+    /// `[web]`: the read-only JSON API of a controller-capable worker.
+    pub web: WebConfig,
+}
+
+/// `[web]`: the JSON API (`/api/v1/...`), served by controller-capable workers only.
+#[derive(Debug, Clone, Default)]
+pub struct WebConfig {
+    /// Listen address; no API listener when `None`.
+    pub addr: Option<String>,
+    /// Bearer tokens that may read the API (at least one when `addr` is set).
+    pub api_tokens: Vec<Secret>,
+}
+
+/// `[history]`: result history kept by the acting controller (read by controller-capable
+/// workers only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Whether results are kept at all (raw rows and rollups).
+    pub enabled: bool,
+    /// Raw results older than this are pruned (they are rolled up first).
+    pub raw_retention: Duration,
+    /// Hourly and daily rollups older than this are pruned; `None` keeps them forever.
+    pub rollup_retention: Option<Duration>,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> HistoryConfig {
+        HistoryConfig {
+            enabled: true,
+            raw_retention: Duration::from_secs(7 * 86_400),
+            rollup_retention: None,
+        }
+    }
 }
 
 /// What this node is, decided by which sections the file has (DESIGN 2).

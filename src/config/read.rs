@@ -10,8 +10,9 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    Config, ControllerConfig, DefaultConfig, DeliveryConfig, DnsConfig, Role, Secret, SmtpConfig,
-    SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig, WorkerConfig,
+    Config, ControllerConfig, DefaultConfig, DeliveryConfig, DnsConfig, HistoryConfig, Role,
+    Secret, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig, WebConfig,
+    WorkerConfig,
 };
 
 /// One thing wrong with a config file.
@@ -203,6 +204,15 @@ const SECTIONS: &[(&str, &[Key])] = &[
         ],
     ),
     ("tls", &[k("cert"), k("key"), k("ca")]),
+    (
+        "history",
+        &[
+            k("enabled"),
+            alias("raw_retention", &["rawRetention"]),
+            alias("rollup_retention", &["rollupRetention"]),
+        ],
+    ),
+    ("web", &[k("addr"), secret("api_tokens", &["apiTokens"])]),
 ];
 
 /// The values of one section, keyed by canonical name, after aliases and substitution.
@@ -301,6 +311,8 @@ impl Reader<'_> {
         let dns = take("dns");
         let twilio = take("twilio");
         let tls = take("tls");
+        let history = take("history");
+        let web = take("web");
 
         let default_config = self.default_section(&default);
         let role = self.role(&controller, &worker, &viewserver);
@@ -314,6 +326,8 @@ impl Reader<'_> {
         };
         let twilio = self.twilio(&twilio);
         let tls = self.tls(&tls);
+        let history = self.history(&history);
+        let web = self.web(&web, controller.present);
         Some(Config {
             path: path.to_path_buf(),
             default: default?,
@@ -322,6 +336,8 @@ impl Reader<'_> {
             dns,
             twilio,
             tls,
+            history,
+            web,
         })
     }
 
@@ -899,6 +915,69 @@ impl Reader<'_> {
         }
     }
 
+    fn history(&mut self, s: &Section) -> HistoryConfig {
+        let d = HistoryConfig::default();
+        let enabled = self.bool_or(s, "enabled", d.enabled);
+        let raw_retention = self.duration_or(s, "raw_retention", d.raw_retention);
+        // Raw rows are rolled up an hour and some minutes after they were written; a shorter
+        // retention would prune them first (the pruning waits for the roll-up instead).
+        let min = Duration::from_secs(2 * 3600);
+        if raw_retention < min {
+            self.problem(
+                "history.raw_retention".into(),
+                format!("{raw_retention:?}"),
+                "at least 2 hours (\"2h\"), so raw results are rolled up before they are pruned",
+            );
+        }
+        let rollup_retention = match self.get(s, "rollup_retention") {
+            Some(Value::String(v)) if v == "forever" => None,
+            None => d.rollup_retention,
+            Some(_) => Some(self.duration_or(s, "rollup_retention", Duration::from_secs(1))),
+        };
+        HistoryConfig {
+            enabled,
+            raw_retention,
+            rollup_retention,
+        }
+    }
+
+    fn web(&mut self, s: &Section, controller: bool) -> WebConfig {
+        let addr = self.opt_string(s, "addr");
+        let tokens = self.string_list(s, "api_tokens");
+        if addr.is_some() && !controller {
+            self.problem(
+                "web.addr".into(),
+                "an API address on a node without [controller]".to_string(),
+                "a [controller] section (the API reads the database), or no web.addr",
+            );
+        }
+        if addr.is_some()
+            && tokens.is_empty()
+            && self
+                .get(s, "api_tokens")
+                .is_none_or(|v| v.is_str() || v.is_array())
+        {
+            self.problem(
+                "web.api_tokens".into(),
+                "nothing",
+                "at least one bearer token (16 characters or more) when web.addr is set",
+            );
+        }
+        for (i, t) in tokens.iter().enumerate() {
+            if t.chars().count() < 16 {
+                self.problem(
+                    format!("web.api_tokens[{i}]"),
+                    format!("a token of {} characters (value hidden)", t.chars().count()),
+                    "at least 16 characters",
+                );
+            }
+        }
+        WebConfig {
+            addr,
+            api_tokens: tokens.into_iter().map(Secret::new).collect(),
+        }
+    }
+
     fn tls(&mut self, s: &Section) -> Option<TlsConfig> {
         if !s.present {
             return None;
@@ -921,8 +1000,8 @@ pub fn valid_node_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Parses `"500ms"`, `"4s"`, `"1.5s"`, `"2m"`, `"1h"`.
-pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
+/// Parses `"500ms"`, `"4s"`, `"1.5s"`, `"2m"`, `"1h"`, `"7d"`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
     let (num, unit) = text.split_at(split);
@@ -932,6 +1011,7 @@ pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86_400.0,
         _ => return None,
     };
     Duration::try_from_secs_f64(secs).ok()
@@ -1060,6 +1140,7 @@ mod tests {
         assert_eq!(parse_duration("4s"), Some(Duration::from_secs(4)));
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
         assert_eq!(parse_duration("4"), None);
         assert_eq!(parse_duration("4 parsecs"), None);
     }
@@ -1077,6 +1158,59 @@ mod tests {
             "{base}[smtp]\nhost = \"mail\"\ntls = \"none\"\nca = \"/etc/mail-ca.pem\"\n"
         ));
         assert_eq!(p[0].key, "smtp.ca", "{p:?}");
+    }
+
+    #[test]
+    fn history_defaults_forever_and_bounds() {
+        let base = format!("[default]\n{PW}\n[worker]\nid = \"w1\"\nview_addr = \"a:1\"\n");
+        let c = parse_str(&base).unwrap();
+        assert_eq!(c.history, HistoryConfig::default());
+        assert_eq!(c.history.raw_retention, Duration::from_secs(7 * 86_400));
+        let c = parse_str(&format!(
+            "{base}[history]\nenabled = false\nraw_retention = \"3d\"\nrollup_retention = \"400d\"\n"
+        ))
+        .unwrap();
+        assert!(!c.history.enabled);
+        assert_eq!(c.history.raw_retention, Duration::from_secs(3 * 86_400));
+        assert_eq!(
+            c.history.rollup_retention,
+            Some(Duration::from_secs(400 * 86_400))
+        );
+        let c = parse_str(&format!(
+            "{base}[history]\nrollup_retention = \"forever\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.history.rollup_retention, None);
+        let p = problems(&format!("{base}[history]\nraw_retention = \"10m\"\n"));
+        assert_eq!(p[0].key, "history.raw_retention", "{p:?}");
+        let p = problems(&format!("{base}[history]\nrollup_retention = \"never\"\n"));
+        assert_eq!(p[0].key, "history.rollup_retention", "{p:?}");
+    }
+
+    #[test]
+    fn web_needs_a_controller_and_tokens_that_stay_hidden() {
+        let base = format!("[default]\n{PW}\n[worker]\nid = \"w1\"\nview_addr = \"a:1\"\n");
+        let ctl = "[controller]\naddr = \"127.0.0.1:8881\"\ndatabase = \"mysql://u:p@h/db\"\n";
+        let c = parse_str(&format!(
+            "{base}{ctl}[web]\naddr = \"127.0.0.1:8080\"\napi_tokens = [\"token-0123456789abcdef\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.web.addr.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(c.web.api_tokens[0].expose(), "token-0123456789abcdef");
+        assert!(!format!("{c:?}").contains("token-0123456789abcdef"));
+        let p = problems(&format!(
+            "{base}[web]\naddr = \"127.0.0.1:8080\"\napi_tokens = \"token-0123456789abcdef\"\n"
+        ));
+        assert_eq!(p[0].key, "web.addr", "{p:?}");
+        let p = problems(&format!("{base}{ctl}[web]\naddr = \"127.0.0.1:8080\"\n"));
+        assert_eq!(p[0].key, "web.api_tokens", "{p:?}");
+        let text =
+            format!("{base}{ctl}[web]\naddr = \"127.0.0.1:8080\"\napi_tokens = [\"short-tok\"]\n");
+        let err = parse_str(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("web.api_tokens[0]") && !err.contains("short-tok"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Listeners {
     pub worker: NodeListener,
     /// `[controller] addr`, for a controller-capable worker.
     pub controller: Option<NodeListener>,
+    /// `[web] addr`, for a controller-capable worker that serves the JSON API.
+    pub web: Option<NodeListener>,
 }
 
 struct Node {
@@ -141,6 +143,19 @@ pub async fn run(
             slot.clone(),
             shutdown.clone(),
         ));
+        if let Some(listener) = listeners.web {
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving the JSON API");
+            let web = crate::web::router(crate::web::Web::new(
+                host.store.clone(),
+                &config.web.api_tokens,
+            ));
+            let s = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = serve(listener, web, s).await {
+                    tracing::error!(error = %e, "web API stopped");
+                }
+            });
+        }
         let router = host.router(slot.clone());
         let s = shutdown.clone();
         tasks.spawn(async move {

@@ -1,5 +1,6 @@
-//! Recording flips: `checks.status`, the `check_events` row and the outbox rows of each flip,
-//! written under the epoch fence, a batch in one transaction, in the order given.
+//! Recording flips: `checks.status`, the `check_events` row (with the confirming message and
+//! workers, for incidents) and the outbox rows of each flip, written under the epoch fence, a
+//! batch in one transaction, in the order given.
 
 use mysql_async::prelude::Queryable;
 
@@ -79,10 +80,21 @@ async fn record_one(tx: &mut FencedTx, flip: &FlipWrite) -> Result<FlipRecorded,
             (flip.to.as_str(), flip.check.0),
         )
         .await?;
+    let n = &flip.notification;
+    let message: String = n.message.chars().take(1024).collect();
+    let confirmed_by: String = n
+        .confirmed_by
+        .iter()
+        .map(|w| w.0.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+        .chars()
+        .take(1024)
+        .collect();
     tx.tx()
         .exec_drop(
-            "INSERT INTO check_events (check_id, type) VALUES (?, ?)",
-            (flip.check.0, flip.to.as_str()),
+            "INSERT INTO check_events (check_id, type, message, confirmed_by) VALUES (?, ?, ?, ?)",
+            (flip.check.0, flip.to.as_str(), message, confirmed_by),
         )
         .await?;
     let event = tx.tx().last_insert_id().unwrap_or(0) as i64;

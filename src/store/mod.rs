@@ -9,6 +9,9 @@
 //! - [`fence`]: the epoch fence that stops a deposed controller from writing.
 //! - [`flips`]: a flip's status, event and outbox rows, written together under the fence.
 //! - [`results`]: the latest result per check and worker.
+//! - [`history`]: result history: raw results, hourly and daily rollups, pruning.
+//! - [`timeline`]: history read back: flips, incidents and their notifications, uptime,
+//!   results over a window.
 //! - [`outbox`]: the notification outbox's rows: enqueue inside a flip's fenced transaction,
 //!   claim due rows, record attempts, report failures, charges.
 //!
@@ -17,11 +20,13 @@
 pub mod catalog;
 pub mod fence;
 pub mod flips;
+pub mod history;
 pub mod outbox;
 pub mod results;
 pub mod rows;
 
 pub mod schema;
+pub mod timeline;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -16,6 +16,8 @@ const ROWS_PER_STATEMENT: usize = 500;
 pub struct LatestResult {
     pub check: CheckId,
     pub node: NodeId,
+    /// The worker's location, or its node id when it has none.
+    pub location: String,
     /// `online`, `offline` or `fail`.
     pub status: &'static str,
     pub message: String,
@@ -37,18 +39,19 @@ async fn write(store: &Store, epoch: Epoch, batch: &[LatestResult]) -> Result<()
     let mut conn = store.conn().await?;
     for chunk in batch.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
-            "INSERT INTO check_results (check_id, node_id, status, message, duration_ms, epoch) VALUES ",
+            "INSERT INTO check_results (check_id, node_id, location, status, message, duration_ms, epoch) VALUES ",
         );
-        let mut params: Vec<mysql_async::Value> = Vec::with_capacity(chunk.len() * 6);
+        let mut params: Vec<mysql_async::Value> = Vec::with_capacity(chunk.len() * 7);
         for (i, r) in chunk.iter().enumerate() {
             if i > 0 {
                 sql.push(',');
             }
-            sql.push_str("(?, ?, ?, ?, ?, ?)");
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
             let message: String = r.message.chars().take(MESSAGE_CHARS).collect();
             params.extend([
                 r.check.0.into(),
                 r.node.0.clone().into(),
+                r.location.chars().take(64).collect::<String>().into(),
                 r.status.into(),
                 message.into(),
                 r.duration_ms.min(i32::MAX as u64).into(),
@@ -56,7 +59,7 @@ async fn write(store: &Store, epoch: Epoch, batch: &[LatestResult]) -> Result<()
             ]);
         }
         sql.push_str(
-            " ON DUPLICATE KEY UPDATE status = VALUES(status), message = VALUES(message), \
+            " ON DUPLICATE KEY UPDATE location = VALUES(location), status = VALUES(status), message = VALUES(message), \
              duration_ms = VALUES(duration_ms), epoch = VALUES(epoch), updated_at = CURRENT_TIMESTAMP(3)",
         );
         conn.exec_drop(sql, mysql_async::Params::Positional(params))

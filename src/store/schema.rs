@@ -19,6 +19,9 @@ pub const TABLES: &[&str] = &[
     "notification_outbox",
     "check_results",
     "config_changes",
+    "result_history",
+    "result_rollups",
+    "history_cursor",
 ];
 
 /// Applies `install.sql`. Idempotent: safe on an empty database, on an installed one, and on a

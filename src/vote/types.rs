@@ -103,6 +103,16 @@ impl Outcome {
             Outcome::Fail => "fail",
         }
     }
+
+    /// The inverse of [`Outcome::as_str`].
+    pub fn parse(s: &str) -> Option<Outcome> {
+        match s {
+            "online" => Some(Outcome::Online),
+            "offline" => Some(Outcome::Offline),
+            "fail" => Some(Outcome::Fail),
+            _ => None,
+        }
+    }
 }
 
 impl From<CheckStatus> for Outcome {

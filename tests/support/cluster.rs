@@ -222,7 +222,8 @@ pub struct Cluster {
     pub controller_addrs: Vec<String>,
     pub timings: Timings,
     /// Appended to every worker file after its `[controller]` keys: more controller keys,
-    /// then whole sections (`[smtp]`, `[twilio]`).
+    /// then whole sections (`[smtp]`, `[twilio]`). Each `{free_port}` in it becomes a free
+    /// port of that worker's own.
     pub worker_extra: String,
     /// With `Some`, every node serves and dials TLS with a certificate from this CA.
     pub pki: Option<ClusterPki>,
@@ -381,7 +382,9 @@ impl Cluster {
                 toml_list(&self.vs_addrs),
                 t.heartbeat_ms,
                 t.lease_ms,
-                self.worker_extra,
+                // Each worker gets ports of its own where the extra text asks for one.
+                self.worker_extra
+                    .replace("{free_port}", &free_port().to_string()),
             ),
         )
         .unwrap();

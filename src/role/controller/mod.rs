@@ -10,12 +10,14 @@
 //! - [`owner`]: the one task that owns a term's state (voting engine, catalog, worker table,
 //!   latest results); everything else talks to it by message.
 //! - [`flips`]: the task that records flips, in the order they happened.
+//! - [`history`]: the tasks that write result history and roll it up and prune it.
 //! - [`api`]: the HTTP handlers (`poll`, `results`, `status`), which only send messages.
 //! - [`status`]: the JSON answer behind `gobearmon status`.
 
 mod api;
 pub mod beat;
 mod flips;
+mod history;
 mod owner;
 mod status;
 mod term;
@@ -29,7 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::membership::{Membership, wall_ms};
-use crate::config::{Config, ControllerConfig};
+use crate::config::{Config, ControllerConfig, HistoryConfig};
 use crate::model::{Epoch, NodeId};
 use crate::notify::Channels;
 use crate::notify::admin::{AdminKind, AdminNotifier};
@@ -58,6 +60,8 @@ pub enum ControllerError {
 pub struct ControllerHost {
     pub node: NodeId,
     pub config: ControllerConfig,
+    /// `[history]`.
+    pub history: HistoryConfig,
     pub store: Store,
     pub signer: Arc<Signer>,
     pub membership: Arc<Membership>,
@@ -84,6 +88,7 @@ impl ControllerHost {
         Ok(Arc::new(ControllerHost {
             node: NodeId(signer.node().to_string()),
             config: controller,
+            history: config.history.clone(),
             store,
             signer,
             membership,

@@ -22,6 +22,7 @@ use crate::notify::{EventId, Notification, unix_ms};
 use crate::rpc::work::{ResultsReply, RunStatus, WorkItem, WorkResult};
 use crate::store::catalog::{Catalog, Fetched, Plan};
 use crate::store::flips::FlipWrite;
+use crate::store::history::RawResult;
 use crate::store::results::LatestResult;
 use crate::vote::{CheckDef, Effect, Engine, Flip, Outcome, Ticket, VoteConfig};
 
@@ -31,6 +32,9 @@ const WORKER_TIMEOUT: Duration = Duration::from_secs(6);
 const QUORUM_GRACE: Duration = Duration::from_secs(10);
 /// The owner looks at the clock at least this often (liveness, quorum notices).
 const TICK: Duration = Duration::from_secs(1);
+/// Results held for the history writer while it is busy (a slow database); two minutes of
+/// 100,000 checks at 60 s.
+pub(super) const HISTORY_BUFFER: usize = 200_000;
 
 /// A request to the owner.
 pub(super) enum Msg {
@@ -62,6 +66,11 @@ pub(super) enum Msg {
     /// The latest results gathered since the last call.
     TakeLatest {
         reply: oneshot::Sender<Vec<LatestResult>>,
+    },
+    /// The results for history gathered since the last call, and how many were dropped
+    /// because nobody took them in time.
+    TakeHistory {
+        reply: oneshot::Sender<(Vec<RawResult>, u64)>,
     },
     /// The writer could not record a flip (or found another status stored): the check goes
     /// back to `status`, unless it has been reset since (`generation`).
@@ -121,6 +130,10 @@ pub(super) struct Owner {
     catalog: Catalog,
     workers: HashMap<NodeId, WorkerSlot>,
     latest: HashMap<(CheckId, NodeId), Latest>,
+    /// Results for history (`[history] enabled`), taken by the history writer every few
+    /// seconds; at most [`HISTORY_BUFFER`], newer ones are dropped and counted.
+    history: Option<Vec<RawResult>>,
+    history_dropped: u64,
     /// Checks whose status was reset after a write that failed, with how often: a flip
     /// carries the generation it was decided in, and a report on an older one is ignored.
     generations: HashMap<CheckId, u32>,
@@ -142,6 +155,7 @@ impl Owner {
             assignment_timeout: host.config.assignment_timeout,
             distinct_locations: host.config.distinct_locations,
         });
+        let history_on = host.history.enabled;
         let n = catalog.check_count().max(1);
         for (i, row) in catalog.checks().enumerate() {
             let def = CheckDef::from_row(row);
@@ -156,6 +170,8 @@ impl Owner {
             catalog,
             workers: HashMap::new(),
             latest: HashMap::new(),
+            history: history_on.then(Vec::new),
+            history_dropped: 0,
             generations: HashMap::new(),
             flips,
         }
@@ -219,10 +235,12 @@ impl Owner {
             Msg::TakeLatest { reply } => {
                 // Taken whole, not drained: the map grows to a due burst and would keep that
                 // capacity.
+                let workers = &self.workers;
                 let batch = std::mem::take(&mut self.latest)
                     .into_iter()
                     .map(|((check, node), l)| LatestResult {
                         check,
+                        location: location_of(workers, &node),
                         node,
                         status: run_status(l.status),
                         message: l.message,
@@ -230,6 +248,14 @@ impl Owner {
                     })
                     .collect();
                 let _ = reply.send(batch);
+            }
+            Msg::TakeHistory { reply } => {
+                let batch = self
+                    .history
+                    .as_mut()
+                    .map(std::mem::take)
+                    .unwrap_or_default();
+                let _ = reply.send((batch, std::mem::take(&mut self.history_dropped)));
             }
             Msg::NotRecorded {
                 check,
@@ -348,6 +374,7 @@ impl Owner {
     fn results(&mut self, node: &NodeId, results: Vec<WorkResult>) -> ResultsReply {
         self.seen(node, None);
         let now = Instant::now();
+        let at_ms = unix_ms(SystemTime::now());
         let mut reply = ResultsReply::default();
         for r in results {
             if r.epoch != self.epoch.0 {
@@ -369,6 +396,7 @@ impl Owner {
             if let Effect::Flip(flip) = effect {
                 self.flipped(flip, &r.message);
             }
+            self.keep_history(node, &r, outcome, at_ms);
             self.latest.insert(
                 (r.check, node.clone()),
                 Latest {
@@ -379,6 +407,31 @@ impl Owner {
             );
         }
         reply
+    }
+
+    /// Keeps a result for the history writer.
+    fn keep_history(&mut self, node: &NodeId, r: &WorkResult, outcome: Outcome, at_ms: i64) {
+        let Some(history) = self.history.as_mut() else {
+            return;
+        };
+        if history.len() >= HISTORY_BUFFER {
+            self.history_dropped += 1;
+            return;
+        }
+        let location = location_of(&self.workers, node);
+        history.push(RawResult {
+            check: r.check,
+            at_ms,
+            node: node.clone(),
+            location,
+            outcome,
+            duration_ms: r.duration_ms,
+            message: if r.status == RunStatus::Online {
+                String::new()
+            } else {
+                r.message.clone()
+            },
+        });
     }
 
     /// Hands a flip to the writer, with what its notification needs from the catalog now.
@@ -504,6 +557,14 @@ impl Owner {
             &self.catalog,
             &self.workers,
         )
+    }
+}
+
+/// A worker's location for history, its node id when it has none.
+fn location_of(workers: &HashMap<NodeId, WorkerSlot>, node: &NodeId) -> String {
+    match workers.get(node) {
+        Some(w) if !w.location.is_empty() => w.location.clone(),
+        _ => node.0.clone(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! One controller term: raise the epoch fence, load the catalog, run the term's tasks until
 //! it is cancelled, then wait for all of them. Every task the term starts is tracked here and
 //! ends with it: the owner, the flip writer, the outbox dispatcher, the reload and flush
-//! loops.
+//! loops, and the history writer and upkeep.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -155,6 +155,18 @@ pub(super) async fn act(
                 url.expose().to_string(),
                 host.config.heartbeat_interval,
             ),
+        ));
+    }
+    if host.history.enabled {
+        tasks.spawn(ends_term(
+            token.clone(),
+            "history writer",
+            super::history::write_loop(handle.clone()),
+        ));
+        tasks.spawn(ends_term(
+            token.clone(),
+            "history upkeep",
+            super::history::upkeep_loop(handle.clone()),
         ));
     }
     *lock(&published) = Some(handle);

@@ -1,0 +1,141 @@
+//! The web face of a controller-capable worker (`[web] addr`): the read-only JSON API v1,
+//! described by `openapi.v1.json` at the repository root.
+//!
+//! - Every request needs `Authorization: Bearer TOKEN` with one of `[web] api_tokens`; the
+//!   token is compared in constant time (SHA-256 digests, `subtle`), and a missing or wrong
+//!   one gets 401. Tokens never appear in logs or answers.
+//! - Everything is read from MySQL (`store/timeline.rs`), so any controller-capable worker
+//!   answers, acting or not.
+//! - Times are RFC 3339 (UTC), durations seconds; errors are `{"error": "..."}`; lists are
+//!   paged with an opaque `cursor` (`next_cursor` in the answer, `null` on the last page).
+//!
+//! The API never reads `checks.data` or `contacts.data`, so no secret of a check or a
+//! contact can reach an answer.
+
+mod v1;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ring::digest;
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
+use crate::store::{Store, StoreError};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Web {
+    store: Store,
+    /// SHA-256 of every accepted token.
+    tokens: Arc<Vec<[u8; 32]>>,
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl Web {
+    pub fn new(store: Store, tokens: &[Secret]) -> Web {
+        Web {
+            store,
+            tokens: Arc::new(
+                tokens
+                    .iter()
+                    .map(|t| sha256(t.expose().as_bytes()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Whether `presented` is one of the tokens. Every configured token is compared, each in
+    /// constant time, so the time taken says nothing about which or how much matched.
+    fn accepts(&self, presented: &str) -> bool {
+        let digest = sha256(presented.as_bytes());
+        let mut ok = subtle::Choice::from(0);
+        for t in self.tokens.iter() {
+            ok |= t.ct_eq(&digest);
+        }
+        ok.into()
+    }
+}
+
+/// The API router, every route behind the bearer token.
+pub fn router(web: Web) -> Router {
+    v1::routes()
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::middleware::from_fn_with_state(web.clone(), authorize))
+        .with_state(web)
+}
+
+async fn authorize(State(web): State<Web>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if web.accepts(token) => next.run(request).await,
+        Some(_) => ApiError::unauthorized("the bearer token is not valid"),
+        None => ApiError::unauthorized("an Authorization: Bearer token is required"),
+    }
+}
+
+/// An error answer: a status and `{"error": message}`.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Response {
+        ApiError::new(StatusCode::NOT_FOUND, message).into_response()
+    }
+
+    fn unauthorized(message: &str) -> Response {
+        let mut r = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        r
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::warn!(error = %e, "API request failed on the database");
+        let status = if e.is_retryable() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError::new(status, "the database could not answer; try again")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message });
+        (self.status, axum::Json(body)).into_response()
+    }
+}

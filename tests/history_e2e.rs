@@ -1,0 +1,280 @@
+//! History end to end: the built binary as separate processes (one viewserver, three
+//! workers), real MariaDB and a webhook receiver. A check is taken down and up twice; the
+//! controller's own write path fills the raw history, and the incidents and the uptime read
+//! back match what the test saw.
+
+#[path = "notify_support/mod.rs"]
+mod notify_support;
+mod support;
+
+use std::net::TcpListener;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gobearmon::model::CheckId;
+use gobearmon::store::timeline;
+use mysql_async::prelude::Queryable;
+use notify_support::{Behaviour, Receiver};
+use support::TestDb;
+use support::cluster::{Cluster, Timings, wait_until};
+
+fn now_f() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+const TOKEN: &str = "e2e-api-token-0123456789";
+const SECRET: &str = "s3cret-in-the-check-data";
+
+struct World {
+    rt: tokio::runtime::Runtime,
+    db: Option<TestDb>,
+    cluster: Cluster,
+}
+
+impl World {
+    fn start(tag: &str) -> World {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (db, store) = rt.block_on(TestDb::installed(tag));
+        rt.block_on(store.close());
+        let extra = format!(
+            "confirmations = 2\ndelivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\n\
+             [web]\naddr = \"127.0.0.1:{{free_port}}\"\napi_tokens = [\"{TOKEN}\"]\n"
+        );
+        let cluster = Cluster::start_with(1, 3, &db.url, Timings::default(), &extra);
+        World {
+            rt,
+            db: Some(db),
+            cluster,
+        }
+    }
+
+    /// The `[web] addr` of worker `i`, from its config file.
+    fn web_addr(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.cluster.workers[i].config).unwrap();
+        let web = text.split("[web]").nth(1).expect("a [web] section");
+        let line = web.lines().find(|l| l.starts_with("addr")).unwrap();
+        line.split('"').nth(1).unwrap().to_string()
+    }
+
+    /// GETs `path` from worker `i`'s JSON API.
+    fn api(&self, i: usize, path: &str, token: Option<&str>) -> (u16, String) {
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let mut req = http.get(format!("http://{}{path}", self.web_addr(i)));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    fn db(&self) -> &TestDb {
+        self.db.as_ref().unwrap()
+    }
+
+    fn sql(&self, sql: &str) {
+        self.rt.block_on(self.db().exec(sql));
+    }
+
+    fn one<T: mysql_async::prelude::FromValue + Send + 'static>(&self, sql: &str) -> T {
+        self.rt.block_on(async {
+            let mut c = self.db().conn().await;
+            c.query_first(sql).await.unwrap().unwrap()
+        })
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            self.rt.block_on(db.drop_db());
+        }
+    }
+}
+
+#[test]
+fn two_outages_make_two_incidents_with_their_notifications_and_the_uptime_to_the_second() {
+    let _serial = support::cluster::serial();
+    let w = World::start("hist_e2e");
+    let hook = w.rt.block_on(Receiver::start(Behaviour::Status(200)));
+    let port = support::cluster::free_port();
+    let mut listener = Some(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    w.sql(&format!(
+        "INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES \
+           (1,'svc','tcp','{{\"address\":\"127.0.0.1:{port}\",\"timeout\":3,\"password\":\"{SECRET}\"}}',1,0);
+         INSERT INTO contacts (id,type,data) VALUES (1,'http','{}');
+         INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'both');",
+        hook.url("/hook")
+    ));
+    wait_until(Duration::from_secs(30), "a controller to act", || {
+        w.cluster.acting_controller()
+    });
+    // The controller's own write path: raw rows from the workers, with their locations.
+    wait_until(Duration::from_secs(30), "raw history rows", || {
+        let n: i64 = w.one("SELECT COUNT(*) FROM result_history WHERE check_id = 1");
+        (n >= 3).then_some(())
+    });
+    let from = now_f().floor() as i64;
+    let status = || -> String { w.one("SELECT status FROM checks WHERE id = 1") };
+    let offline_rows = || -> i64 {
+        w.one("SELECT COUNT(*) FROM result_history WHERE check_id = 1 AND status = 'offline'")
+    };
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        drop(listener.take());
+        wait_until(Duration::from_secs(30), "offline", || {
+            (status() == "offline").then_some(())
+        });
+        let down_at = now_f();
+        // Stay down for a few more runs (a condition, not a pause).
+        let before = offline_rows();
+        wait_until(Duration::from_secs(30), "more offline results", || {
+            (offline_rows() >= before + 6).then_some(())
+        });
+        listener = Some(TcpListener::bind(("127.0.0.1", port)).unwrap());
+        wait_until(Duration::from_secs(30), "online", || {
+            (status() == "online").then_some(())
+        });
+        seen.push(now_f() - down_at);
+    }
+    drop(listener);
+    w.rt.block_on(hook.wait_count(4));
+    wait_until(Duration::from_secs(30), "every notification sent", || {
+        let sent: i64 = w.one("SELECT COUNT(*) FROM notification_outbox WHERE state = 'sent'");
+        (sent == 4).then_some(())
+    });
+    let to = now_f().ceil() as i64;
+    let store = w.db().store();
+    let now = to + 5;
+    let incidents =
+        w.rt.block_on(timeline::incidents(&store, Some(CheckId(1)), false, now))
+            .unwrap();
+    assert_eq!(incidents.len(), 2, "{incidents:?}");
+    let events: Vec<(i64, String, i64)> = w.rt.block_on(async {
+        let mut c = w.db().conn().await;
+        c.query("SELECT id, type, UNIX_TIMESTAMP(time) FROM check_events WHERE check_id = 1 ORDER BY id")
+            .await
+            .unwrap()
+    });
+    assert_eq!(events.len(), 4, "{events:?}");
+    // Newest first; each incident runs from an offline event to the next online one.
+    for (k, inc) in incidents.iter().rev().enumerate() {
+        let (off, on) = (&events[2 * k], &events[2 * k + 1]);
+        assert_eq!((off.1.as_str(), on.1.as_str()), ("offline", "online"));
+        assert_eq!(inc.id, off.0);
+        assert_eq!((inc.start, inc.end), (off.2, Some(on.2)));
+        assert_eq!(inc.duration, on.2 - off.2);
+        // Event times are whole seconds (check_events.time); the test saw the flips within
+        // a poll of 50 ms.
+        assert!(
+            (inc.duration as f64 - seen[k]).abs() <= 1.2,
+            "incident {k}: {} s recorded, {:.2} s seen",
+            inc.duration,
+            seen[k]
+        );
+        assert!(
+            inc.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("TCP connection error")),
+            "{inc:?}"
+        );
+        assert_eq!(inc.confirmed_by.len(), 2, "{inc:?}");
+        assert_eq!(inc.notifications.len(), 2, "offline and online: {inc:?}");
+        let mut notified: Vec<i64> = inc.notifications.iter().map(|n| n.event_id).collect();
+        notified.sort_unstable();
+        assert_eq!(notified, vec![off.0, on.0]);
+        for n in &inc.notifications {
+            assert_eq!(n.state, "sent");
+            assert_eq!(n.contact_type.as_deref(), Some("http"));
+            assert!(n.sent_ms.is_some());
+        }
+    }
+    let open =
+        w.rt.block_on(timeline::incidents(&store, None, true, now))
+            .unwrap();
+    assert!(open.is_empty(), "{open:?}");
+
+    let up =
+        w.rt.block_on(timeline::uptime_of(&store, CheckId(1), from, to, now))
+            .unwrap()
+            .unwrap();
+    assert!(up.complete, "{up:?}");
+    let recorded: i64 = incidents.iter().map(|i| i.duration).sum();
+    assert_eq!(up.down_seconds, recorded);
+    assert_eq!(up.up_seconds + up.down_seconds, to - from);
+    let seen_total: f64 = seen.iter().sum();
+    assert!(
+        (up.down_seconds as f64 - seen_total).abs() <= 2.4,
+        "{} s down recorded, {seen_total:.2} s seen",
+        up.down_seconds
+    );
+    // A window that starts before the history says so and covers only what is known.
+    let began =
+        w.rt.block_on(timeline::history_start(&store, CheckId(1)))
+            .unwrap()
+            .unwrap();
+    let long =
+        w.rt.block_on(timeline::uptime_of(
+            &store,
+            CheckId(1),
+            from - 86_400,
+            to,
+            now,
+        ))
+        .unwrap()
+        .unwrap();
+    assert!(!long.complete);
+    assert_eq!(long.covered, Some((began, to)));
+    assert_eq!(long.down_seconds, recorded);
+    w.rt.block_on(store.close());
+
+    // The JSON API of a worker that is not acting answers the same from the database.
+    let acting = w.cluster.acting_controller().unwrap();
+    let other = (acting + 1) % 3;
+    let q = |t: i64| {
+        time::OffsetDateTime::from_unix_timestamp(t)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    let mut bodies = String::new();
+    for i in [other, acting] {
+        let (code, body) = w.api(i, "/api/v1/checks/1/incidents", Some(TOKEN));
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let list = v["incidents"].as_array().unwrap();
+        assert_eq!(list.len(), 2, "{body}");
+        assert_eq!(list[0]["duration_seconds"], incidents[0].duration);
+        assert_eq!(list[1]["notifications"].as_array().unwrap().len(), 2);
+        bodies.push_str(&body);
+        let (code, body) = w.api(
+            i,
+            &format!("/api/v1/checks/1/uptime?from={}&to={}", q(from), q(to)),
+            Some(TOKEN),
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["down_seconds"], up.down_seconds, "{body}");
+        assert_eq!(v["locations"].as_array().unwrap().len(), 3, "{body}");
+        bodies.push_str(&body);
+        for path in ["/api/v1/checks", "/api/v1/workers", "/api/v1/notifications"] {
+            let (code, body) = w.api(i, path, Some(TOKEN));
+            assert_eq!(code, 200, "{path}: {body}");
+            bodies.push_str(&body);
+        }
+        let (code, _) = w.api(i, "/api/v1/checks", None);
+        assert_eq!(code, 401);
+        let (code, _) = w.api(i, "/api/v1/checks", Some("not-the-token-at-all"));
+        assert_eq!(code, 401);
+    }
+    assert!(
+        !bodies.contains(SECRET),
+        "the check's secret appears in an answer"
+    );
+    assert!(bodies.contains("\"status\":\"online\""), "{bodies}");
+}
