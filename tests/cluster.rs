@@ -511,3 +511,57 @@ fn the_dead_mans_switch_beats_only_while_the_controller_is_healthy() {
     at(3, "beats from the new controller");
     rt.block_on(db.drop_db());
 }
+
+/// Issue 15, item 2: with `distinct_locations = true`, w1 and w2 in fra and w3 in ams, and
+/// confirmations 2, every recorded flip was confirmed by a round that includes ams.
+#[test]
+fn distinct_locations_put_ams_in_every_round() {
+    use mysql_async::prelude::Queryable;
+
+    let _serial = support::cluster::serial();
+    let rt = rt();
+    let (db, _store) = rt.block_on(TestDb::installed("cluster_locations"));
+    let port = support::cluster::free_port();
+    let mut target = Some(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+    rt.block_on(db.exec(&format!(
+        "INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES \
+         (1,'svc','tcp','{{\"address\":\"127.0.0.1:{port}\"}}',1,0)"
+    )));
+    let extra = "confirmations = 2\ndistinct_locations = true\n";
+    let mut c = Cluster::start_with(1, 0, &db.url, Timings::default(), extra);
+    for location in ["fra", "fra", "ams"] {
+        c.add_worker(&db.url, &format!("location = \"{location}\"\n"));
+    }
+    controller_after(&c, 0, Duration::from_secs(20));
+    let events = |rt: &tokio::runtime::Runtime| -> Vec<(String, Option<String>)> {
+        rt.block_on(async {
+            let mut conn = db.conn().await;
+            conn.query("SELECT type, confirmed_by FROM check_events WHERE check_id = 1 ORDER BY id")
+                .await
+                .unwrap()
+        })
+    };
+    for flips in 1..=6usize {
+        if target.is_some() {
+            target = None;
+        } else {
+            target = Some(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+        }
+        wait_until(Duration::from_secs(30), "the flip to be recorded", || {
+            (events(&rt).len() >= flips).then_some(())
+        });
+    }
+    let recorded = events(&rt);
+    assert!(recorded.len() >= 6, "{recorded:?}");
+    for (kind, by) in &recorded {
+        let by = by.clone().unwrap_or_default();
+        let members: Vec<&str> = by.split(',').filter(|m| !m.is_empty()).collect();
+        assert_eq!(members.len(), 2, "{kind}: {by}");
+        assert!(
+            members.contains(&"w3"),
+            "{kind} confirmed by {by}, without ams"
+        );
+    }
+    drop(target);
+    rt.block_on(db.drop_db());
+}
