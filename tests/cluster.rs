@@ -533,6 +533,23 @@ fn distinct_locations_put_ams_in_every_round() {
         c.add_worker(&db.url, &format!("location = \"{location}\"\n"));
     }
     controller_after(&c, 0, Duration::from_secs(20));
+    // Every worker connected (and its location known): before that, a round can only be
+    // made of the workers there are.
+    wait_until(
+        Duration::from_secs(30),
+        "results from all three workers",
+        || {
+            let n: Option<u64> = rt.block_on(async {
+                let mut conn = db.conn().await;
+                conn.query_first(
+                    "SELECT COUNT(DISTINCT node_id) FROM check_results WHERE check_id = 1",
+                )
+                .await
+                .unwrap()
+            });
+            (n == Some(3)).then_some(())
+        },
+    );
     let events = |rt: &tokio::runtime::Runtime| -> Vec<(String, Option<String>)> {
         rt.block_on(async {
             let mut conn = db.conn().await;
