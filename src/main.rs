@@ -214,12 +214,9 @@ fn check_config(path: &std::path::Path) -> ExitCode {
 }
 
 fn run(path: &std::path::Path) -> ExitCode {
-    let config = match config::load(path) {
+    let config = match load_config(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let tls = match preflight(&config) {
         Ok(tls) => tls,
@@ -554,12 +551,9 @@ fn status(path: &std::path::Path) -> ExitCode {
     use std::sync::Arc;
     use std::time::Duration;
 
-    let config = match config::load(path) {
+    let config = match load_config(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let members = match &config.role {
         config::Role::Worker { worker, .. } => worker.view_addr.clone(),
@@ -684,12 +678,9 @@ fn report(path: &std::path::Path, check: &str, span: &str, json: bool, what: Rep
 
 /// `gobearmon node-key ID --config FILE`.
 fn node_key(id: &str, path: &std::path::Path) -> ExitCode {
-    let config = match config::load(path) {
+    let config = match load_config(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let Some(secret) = &config.default.password else {
         eprintln!(
@@ -713,12 +704,9 @@ fn disconnect(path: &std::path::Path) -> ExitCode {
     use std::sync::Arc;
     use std::time::Duration;
 
-    let config = match config::load(path) {
+    let config = match load_config(path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     let Some(worker) = config.worker() else {
         eprintln!("{}: not a worker config", path.display());
@@ -759,4 +747,12 @@ fn disconnect(path: &std::path::Path) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Reads a config file for a command; on failure prints every problem and gives exit 64.
+fn load_config(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }

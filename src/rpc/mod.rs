@@ -445,6 +445,7 @@ pub async fn verify_layer(State(guard): State<Guard>, request: Request, next: Ne
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(b)) => b,
         Ok(Err(_)) => {
+            signer.note_refused(peer, &path, &"body over the path's limit");
             return signed_reply(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Bytes::from(format!("body over this path's limit of {limit} bytes\n")),
