@@ -260,6 +260,19 @@ PREPARE gbm_stmt FROM @gbm_ddl;
 EXECUTE gbm_stmt;
 DEALLOCATE PREPARE gbm_stmt;
 
+-- check_results.http_status, cert_expiry, timing: what /metrics exposes per check and worker
+-- beside the status and duration: the http status code, the earliest certificate expiry
+-- (Unix seconds) and the http phases ("dns,connect,tls,first_byte,total", milliseconds since
+-- the run started). NULL where the check type has none. Added when missing.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'check_results' AND COLUMN_NAME = 'http_status') = 0,
+	'ALTER TABLE check_results ADD COLUMN http_status SMALLINT UNSIGNED NULL DEFAULT NULL, ADD COLUMN cert_expiry BIGINT NULL DEFAULT NULL, ADD COLUMN timing VARCHAR(128) CHARACTER SET ascii NULL DEFAULT NULL',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+
 -- Result history, written by the acting controller under the fence. Times are Unix
 -- milliseconds (raw) and Unix seconds (rollups) as BIGINT: no time zone can shift them.
 --

@@ -73,9 +73,17 @@ pub enum Sample {
     Counter(&'static str, &'static str, u64),
 }
 
-/// Renders samples as a Prometheus text exposition.
-pub fn metrics_response(samples: Vec<Sample>) -> Response {
-    let mut registry = Registry::with_prefix("gobearmon");
+/// Renders samples as a Prometheus text exposition, their names prefixed with `gobearmon_`,
+/// followed by what `more` collects (named in full).
+pub fn metrics_response(
+    samples: Vec<Sample>,
+    more: Option<Box<dyn prometheus_client::collector::Collector>>,
+) -> Response {
+    let mut root = Registry::default();
+    if let Some(more) = more {
+        root.register_collector(more);
+    }
+    let registry = root.sub_registry_with_prefix("gobearmon");
     for s in samples {
         match s {
             Sample::Gauge(name, help, v) => {
@@ -91,7 +99,7 @@ pub fn metrics_response(samples: Vec<Sample>) -> Response {
         }
     }
     let mut text = String::new();
-    match encode(&mut text, &registry) {
+    match encode(&mut text, &root) {
         Ok(()) => (
             [(
                 header::CONTENT_TYPE,

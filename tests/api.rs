@@ -166,6 +166,9 @@ async fn seed(tag: &str) -> (TestDb, Store, i64) {
             status: "offline",
             message: "status mismatch, got 500 but expected 200".into(),
             duration_ms: 12,
+            http_status: Some(500),
+            cert_expiry: None,
+            timing: None,
         })
         .collect();
     results::write_latest(&store, epoch, &latest).await.unwrap();

@@ -104,9 +104,11 @@ fn two_outages_make_two_incidents_with_their_notifications_and_the_uptime_to_the
     let hook = w.rt.block_on(Receiver::start(Behaviour::Status(200)));
     let port = support::cluster::free_port();
     let mut listener = Some(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let web = http_server(418);
     w.sql(&format!(
         "INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES \
-           (1,'svc','tcp','{{\"address\":\"127.0.0.1:{port}\",\"timeout\":3,\"password\":\"{SECRET}\"}}',1,0);
+           (1,'svc','tcp','{{\"address\":\"127.0.0.1:{port}\",\"timeout\":3,\"password\":\"{SECRET}\"}}',1,0),
+           (2,'web \\\"front\\\"','http','{{\"url\":\"http://{web}/\",\"expect_status\":418}}',1,0);
          INSERT INTO contacts (id,type,data) VALUES (1,'http','{}');
          INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'both');",
         hook.url("/hook")
@@ -142,7 +144,8 @@ fn two_outages_make_two_incidents_with_their_notifications_and_the_uptime_to_the
         });
         seen.push(now_f() - down_at);
     }
-    drop(listener);
+    // The service stays up to the end: a fifth flip would race the reads below.
+    let _up = listener;
     w.rt.block_on(hook.wait_count(4));
     wait_until(Duration::from_secs(30), "every notification sent", || {
         let sent: i64 = w.one("SELECT COUNT(*) FROM notification_outbox WHERE state = 'sent'");
@@ -272,9 +275,161 @@ fn two_outages_make_two_incidents_with_their_notifications_and_the_uptime_to_the
         let (code, _) = w.api(i, "/api/v1/checks", Some("not-the-token-at-all"));
         assert_eq!(code, 401);
     }
+    assert!(bodies.contains("\"status\":\"online\""), "{bodies}");
+
+    // /metrics of the acting controller and of a standby, parsed by a Prometheus parser.
+    let workers = |m: &Metrics, name: &str, check: &str| -> Vec<(String, String, f64)> {
+        m.samples(name, &[("check_id", check)])
+            .into_iter()
+            .map(|(l, v)| (l["worker"].clone(), l["location"].clone(), v))
+            .collect()
+    };
+    for (i, acting_here) in [(other, false), (acting, true)] {
+        let addr = w.cluster.worker_addrs[i].clone();
+        let m = wait_until(
+            Duration::from_secs(30),
+            "every worker's latest result in /metrics",
+            || {
+                let m = Metrics::scrape(&w.cluster, &addr);
+                let ok = workers(&m, "probe_success", "1");
+                (ok.len() == 3 && ok.iter().all(|r| r.2 == 1.0)).then_some(m)
+            },
+        );
+        let up = m.samples("gobearmon_check_up", &[("check_id", "1")]);
+        assert_eq!(up.len(), 1, "{}", m.text);
+        assert_eq!(up[0].0["check"], "svc");
+        assert_eq!(up[0].0["type"], "tcp");
+        assert_eq!(up[0].1, 1.0);
+        assert_eq!(
+            m.value("gobearmon_check_flips", &[("check_id", "1")]),
+            Some(4.0)
+        );
+        assert_eq!(
+            m.value("gobearmon_check_flips", &[("check_id", "2")]),
+            Some(0.0)
+        );
+        // A name with quotes survives the label escaping.
+        assert_eq!(
+            m.samples("gobearmon_check_up", &[("check_id", "2")])[0].0["check"],
+            "web \"front\""
+        );
+        let mut seen: Vec<String> = workers(&m, "probe_duration_seconds", "1")
+            .into_iter()
+            .map(|(worker, location, secs)| {
+                assert!((0.0..3.0).contains(&secs), "{secs}");
+                assert_eq!(location, worker, "no [worker] location: the node id");
+                worker
+            })
+            .collect();
+        seen.sort();
+        let mut ids = w.cluster.worker_ids.clone();
+        ids.sort();
+        assert_eq!(seen, ids);
+        let codes = workers(&m, "probe_http_status_code", "2");
+        assert_eq!(codes.len(), 3, "{}", m.text);
+        assert!(codes.iter().all(|c| c.2 == 418.0), "{codes:?}");
+        assert!(
+            m.samples("probe_http_status_code", &[("check_id", "1")])
+                .is_empty()
+        );
+        assert_eq!(
+            m.value(
+                "gobearmon_notifications",
+                &[("channel", "http"), ("state", "sent")]
+            ),
+            Some(4.0)
+        );
+        assert_eq!(
+            m.value("gobearmon_notification_oldest_pending_seconds", &[]),
+            Some(0.0)
+        );
+        // Only the acting controller knows which checks are short of workers.
+        let live = if acting_here { 1.0 } else { 0.0 };
+        assert_eq!(m.value("gobearmon_check_metrics_live", &[]), Some(live));
+        assert_eq!(m.value("gobearmon_check_metrics_up", &[]), Some(1.0));
+        let short = m.value("gobearmon_check_insufficient_quorum", &[("check_id", "1")]);
+        assert_eq!(short, acting_here.then_some(0.0), "{}", m.text);
+        bodies.push_str(&m.text);
+    }
     assert!(
         !bodies.contains(SECRET),
         "the check's secret appears in an answer"
     );
-    assert!(bodies.contains("\"status\":\"online\""), "{bodies}");
+}
+
+/// A `/metrics` page, parsed by an OpenMetrics parser (which also checks the syntax: escapes,
+/// one type per family, counters ending in `_total`, the closing `# EOF`).
+struct Metrics {
+    text: String,
+    parsed: openmetrics_parser::MetricsExposition<
+        openmetrics_parser::OpenMetricsType,
+        openmetrics_parser::OpenMetricsValue,
+    >,
+}
+
+impl Metrics {
+    fn scrape(cluster: &Cluster, addr: &str) -> Metrics {
+        let (code, text) = cluster.get(addr, "/metrics").expect("/metrics answers");
+        assert_eq!(code, 200, "{text}");
+        let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&text)
+            .unwrap_or_else(|e| panic!("not OpenMetrics text: {e:?}\n{text}"));
+        Metrics { text, parsed }
+    }
+
+    /// The samples of family `name` whose labels include `want`, with all their labels.
+    fn samples(
+        &self,
+        name: &str,
+        want: &[(&str, &str)],
+    ) -> Vec<(std::collections::HashMap<String, String>, f64)> {
+        use openmetrics_parser::OpenMetricsValue as V;
+        let Some(family) = self.parsed.families.get(name) else {
+            return Vec::new();
+        };
+        family
+            .iter_samples()
+            .filter_map(|s| {
+                let set = s.get_labelset().unwrap();
+                let labels: std::collections::HashMap<String, String> =
+                    set.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                if !want
+                    .iter()
+                    .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+                {
+                    return None;
+                }
+                let v = match &s.value {
+                    V::Gauge(n) | V::Unknown(n) => n.as_f64(),
+                    V::Counter(c) => c.value.as_f64(),
+                    other => panic!("{name}: unexpected {other:?}"),
+                };
+                Some((labels, v))
+            })
+            .collect()
+    }
+
+    fn value(&self, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+        let found = self.samples(name, want);
+        assert!(found.len() <= 1, "{name} {want:?}: {found:?}");
+        found.first().map(|s| s.1)
+    }
+}
+
+/// A plain HTTP server answering every request with `code`, on a thread; its address.
+fn http_server(code: u16) -> String {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {code} Teapot\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            );
+        }
+    });
+    addr
 }

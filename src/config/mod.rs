@@ -115,6 +115,9 @@ pub struct ControllerConfig {
     pub heartbeat_interval: Duration,
     /// The workers of one round come from different `[worker] location`s where enough exist.
     pub distinct_locations: bool,
+    /// `/metrics` has per-worker probe series (`probe_success` and the others) beside the
+    /// per-check ones.
+    pub metrics_per_worker: bool,
 }
 
 /// `[controller]` keys of the notification outbox.

@@ -149,6 +149,7 @@ const SECTIONS: &[(&str, &[Key])] = &[
             secret("heartbeat_url", &["heartbeatUrl"]),
             alias("heartbeat_interval", &["heartbeatInterval"]),
             alias("distinct_locations", &["distinctLocations"]),
+            alias("metrics_per_worker", &["metricsPerWorker"]),
         ],
     ),
     (
@@ -742,6 +743,7 @@ impl Reader<'_> {
             heartbeat_url,
             heartbeat_interval,
             distinct_locations: self.bool_or(s, "distinct_locations", false),
+            metrics_per_worker: self.bool_or(s, "metrics_per_worker", true),
         })
     }
 

@@ -136,6 +136,20 @@ pub struct Details {
     /// dns: `udp`, or `tcp` after a truncated UDP answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
+    /// http: when each phase of the request ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+}
+
+/// http: when each phase ended, in milliseconds since the run started (cumulative, so
+/// dns_ms <= connect_ms <= tls_ms <= first_byte_ms <= total_ms).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub dns_ms: f64,
+    pub connect_ms: f64,
+    pub tls_ms: f64,
+    pub first_byte_ms: f64,
+    pub total_ms: f64,
 }
 
 /// Why this worker could not run a check. None of these is the target's doing, so none of

@@ -224,46 +224,49 @@ async fn view(State(n): State<Shared>) -> Response {
 async fn metrics(State(n): State<Shared>) -> Response {
     let g = &n.group;
     let view = g.view();
-    metrics_response(vec![
-        Sample::Gauge(
-            "raft_term",
-            "Current Raft term of this member.",
-            g.term() as f64,
-        ),
-        Sample::Gauge(
-            "raft_leader",
-            "Member id of the Raft leader (0: none known).",
-            g.leader().unwrap_or(0) as f64,
-        ),
-        Sample::Gauge(
-            "raft_is_leader",
-            "1 when this member leads the group.",
-            f64::from(u8::from(g.leader() == Some(g.id()))),
-        ),
-        Sample::Gauge(
-            "view_epoch",
-            "Epoch of the applied view.",
-            view.epoch as f64,
-        ),
-        Sample::Gauge(
-            "view_has_controller",
-            "1 when the applied view names a controller.",
-            f64::from(u8::from(view.controller.is_some())),
-        ),
-        Sample::Counter(
-            "heartbeats_served",
-            "Worker heartbeats answered as leader.",
-            g.stats.heartbeats.load(Ordering::Relaxed),
-        ),
-        Sample::Counter(
-            "views_committed",
-            "New views this member committed as leader.",
-            g.stats.views_committed.load(Ordering::Relaxed),
-        ),
-        Sample::Counter(
-            "requests_refused",
-            "Requests refused for a bad signature, stale timestamp or replayed nonce.",
-            n.signer.refused(),
-        ),
-    ])
+    metrics_response(
+        vec![
+            Sample::Gauge(
+                "raft_term",
+                "Current Raft term of this member.",
+                g.term() as f64,
+            ),
+            Sample::Gauge(
+                "raft_leader",
+                "Member id of the Raft leader (0: none known).",
+                g.leader().unwrap_or(0) as f64,
+            ),
+            Sample::Gauge(
+                "raft_is_leader",
+                "1 when this member leads the group.",
+                f64::from(u8::from(g.leader() == Some(g.id()))),
+            ),
+            Sample::Gauge(
+                "view_epoch",
+                "Epoch of the applied view.",
+                view.epoch as f64,
+            ),
+            Sample::Gauge(
+                "view_has_controller",
+                "1 when the applied view names a controller.",
+                f64::from(u8::from(view.controller.is_some())),
+            ),
+            Sample::Counter(
+                "heartbeats_served",
+                "Worker heartbeats answered as leader.",
+                g.stats.heartbeats.load(Ordering::Relaxed),
+            ),
+            Sample::Counter(
+                "views_committed",
+                "New views this member committed as leader.",
+                g.stats.views_committed.load(Ordering::Relaxed),
+            ),
+            Sample::Counter(
+                "requests_refused",
+                "Requests refused for a bad signature, stale timestamp or replayed nonce.",
+                n.signer.refused(),
+            ),
+        ],
+        None,
+    )
 }

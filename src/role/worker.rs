@@ -58,6 +58,8 @@ pub struct Listeners {
 
 struct Node {
     membership: Arc<Membership>,
+    /// The controller host of a controller-capable worker.
+    host: Option<Arc<ControllerHost>>,
     runner: Arc<Runner>,
     num_threads: usize,
     slot: ControllerSlot,
@@ -129,6 +131,7 @@ pub async fn run(
     tasks.spawn(runner.clone().poll_loop(shutdown.clone()));
     tasks.spawn(runner.clone().send_loop(runs_done.clone()));
     let slot = ControllerSlot::default();
+    let mut controller_host = None;
     if let (Some(ccfg), Some(listener)) = (controller, listeners.controller) {
         let host = ControllerHost::new(
             &config,
@@ -157,6 +160,7 @@ pub async fn run(
             });
         }
         let router = host.router(slot.clone());
+        controller_host = Some(host.clone());
         let s = shutdown.clone();
         tasks.spawn(async move {
             if let Err(e) = serve(listener, router, s).await {
@@ -166,6 +170,7 @@ pub async fn run(
     }
     let node = Arc::new(Node {
         membership: membership.clone(),
+        host: controller_host,
         runner: runner.clone(),
         num_threads: worker.num_threads,
         slot: slot.clone(),
@@ -387,6 +392,22 @@ async fn disconnect_now(State(n): State<Arc<Node>>) -> Response {
 }
 
 async fn metrics(State(n): State<Arc<Node>>) -> Response {
+    // A controller-capable worker adds the per-check series (from MySQL, and live state when
+    // it acts); a database that does not answer costs those series, not the node's own.
+    let mut more: Option<Box<dyn prometheus_client::collector::Collector>> = None;
+    let mut check_metrics_up = None;
+    if let Some(host) = &n.host {
+        match crate::role::controller::metrics::gather(host, &n.slot).await {
+            Ok(m) => {
+                more = Some(Box::new(m));
+                check_metrics_up = Some(1.0);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "per-check metrics unavailable");
+                check_metrics_up = Some(0.0);
+            }
+        }
+    }
     let m = &n.membership;
     let standing = m.standing();
     let lease_left = m.current_lease().map_or(0.0, |l| {
@@ -394,61 +415,73 @@ async fn metrics(State(n): State<Arc<Node>>) -> Response {
             .saturating_duration_since(Instant::now())
             .as_secs_f64()
     });
-    metrics_response(vec![
-        Sample::Gauge(
-            "view_epoch",
-            "Epoch of the latest view received.",
-            standing.view.epoch as f64,
-        ),
-        Sample::Gauge(
-            "is_controller",
-            "1 while this node acts as controller.",
-            f64::from(u8::from(n.slot.epoch().is_some())),
-        ),
-        Sample::Gauge(
-            "lease_remaining_seconds",
-            "Time left on the controller lease.",
-            lease_left,
-        ),
-        Sample::Gauge(
-            "checks_running",
-            "Checks running now.",
-            n.runner.running(n.num_threads) as f64,
-        ),
-        Sample::Gauge(
-            "results_buffered",
-            "Results waiting for a controller.",
-            n.runner.buffered() as f64,
-        ),
-        Sample::Counter(
-            "checks_run",
-            "Checks run.",
-            n.runner.stats.runs.load(Ordering::Relaxed),
-        ),
-        Sample::Counter(
-            "results_sent",
-            "Results delivered to a controller.",
-            n.runner.stats.results_sent.load(Ordering::Relaxed),
-        ),
-        Sample::Counter(
-            "results_dropped",
-            "Results dropped (buffer full, or their epoch ended).",
-            n.runner.stats.results_dropped.load(Ordering::Relaxed),
-        ),
-        Sample::Counter(
-            "heartbeats_sent",
-            "Heartbeats sent to viewserver members.",
-            m.stats.sent.load(Ordering::Relaxed),
-        ),
-        Sample::Counter(
-            "heartbeats_answered",
-            "Heartbeats answered.",
-            m.stats.answered.load(Ordering::Relaxed),
-        ),
-        Sample::Counter(
-            "heartbeats_failed",
-            "Heartbeats refused or unanswered.",
-            m.stats.failed.load(Ordering::Relaxed),
-        ),
-    ])
+    metrics_response(
+        vec![
+            Sample::Gauge(
+                "view_epoch",
+                "Epoch of the latest view received.",
+                standing.view.epoch as f64,
+            ),
+            Sample::Gauge(
+                "is_controller",
+                "1 while this node acts as controller.",
+                f64::from(u8::from(n.slot.epoch().is_some())),
+            ),
+            Sample::Gauge(
+                "lease_remaining_seconds",
+                "Time left on the controller lease.",
+                lease_left,
+            ),
+            Sample::Gauge(
+                "checks_running",
+                "Checks running now.",
+                n.runner.running(n.num_threads) as f64,
+            ),
+            Sample::Gauge(
+                "results_buffered",
+                "Results waiting for a controller.",
+                n.runner.buffered() as f64,
+            ),
+            Sample::Counter(
+                "checks_run",
+                "Checks run.",
+                n.runner.stats.runs.load(Ordering::Relaxed),
+            ),
+            Sample::Counter(
+                "results_sent",
+                "Results delivered to a controller.",
+                n.runner.stats.results_sent.load(Ordering::Relaxed),
+            ),
+            Sample::Counter(
+                "results_dropped",
+                "Results dropped (buffer full, or their epoch ended).",
+                n.runner.stats.results_dropped.load(Ordering::Relaxed),
+            ),
+            Sample::Counter(
+                "heartbeats_sent",
+                "Heartbeats sent to viewserver members.",
+                m.stats.sent.load(Ordering::Relaxed),
+            ),
+            Sample::Counter(
+                "heartbeats_answered",
+                "Heartbeats answered.",
+                m.stats.answered.load(Ordering::Relaxed),
+            ),
+            Sample::Counter(
+                "heartbeats_failed",
+                "Heartbeats refused or unanswered.",
+                m.stats.failed.load(Ordering::Relaxed),
+            ),
+        ]
+        .into_iter()
+        .chain(check_metrics_up.map(|v| {
+            Sample::Gauge(
+                "check_metrics_up",
+                "1 when the per-check series could be read from MySQL for this scrape, 0 when not.",
+                v,
+            )
+        }))
+        .collect(),
+        more,
+    )
 }

@@ -21,6 +21,7 @@ pub mod catalog;
 pub mod fence;
 pub mod flips;
 pub mod history;
+pub mod metrics;
 pub mod outbox;
 pub mod results;
 pub mod rows;

@@ -13,11 +13,13 @@
 //! - [`history`]: the tasks that write result history and roll it up and prune it.
 //! - [`api`]: the HTTP handlers (`poll`, `results`, `status`), which only send messages.
 //! - [`status`]: the JSON answer behind `gobearmon status`.
+//! - [`metrics`]: the per-check series of `/metrics`, acting or not.
 
 mod api;
 pub mod beat;
 mod flips;
 mod history;
+pub mod metrics;
 mod owner;
 mod status;
 mod term;
@@ -70,6 +72,8 @@ pub struct ControllerHost {
     admin: mpsc::UnboundedSender<(String, String)>,
     /// Dead man's switch beats delivered (`heartbeat_url`).
     pub beats: std::sync::atomic::AtomicU64,
+    /// What the per-check `/metrics` series keep between scrapes.
+    metrics: tokio::sync::Mutex<metrics::MetricsCache>,
 }
 
 impl ControllerHost {
@@ -96,6 +100,7 @@ impl ControllerHost {
             admin_mail: Arc::new(admin_mail),
             admin,
             beats: std::sync::atomic::AtomicU64::new(0),
+            metrics: Default::default(),
         }))
     }
 

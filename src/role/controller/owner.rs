@@ -23,7 +23,7 @@ use crate::rpc::work::{ResultsReply, RunStatus, WorkItem, WorkResult};
 use crate::store::catalog::{Catalog, Fetched, Plan};
 use crate::store::flips::FlipWrite;
 use crate::store::history::RawResult;
-use crate::store::results::LatestResult;
+use crate::store::results::{LatestResult, probe_columns};
 use crate::vote::{CheckDef, Effect, Engine, Flip, Outcome, Ticket, VoteConfig};
 
 /// A worker that has not polled for this long is taken as gone; its runs are handed out again.
@@ -55,6 +55,11 @@ pub(super) enum Msg {
     Status {
         reply: oneshot::Sender<StatusAnswer>,
     },
+    /// Every check's confirmed status and whether it is in insufficient quorum, for
+    /// `/metrics`.
+    Live {
+        reply: oneshot::Sender<Vec<LiveCheck>>,
+    },
     /// How many checks there are, and how many are in insufficient quorum.
     Quorum {
         reply: oneshot::Sender<(usize, usize)>,
@@ -79,6 +84,14 @@ pub(super) enum Msg {
         status: CheckStatus,
         generation: u32,
     },
+}
+
+/// A check's state as the acting controller holds it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LiveCheck {
+    pub id: CheckId,
+    pub status: CheckStatus,
+    pub insufficient_quorum: bool,
 }
 
 /// The runs a poll took, and what wakes the poller when more are queued.
@@ -119,6 +132,9 @@ struct Latest {
     status: RunStatus,
     message: String,
     duration_ms: u64,
+    http_status: Option<u16>,
+    cert_expiry: Option<i64>,
+    timing: Option<String>,
 }
 
 /// A term's state; see the module documentation.
@@ -222,6 +238,9 @@ impl Owner {
             Msg::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Msg::Live { reply } => {
+                let _ = reply.send(self.live());
+            }
             Msg::Quorum { reply } => {
                 let _ = reply.send((
                     self.engine.check_count(),
@@ -245,6 +264,9 @@ impl Owner {
                         status: run_status(l.status),
                         message: l.message,
                         duration_ms: l.duration_ms,
+                        http_status: l.http_status,
+                        cert_expiry: l.cert_expiry,
+                        timing: l.timing,
                     })
                     .collect();
                 let _ = reply.send(batch);
@@ -397,12 +419,16 @@ impl Owner {
                 self.flipped(flip, &r.message);
             }
             self.keep_history(node, &r, outcome, at_ms);
+            let (http_status, cert_expiry, timing) = probe_columns(&r.details);
             self.latest.insert(
                 (r.check, node.clone()),
                 Latest {
                     status: r.status,
                     message: r.message,
                     duration_ms: r.duration_ms,
+                    http_status,
+                    cert_expiry,
+                    timing,
                 },
             );
         }
@@ -547,6 +573,22 @@ impl Owner {
             list.join("\n")
         );
         self.host.tell_admin(AdminKind::InsufficientQuorum, body);
+    }
+
+    fn live(&self) -> Vec<LiveCheck> {
+        let short: std::collections::HashSet<CheckId> =
+            self.engine.insufficient_quorum().into_iter().collect();
+        self.catalog
+            .checks()
+            .filter_map(|row| {
+                let status = self.engine.status(row.id)?;
+                Some(LiveCheck {
+                    id: row.id,
+                    status,
+                    insufficient_quorum: short.contains(&row.id),
+                })
+            })
+            .collect()
     }
 
     fn status(&self) -> StatusAnswer {
