@@ -356,8 +356,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_series_has_its_labels_and_value() {
+    /// Two checks, one of them an https check with every detail, and the rest of a scrape.
+    fn fixture() -> CheckMetrics {
         let line = |id, name: &str, t: &str, status| CheckLine {
             id: CheckId(id),
             name: name.into(),
@@ -369,7 +369,7 @@ mod tests {
         https.cert_expiry = Some(1_900_000_000);
         https.timing = Some([1.0, 3.0, 7.0, 17.0, 20.0]);
         https.online = false;
-        let text = render(CheckMetrics {
+        CheckMetrics {
             checks: vec![
                 line(7, "shop", "http", CheckStatus::Offline),
                 line(8, "db", "tcp", CheckStatus::Online),
@@ -384,7 +384,12 @@ mod tests {
                 count: 2,
             }],
             oldest_pending: Some(Duration::from_millis(2500)),
-        });
+        }
+    }
+
+    #[test]
+    fn every_series_has_its_labels_and_value() {
+        let text = render(fixture());
         let labels = r#"check_id="7",check="shop",worker="w1",location="fra""#;
         for want in [
             "gobearmon_check_metrics_live 1\n".to_string(),
@@ -413,6 +418,69 @@ mod tests {
             !text.contains(r#"probe_http_status_code{check_id="8""#),
             "{text}"
         );
+    }
+
+    /// The metric names a PromQL text refers to (ours all start with these prefixes).
+    pub(crate) fn metric_names(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        for start in ["gobearmon_", "probe_"] {
+            for (i, _) in text.match_indices(start) {
+                let before = text[..i].chars().next_back();
+                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let name: String = text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                names.push(name);
+            }
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_series_that_exist() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../../scripts/grafana/gobearmon.json")).unwrap();
+        let mut exprs = String::new();
+        let mut stack = vec![&dashboard];
+        while let Some(v) = stack.pop() {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        match (k.as_str(), v) {
+                            ("expr" | "definition", serde_json::Value::String(e)) => {
+                                exprs.push_str(e);
+                                exprs.push('\n');
+                            }
+                            _ => stack.push(v),
+                        }
+                    }
+                }
+                serde_json::Value::Array(a) => stack.extend(a),
+                _ => {}
+            }
+        }
+        let used = metric_names(&exprs);
+        assert!(used.len() >= 10, "{used:?}");
+        // The per-check series as rendered, and the node's own (worker.rs).
+        let rendered = render(fixture());
+        let node = include_str!("../worker.rs");
+        for name in used {
+            let per_check = rendered.contains(&format!("\n{name}{{"))
+                || rendered.contains(&format!("\n{name} "));
+            let own = name.strip_prefix("gobearmon_").is_some_and(|n| {
+                let n = n.strip_suffix("_total").unwrap_or(n);
+                node.contains(&format!("\"{n}\","))
+            });
+            assert!(
+                per_check || own,
+                "the dashboard uses {name}, which no node serves"
+            );
+        }
     }
 
     #[test]
