@@ -93,6 +93,9 @@ addr = "127.0.0.1:1720$i"
 database = ["mysql://gobearmon:gobearmon-demo@127.0.0.1:3306/gobearmon_demo"]
 confirmations = 2
 reload_period = "2s"
+[web]
+addr = "127.0.0.1:1730$i"
+api_tokens = ["demo-api-token-0001"]
 TOML
     $BIN check-config "$DIR/vs$i.toml" >/dev/null
     $BIN check-config "$DIR/w$i.toml" >/dev/null
@@ -102,7 +105,7 @@ for i in 1 2 3; do start "vs$i" "$BIN" run "$DIR/vs$i.toml"; done
 for i in 1 2 3; do start "w$i" "$BIN" run "$DIR/w$i.toml"; done
 
 i=0
-until "$BIN" status --config "$DIR/w1.toml" >"$DIR/status.json" 2>/dev/null; do
+until "$BIN" status --json --config "$DIR/w1.toml" >"$DIR/status.json" 2>/dev/null; do
     i=$((i + 1))
     [ $i -gt 60 ] && die "no controller after 30 s; see the logs in $DIR"
     sleep 0.5
@@ -110,5 +113,9 @@ done
 log "cluster up; controller: $(grep -m1 '"controller"' "$DIR/status.json")"
 log "flips appear below as the webhook receives them (the failing check goes offline after two rounds, about 10 s)"
 log "try: $BIN status --config $DIR/w1.toml    |   kill the controller and watch another take over"
+log "JSON API (any worker; history fills as results arrive, hourly rollups after the first hour):"
+log "  curl -H 'Authorization: Bearer demo-api-token-0001' http://127.0.0.1:17301/api/v1/checks"
+log "  $BIN history 1 --config $DIR/w1.toml    |   $BIN uptime 2 --window 1h --config $DIR/w1.toml"
+log "Prometheus metrics (any worker): http://127.0.0.1:17101/metrics  (Grafana dashboard: scripts/grafana/gobearmon.json)"
 log "Ctrl-C stops everything"
 wait

@@ -57,11 +57,15 @@ enum Command {
     },
     /// Show the cluster as the controller sees it: epoch, controller, viewserver leader,
     /// workers with last-seen and stale flags, checks with status, open round and last
-    /// results. Prints JSON; exits 0, or 1 when no controller answers.
+    /// results. Prints tables (`--json`: the controller's JSON); exits 0, or 1 when no
+    /// controller answers.
     Status {
         /// Any node's config file (for the cluster secret and the viewserver addresses).
         #[arg(long)]
         config: PathBuf,
+        /// Print the controller's answer as JSON, for scripts.
+        #[arg(long)]
+        json: bool,
     },
     /// A check's results per location (counts, availability, latency percentiles), per hour
     /// up to two days back and per day beyond, read from the database. Exits 0, 1 when the
@@ -145,7 +149,7 @@ fn main() -> ExitCode {
     match (cli.command, cli.config) {
         (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
         (Some(Command::CheckConfig { config }), _) => check_config(&config),
-        (Some(Command::Status { config }), _) => status(&config),
+        (Some(Command::Status { config, json }), _) => status(&config, json),
         (Some(Command::NodeKey { id, config }), _) => node_key(&id, &config),
         (Some(Command::Disconnect { config }), _) => disconnect(&config),
         (
@@ -543,8 +547,9 @@ fn contact_test(id: i64, path: &std::path::Path) -> ExitCode {
 }
 
 /// `gobearmon status --config FILE`: finds the controller through the viewserver group and
-/// prints its status JSON.
-fn status(path: &std::path::Path) -> ExitCode {
+/// prints its status as tables, or as its JSON.
+fn status(path: &std::path::Path, json: bool) -> ExitCode {
+    use gobearmon::role::controller::status::StatusAnswer;
     use gobearmon::role::viewserver::{PATH_VIEW, ViewAnswer};
     use gobearmon::rpc::RpcClient;
     use gobearmon::rpc::sign::Signer;
@@ -598,13 +603,23 @@ fn status(path: &std::path::Path) -> ExitCode {
         Err(e) => Err(e.to_string()),
     };
     match answer {
-        Ok(v) => {
+        Ok(v) if json => {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
             );
             ExitCode::SUCCESS
         }
+        Ok(v) => match serde_json::from_value::<StatusAnswer>(v) {
+            Ok(answer) => {
+                print!("{}", answer.text());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: the controller's answer is not a status ({e}); try --json");
+                ExitCode::from(1)
+            }
+        },
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)

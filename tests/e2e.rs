@@ -640,7 +640,7 @@ fn a_single_worker_runs_every_interval_and_a_short_quorum_is_reported_then_resum
         "the status to show the quorum",
         || {
             let out = std::process::Command::new(env!("CARGO_BIN_EXE_gobearmon"))
-                .args(["status", "--config"])
+                .args(["status", "--json", "--config"])
                 .arg(cluster.path("w1.toml"))
                 .output()
                 .unwrap();

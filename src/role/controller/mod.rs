@@ -21,7 +21,7 @@ mod flips;
 mod history;
 pub mod metrics;
 mod owner;
-mod status;
+pub mod status;
 mod term;
 
 use std::sync::{Arc, Mutex};

@@ -1,8 +1,9 @@
-//! The JSON answer behind `gobearmon status`, built by the term's owner from its state.
+//! The JSON answer behind `gobearmon status`, built by the term's owner from its state, and
+//! its readable form.
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::ControllerHost;
@@ -11,45 +12,51 @@ use crate::model::{CheckId, CheckStatus, Epoch, NodeId};
 use crate::store::catalog::Catalog;
 use crate::vote::Engine;
 
-#[derive(Serialize)]
-struct WorkerStatus {
-    id: String,
-    location: String,
-    last_seen_ms_ago: u64,
-    stale: bool,
-    checks_in_flight: usize,
-    queued: usize,
+/// A worker as the controller sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    pub id: String,
+    pub location: String,
+    pub last_seen_ms_ago: u64,
+    pub stale: bool,
+    pub checks_in_flight: usize,
+    pub queued: usize,
 }
 
-#[derive(Serialize)]
-struct LastResultStatus {
-    worker: String,
-    result: &'static str,
-    ms_ago: u64,
+/// One worker's latest result of a check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastResultStatus {
+    pub worker: String,
+    /// `online`, `offline` or `fail`.
+    pub result: String,
+    pub ms_ago: u64,
 }
 
-#[derive(Serialize)]
-struct CheckStatusView {
-    id: CheckId,
-    name: String,
-    status: CheckStatus,
-    confirmations: u32,
-    open_round: Vec<String>,
-    rounds_completed: u32,
-    insufficient_quorum: bool,
-    in_flight: Vec<String>,
-    last_results: Vec<LastResultStatus>,
+/// A check as the controller holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckStatusView {
+    pub id: CheckId,
+    pub name: String,
+    pub status: CheckStatus,
+    pub confirmations: u32,
+    /// The workers asked to confirm in the open round.
+    pub open_round: Vec<String>,
+    pub rounds_completed: u32,
+    pub insufficient_quorum: bool,
+    pub in_flight: Vec<String>,
+    pub last_results: Vec<LastResultStatus>,
 }
 
-/// The cluster as this controller sees it.
-#[derive(Serialize)]
-pub(super) struct StatusAnswer {
-    epoch: u64,
-    controller: String,
-    viewserver_leader: Option<String>,
-    live_workers: usize,
-    workers: Vec<WorkerStatus>,
-    checks: Vec<CheckStatusView>,
+/// The cluster as this controller sees it: the answer to `/status`, printed by
+/// `gobearmon status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusAnswer {
+    pub epoch: u64,
+    pub controller: String,
+    pub viewserver_leader: Option<String>,
+    pub live_workers: usize,
+    pub workers: Vec<WorkerStatus>,
+    pub checks: Vec<CheckStatusView>,
 }
 
 pub(super) fn answer(
@@ -97,7 +104,7 @@ pub(super) fn answer(
                 .iter()
                 .map(|r| LastResultStatus {
                     worker: r.node.0.clone(),
-                    result: r.outcome.as_str(),
+                    result: r.outcome.as_str().to_string(),
                     ms_ago: ago(r.at),
                 })
                 .collect(),
@@ -110,5 +117,183 @@ pub(super) fn answer(
         live_workers: snapshot.live_workers,
         workers,
         checks,
+    }
+}
+
+impl StatusAnswer {
+    /// Readable tables: the controller, the workers, the checks (offline and short of
+    /// workers first).
+    pub fn text(&self) -> String {
+        let live = self.workers.iter().filter(|w| !w.stale).count();
+        let mut out = format!(
+            "controller {} (epoch {}), viewserver leader {}, {} of {} workers live\n\n",
+            self.controller,
+            self.epoch,
+            self.viewserver_leader.as_deref().unwrap_or("unknown"),
+            live,
+            self.workers.len()
+        );
+        let mut workers = table(&[
+            "WORKER",
+            "LOCATION",
+            "LAST SEEN",
+            "STATE",
+            "IN FLIGHT",
+            "QUEUED",
+        ]);
+        for w in &self.workers {
+            workers.add_row(vec![
+                w.id.clone(),
+                w.location.clone(),
+                ago(w.last_seen_ms_ago),
+                if w.stale { "STALE" } else { "live" }.to_string(),
+                w.checks_in_flight.to_string(),
+                w.queued.to_string(),
+            ]);
+        }
+        out.push_str(&workers.trim_fmt());
+        out.push_str("\n\n");
+        let mut checks: Vec<&CheckStatusView> = self.checks.iter().collect();
+        checks.sort_by_key(|c| {
+            (
+                c.status == CheckStatus::Online,
+                !c.insufficient_quorum,
+                c.id,
+            )
+        });
+        let mut t = table(&[
+            "CHECK",
+            "NAME",
+            "STATUS",
+            "CONFIRM",
+            "OPEN ROUND",
+            "LAST RESULTS",
+        ]);
+        for c in checks {
+            let status = match (c.status, c.insufficient_quorum) {
+                (CheckStatus::Online, false) => "online".to_string(),
+                (CheckStatus::Offline, false) => "OFFLINE".to_string(),
+                (CheckStatus::Online, true) => "online, NO QUORUM".to_string(),
+                (CheckStatus::Offline, true) => "OFFLINE, NO QUORUM".to_string(),
+            };
+            let results: Vec<String> = c
+                .last_results
+                .iter()
+                .map(|r| format!("{} {} {}", r.worker, r.result, ago(r.ms_ago)))
+                .collect();
+            t.add_row(vec![
+                c.id.0.to_string(),
+                c.name.clone(),
+                status,
+                c.confirmations.to_string(),
+                c.open_round.join(" "),
+                results.join(", "),
+            ]);
+        }
+        out.push_str(&t.trim_fmt());
+        out.push('\n');
+        out
+    }
+}
+
+/// A plain table: a header row, columns two spaces apart, no borders.
+fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    t
+}
+
+/// `1.2s ago`, `3m ago`, `never`.
+fn ago(ms: u64) -> String {
+    match ms {
+        u64::MAX => "never".into(),
+        0..1_000 => format!("{ms}ms ago"),
+        1_000..60_000 => format!("{:.1}s ago", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{}m ago", ms / 60_000),
+        _ => format!("{}h ago", ms / 3_600_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_put_offline_and_short_checks_first() {
+        let answer = StatusAnswer {
+            epoch: 4,
+            controller: "w2".into(),
+            viewserver_leader: Some("127.0.0.1:7001".into()),
+            live_workers: 1,
+            workers: vec![
+                WorkerStatus {
+                    id: "w1".into(),
+                    location: "fra".into(),
+                    last_seen_ms_ago: 1_500,
+                    stale: false,
+                    checks_in_flight: 2,
+                    queued: 0,
+                },
+                WorkerStatus {
+                    id: "w3".into(),
+                    location: "ams".into(),
+                    last_seen_ms_ago: 125_000,
+                    stale: true,
+                    checks_in_flight: 0,
+                    queued: 0,
+                },
+            ],
+            checks: [
+                (1, "api", CheckStatus::Online, false),
+                (2, "shop", CheckStatus::Offline, false),
+                (3, "db", CheckStatus::Online, true),
+            ]
+            .into_iter()
+            .map(|(id, name, status, short)| CheckStatusView {
+                id: CheckId(id),
+                name: name.into(),
+                status,
+                confirmations: 2,
+                open_round: vec!["w1".into()],
+                rounds_completed: 0,
+                insufficient_quorum: short,
+                in_flight: vec![],
+                last_results: vec![LastResultStatus {
+                    worker: "w1".into(),
+                    result: "online".into(),
+                    ms_ago: 800,
+                }],
+            })
+            .collect(),
+        };
+        let text = answer.text();
+        assert!(
+            text.starts_with(
+                "controller w2 (epoch 4), viewserver leader 127.0.0.1:7001, 1 of 2 workers live\n"
+            ),
+            "{text}"
+        );
+        let lines: Vec<&str> = text.lines().collect();
+        let row = |needle: &str| {
+            lines
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle}\n{text}"))
+        };
+        assert!(lines[row("w1 ")].contains("1.5s ago"), "{text}");
+        assert!(lines[row("STALE")].contains("2m ago"), "{text}");
+        assert!(row("shop") < row("db") && row("db") < row("api"), "{text}");
+        assert!(lines[row("db")].contains("online, NO QUORUM"), "{text}");
+        assert!(lines[row("shop")].contains("OFFLINE"), "{text}");
+        assert!(lines[row("api")].contains("w1 online 800ms ago"), "{text}");
+        // Columns line up: every check row has its status where the header has STATUS.
+        let at = lines[row("STATUS")].find("STATUS").unwrap();
+        assert_eq!(lines[row("shop")].find("OFFLINE"), Some(at), "{text}");
+        // And it reads back from its JSON.
+        let back: StatusAnswer =
+            serde_json::from_str(&serde_json::to_string(&answer).unwrap()).unwrap();
+        assert_eq!(back.text(), text);
     }
 }
