@@ -275,6 +275,46 @@ async fn insert_checks(url: &str, n: u32) -> Duration {
     started.elapsed()
 }
 
+/// What MariaDB has written so far: rows inserted, bytes written to data files and to the redo
+/// log (server-wide counters), and the rows in `result_history`.
+#[derive(Clone, Copy, Default)]
+struct DbWrites {
+    rows_inserted: u64,
+    data_bytes: u64,
+    log_bytes: u64,
+    history_rows: u64,
+}
+
+async fn db_writes(url: &str) -> Option<DbWrites> {
+    let mut conn = mysql_async::Conn::from_url(url).await.ok()?;
+    let status: Vec<(String, String)> = conn
+        .query(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN \
+             ('Innodb_rows_inserted', 'Innodb_data_written', 'Innodb_os_log_written')",
+        )
+        .await
+        .ok()?;
+    let get = |k: &str| {
+        status
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let history_rows: Option<u64> = conn
+        .query_first("SELECT COUNT(*) FROM result_history")
+        .await
+        .ok()
+        .flatten();
+    let _ = conn.disconnect().await;
+    Some(DbWrites {
+        rows_inserted: get("Innodb_rows_inserted"),
+        data_bytes: get("Innodb_data_written"),
+        log_bytes: get("Innodb_os_log_written"),
+        history_rows: history_rows.unwrap_or(0),
+    })
+}
+
 fn percentile(sorted: &[i64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -389,6 +429,7 @@ fn main() {
     // 5. Warm-up, then measure.
     std::thread::sleep(Duration::from_secs(args.warmup));
     lags.lock().unwrap().recording = true;
+    let w0 = rt.block_on(db_writes(&args.db));
     let (tm0, cm0, _) = sample();
     let dm0 = args.db_pid.and_then(cpu_secs);
     let sm0 = cpu_secs(self_pid());
@@ -433,6 +474,7 @@ fn main() {
         (tp, cp, ap) = (t, c, a);
     }
     let (tm1, cm1, _) = sample();
+    let w1 = rt.block_on(db_writes(&args.db));
     let wall = tm1.duration_since(tm0).as_secs_f64();
     let cpu = (cm1 - cm0) / wall;
     let db_cpu = match (dm0, args.db_pid.and_then(cpu_secs)) {
@@ -481,6 +523,16 @@ fn main() {
         stats.errors.load(Ordering::Relaxed),
         samples.len(),
     );
+    if let (Some(a), Some(b)) = (w0, w1) {
+        let per_s = |x: u64, y: u64| y.saturating_sub(x) as f64 / wall;
+        println!(
+            "DB: {:.0} rows inserted/s, {:.0} KB/s to data files, {:.0} KB/s to the redo log, {:.0} result_history rows/s",
+            per_s(a.rows_inserted, b.rows_inserted),
+            per_s(a.data_bytes, b.data_bytes) / 1000.0,
+            per_s(a.log_bytes, b.log_bytes) / 1000.0,
+            per_s(a.history_rows, b.history_rows),
+        );
+    }
     let fmt_pct = |o: Option<f64>| o.map_or("-".to_string(), |v| format!("{:.1} %", v * 100.0));
     println!(
         "| {} checks / {} s | {} x {} | **{:.1} %** | {:.0} % | **{:.0} B** | {:.1} MiB | {:.1} / {:.1} / {:.1} MiB | {:.0} / {:.0} | {:.0} / {:.0} / {:.0} ms | {:.1} s | {:.1} % | {} | {} |",
