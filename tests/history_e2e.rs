@@ -246,6 +246,9 @@ fn two_outages_make_two_incidents_with_their_notifications_and_the_uptime_to_the
             .unwrap()
     };
     let mut bodies = String::new();
+    let openapi: serde_json::Value =
+        serde_json::from_str(include_str!("../openapi.v1.json")).unwrap();
+    let live_schema = jsonschema::validator_for(&openapi["components"]["schemas"]["Live"]).unwrap();
     for i in [other, acting] {
         let (code, body) = w.api(i, "/api/v1/checks/1/incidents", Some(TOKEN));
         assert_eq!(code, 200, "{body}");
@@ -270,6 +273,22 @@ fn two_outages_make_two_incidents_with_their_notifications_and_the_uptime_to_the
             assert_eq!(code, 200, "{path}: {body}");
             bodies.push_str(&body);
         }
+        // One check's answer adds the acting controller's live state, on either node.
+        let (code, body) = w.api(i, "/api/v1/checks/1", Some(TOKEN));
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let live = &v["live"];
+        assert_eq!(live["confirmations"], 2, "{body}");
+        assert_eq!(live["insufficient_quorum"], false, "{body}");
+        assert!(!live["results"].as_array().unwrap().is_empty(), "{body}");
+        let errors: Vec<String> = live_schema
+            .iter_errors(live)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}: {body}");
+        // The list carries no live state (one request per check would be too many).
+        let (_, body) = w.api(i, "/api/v1/checks", Some(TOKEN));
+        assert!(!body.contains("\"live\""), "{body}");
         let (code, _) = w.api(i, "/api/v1/checks", None);
         assert_eq!(code, 401);
         let (code, _) = w.api(i, "/api/v1/checks", Some("not-the-token-at-all"));

@@ -148,10 +148,10 @@ pub async fn run(
         ));
         if let Some(listener) = listeners.web {
             tracing::info!(addr = ?listener.local_addr().ok(), "serving the JSON API");
-            let web = crate::web::router(crate::web::Web::new(
-                host.store.clone(),
-                &config.web.api_tokens,
-            ));
+            let web = crate::web::router(
+                crate::web::Web::new(host.store.clone(), &config.web.api_tokens)
+                    .with_live(live_check(client.clone(), membership.clone())),
+            );
             let s = shutdown.clone();
             tasks.spawn(async move {
                 if let Err(e) = serve(listener, web, s).await {
@@ -349,6 +349,23 @@ async fn handover(
         membership.set_stepping_down(false);
         tracing::info!("back from the hand-over pause");
     }
+}
+
+/// One check's live state from the controller the view names (this node or another), over
+/// the signed controller API.
+fn live_check(client: RpcClient, membership: Arc<Membership>) -> crate::web::LiveCheck {
+    Arc::new(move |id| {
+        let client = client.clone();
+        let controller = membership.standing().view.controller.map(|c| c.addr);
+        Box::pin(async move {
+            let path =
+                crate::role::controller::status::PATH_CHECK_STATUS.replace("{id}", &id.to_string());
+            client
+                .get(&controller?, &path, Duration::from_secs(1))
+                .await
+                .ok()
+        })
+    })
 }
 
 async fn ready(State(n): State<Arc<Node>>) -> Response {

@@ -5,7 +5,8 @@
 //!   token is compared in constant time (SHA-256 digests, `subtle`), and a missing or wrong
 //!   one gets 401. Tokens never appear in logs or answers.
 //! - Everything is read from MySQL (`store/timeline.rs`), so any controller-capable worker
-//!   answers, acting or not.
+//!   answers, acting or not; one check's answer adds its live state (open round, runs in
+//!   flight) from the acting controller when it answers within a second.
 //! - Times are RFC 3339 (UTC), durations seconds; errors are `{"error": "..."}`; lists are
 //!   paged with an opaque `cursor` (`next_cursor` in the answer, `null` on the last page).
 //!
@@ -27,12 +28,26 @@ use subtle::ConstantTimeEq;
 use crate::config::Secret;
 use crate::store::{Store, StoreError};
 
+/// Asks the acting controller for one check's live state (its open round, runs in flight);
+/// `None` when no controller answers in time.
+pub type LiveCheck = Arc<
+    dyn Fn(
+            i64,
+        ) -> futures_util::future::BoxFuture<
+            'static,
+            Option<crate::role::controller::status::CheckStatusView>,
+        > + Send
+        + Sync,
+>;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Web {
     store: Store,
     /// SHA-256 of every accepted token.
     tokens: Arc<Vec<[u8; 32]>>,
+    /// Live state from the acting controller, for one check's answer.
+    live: Option<LiveCheck>,
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -52,7 +67,14 @@ impl Web {
                     .map(|t| sha256(t.expose().as_bytes()))
                     .collect(),
             ),
+            live: None,
         }
+    }
+
+    /// Adds live state from the acting controller to one check's answer.
+    pub fn with_live(mut self, live: LiveCheck) -> Web {
+        self.live = Some(live);
+        self
     }
 
     /// Whether `presented` is one of the tokens. Every configured token is compared, each in

@@ -118,6 +118,30 @@ struct CheckSummary {
     uptime: BTreeMap<&'static str, UptimeRatio>,
     latency_p50_ms_24h: Option<u64>,
     last_results: Vec<LastResult>,
+    /// One check's answer only: what the acting controller holds now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<Live>,
+}
+
+/// A check as the acting controller holds it this instant.
+#[derive(Serialize)]
+struct Live {
+    /// The workers asked to confirm a differing result in the open round.
+    open_round: Vec<String>,
+    rounds_completed: u32,
+    confirmations: u32,
+    insufficient_quorum: bool,
+    /// Workers running the check now.
+    in_flight: Vec<String>,
+    /// The latest result the controller holds from each worker.
+    results: Vec<LiveResult>,
+}
+
+#[derive(Serialize)]
+struct LiveResult {
+    worker: String,
+    result: String,
+    age_seconds: f64,
 }
 
 #[derive(Serialize)]
@@ -188,8 +212,33 @@ async fn summaries(web: &Web, checks: Vec<CheckInfo>) -> Result<Vec<CheckSummary
             check_type: c.check_type,
             enabled: c.enabled,
             status: c.status.as_str(),
+            live: None,
         })
         .collect())
+}
+
+/// How long one check's answer waits for the acting controller's live state.
+const LIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn live_of(web: &Web, id: i64) -> Option<Live> {
+    let ask = web.live.as_ref()?;
+    let view = tokio::time::timeout(LIVE_WAIT, ask(id)).await.ok()??;
+    Some(Live {
+        open_round: view.open_round,
+        rounds_completed: view.rounds_completed,
+        confirmations: view.confirmations,
+        insufficient_quorum: view.insufficient_quorum,
+        in_flight: view.in_flight,
+        results: view
+            .last_results
+            .into_iter()
+            .map(|r| LiveResult {
+                worker: r.worker,
+                result: r.result,
+                age_seconds: r.ms_ago as f64 / 1000.0,
+            })
+            .collect(),
+    })
 }
 
 async fn list_checks(State(web): State<Web>, Query(q): Query<PageQuery>) -> Answer<CheckList> {
@@ -220,10 +269,12 @@ async fn check_info(web: &Web, id: i64) -> Result<CheckInfo, ApiError> {
 
 async fn one_check(State(web): State<Web>, Path(id): Path<i64>) -> Answer<CheckSummary> {
     let info = check_info(&web, id).await?;
-    let mut one = summaries(&web, vec![info]).await?;
-    one.pop()
-        .map(Json)
-        .ok_or_else(|| ApiError::bad_request("no summary"))
+    let (one, live) = tokio::join!(summaries(&web, vec![info]), live_of(&web, id));
+    let mut one = one?
+        .pop()
+        .ok_or_else(|| ApiError::bad_request("no summary"))?;
+    one.live = live;
+    Ok(Json(one))
 }
 
 #[derive(Deserialize)]

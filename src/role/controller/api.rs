@@ -128,6 +128,27 @@ pub(super) async fn results(
     }
 }
 
+/// One check's live state; 404 when the term does not hold it.
+pub(super) async fn check_status(
+    State(slot): State<ControllerSlot>,
+    axum::extract::Path(id): axum::extract::Path<i64>,
+) -> Response {
+    let Some(term) = slot.handle() else {
+        return not_controller();
+    };
+    match term
+        .ask(|reply| Msg::CheckStatus {
+            id: crate::model::CheckId(id),
+            reply,
+        })
+        .await
+    {
+        Some(Some(view)) => Json(view).into_response(),
+        Some(None) => (StatusCode::NOT_FOUND, "no such check\n").into_response(),
+        None => not_controller(),
+    }
+}
+
 pub(super) async fn status(State(slot): State<ControllerSlot>) -> Response {
     let Some(term) = slot.handle() else {
         return not_controller();

@@ -115,6 +115,7 @@ impl ControllerHost {
             .signed(self.signer.clone(), Allow::Any);
         let status = Router::new()
             .route("/status", get(api::status))
+            .route(status::PATH_CHECK_STATUS, get(api::check_status))
             .signed(self.signer.clone(), Allow::Trusted);
         work.merge(status).with_state(slot)
     }

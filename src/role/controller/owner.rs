@@ -55,6 +55,11 @@ pub(super) enum Msg {
     Status {
         reply: oneshot::Sender<StatusAnswer>,
     },
+    /// One check's live state (its open round, runs in flight, latest results).
+    CheckStatus {
+        id: CheckId,
+        reply: oneshot::Sender<Option<status::CheckStatusView>>,
+    },
     /// Every check's confirmed status and whether it is in insufficient quorum, for
     /// `/metrics`.
     Live {
@@ -237,6 +242,13 @@ impl Owner {
             }
             Msg::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Msg::CheckStatus { id, reply } => {
+                let view = self
+                    .engine
+                    .check(id)
+                    .map(|c| status::check_view(&c, &self.catalog, Instant::now()));
+                let _ = reply.send(view);
             }
             Msg::Live { reply } => {
                 let _ = reply.send(self.live());

@@ -59,6 +59,40 @@ pub struct StatusAnswer {
     pub checks: Vec<CheckStatusView>,
 }
 
+/// The path of one check's live state on the controller API (signed, cluster secret only).
+pub const PATH_CHECK_STATUS: &str = "/status/check/{id}";
+
+/// One check as the engine holds it now.
+pub(super) fn check_view(
+    c: &crate::vote::CheckView,
+    catalog: &Catalog,
+    now: Instant,
+) -> CheckStatusView {
+    let ago = |t: Instant| now.saturating_duration_since(t).as_millis() as u64;
+    CheckStatusView {
+        id: c.id,
+        name: catalog
+            .check(c.id)
+            .map(|r| r.name.clone())
+            .unwrap_or_default(),
+        status: c.status,
+        confirmations: c.confirmations,
+        open_round: c.round.iter().map(|n| n.0.clone()).collect(),
+        rounds_completed: c.rounds_completed,
+        insufficient_quorum: c.insufficient_quorum,
+        in_flight: c.in_flight.iter().map(|f| f.node.0.clone()).collect(),
+        last_results: c
+            .last_results
+            .iter()
+            .map(|r| LastResultStatus {
+                worker: r.node.0.clone(),
+                result: r.outcome.as_str().to_string(),
+                ms_ago: ago(r.at),
+            })
+            .collect(),
+    }
+}
+
 pub(super) fn answer(
     epoch: Epoch,
     host: &ControllerHost,
@@ -87,28 +121,7 @@ pub(super) fn answer(
     let checks = snapshot
         .checks
         .iter()
-        .map(|c| CheckStatusView {
-            id: c.id,
-            name: catalog
-                .check(c.id)
-                .map(|r| r.name.clone())
-                .unwrap_or_default(),
-            status: c.status,
-            confirmations: c.confirmations,
-            open_round: c.round.iter().map(|n| n.0.clone()).collect(),
-            rounds_completed: c.rounds_completed,
-            insufficient_quorum: c.insufficient_quorum,
-            in_flight: c.in_flight.iter().map(|f| f.node.0.clone()).collect(),
-            last_results: c
-                .last_results
-                .iter()
-                .map(|r| LastResultStatus {
-                    worker: r.node.0.clone(),
-                    result: r.outcome.as_str().to_string(),
-                    ms_ago: ago(r.at),
-                })
-                .collect(),
-        })
+        .map(|c| check_view(c, catalog, now))
         .collect();
     StatusAnswer {
         epoch: epoch.0,
