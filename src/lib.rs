@@ -9,6 +9,8 @@
 //! - [`probe`]: the check types (http, tcp, icmp, ssl_expire, dns) that workers run.
 //! - [`vote`]: the controller's scheduling and voting rules (confirmations, delay, quorum) as
 //!   a pure state machine driven with explicit time.
+//! - [`push`]: push checks' rules (online while the job calls in), a pure state machine
+//!   driven with explicit time.
 //! - [`lease`]: when a controller-capable worker acts as controller (the lease and the epoch
 //!   fence), as a pure state machine driven with explicit time.
 //! - [`store`]: MySQL/MariaDB access for the controller: loading, change tracking, the epoch
@@ -35,6 +37,7 @@ pub mod lease;
 pub mod model;
 pub mod notify;
 pub mod probe;
+pub mod push;
 pub mod report;
 pub mod role;
 pub mod rpc;

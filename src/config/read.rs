@@ -212,7 +212,14 @@ const SECTIONS: &[(&str, &[Key])] = &[
             alias("rollup_retention", &["rollupRetention"]),
         ],
     ),
-    ("web", &[k("addr"), secret("api_tokens", &["apiTokens"])]),
+    (
+        "web",
+        &[
+            k("addr"),
+            secret("api_tokens", &["apiTokens"]),
+            k("public_url"),
+        ],
+    ),
 ];
 
 /// The values of one section, keyed by canonical name, after aliases and substitution.
@@ -972,9 +979,20 @@ impl Reader<'_> {
                 );
             }
         }
+        let public_url = self.opt_string(s, "public_url");
+        if let Some(u) = &public_url
+            && !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            self.problem(
+                "web.public_url".into(),
+                format!("{u:?}"),
+                "an http:// or https:// URL (the base of the push URLs printed)",
+            );
+        }
         WebConfig {
             addr,
             api_tokens: tokens.into_iter().map(Secret::new).collect(),
+            public_url,
         }
     }
 

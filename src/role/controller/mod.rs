@@ -11,6 +11,7 @@
 //!   latest results); everything else talks to it by message.
 //! - [`flips`]: the task that records flips, in the order they happened.
 //! - [`history`]: the tasks that write result history and roll it up and prune it.
+//! - [`push`]: the task that reads what push checks' jobs pushed, for the owner to judge.
 //! - [`api`]: the HTTP handlers (`poll`, `results`, `status`), which only send messages.
 //! - [`status`]: the JSON answer behind `gobearmon status`.
 
@@ -19,6 +20,7 @@ pub mod beat;
 mod flips;
 mod history;
 mod owner;
+mod push;
 mod status;
 mod term;
 

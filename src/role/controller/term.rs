@@ -146,6 +146,11 @@ pub(super) async fn act(
         "flush loop",
         flush_loop(handle.clone()),
     ));
+    tasks.spawn(ends_term(
+        token.clone(),
+        "push reader",
+        super::push::poll_loop(handle.clone()),
+    ));
     if let Some(url) = host.config.heartbeat_url.clone() {
         tasks.spawn(ends_term(
             token.clone(),
