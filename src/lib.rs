@@ -22,7 +22,8 @@
 //! - [`rpc`]: signed node-to-node HTTP and the work protocol's wire types.
 //! - [`api`]: serving routers, `/ready` and `/metrics` helpers.
 //! - [`report`]: what `gobearmon history` and `gobearmon uptime` print.
-//! - [`web`]: the read-only JSON API v1 (`[web] addr`), read from MySQL.
+//! - [`web`]: the read-only JSON API v1 (`[web] addr`), read from MySQL, and the push
+//!   endpoints of push checks.
 //! - [`tlsutil`]: the one rustls crypto provider (ring) the whole build uses.
 //!
 //! Roles ([`role`]): wiring and loops only: `viewserver`, `worker` (membership, lease,

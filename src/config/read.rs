@@ -1232,6 +1232,26 @@ mod tests {
     }
 
     #[test]
+    fn web_public_url_is_an_http_url() {
+        let base = format!(
+            "[default]\n{PW}\n[worker]\nid = \"w1\"\nview_addr = \"a:1\"\n\
+             [controller]\naddr = \"127.0.0.1:8881\"\ndatabase = \"mysql://u:p@h/db\"\n\
+             [web]\naddr = \"127.0.0.1:8080\"\napi_tokens = [\"token-0123456789abcdef\"]\n"
+        );
+        let c = parse_str(&format!(
+            "{base}public_url = \"https://mon.example.com/\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.web.public_url.as_deref(),
+            Some("https://mon.example.com/")
+        );
+        assert_eq!(parse_str(&base).unwrap().web.public_url, None);
+        let p = problems(&format!("{base}public_url = \"mon.example.com\"\n"));
+        assert_eq!(p[0].key, "web.public_url", "{p:?}");
+    }
+
+    #[test]
     fn viewserver_peers_and_id() {
         let c = parse_str(&format!(
             "[default]\n{PW}\n[viewserver]\nid = 2\npeers = [\"a:1\", \"b:1\", \"c:1\"]\ndata_dir = \"/tmp/x\"\ncontroller_timeout = \"2s\"\n"

@@ -1,7 +1,7 @@
 //! One controller term: raise the epoch fence, load the catalog, run the term's tasks until
 //! it is cancelled, then wait for all of them. Every task the term starts is tracked here and
 //! ends with it: the owner, the flip writer, the outbox dispatcher, the reload and flush
-//! loops, and the history writer and upkeep.
+//! loops, the push reader, and the history writer and upkeep.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
