@@ -8,7 +8,8 @@
 //! `expect_substring` is capped at [`BODY_CAP`], and `follow_redirects: false` judges the
 //! first answer. With `insecure`, any certificate is accepted (X.509 v1 included) but the
 //! handshake is still authenticated against the presented key (`anycert.rs`). An https
-//! answer reports its leaf certificate's expiry, names and issuer in the details.
+//! answer reports its leaf certificate's expiry, names and issuer in the details, and every
+//! answer the run's phases (`details.timing`, marked by the client's hooks in `timing.rs`).
 
 use std::error::Error as _;
 use std::net::{IpAddr, SocketAddr};
