@@ -320,3 +320,18 @@ CREATE TABLE IF NOT EXISTS history_cursor (
 	rolled_to BIGINT NOT NULL DEFAULT 0
 );
 INSERT IGNORE INTO history_cursor (id, rolled_to) VALUES (1, 0);
+
+-- check_pushes: what the jobs watched by push checks (type 'push') have reported, one row per
+-- check, written by whichever controller-capable worker received the push (POST or GET
+-- /push/{token} on [web] addr). Times are Unix milliseconds of the database's clock. `pushes`
+-- and `fails` only grow, so the acting controller sees every push since it last looked, a
+-- failure followed at once by a success included.
+CREATE TABLE IF NOT EXISTS check_pushes (
+	check_id INT NOT NULL PRIMARY KEY,
+	last_ms BIGINT NOT NULL,
+	last_ok TINYINT(1) NOT NULL,
+	pushes BIGINT UNSIGNED NOT NULL DEFAULT 0,
+	fails BIGINT UNSIGNED NOT NULL DEFAULT 0,
+	fail_message VARCHAR(1024) NOT NULL DEFAULT '',
+	KEY check_pushes_time (last_ms)
+);

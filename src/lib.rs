@@ -9,6 +9,8 @@
 //! - [`probe`]: the check types (http, tcp, icmp, ssl_expire, dns) that workers run.
 //! - [`vote`]: the controller's scheduling and voting rules (confirmations, delay, quorum) as
 //!   a pure state machine driven with explicit time.
+//! - [`push`]: push checks' rules (online while the job calls in), a pure state machine
+//!   driven with explicit time.
 //! - [`lease`]: when a controller-capable worker acts as controller (the lease and the epoch
 //!   fence), as a pure state machine driven with explicit time.
 //! - [`store`]: MySQL/MariaDB access for the controller: loading, change tracking, the epoch
@@ -20,7 +22,8 @@
 //! - [`rpc`]: signed node-to-node HTTP and the work protocol's wire types.
 //! - [`api`]: serving routers, `/ready` and `/metrics` helpers.
 //! - [`report`]: what `gobearmon history` and `gobearmon uptime` print.
-//! - [`web`]: the read-only JSON API v1 (`[web] addr`), read from MySQL.
+//! - [`web`]: the read-only JSON API v1 (`[web] addr`), read from MySQL, and the push
+//!   endpoints of push checks.
 //! - [`tlsutil`]: the one rustls crypto provider (ring) the whole build uses.
 //!
 //! Roles ([`role`]): wiring and loops only: `viewserver`, `worker` (membership, lease,
@@ -35,6 +38,7 @@ pub mod lease;
 pub mod model;
 pub mod notify;
 pub mod probe;
+pub mod push;
 pub mod report;
 pub mod role;
 pub mod rpc;

@@ -101,6 +101,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the URL the job watched by push check CHECK calls (POST, or GET for cron
+    /// one-liners; add `?status=fail&msg=...` to report a failure): `[web] public_url`, or
+    /// `http://` and `[web] addr`, then `/push/TOKEN`. Exits 0, 1 when the check or the
+    /// database cannot be found or the check is not a push check.
+    PushUrl {
+        /// The check: its id or its exact name.
+        check: String,
+        /// The config file of a controller-capable worker (its database and `[web]`).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print the node key of worker ID, derived from the cluster secret in FILE (any config
     /// that holds `[default] password`). Give it to a probe-only worker outside the trusted
     /// zone as `[worker] key`, so that it holds no cluster secret.
@@ -151,6 +162,7 @@ fn main() -> ExitCode {
         (Some(Command::CheckConfig { config }), _) => check_config(&config),
         (Some(Command::Status { config, json }), _) => status(&config, json),
         (Some(Command::NodeKey { id, config }), _) => node_key(&id, &config),
+        (Some(Command::PushUrl { check, config }), _) => push_url(&check, &config),
         (Some(Command::Disconnect { config }), _) => disconnect(&config),
         (
             Some(Command::Probe {
@@ -455,6 +467,10 @@ fn probe(check_type: &str, data: &str, config_path: Option<&std::path::Path>) ->
             return ExitCode::from(3);
         }
     };
+    if check_type == "push" {
+        eprintln!("gobearmon: {}", probe::PUSH_NOT_PROBED);
+        return ExitCode::from(2);
+    }
     let spec = CheckSpec::parse(check_type, data);
     let ctx = ProbeContext::new(dns_server);
     match runtime.block_on(probe::run(&spec, &ctx)) {
@@ -688,6 +704,64 @@ fn report(path: &std::path::Path, check: &str, span: &str, json: bool, what: Rep
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// `gobearmon push-url CHECK --config FILE`.
+fn push_url(check: &str, path: &std::path::Path) -> ExitCode {
+    let (config, controller) = match controller_config(path, "push checks") {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let base = match (&config.web.public_url, &config.web.addr) {
+        (Some(url), _) => url.clone(),
+        (None, Some(addr)) => format!("http://{}", public_addr(addr)),
+        (None, None) => {
+            eprintln!(
+                "{}: no [web] addr, so no node serves push URLs; set [web] addr (and public_url)",
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let store = gobearmon::store::Store::new(&controller.database)
+                    .map_err(|e| e.to_string())?;
+                let url = gobearmon::report::push_url(&store, check, &base)
+                    .await
+                    .map_err(|e| e.to_string());
+                store.close().await;
+                url
+            })
+        });
+    match outcome {
+        Ok(url) => {
+            println!("{url}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `addr` as a job elsewhere reaches it: an unspecified address (`0.0.0.0`, `[::]`) becomes
+/// this machine's host name.
+fn public_addr(addr: &str) -> String {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            format!("{host}:{}", a.port())
+        }
+        _ => addr.to_string(),
     }
 }
 

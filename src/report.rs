@@ -1,5 +1,6 @@
 //! What `gobearmon history` and `gobearmon uptime` print: history read from MySQL
-//! ([`crate::store::timeline`]) as readable tables, or as JSON with `--json`.
+//! ([`crate::store::timeline`]) as readable tables, or as JSON with `--json`; and the URL
+//! `gobearmon push-url` prints.
 
 use std::fmt::Write as _;
 
@@ -15,8 +16,36 @@ use crate::store::{Store, StoreError};
 pub enum ReportError {
     #[error("no check with id or name {0:?}")]
     NoSuchCheck(String),
+    #[error("check {check} is of type {check_type:?}, not a push check: it has no push URL")]
+    NotPush { check: i64, check_type: String },
+    #[error("check {check} is a push check with unusable data ({problem}); fix its row")]
+    PushData { check: i64, problem: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The URL the job watched by push check `id_or_name` calls: `base` (`[web] public_url`, or
+/// `http://` and `[web] addr`), `/push/` and the check's token.
+pub async fn push_url(store: &Store, id_or_name: &str, base: &str) -> Result<String, ReportError> {
+    let info = find_check(store, id_or_name).await?;
+    if info.check_type != "push" {
+        return Err(ReportError::NotPush {
+            check: info.id.0,
+            check_type: info.check_type,
+        });
+    }
+    let data = crate::store::push::data_of(store, info.id)
+        .await?
+        .unwrap_or_default();
+    let spec = crate::probe::PushSpec::parse(&data).map_err(|problem| ReportError::PushData {
+        check: info.id.0,
+        problem,
+    })?;
+    Ok(format!(
+        "{}/push/{}",
+        base.trim_end_matches('/'),
+        spec.token
+    ))
 }
 
 /// The check named by `id_or_name`: its id, or else its exact name.

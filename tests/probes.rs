@@ -378,6 +378,69 @@ async fn https_verification_follows_insecure_and_trust() {
     }
 }
 
+/// Issue 11 item 2: every http answer reports its phases, in order, on the run's clock: a
+/// name lookup, a TCP connect and a TLS handshake each take time, so each ends after the one
+/// before; plain http has no handshake (`tls_ms` = `connect_ms`); with a redirect the phases
+/// are the final request's, which all end after the first request's answer.
+#[tokio::test]
+async fn http_timing_phases_are_reported_in_order() {
+    let ca = Ca::root("Timing Test CA");
+    let srv = start_https(ca.leaf("ok.test", hours_from_now(-24), hours_from_now(24 * 90))).await;
+    let trusting = ProbeContext::default().with_extra_roots(vec![ca.der.clone()]);
+    let ordered = |out: &ProbeOutcome| {
+        let t = out
+            .details
+            .timing
+            .clone()
+            .unwrap_or_else(|| panic!("no timing in {out:?}"));
+        assert!(t.dns_ms >= 0.0, "{t:?}");
+        assert!(t.dns_ms <= t.connect_ms, "{t:?}");
+        assert!(t.connect_ms <= t.tls_ms, "{t:?}");
+        assert!(t.tls_ms <= t.first_byte_ms, "{t:?}");
+        assert!(t.first_byte_ms <= t.total_ms, "{t:?}");
+        assert!(t.total_ms <= out.duration_ms as f64 + 1.0, "{t:?} {out:?}");
+        t
+    };
+    for insecure in [false, true] {
+        // By name (a lookup through the system resolver), verified and insecure clients.
+        let url = srv.https_url("localhost", "/ok");
+        let d = data(json!({ "url": url, "insecure": insecure, "expect_substring": "OK" }));
+        let out = probe_with(&trusting, "http", &d).await;
+        assert_online(&out);
+        let t = ordered(&out);
+        assert!(t.dns_ms < t.connect_ms, "the connect takes time: {t:?}");
+        assert!(t.connect_ms < t.tls_ms, "the handshake takes time: {t:?}");
+        assert!(t.tls_ms < t.first_byte_ms, "the answer takes time: {t:?}");
+    }
+    // An IP address needs no lookup.
+    let out = probe_with(
+        &trusting,
+        "http",
+        &data(json!({ "url": srv.https_url("127.0.0.1", "/ok") })),
+    )
+    .await;
+    let t = ordered(&out);
+    assert!(t.connect_ms < t.tls_ms, "{t:?}");
+
+    let plain = start_http().await;
+    let out = probe("http", &data(json!({ "url": plain.url("/ok") }))).await;
+    let t = ordered(&out);
+    assert_eq!(t.tls_ms, t.connect_ms, "no TLS on plain http: {t:?}");
+    assert!(t.connect_ms < t.first_byte_ms, "{t:?}");
+
+    // A redirect: two requests on two connections, the phases still in order.
+    let out = probe("http", &data(json!({ "url": plain.url("/redirect") }))).await;
+    assert_online(&out);
+    let redirected = ordered(&out);
+    assert_eq!(redirected.tls_ms, redirected.connect_ms, "{redirected:?}");
+    let paths: Vec<String> = plain.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/ok", "/redirect", "/ok"]);
+
+    // A failure before any answer has no phases to report.
+    let out = probe("http", &data(json!({ "url": "http://127.0.0.1:1/" }))).await;
+    assert_eq!(out.details.timing, None, "{out:?}");
+}
+
 /// S15: a self-signed leaf (CN t.test) expiring in 5.5 days is 5 days away.
 #[tokio::test]
 async fn s15_ssl_expire_days_threshold() {

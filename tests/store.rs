@@ -658,3 +658,96 @@ async fn a_busy_pool_is_waited_for_and_never_counts_as_an_unreachable_database()
     store.close().await;
     db.drop_db().await;
 }
+
+/// Push checks: a row whose data is unusable (a short or long token, a grace out of range) is
+/// skipped and reported; a good one is loaded. Pushes are counted per check in
+/// `check_pushes`, a failure keeps its message, and a read says how old the latest push is.
+#[tokio::test]
+async fn push_checks_are_validated_at_load_and_pushes_are_counted() {
+    use gobearmon::store::push;
+    let (db, store) = TestDb::installed("push_rows").await;
+    let long = "t".repeat(129);
+    db.exec(&format!(
+        r#"INSERT INTO checks (id, name, type, data, check_interval) VALUES
+             (1, 'nightly backup', 'push', '{{"token":"backup-token-0123456789","grace":30}}', 5),
+             (2, 'short token', 'push', '{{"token":"short"}}', 5),
+             (3, 'long token', 'push', '{{"token":"{long}"}}', 5),
+             (4, 'long grace', 'push', '{{"token":"grace-token-0123456789","grace":90000}}', 5);"#
+    ))
+    .await;
+    let catalog = Catalog::load(&store, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert!(catalog.check(CheckId(1)).is_some());
+    for id in [2, 3, 4] {
+        assert!(
+            catalog.check(CheckId(id)).is_none(),
+            "check {id} is skipped"
+        );
+    }
+    let problems: Vec<(i64, bool, String)> = catalog
+        .problems()
+        .map(|p| (p.id, p.kept, p.message.clone()))
+        .collect();
+    let has = |id: i64, needle: &str| {
+        problems
+            .iter()
+            .any(|(i, kept, m)| *i == id && !kept && m.contains(needle))
+    };
+    assert!(
+        has(2, "token is 5 characters long; expected 16 to 128"),
+        "{problems:?}"
+    );
+    assert!(has(3, "token is 129 characters long"), "{problems:?}");
+    assert!(
+        has(4, "grace is 90000; expected 0 to 86400 seconds"),
+        "{problems:?}"
+    );
+    assert!(!problems.iter().any(|(i, _, _)| *i == 1), "{problems:?}");
+
+    // Only enabled push checks carry tokens to the web face.
+    db.exec(
+        "INSERT INTO checks (id, name, type, data, enabled) VALUES (5, 'off', 'push', '{}', 0)",
+    )
+    .await;
+    let ids: Vec<i64> = push::push_checks(&store)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id.0)
+        .collect();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+
+    assert!(push::read(&store, None).await.unwrap().is_empty());
+    push::record(&store, CheckId(1), true, "").await.unwrap();
+    push::record(&store, CheckId(1), false, "disk full")
+        .await
+        .unwrap();
+    push::record(&store, CheckId(1), true, "ignored for a success")
+        .await
+        .unwrap();
+    let rows = push::read(&store, None).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(
+        (r.check, r.pushes, r.fails, r.last_ok),
+        (CheckId(1), 3, 1, true)
+    );
+    assert_eq!(r.fail_message, "disk full");
+    assert!(r.age_ms < 60_000, "{r:?}");
+    // A read since a later time finds nothing; since the push, the row.
+    assert!(
+        push::read(&store, Some(r.last_ms + 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(push::read(&store, Some(r.last_ms)).await.unwrap().len(), 1);
+    // Rows of checks that are no longer push checks are pruned.
+    push::record(&store, CheckId(4), true, "").await.unwrap();
+    db.exec("UPDATE checks SET type = 'tcp' WHERE id = 4").await;
+    assert_eq!(push::prune(&store).await.unwrap(), 1);
+    assert_eq!(push::read(&store, None).await.unwrap().len(), 1);
+    store.close().await;
+    db.drop_db().await;
+}

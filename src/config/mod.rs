@@ -43,6 +43,9 @@ pub struct WebConfig {
     pub addr: Option<String>,
     /// Bearer tokens that may read the API (at least one when `addr` is set).
     pub api_tokens: Vec<Secret>,
+    /// The base URL `gobearmon push-url` prints push URLs with (a load balancer in front of
+    /// the workers, say); `None`: `http://` and `addr`.
+    pub public_url: Option<String>,
 }
 
 /// `[history]`: result history kept by the acting controller (read by controller-capable

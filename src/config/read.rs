@@ -213,7 +213,14 @@ const SECTIONS: &[(&str, &[Key])] = &[
             alias("rollup_retention", &["rollupRetention"]),
         ],
     ),
-    ("web", &[k("addr"), secret("api_tokens", &["apiTokens"])]),
+    (
+        "web",
+        &[
+            k("addr"),
+            secret("api_tokens", &["apiTokens"]),
+            k("public_url"),
+        ],
+    ),
 ];
 
 /// The values of one section, keyed by canonical name, after aliases and substitution.
@@ -974,9 +981,20 @@ impl Reader<'_> {
                 );
             }
         }
+        let public_url = self.opt_string(s, "public_url");
+        if let Some(u) = &public_url
+            && !url::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            self.problem(
+                "web.public_url".into(),
+                format!("{u:?}"),
+                "an http:// or https:// URL (the base of the push URLs printed)",
+            );
+        }
         WebConfig {
             addr,
             api_tokens: tokens.into_iter().map(Secret::new).collect(),
+            public_url,
         }
     }
 
@@ -1213,6 +1231,26 @@ mod tests {
             err.contains("web.api_tokens[0]") && !err.contains("short-tok"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn web_public_url_is_an_http_url() {
+        let base = format!(
+            "[default]\n{PW}\n[worker]\nid = \"w1\"\nview_addr = \"a:1\"\n\
+             [controller]\naddr = \"127.0.0.1:8881\"\ndatabase = \"mysql://u:p@h/db\"\n\
+             [web]\naddr = \"127.0.0.1:8080\"\napi_tokens = [\"token-0123456789abcdef\"]\n"
+        );
+        let c = parse_str(&format!(
+            "{base}public_url = \"https://mon.example.com/\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.web.public_url.as_deref(),
+            Some("https://mon.example.com/")
+        );
+        assert_eq!(parse_str(&base).unwrap().web.public_url, None);
+        let p = problems(&format!("{base}public_url = \"mon.example.com\"\n"));
+        assert_eq!(p[0].key, "web.public_url", "{p:?}");
     }
 
     #[test]

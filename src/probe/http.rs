@@ -8,10 +8,12 @@
 //! `expect_substring` is capped at [`BODY_CAP`], and `follow_redirects: false` judges the
 //! first answer. With `insecure`, any certificate is accepted (X.509 v1 included) but the
 //! handshake is still authenticated against the presented key (`anycert.rs`). An https
-//! answer reports its leaf certificate's expiry, names and issuer in the details.
+//! answer reports its leaf certificate's expiry, names and issuer in the details, and every
+//! answer the run's phases (`details.timing`, marked by the client's hooks in `timing.rs`).
 
 use std::error::Error as _;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
@@ -20,6 +22,7 @@ use tokio::time::{Instant, timeout_at};
 
 use super::addrs;
 use super::spec::{HttpSpec, IpFamily};
+use super::timing::{self, TimedConnectLayer, TimedResolver, TlsStartMark};
 use super::{Details, Finding, ProbeContext, ProbeError, is_local_exhaustion};
 use crate::notify::redact;
 
@@ -80,14 +83,6 @@ fn client_builder(
     own: &[SocketAddr],
 ) -> Result<reqwest::ClientBuilder, ProbeError> {
     crate::tlsutil::install_default_provider();
-    let setup = |e: reqwest::Error| ProbeError::Setup {
-        what: "HTTP",
-        message: error_chain(&e),
-    };
-    let mut roots = Vec::with_capacity(extra_roots.len());
-    for der in extra_roots {
-        roots.push(reqwest::Certificate::from_der(der).map_err(setup)?);
-    }
     let policy = if follow_redirects {
         let own = own.to_vec();
         reqwest::redirect::Policy::custom(move |attempt| {
@@ -105,7 +100,19 @@ fn client_builder(
     } else {
         reqwest::redirect::Policy::none()
     };
-    let mut builder = reqwest::Client::builder()
+    let mut tls = if insecure {
+        // Any certificate, read as `ssl_expire` reads it; reqwest's own insecure mode would
+        // not check the handshake signatures at all. No resumption: every run must see the
+        // certificates.
+        let mut tls = super::anycert::client_config(&[b"h2", b"http/1.1"]);
+        tls.resumption = rustls::client::Resumption::store(Arc::new(TlsStartMark(None)))
+            .tls12_resumption(rustls::client::Tls12Resumption::Disabled);
+        tls
+    } else {
+        verifying_config(extra_roots)?
+    };
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let builder = reqwest::Client::builder()
         .user_agent("gobearmon")
         .no_proxy()
         .pool_max_idle_per_host(0)
@@ -116,16 +123,39 @@ fn client_builder(
         .tcp_keepalive_retries(None)
         .redirect(policy)
         // The leaf certificate, for the expiry details of https checks.
-        .tls_info(true);
-    if insecure {
-        // Any certificate, read as `ssl_expire` reads it; reqwest's own insecure mode would
-        // not check the handshake signatures at all.
-        let tls = super::anycert::client_config(&[b"h2", b"http/1.1"]);
-        builder = builder.tls_backend_preconfigured(tls);
-    } else if !roots.is_empty() {
-        builder = builder.tls_certs_merge(roots);
-    }
+        .tls_info(true)
+        // The timing phases (`timing.rs`).
+        .dns_resolver(TimedResolver)
+        .connector_layer(TimedConnectLayer)
+        .tls_backend_preconfigured(tls);
     Ok(builder)
+}
+
+/// What reqwest builds for `tls_certs_merge` (the platform verifier, with `extra_roots`
+/// trusted beside the system store, and rustls's default session cache of 256), with the
+/// store wrapped to mark the start of each handshake.
+fn verifying_config(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, ProbeError> {
+    let setup = |message: String| ProbeError::Setup {
+        what: "HTTP",
+        message,
+    };
+    let provider = crate::tlsutil::provider();
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+        extra_roots.iter().cloned(),
+        provider.clone(),
+    )
+    .map_err(|e| setup(e.to_string()))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    let cache = Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
+    tls.resumption = rustls::client::Resumption::store(Arc::new(TlsStartMark(Some(cache))));
+    Ok(tls)
 }
 
 /// A client for one run that connects to `addr` for the URL's host (Host and SNI stay the
@@ -162,14 +192,20 @@ pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, 
             None => Ok(Vec::new()),
         }
     };
-    addrs::each(spec.ip_policy, lookup, |pin| run_at(spec, ctx, pin)).await
+    let run_started = std::time::Instant::now();
+    addrs::each(spec.ip_policy, lookup, |pin| {
+        run_at(spec, ctx, pin, run_started)
+    })
+    .await
 }
 
-/// One request; with `pin`, to that address only.
+/// One request; with `pin`, to that address only. `run_started` is the zero of the timing
+/// phases.
 async fn run_at(
     spec: &HttpSpec,
     ctx: &ProbeContext,
     pin: Option<std::net::SocketAddr>,
+    run_started: std::time::Instant,
 ) -> Result<Finding, ProbeError> {
     let mut details = Details::default();
     let url = match reqwest::Url::parse(&spec.url) {
@@ -231,13 +267,15 @@ async fn run_at(
             redact::message_url(url.as_str()),
         )
     };
-    let sent = match timeout_at(deadline, request.send()).await {
+    let (sent, marks) = timing::marked(timeout_at(deadline, request.send())).await;
+    let sent = match sent {
         Ok(r) => r,
         Err(_) => return Ok(Finding::offline(performing(timed_out()), details)),
     };
     // `max_response_ms` counts until the (final) response headers, redirects included.
     let took = started.elapsed();
-    let mut response = match sent {
+    let first_byte = std::time::Instant::now();
+    let response = match sent {
         Ok(r) => r,
         Err(e) => {
             if let Some(io) = io_source(&e).filter(|io| is_local_exhaustion(io)) {
@@ -259,21 +297,36 @@ async fn run_at(
     {
         super::tls::describe_leaf(der, &mut details);
     }
+    details.http_status = Some(response.status().as_u16());
+    let mut finding = judge(spec, response, details, deadline, took).await;
+    let end = std::time::Instant::now();
+    finding.details.timing = Some(marks.timing(run_started, first_byte, end));
+    Ok(finding)
+}
+
+/// The verdict on a response: its status, then its body when expectations need it.
+async fn judge(
+    spec: &HttpSpec,
+    mut response: reqwest::Response,
+    details: Details,
+    deadline: Instant,
+    took: Duration,
+) -> Finding {
+    let timed_out = || format!("timeout ({} s) exceeded", spec.timeout_secs);
     let status = response.status().as_u16();
-    details.http_status = Some(status);
 
     if spec.expect_status != 0 && spec.expect_status != i64::from(status) {
-        return Ok(Finding::offline(
+        return Finding::offline(
             format!(
                 "status mismatch, got {status} but expected {}",
                 spec.expect_status
             ),
             details,
-        ));
+        );
     }
     if !spec.expect_json.is_empty() {
         if let Some(why) = judge_whole_body(spec, &mut response, deadline).await {
-            return Ok(Finding::offline(why, details));
+            return Finding::offline(why, details);
         }
     } else if !spec.expect_substring.is_empty() {
         let needle = spec.expect_substring.as_bytes();
@@ -284,24 +337,24 @@ async fn run_at(
         match found {
             Ok(true) => {}
             Ok(false) => {
-                return Ok(Finding::offline(
+                return Finding::offline(
                     format!(
                         "expected substring [{}] was not found in the response body",
                         spec.expect_substring
                     ),
                     details,
-                ));
+                );
             }
             Err(why) => {
-                return Ok(Finding::offline(
+                return Finding::offline(
                     format!("error reading HTTP response body: {why}"),
                     details,
-                ));
+                );
             }
         }
     }
     // Dropping the response closes the connection without reading the rest of the body.
-    Ok(super::online_within(spec.max_response_ms, took, details))
+    super::online_within(spec.max_response_ms, took, details)
 }
 
 /// Reads the body until `needle` shows up, the body ends, or [`BODY_CAP`] bytes were read.

@@ -8,6 +8,7 @@
 //! - `http.rs`, `tcp.rs`, `icmp.rs`, `tls.rs` (`ssl_expire`), `dns.rs`: one check type each.
 //! - `addrs.rs`: `ip_policy` (probe the first, any or all of a name's addresses).
 //! - `json.rs`: `expect_json`, conditions on an http body, parsed with the spec.
+//! - `timing.rs`: the phases of an http run ([`Timing`]), marked from inside reqwest.
 //! - this file: [`run`], [`ProbeContext`] (the worker's shared clients and sockets),
 //!   [`ProbeOutcome`] and [`ProbeError`].
 //!
@@ -30,6 +31,7 @@ mod icmp;
 mod json;
 mod spec;
 mod tcp;
+mod timing;
 mod tls;
 
 use std::borrow::Cow;
@@ -53,8 +55,9 @@ pub use icmp::{PACKET_INTERVAL, PACKET_TIMEOUT, RUN_DEADLINE as ICMP_RUN_DEADLIN
 pub use json::{JsonCondition, JsonMatch, JsonOp};
 pub use spec::{
     CheckSpec, DnsRecordType, DnsSpec, HttpSpec, IcmpSpec, IpFamily, LossRule, MAX_PING_COUNT,
-    TcpSpec, TlsSpec, TlsVersion, clamp_timeout,
+    PUSH_NOT_PROBED, PushSpec, TcpSpec, TlsSpec, TlsVersion, clamp_timeout, push_token_problem,
 };
+pub use timing::Timing;
 
 /// What one run found.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -136,20 +139,9 @@ pub struct Details {
     /// dns: `udp`, or `tcp` after a truncated UDP answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transport: Option<String>,
-    /// http: when each phase of the request ended.
+    /// http: when each phase of the (final) request ended; set once a response came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<Timing>,
-}
-
-/// http: when each phase ended, in milliseconds since the run started (cumulative, so
-/// dns_ms <= connect_ms <= tls_ms <= first_byte_ms <= total_ms).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Timing {
-    pub dns_ms: f64,
-    pub connect_ms: f64,
-    pub tls_ms: f64,
-    pub first_byte_ms: f64,
-    pub total_ms: f64,
 }
 
 /// Why this worker could not run a check. None of these is the target's doing, so none of

@@ -9,6 +9,7 @@
 //! - [`fence`]: the epoch fence that stops a deposed controller from writing.
 //! - [`flips`]: a flip's status, event and outbox rows, written together under the fence.
 //! - [`results`]: the latest result per check and worker.
+//! - [`push`]: push checks' tokens and what their jobs pushed (`check_pushes`).
 //! - [`history`]: result history: raw results, hourly and daily rollups, pruning.
 //! - [`timeline`]: history read back: flips, incidents and their notifications, uptime,
 //!   results over a window.
@@ -23,6 +24,7 @@ pub mod flips;
 pub mod history;
 pub mod metrics;
 pub mod outbox;
+pub mod push;
 pub mod results;
 pub mod rows;
 

@@ -12,7 +12,7 @@ use crate::model::{
 };
 
 /// The check types this version runs.
-pub const CHECK_TYPES: &[&str] = &["http", "tcp", "icmp", "ssl_expire", "dns"];
+pub const CHECK_TYPES: &[&str] = &["http", "tcp", "icmp", "ssl_expire", "dns", "push"];
 
 /// The columns read from `checks`, in the order [`check_from_row`] expects.
 pub const CHECK_COLUMNS: &str =
@@ -78,6 +78,18 @@ pub fn check_from_row(row: &Row) -> Result<(CheckRow, Vec<RowProblem>), RowProbl
     let data = text(&column(row, 3)).unwrap_or_default();
     let interval_secs = int(&column(row, 4)).unwrap_or(60);
     let delay = int(&column(row, 5)).unwrap_or(1);
+    if check_type == "push"
+        && let Err(e) = crate::probe::PushSpec::parse(&data)
+    {
+        // A push check with a bad token cannot be pushed to, and one with a bad grace cannot
+        // be judged: skipped (and shown) until the row is fixed.
+        return Err(RowProblem {
+            table: "checks",
+            id,
+            message: format!("push check data: {e}; the check is skipped until it is fixed"),
+            kept: false,
+        });
+    }
     let status_raw = text(&column(row, 6));
     let status = status_raw.as_deref().and_then(CheckStatus::parse);
     if status.is_none() {

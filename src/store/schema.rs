@@ -22,6 +22,7 @@ pub const TABLES: &[&str] = &[
     "result_history",
     "result_rollups",
     "history_cursor",
+    "check_pushes",
 ];
 
 /// Applies `install.sql`. Idempotent: safe on an empty database, on an installed one, and on a

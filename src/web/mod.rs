@@ -1,5 +1,6 @@
 //! The web face of a controller-capable worker (`[web] addr`): the read-only JSON API v1,
-//! described by `openapi.v1.json` at the repository root.
+//! described by `openapi.v1.json` at the repository root, and the push endpoints of push
+//! checks (`push.rs`, `/push/{token}`, where the token is the credential).
 //!
 //! - Every request needs `Authorization: Bearer TOKEN` with one of `[web] api_tokens`; the
 //!   token is compared in constant time (SHA-256 digests, `subtle`), and a missing or wrong
@@ -11,8 +12,10 @@
 //!   paged with an opaque `cursor` (`next_cursor` in the answer, `null` on the last page).
 //!
 //! The API never reads `checks.data` or `contacts.data`, so no secret of a check or a
-//! contact can reach an answer.
+//! contact can reach an answer. (The push endpoints read the `data` of push checks for their
+//! tokens, and answer with nothing of it.)
 
+mod push;
 mod v1;
 
 use std::sync::Arc;
@@ -48,6 +51,8 @@ pub struct Web {
     tokens: Arc<Vec<[u8; 32]>>,
     /// Live state from the acting controller, for one check's answer.
     live: Option<LiveCheck>,
+    /// Push checks' tokens and rate limits.
+    push: Arc<push::PushDesk>,
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -68,6 +73,7 @@ impl Web {
                     .collect(),
             ),
             live: None,
+            push: Arc::new(push::PushDesk::new()),
         }
     }
 
@@ -89,12 +95,13 @@ impl Web {
     }
 }
 
-/// The API router, every route behind the bearer token.
+/// The web router: the API, every route behind the bearer token, and the push endpoints,
+/// whose token is in the path.
 pub fn router(web: Web) -> Router {
-    v1::routes()
+    let api = v1::routes()
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(axum::middleware::from_fn_with_state(web.clone(), authorize))
-        .with_state(web)
+        .layer(axum::middleware::from_fn_with_state(web.clone(), authorize));
+    push::routes().merge(api).with_state(web)
 }
 
 async fn authorize(State(web): State<Web>, request: Request, next: Next) -> Response {

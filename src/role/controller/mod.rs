@@ -11,6 +11,7 @@
 //!   latest results); everything else talks to it by message.
 //! - [`flips`]: the task that records flips, in the order they happened.
 //! - [`history`]: the tasks that write result history and roll it up and prune it.
+//! - [`push`]: the task that reads what push checks' jobs pushed, for the owner to judge.
 //! - [`api`]: the HTTP handlers (`poll`, `results`, `status`), which only send messages.
 //! - [`status`]: the JSON answer behind `gobearmon status`.
 //! - [`metrics`]: the per-check series of `/metrics`, acting or not.
@@ -21,6 +22,7 @@ mod flips;
 mod history;
 pub mod metrics;
 mod owner;
+mod push;
 pub mod status;
 mod term;
 

@@ -82,6 +82,11 @@ pub(super) enum Msg {
     TakeHistory {
         reply: oneshot::Sender<(Vec<RawResult>, u64)>,
     },
+    /// A read of what push checks' jobs pushed, begun at `read_at` (`push.rs`).
+    Pushes {
+        rows: Vec<crate::push::PushRow>,
+        read_at: Instant,
+    },
     /// The writer could not record a flip (or found another status stored): the check goes
     /// back to `status`, unless it has been reset since (`generation`).
     NotRecorded {
@@ -159,6 +164,8 @@ pub(super) struct Owner {
     /// carries the generation it was decided in, and a report on an older one is ignored.
     generations: HashMap<CheckId, u32>,
     flips: mpsc::UnboundedSender<PendingFlip>,
+    /// Push checks, judged from their pushes instead of by the engine.
+    pushes: crate::push::PushBook,
 }
 
 impl Owner {
@@ -178,7 +185,12 @@ impl Owner {
         });
         let history_on = host.history.enabled;
         let n = catalog.check_count().max(1);
+        let mut pushes = crate::push::PushBook::default();
         for (i, row) in catalog.checks().enumerate() {
+            if super::push::is_push(row) {
+                super::push::watch(&mut pushes, row, now);
+                continue;
+            }
             let def = CheckDef::from_row(row);
             let first_due = now + def.interval.mul_f64(i as f64 / n as f64);
             engine.upsert_check_due(&def, now, first_due);
@@ -195,6 +207,7 @@ impl Owner {
             history_dropped: 0,
             generations: HashMap::new(),
             flips,
+            pushes,
         }
     }
 
@@ -291,6 +304,17 @@ impl Owner {
                     .unwrap_or_default();
                 let _ = reply.send((batch, std::mem::take(&mut self.history_dropped)));
             }
+            Msg::Pushes { rows, read_at } => {
+                for f in self.pushes.observe(&rows, read_at) {
+                    let flip = Flip {
+                        check: f.check,
+                        from: f.from,
+                        to: f.to,
+                        confirmed_by: Vec::new(),
+                    };
+                    self.flipped(flip, &f.message);
+                }
+            }
             Msg::NotRecorded {
                 check,
                 status,
@@ -300,6 +324,7 @@ impl Owner {
                 if generation == current {
                     self.generations.insert(check, current.wrapping_add(1));
                     self.engine.reset_status(check, status, Instant::now());
+                    self.pushes.reset_status(check, status);
                 }
             }
         }
@@ -522,11 +547,18 @@ impl Owner {
         let now = Instant::now();
         for id in &changes.checks_upserted {
             if let Some(row) = self.catalog.check(*id) {
-                self.engine.upsert_check(&CheckDef::from_row(row), now);
+                if super::push::is_push(row) {
+                    self.engine.remove_check(*id);
+                    super::push::watch(&mut self.pushes, row, now);
+                } else {
+                    self.pushes.remove(*id);
+                    self.engine.upsert_check(&CheckDef::from_row(row), now);
+                }
             }
         }
         for id in &changes.checks_removed {
             self.engine.remove_check(*id);
+            self.pushes.remove(*id);
         }
         tracing::info!(
             upserted = changes.checks_upserted.len(),

@@ -1,7 +1,7 @@
 //! One controller term: raise the epoch fence, load the catalog, run the term's tasks until
 //! it is cancelled, then wait for all of them. Every task the term starts is tracked here and
 //! ends with it: the owner, the flip writer, the outbox dispatcher, the reload and flush
-//! loops, and the history writer and upkeep.
+//! loops, the push reader, and the history writer and upkeep.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -145,6 +145,11 @@ pub(super) async fn act(
         token.clone(),
         "flush loop",
         flush_loop(handle.clone()),
+    ));
+    tasks.spawn(ends_term(
+        token.clone(),
+        "push reader",
+        super::push::poll_loop(handle.clone()),
     ));
     if let Some(url) = host.config.heartbeat_url.clone() {
         tasks.spawn(ends_term(
