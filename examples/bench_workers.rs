@@ -290,7 +290,7 @@ async fn db_writes(url: &str) -> Option<DbWrites> {
     let status: Vec<(String, String)> = conn
         .query(
             "SHOW GLOBAL STATUS WHERE Variable_name IN \
-             ('Innodb_rows_inserted', 'Innodb_data_written', 'Innodb_os_log_written')",
+             ('Handler_write', 'Innodb_data_written', 'Innodb_os_log_written')",
         )
         .await
         .ok()?;
@@ -308,7 +308,7 @@ async fn db_writes(url: &str) -> Option<DbWrites> {
         .flatten();
     let _ = conn.disconnect().await;
     Some(DbWrites {
-        rows_inserted: get("Innodb_rows_inserted"),
+        rows_inserted: get("Handler_write"),
         data_bytes: get("Innodb_data_written"),
         log_bytes: get("Innodb_os_log_written"),
         history_rows: history_rows.unwrap_or(0),
