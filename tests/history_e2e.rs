@@ -351,6 +351,17 @@ fn two_outages_make_two_incidents_with_their_notifications_and_the_uptime_to_the
             m.samples("probe_http_status_code", &[("check_id", "1")])
                 .is_empty()
         );
+        // The http check's phases, one series per worker and phase, never negative.
+        let phases = m.samples("probe_http_duration_seconds", &[("check_id", "2")]);
+        assert_eq!(phases.len(), 15, "{}", m.text);
+        for phase in ["resolve", "connect", "tls", "processing", "transfer"] {
+            let of: Vec<_> = phases.iter().filter(|p| p.0["phase"] == phase).collect();
+            assert_eq!(of.len(), 3, "{phase}: {}", m.text);
+            assert!(
+                of.iter().all(|p| (0.0..3.0).contains(&p.1)),
+                "{phase}: {of:?}"
+            );
+        }
         assert_eq!(
             m.value(
                 "gobearmon_notifications",
