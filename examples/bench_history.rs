@@ -208,6 +208,16 @@ async fn api_data(store: &Store, epoch: Epoch, first: i64, checks: i64) -> i64 {
         ),
     )
     .await;
+    // What the rollup task does after each hour: every check's 24-hour latency, stored.
+    let t0 = Instant::now();
+    history::refresh_latency(store, epoch, &NodeId("bench".into()), hour_now)
+        .await
+        .expect("refresh the 24-hour latency");
+    println!(
+        "NOTE: the rollup task's hourly refresh of check_latency for {} checks took {:.2} s.",
+        checks + first - 1,
+        t0.elapsed().as_secs_f64()
+    );
     let ids: Vec<i64> = (first..first + checks).collect();
     for part in ids.chunks(5000) {
         let latest: Vec<LatestResult> = part

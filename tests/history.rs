@@ -202,6 +202,17 @@ async fn a_day_is_the_exact_merge_of_its_hours() {
         .map(|d| d.rollup.results())
         .sum();
     assert_eq!(check2, 2 * 120 * 3);
+    // The 24-hour latency each check's list entry shows: its hours merged across locations.
+    let stored = history::latency_24h(&store, &[1, 2]).await.unwrap();
+    for check in [1, 2] {
+        let mut merged = Rollup::default();
+        for h in hours.iter().filter(|h| h.check == CheckId(check)) {
+            merged.merge(&h.rollup);
+        }
+        let want = merged.latency.quantile_ms(0.5);
+        assert!(want.is_some());
+        assert_eq!(stored[&check], (DAY0 + DAY, want), "check {check}");
+    }
 
     // A window with ragged edges: whole hours from the rollups, the edges from raw rows,
     // the same counts as the raw rows of the window.

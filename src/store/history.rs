@@ -202,7 +202,86 @@ pub async fn roll_up(
         set_cursor(store, epoch, node, next).await?;
         done.cursor = next;
     }
+    if done.hours > 0 {
+        refresh_latency(store, epoch, node, done.cursor).await?;
+    }
     Ok(done)
+}
+
+/// Recomputes every check's latency over the 24 hours of hourly rollups before `end` (all
+/// locations merged) into `check_latency`, a chunk of checks per fenced transaction, so that
+/// a list of checks reads one row per check instead of 72. [`roll_up`] calls it after the
+/// hours it rolled up.
+pub async fn refresh_latency(
+    store: &Store,
+    epoch: Epoch,
+    node: &NodeId,
+    end: i64,
+) -> Result<(), StoreError> {
+    let mut after = 0i64;
+    loop {
+        let ids = check_ids_after(store, after).await?;
+        let Some(last) = ids.last() else {
+            return Ok(());
+        };
+        after = *last;
+        let mut merged: BTreeMap<i64, Latency> = BTreeMap::new();
+        for r in read_rollups_of(store, &ids, Period::Hour, end - DAY, end, None).await? {
+            merged
+                .entry(r.check.0)
+                .or_default()
+                .merge(&r.rollup.latency);
+        }
+        store
+            .bounded("writing the 24-hour latency", async {
+                let mut tx = FencedTx::begin(store, epoch, node).await?;
+                let mut sql = String::from(
+                    "INSERT INTO check_latency (check_id, window_end, p50_ms, p95_ms, p99_ms) VALUES ",
+                );
+                let mut params: Vec<Value> = Vec::with_capacity(ids.len() * 5);
+                for (i, id) in ids.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    sql.push_str("(?, ?, ?, ?, ?)");
+                    let l = merged.get(id);
+                    let q = |p| l.and_then(|l| l.quantile_ms(p));
+                    params.extend([
+                        (*id).into(),
+                        end.into(),
+                        q(0.5).into(),
+                        q(0.95).into(),
+                        q(0.99).into(),
+                    ]);
+                }
+                sql.push_str(
+                    " ON DUPLICATE KEY UPDATE window_end = VALUES(window_end), p50_ms = VALUES(p50_ms), \
+                     p95_ms = VALUES(p95_ms), p99_ms = VALUES(p99_ms)",
+                );
+                tx.tx().exec_drop(sql, Params::Positional(params)).await?;
+                tx.commit().await
+            })
+            .await?;
+    }
+}
+
+/// The latency of each of `ids` over the 24 hours before the last rollup, as
+/// [`roll_up`] stored it: (end of that window, p50 in ms).
+pub async fn latency_24h(
+    store: &Store,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, (i64, Option<u64>)>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut conn = store.conn().await?;
+    let sql = format!(
+        "SELECT check_id, window_end, p50_ms FROM check_latency WHERE check_id IN ({})",
+        in_list(ids.len())
+    );
+    let params: Vec<Value> = ids.iter().map(|i| (*i).into()).collect();
+    let rows: Vec<(i64, i64, Option<u64>)> = conn.exec(sql, Params::Positional(params)).await?;
+    Ok(rows.into_iter().map(|(c, e, p)| (c, (e, p))).collect())
 }
 
 async fn set_cursor(store: &Store, epoch: Epoch, node: &NodeId, to: i64) -> Result<(), StoreError> {

@@ -16,7 +16,7 @@ use crate::history::uptime::Uptime;
 use crate::history::{rfc3339, rfc3339_ms};
 use crate::model::CheckId;
 use crate::notify::unix_ms;
-use crate::store::history::read_rollups_of;
+use crate::store::history::latency_24h;
 use crate::store::timeline::{self, CheckInfo, Incident, LatestRow, NotificationState};
 
 type Answer<T> = Result<Json<T>, ApiError>;
@@ -167,15 +167,15 @@ async fn summaries(web: &Web, checks: Vec<CheckInfo>) -> Result<Vec<CheckSummary
     for r in timeline::latest_of(&web.store, &ids).await? {
         latest.entry(r.check.0).or_default().push(r);
     }
-    // p50 over the hourly rollups of the last 24 hours.
-    let hour = Period::Hour.start_of(now);
-    let mut latency: HashMap<i64, Latency> = HashMap::new();
-    for r in read_rollups_of(&web.store, &ids, Period::Hour, hour - DAY, hour, None).await? {
-        latency
-            .entry(r.check.0)
-            .or_default()
-            .merge(&r.rollup.latency);
-    }
+    // p50 over the 24 hours of hourly rollups before the last rollup (at most an hour and
+    // five minutes old), as the rollup task stored it; none once that is over a day old.
+    let fresh_from = Period::Hour.start_of(now) - DAY;
+    let latency: HashMap<i64, u64> = latency_24h(&web.store, &ids)
+        .await?
+        .into_iter()
+        .filter(|(_, (end, _))| *end > fresh_from)
+        .filter_map(|(id, (_, p50))| Some((id, p50?)))
+        .collect();
     Ok(checks
         .into_iter()
         .zip(uptimes)
@@ -194,7 +194,7 @@ async fn summaries(web: &Web, checks: Vec<CheckInfo>) -> Result<Vec<CheckSummary
                     )
                 })
                 .collect(),
-            latency_p50_ms_24h: latency.get(&c.id.0).and_then(|l| l.quantile_ms(0.5)),
+            latency_p50_ms_24h: latency.get(&c.id.0).copied(),
             last_results: latest
                 .remove(&c.id.0)
                 .unwrap_or_default()
