@@ -10,9 +10,9 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    Config, ControllerConfig, DefaultConfig, DeliveryConfig, DnsConfig, HistoryConfig, Role,
-    Secret, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig, WebConfig,
-    WorkerConfig,
+    Config, ControllerConfig, DefaultConfig, DeliveryConfig, DnsConfig, HistoryConfig,
+    MetaAlertConfig, Role, Secret, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig,
+    WebConfig, WorkerConfig,
 };
 
 /// One thing wrong with a config file.
@@ -149,6 +149,12 @@ const SECTIONS: &[(&str, &[Key])] = &[
             secret("heartbeat_url", &["heartbeatUrl"]),
             alias("heartbeat_interval", &["heartbeatInterval"]),
             alias("distinct_locations", &["distinctLocations"]),
+            secret("admin_webhook", &["adminWebhook"]),
+            secret("admin_webhook_secret", &["adminWebhookSecret"]),
+            alias("no_controller_alert", &["noControllerAlert"]),
+            alias("stale_worker_alert", &["staleWorkerAlert"]),
+            alias("outbox_stuck_alert", &["outboxStuckAlert"]),
+            alias("viewserver_down_alert", &["viewserverDownAlert"]),
         ],
     ),
     (
@@ -164,6 +170,8 @@ const SECTIONS: &[(&str, &[Key])] = &[
             alias("result_buffer", &["resultBuffer"]),
             alias("disconnect_pause", &["disconnectPause"]),
             secret("key", &[]),
+            k("canaries"),
+            alias("canary_interval", &["canaryInterval"]),
         ],
     ),
     (
@@ -731,7 +739,9 @@ impl Reader<'_> {
                 "from 100ms to 1h",
             );
         }
+        let meta = self.meta_alerts(s);
         Some(ControllerConfig {
+            meta,
             addr,
             advertise_addr,
             database,
@@ -792,7 +802,27 @@ impl Reader<'_> {
                 "64 hex digits, as printed by `gobearmon node-key ID --config FILE`",
             );
         }
+        let canaries = self.string_list(s, "canaries");
+        for (i, url) in canaries.iter().enumerate() {
+            if let Err(e) = crate::canary::parse(url) {
+                self.problem(
+                    format!("worker.canaries[{i}]"),
+                    format!("{:?}: {}", e.url, e.why),
+                    "tcp://host:port, http(s)://..., icmp://host or dns://server/name",
+                );
+            }
+        }
+        let canary_interval = self.duration_or(s, "canary_interval", Duration::from_secs(10));
+        if canary_interval < Duration::from_millis(200) {
+            self.problem(
+                "worker.canary_interval".into(),
+                format!("{canary_interval:?}"),
+                "at least 200ms",
+            );
+        }
         Some(WorkerConfig {
+            canaries,
+            canary_interval,
             id: id?,
             location,
             view_addr,
@@ -804,6 +834,28 @@ impl Reader<'_> {
             disconnect_pause,
             key,
         })
+    }
+
+    /// The meta-alert keys of `[controller]`.
+    fn meta_alerts(&mut self, s: &Section) -> MetaAlertConfig {
+        let admin_webhook = self.opt_string(s, "admin_webhook").map(Secret::new);
+        if let Some(u) = &admin_webhook
+            && !url::Url::parse(u.expose()).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            self.problem(
+                "controller.admin_webhook".into(),
+                "a value that is not an http(s) URL (value hidden)",
+                "the http(s) URL that receives the meta-alerts as JSON",
+            );
+        }
+        MetaAlertConfig {
+            admin_webhook,
+            admin_webhook_secret: self.opt_string(s, "admin_webhook_secret").map(Secret::new),
+            no_controller: self.duration_or(s, "no_controller_alert", Duration::from_secs(60)),
+            stale_worker: self.duration_or(s, "stale_worker_alert", Duration::from_secs(300)),
+            outbox_stuck: self.duration_or(s, "outbox_stuck_alert", Duration::from_secs(600)),
+            viewserver_down: self.duration_or(s, "viewserver_down_alert", Duration::from_secs(60)),
+        }
     }
 
     fn viewserver(&mut self, s: &Section) -> Option<ViewserverConfig> {

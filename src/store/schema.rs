@@ -22,6 +22,9 @@ pub const TABLES: &[&str] = &[
     "result_history",
     "result_rollups",
     "history_cursor",
+    "canaries",
+    "meta_alerts",
+    "controller_alive",
 ];
 
 /// Applies `install.sql`. Idempotent: safe on an empty database, on an installed one, and on a

@@ -7,6 +7,8 @@ use tokio::time::Instant;
 
 use super::ControllerHost;
 use super::owner::WorkerSlot;
+use super::watch::OpenAlert;
+use crate::canary::FailingCanary;
 use crate::model::{CheckId, CheckStatus, Epoch, NodeId};
 use crate::store::catalog::Catalog;
 use crate::vote::Engine;
@@ -19,6 +21,11 @@ struct WorkerStatus {
     stale: bool,
     checks_in_flight: usize,
     queued: usize,
+    /// Its canaries fail: it is handed nothing and its results count as `fail`.
+    impaired: bool,
+    /// Canaries it runs (0: none, so it is never judged impaired).
+    canaries: u32,
+    failing_canaries: Vec<FailingCanary>,
 }
 
 #[derive(Serialize)]
@@ -50,6 +57,8 @@ pub(super) struct StatusAnswer {
     live_workers: usize,
     workers: Vec<WorkerStatus>,
     checks: Vec<CheckStatusView>,
+    /// Open meta-alerts (the monitor itself impaired, down or stuck).
+    alerts: Vec<OpenAlert>,
 }
 
 pub(super) fn answer(
@@ -74,6 +83,14 @@ pub(super) fn answer(
                 stale: !w.live,
                 checks_in_flight: w.in_flight.len(),
                 queued: s.map_or(0, |s| s.queue.len()),
+                impaired: w.impaired,
+                canaries: s
+                    .and_then(|s| s.canaries.as_ref())
+                    .map_or(0, |c| c.canaries),
+                failing_canaries: s
+                    .and_then(|s| s.canaries.as_ref())
+                    .map(|c| c.failing.clone())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -110,5 +127,6 @@ pub(super) fn answer(
         live_workers: snapshot.live_workers,
         workers,
         checks,
+        alerts: host.vantage.alerts(),
     }
 }
