@@ -442,12 +442,13 @@ pub async fn no_controller_loop(
 ) {
     let period = period(&host.config.meta);
     loop {
+        // At once on start too: a worker that comes back after an outage says so first.
+        if slot.epoch().is_none() {
+            check_no_controller(&host).await;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
-        }
-        if slot.epoch().is_none() {
-            check_no_controller(&host).await;
         }
     }
 }
