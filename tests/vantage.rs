@@ -251,13 +251,17 @@ fn canaries_turn_cut_workers_impaired_and_nobody_is_paged() {
     // Monitoring goes on for longer than a round of the two cut workers would take (10 s),
     // from w3 alone, and the check stays online (w1 and w2 keep failing to reach the target
     // the whole time).
-    wait_until(Duration::from_secs(40), "12 s of results after the impairment", || {
-        let n: Vec<u64> = w.query(&format!(
-            "SELECT COUNT(*) FROM result_history WHERE check_id = 1 AND at_ms > {}",
-            impaired_at + 12_000
-        ));
-        (n.first().copied().unwrap_or(0) > 0).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(40),
+        "12 s of results after the impairment",
+        || {
+            let n: Vec<u64> = w.query(&format!(
+                "SELECT COUNT(*) FROM result_history WHERE check_id = 1 AND at_ms > {}",
+                impaired_at + 12_000
+            ));
+            (n.first().copied().unwrap_or(0) > 0).then_some(())
+        },
+    );
     let events: Vec<String> = w.query("SELECT type FROM check_events WHERE check_id = 1");
     assert!(events.is_empty(), "flipped: {events:?}");
     let status: Vec<String> = w.query("SELECT status FROM checks WHERE id = 1");

@@ -1108,6 +1108,44 @@ mod tests {
         assert_eq!(w.lease, Duration::from_secs(3));
         assert!(c.controller().is_none());
         assert_eq!(c.smtp.tls, SmtpTls::Auto);
+        assert!(w.canaries.is_empty());
+        assert_eq!(w.canary_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn canaries_and_meta_alert_keys_are_read_and_checked() {
+        let base = "[default]\npassword = \"0123456789abcdef\"\n[worker]\nid = \"w1\"\nview_addr = \"a:1\"\n";
+        let db = "[controller]\naddr = \"127.0.0.1:1\"\ndatabase = [\"mysql://u:p@h:3306/d\"]\n";
+        let c = parse_str(&format!(
+            "{base}canaries = [\"tcp://127.0.0.1:9\", \"dns://127.0.0.1:5353/up.test\"]\ncanaryInterval = \"2s\"\n{db}no_controller_alert = \"30s\"\nadmin_webhook = \"https://hook.test/x\"\n"
+        ))
+        .unwrap();
+        let w = c.worker().unwrap();
+        assert_eq!(w.canaries.len(), 2);
+        assert_eq!(w.canary_interval, Duration::from_secs(2));
+        let m = &c.controller().unwrap().meta;
+        assert_eq!(m.no_controller, Duration::from_secs(30));
+        assert_eq!(m.stale_worker, Duration::from_secs(300));
+        assert_eq!(m.outbox_stuck, Duration::from_secs(600));
+        assert!(m.admin_webhook.is_some());
+        let p = problems(&format!(
+            "{base}canaries = [\"tcp://127.0.0.1:9\", \"ftp://x/\"]\ncanary_interval = \"10ms\"\n{db}admin_webhook = \"not a url\"\n"
+        ));
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "worker.canaries[1]",
+                "worker.canary_interval",
+                "controller.admin_webhook"
+            ],
+            "{p:?}"
+        );
+        assert!(
+            !p[2].found.contains("not a url"),
+            "secret shown: {}",
+            p[2].found
+        );
     }
 
     #[test]

@@ -100,6 +100,15 @@ pub struct Seen {
     pub members: Vec<(String, Option<i64>)>,
 }
 
+/// An alert's kind and subject.
+pub type AlertKey = (AlertKind, String);
+/// The alerts that should be open.
+pub type Wants = BTreeMap<AlertKey, Wanted>;
+/// A set of alerts.
+pub type Keys = BTreeSet<AlertKey>;
+/// The wanted alerts that are not open yet.
+pub type ToOpen<'a> = Vec<(&'a AlertKey, &'a Wanted)>;
+
 /// An alert that should be open: its start and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wanted {
@@ -111,13 +120,7 @@ pub struct Wanted {
 /// The alerts the acting controller judges (every kind but no-controller and the fence),
 /// keyed by kind and subject, with the subjects it can judge at all: an alert on a subject
 /// it knows nothing of (a worker that never polled this term) is left as it is.
-pub fn judge(
-    seen: &Seen,
-    cfg: &MetaAlertConfig,
-) -> (
-    BTreeMap<(AlertKind, String), Wanted>,
-    BTreeSet<(AlertKind, String)>,
-) {
+pub fn judge(seen: &Seen, cfg: &MetaAlertConfig) -> (Wants, Keys) {
     let mut wanted = BTreeMap::new();
     let mut judged = BTreeSet::new();
     let start_of = |age: Duration| (seen.now_ms - age.as_millis() as i64) / 1000 * 1000;
@@ -211,14 +214,7 @@ fn impaired_message(node: &str, r: &CanaryReport) -> String {
 
 /// What to change: the wanted alerts that are not open, and the open ones among the judged
 /// subjects that are no longer wanted.
-pub fn plan<'a>(
-    wanted: &'a BTreeMap<(AlertKind, String), Wanted>,
-    judged: &BTreeSet<(AlertKind, String)>,
-    open: &BTreeSet<(AlertKind, String)>,
-) -> (
-    Vec<(&'a (AlertKind, String), &'a Wanted)>,
-    Vec<(AlertKind, String)>,
-) {
+pub fn plan<'a>(wanted: &'a Wants, judged: &Keys, open: &Keys) -> (ToOpen<'a>, Vec<AlertKey>) {
     let to_open = wanted.iter().filter(|(k, _)| !open.contains(*k)).collect();
     let to_resolve = open
         .iter()
