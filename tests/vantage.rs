@@ -39,9 +39,9 @@ struct World {
 }
 
 impl World {
-    /// A group of one and three workers, each with `worker_keys` in `[worker]`, `keys` in
+    /// A group of one and three workers, worker i with `worker_keys[i]` in `[worker]`, `keys` in
     /// `[controller]`, mail to `admin@test`, and the JSON API on a port of its own.
-    fn start(tag: &str, worker_keys: &str, keys: &str, seed: &[String]) -> World {
+    fn start(tag: &str, worker_keys: [&str; 3], keys: &str, seed: &[String]) -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (db, _) = rt.block_on(TestDb::installed(tag));
         for sql in seed {
@@ -55,8 +55,8 @@ impl World {
             smtp.port
         );
         let mut cluster = Cluster::start_isolable_with(1, 0, &db.url, Timings::default(), &extra);
-        for _ in 0..3 {
-            cluster.add_worker(&db.url, worker_keys);
+        for extra in worker_keys {
+            cluster.add_worker(&db.url, extra);
         }
         let signer = Arc::new(Signer::cluster(&Secret::new(SECRET), "vantage-test"));
         let client = RpcClient::with_tls(signer, None).unwrap();
@@ -183,7 +183,8 @@ fn listener() -> (u16, ()) {
     (port, ())
 }
 
-/// Two of three workers lose their paths to the check target and to the canary: both turn
+/// Two of three workers lose their paths to the check target and to the canary (from the
+/// file for w1, from the table `canaries` for all): both turn
 /// impaired (status and API name the failing canary), the third keeps the check online, no
 /// page goes out; healed, both recover, and the admin got exactly one impaired and one
 /// recovered notice for each.
@@ -192,12 +193,14 @@ fn canaries_turn_cut_workers_impaired_and_nobody_is_paged() {
     let _serial = support::cluster::serial();
     let (target, _target) = listener();
     let (canary, _canary) = listener();
-    let w = World::start(
-        "vantage_canaries",
-        &format!("canaries = [\"tcp://127.0.0.1:{canary}\"]\ncanary_interval = \"200ms\"\n"),
-        "",
-        &seed(target),
-    );
+    // w1 has the canary in its file; every worker gets it from the table `canaries` too
+    // (w1 runs it once: the same URL).
+    let url = format!("tcp://127.0.0.1:{canary}");
+    let own = format!("canaries = [\"{url}\"]\ncanary_interval = \"200ms\"\n");
+    let shared = "canary_interval = \"200ms\"\n";
+    let mut rows = seed(target);
+    rows.push(format!("INSERT INTO canaries (url) VALUES ('{url}')"));
+    let w = World::start("vantage_canaries", [&own, shared, shared], "", &rows);
     w.wait_reporting();
     for id in ["w1", "w2", "w3"] {
         wait_until(Duration::from_secs(20), "canary reports", || {
@@ -321,7 +324,7 @@ fn canaries_turn_cut_workers_impaired_and_nobody_is_paged() {
 fn the_same_cut_without_canaries_pages() {
     let _serial = support::cluster::serial();
     let (target, _target) = listener();
-    let w = World::start("vantage_nocanary", "", "", &seed(target));
+    let w = World::start("vantage_nocanary", ["", "", ""], "", &seed(target));
     w.wait_reporting();
     let _cuts: Vec<Cut> = (0..2)
         .map(|i| Cut::new(w.cluster.workers[i].cgroup.as_ref().unwrap(), &[target]))
@@ -354,7 +357,7 @@ fn no_controller_is_alerted_once_then_resolved() {
         "no_controller_alert = \"3s\"\nadmin_webhook = \"{}\"\nadmin_webhook_secret = \"hook-secret\"\n",
         hook.url("/meta")
     );
-    let mut w = World::start("vantage_nocontroller", "", &keys, &seed(target));
+    let mut w = World::start("vantage_nocontroller", ["", "", ""], &keys, &seed(target));
     w.wait_reporting();
     let stamp = wait_until(
         Duration::from_secs(20),
@@ -431,4 +434,104 @@ fn no_controller_is_alerted_once_then_resolved() {
                 .starts_with("no_controller::")
         );
     }
+}
+
+/// The store's once-only rules on real MariaDB: an alert opens once per outage start however
+/// often it is asked, a resolved outage is not opened again, a new outage is; resolving
+/// happens once; the no-controller alert opens only for a stamp older than the cutoff.
+#[test]
+fn meta_alerts_open_once_per_outage_and_resolve_once() {
+    use gobearmon::store::meta::{self, Opening};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (db, store) = rt.block_on(TestDb::installed("vantage_meta_store"));
+    rt.block_on(async {
+        let o = |started_ms| Opening {
+            kind: "stale_worker",
+            subject: "w9",
+            started_ms,
+            now_ms: started_ms + 10,
+            node: "w1",
+            message: "w9 is stale",
+            detail: None,
+        };
+        assert!(meta::open(&store, &o(1000)).await.unwrap());
+        assert!(!meta::open(&store, &o(1000)).await.unwrap(), "open already");
+        assert!(!meta::open(&store, &o(2000)).await.unwrap(), "open already");
+        let open = meta::open_alerts(&store).await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(
+            (open[0].started_ms, open[0].opened_by.as_str()),
+            (1000, "w1")
+        );
+        let row = meta::resolve(&store, "stale_worker", "w9", 5000)
+            .await
+            .unwrap();
+        assert_eq!(row.map(|r| r.started_ms), Some(1000));
+        assert!(
+            meta::resolve(&store, "stale_worker", "w9", 5001)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            !meta::open(&store, &o(1000)).await.unwrap(),
+            "the same outage again"
+        );
+        assert!(meta::open(&store, &o(7000)).await.unwrap(), "a new outage");
+        assert!(meta::open_alerts(&store).await.unwrap().len() == 1);
+
+        // No controller ever acted: nothing to say.
+        assert_eq!(
+            meta::open_no_controller(&store, 10_000, 10_000, "w1")
+                .await
+                .unwrap(),
+            None
+        );
+        meta::stamp_alive(&store, gobearmon::model::Epoch(3), "w2", 5_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            meta::open_no_controller(&store, 4_000, 10_000, "w1")
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            meta::open_no_controller(&store, 6_000, 10_000, "w1")
+                .await
+                .unwrap(),
+            Some(5_000)
+        );
+        assert_eq!(
+            meta::open_no_controller(&store, 6_000, 10_000, "w3")
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(
+            meta::resolve(&store, meta::NO_CONTROLLER, "", 11_000)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Resolved, and the stamp unchanged: the same outage is not opened again.
+        assert_eq!(
+            meta::open_no_controller(&store, 6_000, 12_000, "w3")
+                .await
+                .unwrap(),
+            None
+        );
+        // An older epoch cannot stamp over a newer one.
+        meta::stamp_alive(&store, gobearmon::model::Epoch(2), "w1", 20_000)
+            .await
+            .unwrap();
+        let mut conn = db.conn().await;
+        let at: Option<(i64, String)> = conn
+            .query_first("SELECT at_ms, node FROM controller_alive WHERE id = 1")
+            .await
+            .unwrap();
+        assert_eq!(at, Some((5_000, "w2".to_string())));
+        drop(conn);
+        db.drop_db().await;
+    });
 }
