@@ -357,3 +357,43 @@ CREATE TABLE IF NOT EXISTS check_pushes (
 	fail_message VARCHAR(1024) NOT NULL DEFAULT '',
 	KEY check_pushes_time (last_ms)
 );
+
+-- Vantage health and meta-alerts (issue 15).
+--
+-- canaries: reference targets every worker probes besides its own [worker] canaries
+-- (tcp://host:port, http(s)://..., icmp://host, dns://server/name), handed to workers with
+-- their poll replies within one reload period. A worker is impaired while more than half of
+-- its canary runs of the last 3 rounds failed.
+CREATE TABLE IF NOT EXISTS canaries (
+	id INT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+	url VARCHAR(1024) NOT NULL,
+	enabled TINYINT NOT NULL DEFAULT 1
+);
+
+-- meta_alerts: one row per alert kind and subject (a worker, a viewserver member, ''),
+-- open or resolved. Opening and resolving are single-row updates guarded by is_open (and,
+-- for opening, by started_ms, the start of the outage), so however many nodes see the same
+-- outage only one of them sends its alert and only one its recovery.
+CREATE TABLE IF NOT EXISTS meta_alerts (
+	kind VARCHAR(32) NOT NULL,
+	subject VARCHAR(255) NOT NULL DEFAULT '',
+	is_open TINYINT NOT NULL DEFAULT 0,
+	started_ms BIGINT NOT NULL DEFAULT 0,
+	opened_ms BIGINT NOT NULL DEFAULT 0,
+	resolved_ms BIGINT NULL,
+	opened_by VARCHAR(64) NOT NULL DEFAULT '',
+	message VARCHAR(2048) NOT NULL DEFAULT '',
+	detail TEXT NULL,
+	PRIMARY KEY (kind, subject)
+);
+
+-- controller_alive: when an acting controller last said it was alive (Unix ms). Every
+-- controller-capable worker reads it to tell that there has been no controller for longer
+-- than [controller] no_controller_alert. One row; 0 means no controller ever acted.
+CREATE TABLE IF NOT EXISTS controller_alive (
+	id TINYINT NOT NULL PRIMARY KEY,
+	epoch BIGINT NOT NULL DEFAULT 0,
+	node VARCHAR(64) NOT NULL DEFAULT '',
+	at_ms BIGINT NOT NULL DEFAULT 0
+);
+INSERT IGNORE INTO controller_alive (id, epoch, node, at_ms) VALUES (1, 0, '', 0);

@@ -158,6 +158,7 @@ async fn fake_worker(
             location: "bench".into(),
             capacity: args.capacity,
             wait_ms: 5000,
+            canaries: None,
         };
         stats.polls.fetch_add(1, Ordering::Relaxed);
         let reply: Result<PollReply, RpcError> = client

@@ -7,6 +7,7 @@
 //! - [`config`]: the per-node TOML file, read and validated into typed sections.
 //! - [`model`]: pure domain types (ids, statuses, the operator's rows).
 //! - [`probe`]: the check types (http, tcp, icmp, ssl_expire, dns) that workers run.
+//! - [`canary`]: worker canaries: URLs parsed into probe specs, and the impaired rule.
 //! - [`vote`]: the controller's scheduling and voting rules (confirmations, delay, quorum) as
 //!   a pure state machine driven with explicit time.
 //! - [`push`]: push checks' rules (online while the job calls in), a pure state machine
@@ -32,6 +33,7 @@
 //! The binary (`src/main.rs`) maps the command line to a config and a role, with exit codes.
 
 pub mod api;
+pub mod canary;
 pub mod config;
 pub mod history;
 pub mod lease;

@@ -121,6 +121,25 @@ pub struct ControllerConfig {
     /// `/metrics` has per-worker probe series (`probe_success` and the others) beside the
     /// per-check ones.
     pub metrics_per_worker: bool,
+    /// Meta-alerts: when the monitor itself is down or stuck.
+    pub meta: MetaAlertConfig,
+}
+
+/// `[controller]` keys of the meta-alerts (`[smtp] admin` and `admin_webhook`).
+#[derive(Debug, Clone)]
+pub struct MetaAlertConfig {
+    /// A URL that receives every meta-alert as JSON (a secret: such URLs carry tokens).
+    pub admin_webhook: Option<Secret>,
+    /// Signs the webhook's body like a contact webhook's `secret`.
+    pub admin_webhook_secret: Option<Secret>,
+    /// No controller has been alive for this long.
+    pub no_controller: Duration,
+    /// A worker has not polled for this long.
+    pub stale_worker: Duration,
+    /// The oldest pending notification is older than this.
+    pub outbox_stuck: Duration,
+    /// A viewserver member has not answered for this long.
+    pub viewserver_down: Duration,
 }
 
 /// `[controller]` keys of the notification outbox.
@@ -164,6 +183,10 @@ pub struct WorkerConfig {
     /// This worker's own node key, instead of the cluster secret (a probe-only worker outside
     /// the trusted zone).
     pub key: Option<Secret>,
+    /// Reference targets that judge this worker's own network (see [`crate::canary`]).
+    pub canaries: Vec<String>,
+    /// How often the canaries are probed.
+    pub canary_interval: Duration,
 }
 
 /// `[viewserver]`.

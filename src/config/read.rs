@@ -10,9 +10,9 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{
-    Config, ControllerConfig, DefaultConfig, DeliveryConfig, DnsConfig, HistoryConfig, Role,
-    Secret, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig, WebConfig,
-    WorkerConfig,
+    Config, ControllerConfig, DefaultConfig, DeliveryConfig, DnsConfig, HistoryConfig,
+    MetaAlertConfig, Role, Secret, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig,
+    WebConfig, WorkerConfig,
 };
 
 /// One thing wrong with a config file.
@@ -150,6 +150,12 @@ const SECTIONS: &[(&str, &[Key])] = &[
             alias("heartbeat_interval", &["heartbeatInterval"]),
             alias("distinct_locations", &["distinctLocations"]),
             alias("metrics_per_worker", &["metricsPerWorker"]),
+            secret("admin_webhook", &["adminWebhook"]),
+            secret("admin_webhook_secret", &["adminWebhookSecret"]),
+            alias("no_controller_alert", &["noControllerAlert"]),
+            alias("stale_worker_alert", &["staleWorkerAlert"]),
+            alias("outbox_stuck_alert", &["outboxStuckAlert"]),
+            alias("viewserver_down_alert", &["viewserverDownAlert"]),
         ],
     ),
     (
@@ -165,6 +171,8 @@ const SECTIONS: &[(&str, &[Key])] = &[
             alias("result_buffer", &["resultBuffer"]),
             alias("disconnect_pause", &["disconnectPause"]),
             secret("key", &[]),
+            k("canaries"),
+            alias("canary_interval", &["canaryInterval"]),
         ],
     ),
     (
@@ -739,7 +747,9 @@ impl Reader<'_> {
                 "from 100ms to 1h",
             );
         }
+        let meta = self.meta_alerts(s);
         Some(ControllerConfig {
+            meta,
             addr,
             advertise_addr,
             database,
@@ -801,7 +811,27 @@ impl Reader<'_> {
                 "64 hex digits, as printed by `gobearmon node-key ID --config FILE`",
             );
         }
+        let canaries = self.string_list(s, "canaries");
+        for (i, url) in canaries.iter().enumerate() {
+            if let Err(e) = crate::canary::parse(url) {
+                self.problem(
+                    format!("worker.canaries[{i}]"),
+                    format!("{:?}: {}", e.url, e.why),
+                    "tcp://host:port, http(s)://..., icmp://host or dns://server/name",
+                );
+            }
+        }
+        let canary_interval = self.duration_or(s, "canary_interval", Duration::from_secs(10));
+        if canary_interval < Duration::from_millis(200) {
+            self.problem(
+                "worker.canary_interval".into(),
+                format!("{canary_interval:?}"),
+                "at least 200ms",
+            );
+        }
         Some(WorkerConfig {
+            canaries,
+            canary_interval,
             id: id?,
             location,
             view_addr,
@@ -813,6 +843,28 @@ impl Reader<'_> {
             disconnect_pause,
             key,
         })
+    }
+
+    /// The meta-alert keys of `[controller]`.
+    fn meta_alerts(&mut self, s: &Section) -> MetaAlertConfig {
+        let admin_webhook = self.opt_string(s, "admin_webhook").map(Secret::new);
+        if let Some(u) = &admin_webhook
+            && !url::Url::parse(u.expose()).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            self.problem(
+                "controller.admin_webhook".into(),
+                "a value that is not an http(s) URL (value hidden)",
+                "the http(s) URL that receives the meta-alerts as JSON",
+            );
+        }
+        MetaAlertConfig {
+            admin_webhook,
+            admin_webhook_secret: self.opt_string(s, "admin_webhook_secret").map(Secret::new),
+            no_controller: self.duration_or(s, "no_controller_alert", Duration::from_secs(60)),
+            stale_worker: self.duration_or(s, "stale_worker_alert", Duration::from_secs(300)),
+            outbox_stuck: self.duration_or(s, "outbox_stuck_alert", Duration::from_secs(600)),
+            viewserver_down: self.duration_or(s, "viewserver_down_alert", Duration::from_secs(60)),
+        }
     }
 
     fn viewserver(&mut self, s: &Section) -> Option<ViewserverConfig> {
@@ -1076,6 +1128,44 @@ mod tests {
         assert_eq!(w.lease, Duration::from_secs(3));
         assert!(c.controller().is_none());
         assert_eq!(c.smtp.tls, SmtpTls::Auto);
+        assert!(w.canaries.is_empty());
+        assert_eq!(w.canary_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn canaries_and_meta_alert_keys_are_read_and_checked() {
+        let base = "[default]\npassword = \"0123456789abcdef\"\n[worker]\nid = \"w1\"\nview_addr = \"a:1\"\n";
+        let db = "[controller]\naddr = \"127.0.0.1:1\"\ndatabase = [\"mysql://u:p@h:3306/d\"]\n";
+        let c = parse_str(&format!(
+            "{base}canaries = [\"tcp://127.0.0.1:9\", \"dns://127.0.0.1:5353/up.test\"]\ncanaryInterval = \"2s\"\n{db}no_controller_alert = \"30s\"\nadmin_webhook = \"https://hook.test/x\"\n"
+        ))
+        .unwrap();
+        let w = c.worker().unwrap();
+        assert_eq!(w.canaries.len(), 2);
+        assert_eq!(w.canary_interval, Duration::from_secs(2));
+        let m = &c.controller().unwrap().meta;
+        assert_eq!(m.no_controller, Duration::from_secs(30));
+        assert_eq!(m.stale_worker, Duration::from_secs(300));
+        assert_eq!(m.outbox_stuck, Duration::from_secs(600));
+        assert!(m.admin_webhook.is_some());
+        let p = problems(&format!(
+            "{base}canaries = [\"tcp://127.0.0.1:9\", \"ftp://x/\"]\ncanary_interval = \"10ms\"\n{db}admin_webhook = \"not a url\"\n"
+        ));
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "worker.canaries[1]",
+                "worker.canary_interval",
+                "controller.admin_webhook"
+            ],
+            "{p:?}"
+        );
+        assert!(
+            !p[2].found.contains("not a url"),
+            "secret shown: {}",
+            p[2].found
+        );
     }
 
     #[test]

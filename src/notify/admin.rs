@@ -28,6 +28,10 @@ pub enum AdminKind {
     FlipNotRecorded,
     /// A new controller keeps failing to raise the epoch fence.
     FenceNotRaised,
+    /// A worker's canaries fail: its results no longer count (a meta-alert, sent once).
+    WorkerImpaired,
+    /// A meta-alert about the monitor itself (see [`super::meta`]), sent once.
+    MetaAlert,
 }
 
 impl AdminKind {
@@ -42,6 +46,8 @@ impl AdminKind {
             AdminKind::FenceNotRaised => {
                 "gobearmon: the new controller cannot raise the epoch fence"
             }
+            AdminKind::WorkerImpaired => "gobearmon: worker impaired",
+            AdminKind::MetaAlert => "gobearmon: alert",
         }
     }
 }
@@ -164,6 +170,27 @@ impl AdminNotifier {
                 let entry = state.entry(subject.to_string()).or_default();
                 entry.last_sent = previous.last_sent;
                 entry.suppressed += previous.suppressed;
+                AdminOutcome::Failed(e)
+            }
+        }
+    }
+
+    /// Sends `body` under `subject` now, without the rate limit: for notices that are
+    /// deduplicated elsewhere (the meta-alerts, once per outage through MySQL).
+    pub async fn send_once(&self, subject: &str, body: &str) -> AdminOutcome {
+        let (Some(sender), Some(admin)) = (&self.sender, &self.admin) else {
+            return AdminOutcome::NotConfigured;
+        };
+        match sender
+            .send(admin, subject, &format!("{body}\n\ngobearmon"))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(subject, "admin notice sent");
+                AdminOutcome::Sent
+            }
+            Err(e) => {
+                tracing::warn!(subject, error = %e, "admin notice not sent");
                 AdminOutcome::Failed(e)
             }
         }

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod email;
+pub mod meta;
 pub mod outbox;
 pub mod redact;
 pub mod text;

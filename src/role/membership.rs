@@ -146,6 +146,11 @@ impl Membership {
     }
 
     /// Follows every change of standing.
+    /// The signed client this node's heartbeats use.
+    pub fn client(&self) -> &RpcClient {
+        &self.client
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<Standing> {
         self.standing.subscribe()
     }

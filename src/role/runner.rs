@@ -20,6 +20,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::canaries::Canaries;
 use super::membership::{Membership, Standing};
 use crate::probe::{self, ProbeContext};
 use crate::rpc::work::{
@@ -61,6 +62,9 @@ pub struct Runner {
     buffer_cap: usize,
     ready: Notify,
     pub stats: RunnerStats,
+    /// This worker's canaries: their report goes with every poll, and while they say it is
+    /// impaired its results go out as `fail`.
+    pub canaries: Arc<Canaries>,
 }
 
 impl Runner {
@@ -71,6 +75,7 @@ impl Runner {
         location: String,
         num_threads: usize,
         buffer_cap: usize,
+        canaries: Arc<Canaries>,
     ) -> Arc<Runner> {
         Arc::new(Runner {
             membership,
@@ -83,6 +88,7 @@ impl Runner {
             buffer_cap,
             ready: Notify::new(),
             stats: RunnerStats::default(),
+            canaries,
         })
     }
 
@@ -199,6 +205,7 @@ impl Runner {
                 } else {
                     POLL_WAIT.as_millis() as u64
                 },
+                canaries: self.canaries.report(),
             };
             let current = (addr.clone(), epoch);
             let mut standing = self.membership.subscribe();
@@ -211,6 +218,9 @@ impl Runner {
             match answer {
                 Ok(reply) => {
                     backoff = Duration::from_millis(100);
+                    if let Some(urls) = reply.canaries {
+                        self.canaries.set_shared(urls);
+                    }
                     self.membership.controller_answers(true);
                     self.stats
                         .last_contact_ms
@@ -286,9 +296,30 @@ impl Runner {
                     details: Default::default(),
                 },
             };
-            me.push(result);
+            me.push(me.judged(result));
             me.in_flight.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+
+    /// `result` as this worker may report it: while its canaries say it is impaired, it
+    /// cannot tell a down target from its own broken network, so the result is a `fail`.
+    fn judged(&self, mut result: WorkResult) -> WorkResult {
+        if self.canaries.impaired() && result.status != RunStatus::Fail {
+            result.message = probe::cut_text(
+                &format!(
+                    "this worker is impaired (its canaries fail), so its result does not count: {}",
+                    if result.message.is_empty() {
+                        "online"
+                    } else {
+                        &result.message
+                    }
+                ),
+                probe::MESSAGE_CAP,
+            )
+            .into_owned();
+            result.status = RunStatus::Fail;
+        }
+        result
     }
 
     /// Sends buffered results as they arrive, until `shutdown`; then makes one last attempt.
@@ -539,6 +570,7 @@ mod tests {
             "here".into(),
             2,
             100_000,
+            Arc::new(Canaries::new("w1", Vec::new(), Duration::from_secs(10))),
         )
     }
 
@@ -679,6 +711,7 @@ mod tests {
             "here".into(),
             2,
             100,
+            Arc::new(Canaries::new("w1", Vec::new(), Duration::from_secs(10))),
         );
         let shutdown = CancellationToken::new();
         tokio::spawn(membership.run(shutdown.clone()));

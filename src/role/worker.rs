@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::canaries::Canaries;
 use super::controller::{ControllerError, ControllerHost, ControllerSlot};
 use super::membership::{Membership, wall_ms};
 use super::runner::Runner;
@@ -118,13 +119,21 @@ pub async fn run(
         .collect();
     let tasks = TaskTracker::new();
     tasks.spawn(membership.clone().run(shutdown.clone()));
+    let probe_ctx = ProbeContext::new(config.dns.server.clone()).with_own_listeners(own_listeners);
+    let canaries = Arc::new(Canaries::new(
+        &worker.id,
+        worker.canaries.clone(),
+        worker.canary_interval,
+    ));
+    tasks.spawn(canaries.clone().run(probe_ctx.clone(), shutdown.clone()));
     let runner = Runner::new(
         membership.clone(),
         client.clone(),
-        ProbeContext::new(config.dns.server.clone()).with_own_listeners(own_listeners),
+        probe_ctx,
         worker.location.clone(),
         worker.num_threads,
         worker.result_buffer,
+        canaries,
     );
     // Results are sent until the very end: the sender stops after the poller.
     let runs_done = CancellationToken::new();
@@ -142,6 +151,11 @@ pub async fn run(
         )?;
         tasks.spawn(supervise(
             membership.clone(),
+            host.clone(),
+            slot.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(super::controller::watch::no_controller_loop(
             host.clone(),
             slot.clone(),
             shutdown.clone(),

@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::canary::CanaryReport;
 use crate::model::CheckId;
 use crate::probe::{CheckSpec, Details};
 
@@ -31,12 +32,20 @@ pub struct PollRequest {
     pub capacity: u32,
     /// How long the controller may hold the request when nothing is due.
     pub wait_ms: u64,
+    /// The worker's canaries (`None` when it runs none, and from workers of older versions):
+    /// an impaired worker is handed no work and its results count as `fail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canaries: Option<CanaryReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PollReply {
     pub epoch: u64,
     pub assignments: Vec<WorkItem>,
+    /// The canaries the database sets for every worker (table `canaries`), run beside the
+    /// worker's own `[worker] canaries`. `None` from controllers of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canaries: Option<Vec<String>>,
 }
 
 /// One run to do.

@@ -13,6 +13,8 @@
 //! - [`history`]: result history: raw results, hourly and daily rollups, pruning.
 //! - [`timeline`]: history read back: flips, incidents and their notifications, uptime,
 //!   results over a window.
+//! - [`meta`]: vantage health and meta-alerts: the `canaries` list, `meta_alerts` opened
+//!   and resolved once across nodes, the controller's alive stamp.
 //! - [`outbox`]: the notification outbox's rows: enqueue inside a flip's fenced transaction,
 //!   claim due rows, record attempts, report failures, charges.
 //!
@@ -22,6 +24,7 @@ pub mod catalog;
 pub mod fence;
 pub mod flips;
 pub mod history;
+pub mod meta;
 pub mod metrics;
 pub mod outbox;
 pub mod push;

@@ -23,6 +23,9 @@ pub const TABLES: &[&str] = &[
     "result_rollups",
     "history_cursor",
     "check_pushes",
+    "canaries",
+    "meta_alerts",
+    "controller_alive",
 ];
 
 /// Applies `install.sql`. Idempotent: safe on an empty database, on an installed one, and on a

@@ -470,6 +470,55 @@ impl Engine {
         if !was_down {
             return;
         }
+        self.gained_a_worker(now);
+    }
+
+    /// A worker is gone. Its assignments are released and handed to other workers at once;
+    /// its votes in open rounds stay counted (it did observe the result; a round still needs
+    /// its confirmations from distinct workers, and only live ones are asked).
+    pub fn worker_down(&mut self, node: &NodeId, now: Instant) {
+        let Some(slot) = self.core.workers.slot(node) else {
+            return;
+        };
+        if !self.core.workers.is_live(slot) {
+            return;
+        }
+        if self.core.workers.is_impaired(slot) {
+            // Not counted while impaired: only its (empty) holdings go.
+            self.core.workers.down(slot);
+            return;
+        }
+        let live_before = self.core.workers.live_count() as u32;
+        let mut held = self.core.workers.down(slot);
+        held.sort_unstable();
+        for id in held {
+            let Some(c) = self.checks.get_mut(&id) else {
+                continue;
+            };
+            if let Some(pos) = c.in_flight.iter().position(|h| h.worker == slot) {
+                let h = c.in_flight.swap_remove(pos);
+                self.core.release(id, &h);
+            }
+            self.core.pump(id, c, now);
+        }
+        self.lost_a_worker(live_before);
+    }
+
+    /// The checks that needed exactly `live_before` workers have lost their quorum.
+    fn lost_a_worker(&mut self, live_before: u32) {
+        let lost: Vec<CheckId> = self
+            .by_confirmations
+            .get(&live_before)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        for id in lost {
+            self.mark_lost(id);
+        }
+    }
+
+    /// One more worker counts: checks that needed it regain their quorum, and rounds waiting
+    /// for a worker ask at once.
+    fn gained_a_worker(&mut self, now: Instant) {
         let live = self.core.workers.live_count() as u32;
         let regained: Vec<CheckId> = self
             .by_confirmations
@@ -488,18 +537,17 @@ impl Engine {
         }
     }
 
-    /// A worker is gone. Its assignments are released and handed to other workers at once;
-    /// its votes in open rounds stay counted (it did observe the result; a round still needs
-    /// its confirmations from distinct workers, and only live ones are asked).
-    pub fn worker_down(&mut self, node: &NodeId, now: Instant) {
-        let Some(slot) = self.core.workers.slot(node) else {
+    /// A worker's canaries say it cannot judge (`true`), or that it can again. An impaired
+    /// worker keeps its place but counts as not live: its assignments are released and
+    /// handed to others at once, it is handed nothing, its results count as `fail`, and the
+    /// checks that needed it lose their quorum until it recovers. Its votes already in open
+    /// rounds stay, as a down worker's do. A worker seen for the first time is registered.
+    pub fn set_impaired(&mut self, node: &NodeId, impaired: bool, now: Instant) {
+        let slot = self.core.workers.register(node);
+        let live_before = self.core.workers.live_count() as u32;
+        let Some((counted, mut held)) = self.core.workers.set_impaired(slot, impaired) else {
             return;
         };
-        if !self.core.workers.is_live(slot) {
-            return;
-        }
-        let live_before = self.core.workers.live_count() as u32;
-        let mut held = self.core.workers.down(slot);
         held.sort_unstable();
         for id in held {
             let Some(c) = self.checks.get_mut(&id) else {
@@ -511,13 +559,13 @@ impl Engine {
             }
             self.core.pump(id, c, now);
         }
-        let lost: Vec<CheckId> = self
-            .by_confirmations
-            .get(&live_before)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
-        for id in lost {
-            self.mark_lost(id);
+        if !counted {
+            return;
+        }
+        if impaired {
+            self.lost_a_worker(live_before);
+        } else {
+            self.gained_a_worker(now);
         }
     }
 
@@ -564,6 +612,12 @@ impl Engine {
         let held = c.in_flight.swap_remove(pos);
         core.release(check, &held);
         core.stats.results += 1;
+        // An impaired worker cannot judge: whatever it saw is a `fail`.
+        let outcome = if core.workers.is_impaired(worker) {
+            Outcome::Fail
+        } else {
+            outcome
+        };
         let at_ms = core.millis(now);
         c.record(worker, outcome, at_ms);
 
@@ -804,12 +858,13 @@ impl Engine {
             .core
             .workers
             .views()
-            .map(|(node, live, holding, handed)| {
+            .map(|(node, live, impaired, holding, handed)| {
                 let mut in_flight: Vec<CheckId> = holding.iter().copied().collect();
                 in_flight.sort_unstable();
                 WorkerView {
                     node: node.clone(),
                     live,
+                    impaired,
                     in_flight,
                     handed,
                 }

@@ -28,6 +28,10 @@
 //!   round, and the round completes by itself once enough workers are live again.
 //!   [`Engine::insufficient_quorum`] lists such checks; [`Engine::take_quorum_changes`]
 //!   reports the checks that lost or regained their quorum, once per change.
+//! - **Impaired workers** ([`Engine::set_impaired`], from their canaries): live but not
+//!   counted. They are handed no regular run and no confirmation, what they held is handed to
+//!   others at once, their results are `fail`, and the checks that needed them lose their
+//!   quorum until they recover. Their votes already in open rounds stay, as a down worker's do.
 //! - **Confirmations** come from the check's own column, else from `[controller]`.
 //!
 //! # Decisions where DESIGN is silent

@@ -1569,3 +1569,97 @@ fn distinct_locations_fill_from_anywhere_when_locations_run_out() {
     );
     assert_eq!(fra, 2, "{round:?}");
 }
+
+/// An impaired worker is handed nothing (regular runs and confirmations go to the others),
+/// does not count toward quorum, and counts again once it recovers.
+#[test]
+fn impaired_workers_get_no_runs_and_no_say() {
+    let mut b = Bench::new(2, &["a", "b", "c"]);
+    b.add(def(1, 10, 1, Online));
+    b.e.set_impaired(&node("a"), true, b.at(secs(0)));
+    b.e.set_impaired(&node("b"), true, b.at(secs(0)));
+    assert_eq!(b.e.live_workers(), 1);
+    assert_eq!(b.e.insufficient_quorum(), vec![CheckId(1)]);
+    let change = b.e.take_quorum_changes().expect("quorum lost");
+    assert_eq!(change.lost, vec![CheckId(1)]);
+    let views = b.e.workers();
+    assert!(views[0].impaired && views[1].impaired && !views[2].impaired);
+    // Every regular run goes to c; its online results keep the check online.
+    for round in 0..4u64 {
+        let r = b.one(secs(round * 10));
+        assert_eq!(r.node, node("c"), "round {round}");
+        assert!(matches!(
+            b.answer(&r, Outcome::Online, secs(round * 10)),
+            Effect::Agreed { .. }
+        ));
+    }
+    // c sees it offline: no impaired worker is asked to confirm, nothing completes.
+    let r = b.one(secs(40));
+    assert!(matches!(
+        b.answer(&r, Outcome::Offline, secs(40)),
+        Effect::Voted { quorum: false, .. }
+    ));
+    assert!(b.due(secs(40)).is_empty(), "no healthy worker left to ask");
+    // b recovers: quorum is back and b is asked for the confirmation at once.
+    b.e.set_impaired(&node("b"), false, b.at(secs(41)));
+    assert_eq!(b.e.live_workers(), 2);
+    assert!(b.e.insufficient_quorum().is_empty());
+    let c = b.one(secs(41));
+    assert_eq!((c.node.clone(), c.kind), (node("b"), Kind::Confirmation));
+    assert!(matches!(
+        b.answer(&c, Outcome::Offline, secs(41)),
+        Effect::RoundComplete { .. }
+    ));
+}
+
+/// Turning impaired releases what the worker holds (handed to a healthy worker at once), and a
+/// result it still sends for an assignment it holds counts as `fail`, never as a vote.
+#[test]
+fn an_impaired_worker_loses_its_runs_and_its_results_are_fails() {
+    let mut b = Bench::new(2, &["a", "b", "c"]);
+    b.add(def(1, 60, 0, Online));
+    let r = b.one(secs(0));
+    b.e.set_impaired(&r.node, true, b.at(secs(1)));
+    let again = b.one(secs(1));
+    assert_ne!(again.node, r.node);
+    assert_eq!(b.answer(&r, Outcome::Offline, secs(2)), Effect::Stale);
+    b.e.set_impaired(&r.node, false, b.at(secs(2)));
+    // A worker that turns impaired while holding a confirmation: its late offline vote is
+    // a fail.
+    assert!(matches!(
+        b.answer(&again, Outcome::Offline, secs(3)),
+        Effect::Voted { .. }
+    ));
+    let conf = b.one(secs(3));
+    // Impaired, then healthy again before its answer: the ticket was released, so stale.
+    b.e.set_impaired(&conf.node, true, b.at(secs(4)));
+    assert_eq!(b.answer(&conf, Outcome::Offline, secs(4)), Effect::Stale);
+    assert!(
+        round_names(&b.view(1)).len() == 1,
+        "no vote from the impaired worker"
+    );
+    // Impaired twice, or a down impaired worker coming back, changes no counts.
+    b.e.set_impaired(&conf.node, true, b.at(secs(5)));
+    b.e.worker_down(&conf.node, b.at(secs(5)));
+    assert_eq!(b.e.live_workers(), 2);
+    b.e.worker_up(&conf.node, b.at(secs(6)));
+    assert_eq!(b.e.live_workers(), 2);
+    b.e.set_impaired(&conf.node, false, b.at(secs(7)));
+    assert_eq!(b.e.live_workers(), 3);
+}
+
+/// A lone impaired worker is handed nothing at all (no "one worker runs everything"
+/// fallback), and its answer to a run it held before is not counted.
+#[test]
+fn a_lone_impaired_worker_is_handed_nothing() {
+    let mut b = Bench::new(1, &["a"]);
+    b.add(def(1, 60, 0, Online));
+    let r = b.one(secs(0));
+    b.e.set_impaired(&node("a"), true, b.at(secs(1)));
+    assert!(
+        b.due(secs(100)).is_empty(),
+        "an impaired worker is handed nothing"
+    );
+    assert_eq!(b.answer(&r, Outcome::Offline, secs(1)), Effect::Stale);
+    assert_eq!(b.view(1).status, Online);
+}

@@ -273,6 +273,8 @@ pub struct CheckView {
 pub struct WorkerView {
     pub node: NodeId,
     pub live: bool,
+    /// Its canaries say it cannot judge ([`super::Engine::set_impaired`]).
+    pub impaired: bool,
     /// Checks this worker holds an assignment for (sorted).
     pub in_flight: Vec<CheckId>,
     /// Assignments handed to it since the engine was built.

@@ -18,6 +18,9 @@ struct Worker {
     /// other worker's.
     location: Box<str>,
     live: bool,
+    /// Its canaries say it cannot judge: it is handed nothing and never votes, and it does
+    /// not count among the live workers.
+    impaired: bool,
     /// Checks it holds an assignment for (at most one per check).
     holding: HashSet<CheckId>,
     /// Assignments handed to it so far: the tie-break that spreads runs when loads are equal.
@@ -48,33 +51,69 @@ impl Workers {
         self.slots[slot as usize].live
     }
 
+    pub(super) fn is_impaired(&self, slot: Slot) -> bool {
+        self.slots[slot as usize].impaired
+    }
+
+    /// The slot of `node`, registering it (not live) the first time.
+    pub(super) fn register(&mut self, node: &NodeId) -> Slot {
+        if let Some(&slot) = self.by_node.get(node) {
+            return slot;
+        }
+        // One slot per distinct node id ever seen; each holds at least a String and a
+        // HashSet (> 64 bytes), so 2^32 of them cannot fit in memory first.
+        let slot = Slot::try_from(self.slots.len()).expect("fewer than 2^32 workers");
+        self.slots.push(Worker {
+            node: node.clone(),
+            location: Box::from(""),
+            live: false,
+            impaired: false,
+            holding: HashSet::new(),
+            handed: 0,
+        });
+        self.by_node.insert(node.clone(), slot);
+        slot
+    }
+
+    /// Marks a worker impaired or not. Returns `None` when nothing changed; else whether the
+    /// count of live (usable) workers changed, and the checks it held when it turned impaired
+    /// (its holdings are emptied; the caller releases them on the checks' side).
+    pub(super) fn set_impaired(&mut self, slot: Slot, on: bool) -> Option<(bool, Vec<CheckId>)> {
+        let worker = &mut self.slots[slot as usize];
+        if worker.impaired == on {
+            return None;
+        }
+        worker.impaired = on;
+        let counted = worker.live;
+        let held = if on {
+            worker.holding.drain().collect()
+        } else {
+            Vec::new()
+        };
+        if counted {
+            if on {
+                self.live -= 1;
+            } else {
+                self.live += 1;
+            }
+        }
+        Some((counted, held))
+    }
+
     /// Marks a worker live, registering it the first time. Returns its slot and whether it
     /// was down before.
+    /// An impaired worker is live but not counted, until it recovers.
     pub(super) fn up(&mut self, node: &NodeId) -> (Slot, bool) {
-        let slot = match self.by_node.get(node) {
-            Some(&slot) => slot,
-            None => {
-                // One slot per distinct node id ever seen; each holds at least a String and a
-                // HashSet (> 64 bytes), so 2^32 of them cannot fit in memory first.
-                let slot = Slot::try_from(self.slots.len()).expect("fewer than 2^32 workers");
-                self.slots.push(Worker {
-                    node: node.clone(),
-                    location: Box::from(""),
-                    live: false,
-                    holding: HashSet::new(),
-                    handed: 0,
-                });
-                self.by_node.insert(node.clone(), slot);
-                slot
-            }
-        };
+        let slot = self.register(node);
         let worker = &mut self.slots[slot as usize];
         let was_down = !worker.live;
         if was_down {
             worker.live = true;
-            self.live += 1;
+            if !worker.impaired {
+                self.live += 1;
+            }
         }
-        (slot, was_down)
+        (slot, was_down && !worker.impaired)
     }
 
     /// Marks a worker down and returns the checks it held (its holdings are emptied; the
@@ -83,7 +122,9 @@ impl Workers {
         let worker = &mut self.slots[slot as usize];
         if worker.live {
             worker.live = false;
-            self.live -= 1;
+            if !worker.impaired {
+                self.live -= 1;
+            }
         }
         worker.holding.drain().collect()
     }
@@ -126,7 +167,7 @@ impl Workers {
         self.slots
             .iter()
             .enumerate()
-            .filter(|(_, w)| w.live)
+            .filter(|(_, w)| w.live && !w.impaired)
             .map(|(i, _)| i as Slot)
     }
 
@@ -187,9 +228,11 @@ impl Workers {
         self.live_slots().any(|s| !avoid.contains(&s))
     }
 
-    pub(super) fn views(&self) -> impl Iterator<Item = (&NodeId, bool, &HashSet<CheckId>, u64)> {
+    pub(super) fn views(
+        &self,
+    ) -> impl Iterator<Item = (&NodeId, bool, bool, &HashSet<CheckId>, u64)> {
         self.slots
             .iter()
-            .map(|w| (&w.node, w.live, &w.holding, w.handed))
+            .map(|w| (&w.node, w.live, w.impaired, &w.holding, w.handed))
     }
 }

@@ -637,6 +637,9 @@ struct WorkerJson {
     location: String,
     last_result: String,
     checks: u64,
+    /// Its canaries fail (an open `worker_impaired` meta-alert).
+    impaired: bool,
+    failing_canaries: Vec<crate::canary::FailingCanary>,
 }
 
 #[derive(Serialize)]
@@ -654,6 +657,13 @@ struct WorkerList {
 async fn workers(State(web): State<Web>) -> Answer<WorkerList> {
     let fence = timeline::fence_holder(&web.store).await?;
     let workers = timeline::workers(&web.store).await?;
+    let impaired: std::collections::HashMap<String, Option<String>> =
+        crate::store::meta::open_alerts(&web.store)
+            .await?
+            .into_iter()
+            .filter(|a| a.kind == crate::notify::meta::AlertKind::WorkerImpaired.as_str())
+            .map(|a| (a.subject, a.detail))
+            .collect();
     Ok(Json(WorkerList {
         controller: fence
             .filter(|(epoch, _)| *epoch > 0)
@@ -661,6 +671,11 @@ async fn workers(State(web): State<Web>) -> Answer<WorkerList> {
         workers: workers
             .into_iter()
             .map(|w| WorkerJson {
+                impaired: impaired.contains_key(&w.node.0),
+                failing_canaries: impaired
+                    .get(&w.node.0)
+                    .map(|d| crate::canary::failing_from_json(d.as_deref()))
+                    .unwrap_or_default(),
                 id: w.node.0,
                 location: w.location,
                 last_result: rfc3339_ms(w.last_result_ms),

@@ -288,6 +288,25 @@ impl Cluster {
         Cluster::start_inner(n_vs, n_workers, database, timings, "", false, true)
     }
 
+    /// [`Cluster::start_isolable`] with `worker_extra` appended to each worker's file.
+    pub fn start_isolable_with(
+        n_vs: usize,
+        n_workers: usize,
+        database: &str,
+        timings: Timings,
+        worker_extra: &str,
+    ) -> Cluster {
+        Cluster::start_inner(
+            n_vs,
+            n_workers,
+            database,
+            timings,
+            worker_extra,
+            false,
+            true,
+        )
+    }
+
     /// Like [`Cluster::start`] with `[tls]` on every node; the cluster's own requests
     /// (`view`, `get`, `metric`) use https and trust the cluster CA.
     pub fn start_tls(n_vs: usize, n_workers: usize, database: &str, timings: Timings) -> Cluster {

@@ -79,6 +79,7 @@ pub(super) async fn poll(
                 node: node.clone(),
                 location: req.location.clone(),
                 capacity,
+                canaries: req.canaries.clone(),
                 reply,
             })
             .await;
@@ -90,6 +91,7 @@ pub(super) async fn poll(
             return Json(PollReply {
                 epoch: term.epoch.0,
                 assignments: if may_act { taken.items } else { Vec::new() },
+                canaries: term.host().vantage.canaries(),
             })
             .into_response();
         }

@@ -25,6 +25,7 @@ mod owner;
 mod push;
 pub mod status;
 mod term;
+pub mod watch;
 
 use std::sync::{Arc, Mutex};
 
@@ -58,6 +59,9 @@ pub enum ControllerError {
     /// The admin notice mailer could not be built.
     #[error("{0}")]
     AdminMail(#[source] crate::notify::NotifyError),
+    /// The admin webhook client could not be built.
+    #[error("{0}")]
+    AdminWebhook(#[source] crate::notify::NotifyError),
 }
 
 /// What a controller-capable worker keeps across terms.
@@ -76,6 +80,10 @@ pub struct ControllerHost {
     pub beats: std::sync::atomic::AtomicU64,
     /// What the per-check `/metrics` series keep between scrapes.
     metrics: tokio::sync::Mutex<metrics::MetricsCache>,
+    /// Meta-alerts to `[smtp] admin` and `admin_webhook`.
+    pub meta: crate::notify::meta::MetaNotifier,
+    /// The open meta-alerts and the database's canaries, as last read.
+    pub vantage: watch::VantageState,
 }
 
 impl ControllerHost {
@@ -89,8 +97,20 @@ impl ControllerHost {
         let store = Store::new(&controller.database)?;
         let channels = Channels::new(&config.smtp, &config.twilio, controller.delivery.timeout)
             .map_err(ControllerError::Channels)?;
-        let admin_mail = AdminNotifier::new(&config.smtp, controller.delivery.admin_interval)
-            .map_err(ControllerError::AdminMail)?;
+        let admin_mail = Arc::new(
+            AdminNotifier::new(&config.smtp, controller.delivery.admin_interval)
+                .map_err(ControllerError::AdminMail)?,
+        );
+        let meta = crate::notify::meta::MetaNotifier::new(
+            signer.node(),
+            admin_mail.clone(),
+            controller.meta.admin_webhook.clone().map(|u| {
+                let secret = controller.meta.admin_webhook_secret.clone();
+                (u, secret)
+            }),
+            controller.delivery.timeout,
+        )
+        .map_err(ControllerError::AdminWebhook)?;
         Ok(Arc::new(ControllerHost {
             node: NodeId(signer.node().to_string()),
             config: controller,
@@ -99,10 +119,12 @@ impl ControllerHost {
             signer,
             membership,
             channels: Arc::new(channels),
-            admin_mail: Arc::new(admin_mail),
+            admin_mail,
             admin,
             beats: std::sync::atomic::AtomicU64::new(0),
             metrics: Default::default(),
+            meta,
+            vantage: watch::VantageState::default(),
         }))
     }
 

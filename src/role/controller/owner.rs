@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::ControllerHost;
 use super::status::{self, StatusAnswer};
+use super::watch::WorkerHealth;
+use crate::canary::CanaryReport;
 use crate::model::{CheckId, CheckStatus, Epoch, NodeId};
 use crate::notify::admin::AdminKind;
 use crate::notify::{EventId, Notification, unix_ms};
@@ -43,7 +45,13 @@ pub(super) enum Msg {
         node: NodeId,
         location: String,
         capacity: usize,
+        /// The worker's canary report, `None` when it runs none.
+        canaries: Option<CanaryReport>,
         reply: oneshot::Sender<Taken>,
+    },
+    /// Every worker's liveness and canaries, for the meta-alerts.
+    Workers {
+        reply: oneshot::Sender<Vec<WorkerHealth>>,
     },
     /// A worker's results.
     Results {
@@ -126,6 +134,9 @@ pub(super) struct WorkerSlot {
     pub last_seen: Instant,
     pub location: String,
     pub live: bool,
+    /// Its latest canary report (`None`: it runs no canaries). Impaired: handed nothing,
+    /// its results count as `fail`.
+    pub canaries: Option<CanaryReport>,
 }
 
 /// A run waiting in a worker's queue.
@@ -237,9 +248,15 @@ impl Owner {
                 node,
                 location,
                 capacity,
+                canaries,
                 reply,
             } => {
+                // Before `seen`: an impaired worker must not count as live for a moment.
+                self.canaries(&node, canaries.as_ref());
                 let wake = self.seen(&node, Some(location));
+                if let Some(w) = self.workers.get_mut(&node) {
+                    w.canaries = canaries;
+                }
                 if capacity == 0 {
                     self.bounce(&node);
                 }
@@ -265,6 +282,20 @@ impl Owner {
             }
             Msg::Live { reply } => {
                 let _ = reply.send(self.live());
+            }
+            Msg::Workers { reply } => {
+                let now = Instant::now();
+                let health = self
+                    .workers
+                    .iter()
+                    .map(|(node, w)| WorkerHealth {
+                        node: node.clone(),
+                        since_seen: now.saturating_duration_since(w.last_seen),
+                        live: w.live,
+                        canaries: w.canaries.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(health);
             }
             Msg::Quorum { reply } => {
                 let _ = reply.send((
@@ -367,6 +398,7 @@ impl Owner {
                 last_seen: now,
                 location: String::new(),
                 live: false,
+                canaries: None,
             });
         w.last_seen = now;
         let mut moved = false;
@@ -385,6 +417,30 @@ impl Owner {
             self.engine.worker_up_at(node, &w.location, now);
         }
         wake
+    }
+
+    /// A worker's canary report: a worker that turns impaired loses its queued runs and is
+    /// handed nothing until it recovers (the engine's rule); the meta-alert task tells the
+    /// admin.
+    fn canaries(&mut self, node: &NodeId, report: Option<&CanaryReport>) {
+        let impaired = report.is_some_and(|r| r.impaired);
+        let was = self
+            .workers
+            .get(node)
+            .and_then(|w| w.canaries.as_ref())
+            .is_some_and(|r| r.impaired);
+        if impaired == was {
+            return;
+        }
+        if impaired {
+            tracing::warn!(%node, "worker impaired: its canaries fail; its results count as fail");
+            if let Some(w) = self.workers.get_mut(node) {
+                w.queue.clear();
+            }
+        } else {
+            tracing::info!(%node, "worker recovered: its canaries pass");
+        }
+        self.engine.set_impaired(node, impaired, Instant::now());
     }
 
     /// Up to `n` of the worker's queued runs. A run the engine no longer holds for it (timed

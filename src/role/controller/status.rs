@@ -8,6 +8,8 @@ use tokio::time::Instant;
 
 use super::ControllerHost;
 use super::owner::WorkerSlot;
+use super::watch::OpenAlert;
+use crate::canary::FailingCanary;
 use crate::model::{CheckId, CheckStatus, Epoch, NodeId};
 use crate::store::catalog::Catalog;
 use crate::vote::Engine;
@@ -21,6 +23,14 @@ pub struct WorkerStatus {
     pub stale: bool,
     pub checks_in_flight: usize,
     pub queued: usize,
+    /// Its canaries fail: it is handed nothing and its results count as `fail`.
+    #[serde(default)]
+    pub impaired: bool,
+    /// Canaries it runs (0: none, so it is never judged impaired).
+    #[serde(default)]
+    pub canaries: u32,
+    #[serde(default)]
+    pub failing_canaries: Vec<FailingCanary>,
 }
 
 /// One worker's latest result of a check.
@@ -57,6 +67,9 @@ pub struct StatusAnswer {
     pub live_workers: usize,
     pub workers: Vec<WorkerStatus>,
     pub checks: Vec<CheckStatusView>,
+    /// Open meta-alerts (the monitor itself impaired, down or stuck).
+    #[serde(default)]
+    pub alerts: Vec<OpenAlert>,
 }
 
 /// The path of one check's live state on the controller API (signed, cluster secret only).
@@ -115,6 +128,14 @@ pub(super) fn answer(
                 stale: !w.live,
                 checks_in_flight: w.in_flight.len(),
                 queued: s.map_or(0, |s| s.queue.len()),
+                impaired: w.impaired,
+                canaries: s
+                    .and_then(|s| s.canaries.as_ref())
+                    .map_or(0, |c| c.canaries),
+                failing_canaries: s
+                    .and_then(|s| s.canaries.as_ref())
+                    .map(|c| c.failing.clone())
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -130,6 +151,7 @@ pub(super) fn answer(
         live_workers: snapshot.live_workers,
         workers,
         checks,
+        alerts: host.vantage.alerts(),
     }
 }
 
@@ -138,13 +160,23 @@ impl StatusAnswer {
     /// workers first).
     pub fn text(&self) -> String {
         let live = self.workers.iter().filter(|w| !w.stale).count();
+        let impaired = self
+            .workers
+            .iter()
+            .filter(|w| !w.stale && w.impaired)
+            .count();
         let mut out = format!(
-            "controller {} (epoch {}), viewserver leader {}, {} of {} workers live\n\n",
+            "controller {} (epoch {}), viewserver leader {}, {} of {} workers live{}\n\n",
             self.controller,
             self.epoch,
             self.viewserver_leader.as_deref().unwrap_or("unknown"),
             live,
-            self.workers.len()
+            self.workers.len(),
+            if impaired > 0 {
+                format!(", {impaired} impaired")
+            } else {
+                String::new()
+            }
         );
         let mut workers = table(&[
             "WORKER",
@@ -159,13 +191,28 @@ impl StatusAnswer {
                 w.id.clone(),
                 w.location.clone(),
                 ago(w.last_seen_ms_ago),
-                if w.stale { "STALE" } else { "live" }.to_string(),
+                match (w.stale, w.impaired) {
+                    (true, _) => "STALE",
+                    (false, true) => "IMPAIRED",
+                    (false, false) => "live",
+                }
+                .to_string(),
                 w.checks_in_flight.to_string(),
                 w.queued.to_string(),
             ]);
         }
         out.push_str(&workers.trim_fmt());
-        out.push_str("\n\n");
+        out.push('\n');
+        for w in self
+            .workers
+            .iter()
+            .filter(|w| !w.failing_canaries.is_empty())
+        {
+            for c in &w.failing_canaries {
+                out.push_str(&format!("  {} canary {}: {}\n", w.id, c.url, c.message));
+            }
+        }
+        out.push('\n');
         let mut checks: Vec<&CheckStatusView> = self.checks.iter().collect();
         checks.sort_by_key(|c| {
             (
@@ -205,6 +252,20 @@ impl StatusAnswer {
         }
         out.push_str(&t.trim_fmt());
         out.push('\n');
+        if !self.alerts.is_empty() {
+            out.push_str("\nOPEN ALERTS\n");
+            for a in &self.alerts {
+                let subject = if a.subject.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", a.subject)
+                };
+                out.push_str(&format!(
+                    "  {}{subject} since {} (opened by {}): {}\n",
+                    a.kind, a.since, a.opened_by, a.message
+                ));
+            }
+        }
         out
     }
 }
@@ -248,6 +309,9 @@ mod tests {
                     stale: false,
                     checks_in_flight: 2,
                     queued: 0,
+                    impaired: false,
+                    canaries: 0,
+                    failing_canaries: vec![],
                 },
                 WorkerStatus {
                     id: "w3".into(),
@@ -256,8 +320,32 @@ mod tests {
                     stale: true,
                     checks_in_flight: 0,
                     queued: 0,
+                    impaired: false,
+                    canaries: 0,
+                    failing_canaries: vec![],
+                },
+                WorkerStatus {
+                    id: "w4".into(),
+                    location: "nyc".into(),
+                    last_seen_ms_ago: 300,
+                    stale: false,
+                    checks_in_flight: 0,
+                    queued: 0,
+                    impaired: true,
+                    canaries: 2,
+                    failing_canaries: vec![FailingCanary {
+                        url: "tcp://192.0.2.1:443".into(),
+                        message: "TCP connection error: timed out".into(),
+                    }],
                 },
             ],
+            alerts: vec![OpenAlert {
+                kind: "impaired_worker".into(),
+                subject: "w4".into(),
+                since: "2026-12-02T04:00:00Z".into(),
+                opened_by: "w2".into(),
+                message: "w4's canaries fail".into(),
+            }],
             checks: [
                 (1, "api", CheckStatus::Online, false),
                 (2, "shop", CheckStatus::Offline, false),
@@ -284,7 +372,7 @@ mod tests {
         let text = answer.text();
         assert!(
             text.starts_with(
-                "controller w2 (epoch 4), viewserver leader 127.0.0.1:7001, 1 of 2 workers live\n"
+                "controller w2 (epoch 4), viewserver leader 127.0.0.1:7001, 2 of 3 workers live, 1 impaired\n"
             ),
             "{text}"
         );
@@ -301,6 +389,15 @@ mod tests {
         assert!(lines[row("db")].contains("online, NO QUORUM"), "{text}");
         assert!(lines[row("shop")].contains("OFFLINE"), "{text}");
         assert!(lines[row("api")].contains("w1 online 800ms ago"), "{text}");
+        assert!(lines[row("IMPAIRED")].contains("w4"), "{text}");
+        assert!(
+            text.contains("  w4 canary tcp://192.0.2.1:443: TCP connection error: timed out\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("OPEN ALERTS\n  impaired_worker w4 since 2026-12-02T04:00:00Z (opened by w2): w4's canaries fail\n"),
+            "{text}"
+        );
         // Columns line up: every check row has its status where the header has STATUS.
         let at = lines[row("STATUS")].find("STATUS").unwrap();
         assert_eq!(lines[row("shop")].find("OFFLINE"), Some(at), "{text}");

@@ -162,6 +162,11 @@ pub(super) async fn act(
             ),
         ));
     }
+    tasks.spawn(ends_term(
+        token.clone(),
+        "meta-alerts",
+        super::watch::run(handle.clone()),
+    ));
     if host.history.enabled {
         tasks.spawn(ends_term(
             token.clone(),
@@ -239,8 +244,12 @@ async fn raise_fence(host: &ControllerHost, epoch: Epoch, token: &CancellationTo
                 failures += 1;
                 tracing::warn!(%epoch, error = %e, failures, "cannot raise the epoch fence yet");
                 if failures == FENCE_ALERT_AFTER {
-                    host.tell_admin(
-                        AdminKind::FenceNotRaised,
+                    // A meta-alert, sent once (and resolved by the term that raises it).
+                    let started_ms = crate::notify::unix_ms(std::time::SystemTime::now())
+                        - first_failure.elapsed().as_millis() as i64;
+                    super::watch::fence_not_raised(
+                        host,
+                        started_ms,
                         format!(
                             "{} was named controller for epoch {epoch} but has not been able to \
                              raise the epoch fence ({failures} attempts in {} s), so no check \
@@ -248,7 +257,8 @@ async fn raise_fence(host: &ControllerHost, epoch: Epoch, token: &CancellationTo
                             host.node,
                             first_failure.elapsed().as_secs()
                         ),
-                    );
+                    )
+                    .await;
                 }
                 tokio::select! {
                     _ = token.cancelled() => return false,
