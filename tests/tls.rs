@@ -126,7 +126,7 @@ fn a_tls_cluster_elects_runs_checks_and_fails_over() {
         "results of both workers in `gobearmon status`",
         || {
             let out = bin()
-                .arg("status")
+                .args(["status", "--json"])
                 .arg("--config")
                 .arg(&config)
                 .output()
