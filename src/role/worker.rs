@@ -422,19 +422,29 @@ async fn disconnect_now(State(n): State<Arc<Node>>) -> Response {
         .into_response()
 }
 
+/// How long a scrape waits for the per-check series.
+const CHECK_METRICS_WAIT: Duration = Duration::from_secs(3);
+
 async fn metrics(State(n): State<Arc<Node>>) -> Response {
     // A controller-capable worker adds the per-check series (from MySQL, and live state when
     // it acts); a database that does not answer costs those series, not the node's own.
     let mut more: Option<Box<dyn prometheus_client::collector::Collector>> = None;
     let mut check_metrics_up = None;
     if let Some(host) = &n.host {
-        match crate::role::controller::metrics::gather(host, &n.slot).await {
-            Ok(m) => {
+        // Bounded well inside a scrape timeout: a hung database costs the per-check series,
+        // never the node's own.
+        let gathering = crate::role::controller::metrics::gather(host, &n.slot);
+        match tokio::time::timeout(CHECK_METRICS_WAIT, gathering).await {
+            Ok(Ok(m)) => {
                 more = Some(Box::new(m));
                 check_metrics_up = Some(1.0);
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "per-check metrics unavailable");
+                check_metrics_up = Some(0.0);
+            }
+            Err(_) => {
+                tracing::warn!("per-check metrics unavailable: the database took over 3 s");
                 check_metrics_up = Some(0.0);
             }
         }
