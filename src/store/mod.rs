@@ -163,13 +163,14 @@ struct Pooled {
 }
 
 impl Pooled {
-    /// Every connection the pool may open is checked out by us.
+    /// Every connection the pool may open is open and none is idle in the pool: each is
+    /// checked out by us, or on its way back (a returned connection is cleaned up by the
+    /// pool's recycler before the next waiter gets it, and no longer counts as in use then).
     fn all_in_use(&self) -> bool {
-        self.pool
-            .metrics()
-            .connections_in_use
-            .load(Ordering::Relaxed)
-            >= self.max
+        let m = self.pool.metrics();
+        m.connections_in_use.load(Ordering::Relaxed) >= self.max
+            || (m.connection_count.load(Ordering::Relaxed) >= self.max
+                && m.connections_in_pool.load(Ordering::Relaxed) == 0)
     }
 }
 
