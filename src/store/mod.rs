@@ -24,6 +24,7 @@ pub mod flips;
 pub mod history;
 pub mod metrics;
 pub mod outbox;
+pub mod policy;
 pub mod push;
 pub mod results;
 pub mod rows;

@@ -23,6 +23,8 @@ pub const TABLES: &[&str] = &[
     "result_rollups",
     "history_cursor",
     "check_pushes",
+    "maintenance",
+    "incident_acks",
 ];
 
 /// Applies `install.sql`. Idempotent: safe on an empty database, on an installed one, and on a
