@@ -177,7 +177,7 @@ mod tests {
 
     const S: i64 = 1000;
 
-    fn alert(c: i32) -> Alert {
+    fn alert(c: i64) -> Alert {
         Alert {
             contact: ContactId(c),
             selects: Selects::Both,
@@ -213,7 +213,7 @@ mod tests {
         }
     }
 
-    fn send(event: i64, c: i32, slot: u32) -> Send {
+    fn send(event: i64, c: i64, slot: u32) -> Send {
         Send {
             event,
             contact: ContactId(c),
@@ -260,7 +260,8 @@ mod tests {
     #[test]
     fn recovery_notified_before_maintenance_is_sent_at_its_end() {
         let mut st = offline_at(0);
-        write(&mut st, &due(&st, 0));
+        let d = due(&st, 0);
+        write(&mut st, &d);
         st.maintenance = vec![(5 * S, 20 * S)];
         recovered(&mut st, 10 * S);
         assert!(due(&st, 10 * S).is_empty());
@@ -302,7 +303,8 @@ mod tests {
         assert!(due(&st, 31 * S).is_empty());
         let mut st = offline_at(0);
         st.alerts[0].remind_every_ms = Some(10 * S);
-        write(&mut st, &due(&st, 0));
+        let d = due(&st, 0);
+        write(&mut st, &d);
         assert_eq!(due(&st, 10 * S), vec![send(10, 1, 1)]);
         st.acked = true;
         assert!(due(&st, 20 * S).is_empty());
@@ -312,7 +314,8 @@ mod tests {
     fn reminders_repeat_until_recovery_without_bursts() {
         let mut st = offline_at(0);
         st.alerts[0].remind_every_ms = Some(10 * S);
-        write(&mut st, &due(&st, 0));
+        let d = due(&st, 0);
+        write(&mut st, &d);
         assert!(due(&st, 9 * S).is_empty());
         for k in 1..=3u32 {
             let d = due(&st, i64::from(k) * 10 * S + 1);
@@ -332,7 +335,8 @@ mod tests {
         st.alerts[0].remind_every_ms = Some(10 * S);
         st.alerts[0].after_ms = Some(5 * S);
         assert!(due(&st, 4 * S).is_empty());
-        write(&mut st, &due(&st, 5 * S));
+        let d = due(&st, 5 * S);
+        write(&mut st, &d);
         assert!(due(&st, 14 * S).is_empty());
         st.maintenance = vec![(12 * S, 40 * S)];
         assert!(due(&st, 20 * S).is_empty());
