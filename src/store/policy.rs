@@ -193,7 +193,9 @@ fn window(
             if !(1..=7).contains(&day) {
                 return Err(format!("weekday {day} is not 1 (Monday) to 7 (Sunday)"));
             }
-            let duration = duration.filter(|&d| d > 0).ok_or("a weekly window needs duration > 0")?;
+            let duration = duration
+                .filter(|&d| d > 0)
+                .ok_or("a weekly window needs duration > 0")?;
             Ok(Window::Weekly {
                 weekday: day as u8,
                 start_s: start_s.unwrap_or(0),
@@ -222,7 +224,10 @@ pub fn notification(loaded: &Loaded, send: &Send, now: i64) -> Notification {
     if send.slot > 0 {
         let since = time::OffsetDateTime::from_unix_timestamp(latest.time_ms / 1000)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_default();
         let d = ((now - latest.time_ms) / 1000).max(0);
         message = format!(
@@ -335,7 +340,10 @@ pub async fn ack(
     }
     let _ = kind;
     let who: Option<String> = conn
-        .exec_first("SELECT acked_by FROM incident_acks WHERE event_id = ?", (event,))
+        .exec_first(
+            "SELECT acked_by FROM incident_acks WHERE event_id = ?",
+            (event,),
+        )
         .await?;
     Ok(Acked::Already {
         event,
