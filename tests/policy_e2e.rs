@@ -188,6 +188,18 @@ fn a_maintenance_window_holds_the_offline_notice_and_releases_it_once_at_its_end
     assert_eq!((g[0].0, g[0].1.as_str()), (1, "offline"));
     settle(4);
     assert_eq!(got(&hook).len(), 1, "{:?}", got(&hook));
+    // SLA uptime leaves the window out: check 2 was down only inside it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gobearmon"))
+        .args(["uptime", "2", "--window", "1h", "--json", "--config"])
+        .arg(&w.cluster.workers[0].config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["down_seconds"].as_i64().unwrap() >= 1, "{r}");
+    assert!(r["maintenance_seconds"].as_i64().unwrap() >= 1, "{r}");
+    assert!(r["uptime"].as_f64().unwrap() < 1.0, "{r}");
+    assert_eq!(r["sla"].as_f64(), Some(1.0), "{r}");
     a.up();
 }
 

@@ -350,3 +350,31 @@ pub async fn ack(
         by: who.unwrap_or_default(),
     })
 }
+
+/// Every readable `maintenance` row with its check (`None`: every check); rows that cannot be
+/// read are left out (the policy task tells the admin of them).
+pub async fn windows(store: &Store) -> Result<Vec<(Option<i64>, Window)>, StoreError> {
+    type Row = (
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i32>,
+        Option<i64>,
+        Option<i32>,
+        String,
+    );
+    let rows: Vec<Row> = store
+        .conn()
+        .await?
+        .query(
+            "SELECT check_id, \
+               TIMESTAMPDIFF(MICROSECOND, '1970-01-01', starts_at) DIV 1000, \
+               TIMESTAMPDIFF(MICROSECOND, '1970-01-01', ends_at) DIV 1000, \
+               weekday, TIME_TO_SEC(start_time), duration, time_zone FROM maintenance",
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(c, s, e, d, st, dur, tz)| Some((c, window(s, e, d, st, dur, &tz).ok()?)))
+        .collect())
+}
