@@ -194,7 +194,11 @@ fn a_maintenance_window_holds_the_offline_notice_and_releases_it_once_at_its_end
         .arg(&w.cluster.workers[0].config)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(r["down_seconds"].as_i64().unwrap() >= 1, "{r}");
     assert!(r["maintenance_seconds"].as_i64().unwrap() >= 1, "{r}");

@@ -31,6 +31,11 @@ pub async fn has_policy(tx: &mut FencedTx, check: CheckId) -> Result<bool, Store
     Ok(n.unwrap_or(0) > 0)
 }
 
+/// `check_events` (id, type, time in ms, message, confirmed_by).
+type EventRow = (i64, String, i64, Option<String>, Option<String>);
+/// `alerts` (contact_id, type, after, remind_every).
+type AlertRow = (i64, Option<String>, Option<i32>, Option<i32>);
+
 /// One check's policy inputs, with what its notices are built from.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -69,21 +74,21 @@ pub async fn load(store: &Store, now: i64) -> Result<Vec<Loaded>, StoreError> {
                 .await?;
             let mut out = Vec::with_capacity(checks.len());
             for (id, name, check_type, data) in checks {
-                let events: Vec<(i64, String, i64, Option<String>, Option<String>)> = conn
+                let events: Vec<EventRow> = conn
                     .exec(
                         "SELECT id, type, CAST(UNIX_TIMESTAMP(time) * 1000 AS SIGNED), message, confirmed_by \
                          FROM check_events WHERE check_id = ? ORDER BY id DESC LIMIT 2",
                         (id,),
                     )
                     .await?;
-                let ev = |e: &(i64, String, i64, Option<String>, Option<String>)| Event {
+                let ev = |e: &EventRow| Event {
                     id: e.0,
                     offline: e.1 == "offline",
                     time_ms: e.2,
                 };
                 let latest = events.first().map(ev);
                 let previous = events.get(1).map(ev);
-                let alerts: Vec<(i64, Option<String>, Option<i32>, Option<i32>)> = conn
+                let alerts: Vec<AlertRow> = conn
                     .exec(
                         "SELECT contact_id, type, `after`, remind_every FROM alerts \
                          WHERE check_id = ? AND enabled = 1 ORDER BY id",
@@ -325,7 +330,7 @@ pub async fn ack(
             (check.0,),
         )
         .await?;
-    let Some((event, kind)) = latest.filter(|(_, t)| t == "offline") else {
+    let Some((event, _)) = latest.filter(|(_, t)| t == "offline") else {
         return Ok(Acked::NoIncident);
     };
     let by: String = by.chars().take(64).collect();
@@ -338,7 +343,6 @@ pub async fn ack(
     if conn.affected_rows() == 1 {
         return Ok(Acked::Recorded { event });
     }
-    let _ = kind;
     let who: Option<String> = conn
         .exec_first(
             "SELECT acked_by FROM incident_acks WHERE event_id = ?",
