@@ -292,6 +292,12 @@ fn reminders_repeat_until_gobearmon_ack_stops_them() {
         assert_eq!(r.1, "offline");
         assert!(r.2.contains("still offline since"), "{r:?}");
     }
+    let keys: Vec<String> = hook.received()[..4]
+        .iter()
+        .map(|q| q.header("idempotency-key").unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), 4, "each reminder has its own key: {keys:?}");
     let out = std::process::Command::new(bin)
         .args([
             "ack",

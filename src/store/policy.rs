@@ -260,6 +260,7 @@ pub fn notification(loaded: &Loaded, send: &Send, now: i64) -> Notification {
             .map(|s| NodeId(s.to_string()))
             .collect(),
         test: false,
+        reminder: send.slot,
     }
 }
 
