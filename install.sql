@@ -397,3 +397,54 @@ CREATE TABLE IF NOT EXISTS controller_alive (
 	at_ms BIGINT NOT NULL DEFAULT 0
 );
 INSERT IGNORE INTO controller_alive (id, epoch, node, at_ms) VALUES (1, 0, '', 0);
+
+-- Alert policy (issue 14). A database without policy rows behaves exactly as before.
+-- alerts.after: notify an outage only if the check is still offline this many seconds after
+-- the flip (NULL or 0: at once). alerts.remind_every: while offline and unacknowledged, tell
+-- the contact again every this many seconds (NULL: never).
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'alerts' AND COLUMN_NAME = 'after') = 0,
+	'ALTER TABLE alerts ADD COLUMN `after` INT NULL DEFAULT NULL, ADD COLUMN remind_every INT NULL DEFAULT NULL',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+
+-- notification_outbox.slot: 0 for a flip's notice, k >= 1 for its k-th reminder; unique with
+-- (event, contact), so a send computed twice (after a failover) is written once.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'notification_outbox' AND COLUMN_NAME = 'slot') = 0,
+	'ALTER TABLE notification_outbox ADD COLUMN slot INT NOT NULL DEFAULT 0, DROP KEY outbox_event_contact, ADD UNIQUE KEY outbox_event_contact (event_id, contact_id, slot)',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+
+-- Maintenance windows: notifications of the covered checks (check_id NULL: every check) are
+-- held while a window is open, and the time is left out of SLA uptime. One-off: starts_at and
+-- ends_at (UTC). Weekly: weekday (1 = Monday .. 7 = Sunday), start_time (local), duration
+-- (seconds), time_zone ('UTC' or an offset such as '+02:00').
+CREATE TABLE IF NOT EXISTS maintenance (
+	id INT NOT NULL PRIMARY KEY AUTO_INCREMENT,
+	check_id INT NULL DEFAULT NULL,
+	starts_at DATETIME(3) NULL DEFAULT NULL,
+	ends_at DATETIME(3) NULL DEFAULT NULL,
+	weekday TINYINT NULL DEFAULT NULL,
+	start_time TIME NULL DEFAULT NULL,
+	duration INT NULL DEFAULT NULL,
+	time_zone VARCHAR(16) NOT NULL DEFAULT 'UTC',
+	reason VARCHAR(255) NOT NULL DEFAULT '',
+	KEY maintenance_check (check_id)
+);
+
+-- Acknowledgements (`gobearmon ack`): one per incident (its offline check_events row); stops
+-- the incident's reminders and pending escalations.
+CREATE TABLE IF NOT EXISTS incident_acks (
+	event_id INT NOT NULL PRIMARY KEY,
+	check_id INT NOT NULL,
+	acked_by VARCHAR(64) NOT NULL,
+	comment VARCHAR(1024) NOT NULL DEFAULT '',
+	acked_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+);

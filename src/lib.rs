@@ -39,6 +39,7 @@ pub mod history;
 pub mod lease;
 pub mod model;
 pub mod notify;
+pub mod policy;
 pub mod probe;
 pub mod push;
 pub mod report;

@@ -101,6 +101,22 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Acknowledge CHECK's open incident: records who (`--by`, else `$USER`) and why, and stops
+    /// its reminders and pending escalations. Exits 0, 1 when the check or the database cannot
+    /// be found or the check has no open incident.
+    Ack {
+        /// The check: its id or its exact name.
+        check: String,
+        /// A note kept with the acknowledgement.
+        #[arg(long, default_value = "")]
+        comment: String,
+        /// Who acknowledges (default: `$USER`).
+        #[arg(long)]
+        by: Option<String>,
+        /// The config file of a controller-capable worker (its database).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print the URL the job watched by push check CHECK calls (POST, or GET for cron
     /// one-liners; add `?status=fail&msg=...` to report a failure): `[web] public_url`, or
     /// `http://` and `[web] addr`, then `/push/TOKEN`. Exits 0, 1 when the check or the
@@ -163,6 +179,15 @@ fn main() -> ExitCode {
         (Some(Command::Status { config, json }), _) => status(&config, json),
         (Some(Command::NodeKey { id, config }), _) => node_key(&id, &config),
         (Some(Command::PushUrl { check, config }), _) => push_url(&check, &config),
+        (
+            Some(Command::Ack {
+                check,
+                comment,
+                by,
+                config,
+            }),
+            _,
+        ) => ack(&check, &comment, by, &config),
         (Some(Command::Disconnect { config }), _) => disconnect(&config),
         (
             Some(Command::Probe {
@@ -518,6 +543,59 @@ fn controller_config(
 }
 
 /// `gobearmon contact test ID --config FILE`.
+fn ack(check: &str, comment: &str, by: Option<String>, path: &std::path::Path) -> ExitCode {
+    use gobearmon::store::policy::Acked;
+    let controller = match controller_config(path, "ack") {
+        Ok((_, c)) => c,
+        Err(code) => return code,
+    };
+    let by = by
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| "unknown".to_string());
+    let outcome = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let store = gobearmon::store::Store::new(&controller.database)
+                    .map_err(|e| e.to_string())?;
+                let r = async {
+                    let info = gobearmon::report::find_check(&store, check)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    gobearmon::store::policy::ack(&store, info.id, &by, comment)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                .await;
+                store.close().await;
+                r
+            })
+        });
+    match outcome {
+        Ok(Acked::Recorded { event }) => {
+            println!("acknowledged incident {event} of check {check} by {by}");
+            ExitCode::SUCCESS
+        }
+        Ok(Acked::Already { event, by }) => {
+            println!("incident {event} of check {check} was acknowledged already by {by}");
+            ExitCode::SUCCESS
+        }
+        Ok(Acked::NoIncident) => {
+            eprintln!("error: check {check} is not offline: no open incident to acknowledge");
+            ExitCode::from(1)
+        }
+        Ok(Acked::NoCheck) => {
+            eprintln!("error: no check {check}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn contact_test(id: i64, path: &std::path::Path) -> ExitCode {
     use gobearmon::{model::ContactId, notify, store::Store};
     let (config, controller) = match controller_config(path, "contacts") {

@@ -212,6 +212,9 @@ pub struct UptimeReport {
     pub up_seconds: i64,
     pub down_seconds: i64,
     pub uptime: Option<f64>,
+    /// Uptime outside maintenance windows.
+    pub sla: Option<f64>,
+    pub maintenance_seconds: i64,
     pub incidents: usize,
     pub locations: Vec<Step>,
 }
@@ -245,6 +248,8 @@ pub async fn uptime(
         up_seconds: u.up_seconds,
         down_seconds: u.down_seconds,
         uptime: u.ratio,
+        sla: u.sla,
+        maintenance_seconds: u.maintenance_seconds,
         incidents,
         locations: per_location
             .into_iter()
@@ -270,6 +275,12 @@ impl UptimeReport {
             self.check_id, self.name, self.status, self.from, self.to
         );
         let _ = writeln!(out, "uptime     {}", pct(self.uptime));
+        let _ = writeln!(
+            out,
+            "sla        {} (outside {} of maintenance)",
+            pct(self.sla),
+            duration(self.maintenance_seconds)
+        );
         let _ = writeln!(
             out,
             "down       {} in {} incident(s)",

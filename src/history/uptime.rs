@@ -42,6 +42,11 @@ pub struct Uptime {
     pub ratio: Option<f64>,
     /// Whether the covered part is the whole window.
     pub complete: bool,
+    /// Covered seconds inside maintenance windows.
+    pub maintenance_seconds: i64,
+    /// The SLA figure: `up / (up + down)` outside maintenance windows; `None` when nothing
+    /// outside them is covered.
+    pub sla: Option<f64>,
 }
 
 /// The uptime over `[from, to)`. `flips` are the check's flips in time order (all of them up
@@ -56,6 +61,20 @@ pub fn uptime(
     current: CheckStatus,
     now: i64,
 ) -> Uptime {
+    uptime_with_maintenance(from, to, flips, history_start, current, now, &[])
+}
+
+/// Like [`uptime`], with the maintenance windows `[start, end)` (Unix seconds) that the
+/// `sla` figure leaves out.
+pub fn uptime_with_maintenance(
+    from: i64,
+    to: i64,
+    flips: &[FlipAt],
+    history_start: Option<i64>,
+    current: CheckStatus,
+    now: i64,
+    maintenance: &[(i64, i64)],
+) -> Uptime {
     let mut out = Uptime {
         from,
         to,
@@ -64,6 +83,19 @@ pub fn uptime(
         down_seconds: 0,
         ratio: None,
         complete: false,
+        maintenance_seconds: 0,
+        sla: None,
+    };
+    let mut sla_up = 0i64;
+    let mut sla_down = 0i64;
+    let mut segment = |out: &mut Uptime, status: CheckStatus, a: i64, b: i64| {
+        add(out, status, b - a);
+        let held = overlap(maintenance, a, b);
+        out.maintenance_seconds += held;
+        match status {
+            CheckStatus::Online => sla_up += b - a - held,
+            CheckStatus::Offline => sla_down += b - a - held,
+        }
     };
     let Some(began) = history_start else {
         return out;
@@ -76,16 +108,38 @@ pub fn uptime(
     let mut status = status_at(flips, start, current);
     let mut t = start;
     for f in flips.iter().filter(|f| f.at > start && f.at < end) {
-        add(&mut out, status, f.at - t);
+        segment(&mut out, status, t, f.at);
         t = f.at;
         status = f.to;
     }
-    add(&mut out, status, end - t);
+    segment(&mut out, status, t, end);
     out.covered = Some((start, end));
     out.complete = start == from && end == to;
     let total = out.up_seconds + out.down_seconds;
     out.ratio = (total > 0).then(|| out.up_seconds as f64 / total as f64);
+    let sla_total = sla_up + sla_down;
+    out.sla = (sla_total > 0).then(|| sla_up as f64 / sla_total as f64);
     out
+}
+
+/// Seconds of `[a, b)` inside the union of `windows`.
+fn overlap(windows: &[(i64, i64)], a: i64, b: i64) -> i64 {
+    let mut cut: Vec<(i64, i64)> = windows
+        .iter()
+        .map(|&(s, e)| (s.max(a), e.min(b)))
+        .filter(|(s, e)| s < e)
+        .collect();
+    cut.sort_unstable();
+    let mut total = 0;
+    let mut reach = a;
+    for (s, e) in cut {
+        let s = s.max(reach);
+        if e > s {
+            total += e - s;
+            reach = e;
+        }
+    }
+    total
 }
 
 fn add(out: &mut Uptime, status: CheckStatus, seconds: i64) {
@@ -214,5 +268,35 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn sla_leaves_out_maintenance() {
+        let flips = [
+            FlipAt {
+                at: 100,
+                to: CheckStatus::Offline,
+            },
+            FlipAt {
+                at: 200,
+                to: CheckStatus::Online,
+            },
+        ];
+        // Down 100..200 of 0..1000; a window 50..150 (overlapping twice) holds 50 s of it.
+        let u = uptime_with_maintenance(
+            0,
+            1000,
+            &flips,
+            Some(0),
+            CheckStatus::Online,
+            1000,
+            &[(50, 150), (60, 120)],
+        );
+        assert_eq!((u.up_seconds, u.down_seconds), (900, 100));
+        assert_eq!(u.maintenance_seconds, 100);
+        assert_eq!(u.sla, Some(850.0 / 900.0));
+        assert_eq!(u.ratio, Some(0.9));
+        let plain = uptime(0, 1000, &flips, Some(0), CheckStatus::Online, 1000);
+        assert_eq!(plain.sla, plain.ratio);
     }
 }

@@ -67,6 +67,9 @@ pub struct Notification {
     /// True only for `gobearmon contact test`.
     #[serde(default)]
     pub test: bool,
+    /// 0 for a flip's notice, k for its k-th reminder (alert policy).
+    #[serde(default)]
+    pub reminder: u32,
 }
 
 impl Notification {
@@ -85,14 +88,18 @@ impl Notification {
             time_ms: unix_ms(now),
             confirmed_by: Vec::new(),
             test: true,
+            reminder: 0,
         }
     }
 
     /// The `Idempotency-Key` header of webhooks: the event id, or a unique `test-<ms>` for a
-    /// test message so receivers that deduplicate still show every test.
+    /// test message so receivers that deduplicate still show every test, and
+    /// `<event id>-r<k>` for the k-th reminder of a flip.
     pub fn idempotency_key(&self) -> String {
         if self.test {
             format!("test-{}", self.time_ms)
+        } else if self.reminder > 0 {
+            format!("{}-r{}", self.event_id, self.reminder)
         } else {
             self.event_id.to_string()
         }

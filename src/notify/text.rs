@@ -270,6 +270,7 @@ mod tests {
             time_ms: 1_795_000_000_123,
             confirmed_by: vec![NodeId("w1".into()), NodeId("w2".into())],
             test: false,
+            reminder: 0,
         }
     }
 

@@ -100,6 +100,9 @@ async fn record_one(tx: &mut FencedTx, flip: &FlipWrite) -> Result<FlipRecorded,
     let event = tx.tx().last_insert_id().unwrap_or(0) as i64;
     let mut notification = flip.notification.clone();
     notification.event_id = EventId(event);
-    super::outbox::enqueue(tx, &notification, &flip.contacts).await?;
+    // A check with policy rows is notified by the policy task (role/controller/policy.rs).
+    if !super::policy::has_policy(tx, flip.check).await? {
+        super::outbox::enqueue(tx, &notification, &flip.contacts).await?;
+    }
     Ok(FlipRecorded::Recorded { event })
 }

@@ -27,6 +27,7 @@ pub mod history;
 pub mod meta;
 pub mod metrics;
 pub mod outbox;
+pub mod policy;
 pub mod push;
 pub mod results;
 pub mod rows;

@@ -26,6 +26,8 @@ pub const TABLES: &[&str] = &[
     "canaries",
     "meta_alerts",
     "controller_alive",
+    "maintenance",
+    "incident_acks",
 ];
 
 /// Applies `install.sql`. Idempotent: safe on an empty database, on an installed one, and on a

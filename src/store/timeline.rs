@@ -277,6 +277,7 @@ pub async fn uptimes(
     let ids: Vec<i64> = checks.iter().map(|c| c.id.0).collect();
     let events = flips_of(store, &ids).await?;
     let began = history_starts(store, &ids).await?;
+    let maintenance = super::policy::windows(store).await?;
     let mut by_check: HashMap<i64, Vec<FlipAt>> = HashMap::new();
     for e in &events {
         by_check.entry(e.check.0).or_default().push(e.flip());
@@ -288,13 +289,20 @@ pub async fn uptimes(
             windows
                 .iter()
                 .map(|(from, to)| {
-                    uptime::uptime(
+                    let held: Vec<(i64, i64)> = maintenance
+                        .iter()
+                        .filter(|(check, _)| check.is_none_or(|id| id == c.id.0))
+                        .flat_map(|(_, w)| w.intervals(*from * 1000, *to * 1000))
+                        .map(|(a, b)| (a.div_euclid(1000), b.div_euclid(1000)))
+                        .collect();
+                    uptime::uptime_with_maintenance(
                         *from,
                         *to,
                         flips,
                         began.get(&c.id.0).copied(),
                         c.status,
                         now,
+                        &held,
                     )
                 })
                 .collect()

@@ -299,6 +299,7 @@ pub fn flip(event: i64, check: i64) -> Notification {
         time_ms: 1_795_000_000_000 + event,
         confirmed_by: vec![NodeId("w1".into()), NodeId("w2".into())],
         test: false,
+        reminder: 0,
     }
 }
 

@@ -22,6 +22,7 @@ mod flips;
 mod history;
 pub mod metrics;
 mod owner;
+mod policy;
 mod push;
 pub mod status;
 mod term;

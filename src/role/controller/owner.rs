@@ -581,6 +581,7 @@ impl Owner {
             time_ms: unix_ms(SystemTime::now()),
             confirmed_by: flip.confirmed_by,
             test: false,
+            reminder: 0,
         };
         let generation = self.generations.get(&flip.check).copied().unwrap_or(0);
         let _ = self.flips.send(PendingFlip {

@@ -121,7 +121,7 @@ pub(super) async fn act(
     tasks.spawn(ends_term(
         token.clone(),
         "flip writer",
-        super::flips::run(handle.clone(), flips_rx, outbox),
+        super::flips::run(handle.clone(), flips_rx, outbox.clone()),
     ));
     // A dispatcher that stops on any error ends the term (through `ends_term`), so a new term
     // starts one again instead of leaving the outbox undelivered.
@@ -136,6 +136,11 @@ pub(super) async fn act(
             Ok(()) => {}
         }
     }));
+    tasks.spawn(ends_term(
+        token.clone(),
+        "alert policy",
+        super::policy::run(handle.clone(), outbox.clone()),
+    ));
     tasks.spawn(ends_term(
         token.clone(),
         "reload loop",

@@ -1,0 +1,365 @@
+//! Alert policy between the flip and the outbox, as pure rules on explicit time (no IO, no
+//! clock reads): maintenance windows, escalation (`alerts.after`), reminders
+//! (`alerts.remind_every`) and acknowledgements.
+//!
+//! The controller's policy task ([`crate::store::policy`], `role/controller/policy.rs`) feeds
+//! [`due`] the durable state of each check that has policy rows (its last two `check_events`,
+//! its alerts, the maintenance intervals around now, the incident's acknowledgement, and the
+//! outbox rows already written for those events) and writes what it returns as outbox rows
+//! under the fence. Every send has a unique key (event, contact, slot): slot 0 is the flip's
+//! notice (held by maintenance or escalation, sent at most once), slot k >= 1 the k-th
+//! reminder. A second controller computing the same sends after a failover therefore writes
+//! nothing twice, and nothing pending lives only in memory.
+//!
+//! Later rules (issue 14, items 5 to 7) fit as further inputs of [`CheckState`] and further
+//! reasons to hold a send: a dependency offline (hold, list the child in the parent's
+//! message), flapping (hold flip notices, one "flapping" send in its own slot range), storm
+//! control (fold sends into digests per contact, a pass over the output of [`due`] for all
+//! checks together).
+
+pub mod windows;
+
+use std::collections::HashSet;
+
+use crate::model::ContactId;
+
+/// One `check_events` row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    pub id: i64,
+    pub offline: bool,
+    pub time_ms: i64,
+}
+
+/// Which flips an alert selects (`alerts.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selects {
+    Online,
+    Offline,
+    Both,
+}
+
+impl Selects {
+    pub fn parse(s: &str) -> Selects {
+        match s {
+            "online" => Selects::Online,
+            "offline" => Selects::Offline,
+            _ => Selects::Both,
+        }
+    }
+    fn offline(self) -> bool {
+        self != Selects::Online
+    }
+    fn online(self) -> bool {
+        self != Selects::Offline
+    }
+}
+
+/// One enabled alert of the check, with its policy columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alert {
+    pub contact: ContactId,
+    pub selects: Selects,
+    /// `alerts.after`: notify an outage only if still offline this long after the flip.
+    pub after_ms: Option<i64>,
+    /// `alerts.remind_every`: tell again this often while offline and unacknowledged.
+    pub remind_every_ms: Option<i64>,
+}
+
+/// What [`due`] needs to know about one check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckState {
+    /// The latest flip; `None` if the check never flipped.
+    pub latest: Option<Event>,
+    /// The flip before it (the outage a recovery ends).
+    pub previous: Option<Event>,
+    pub alerts: Vec<Alert>,
+    /// Maintenance intervals `[start, end)` covering the check, in ms (any that overlap the
+    /// events and now).
+    pub maintenance: Vec<(i64, i64)>,
+    /// The latest event is acknowledged (only meaningful for an offline one).
+    pub acked: bool,
+    /// Outbox rows that exist: (event, contact, slot).
+    pub written: HashSet<(i64, ContactId, u32)>,
+}
+
+/// A notification to enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Send {
+    pub event: i64,
+    pub contact: ContactId,
+    /// 0: the flip's notice; k >= 1: the k-th reminder.
+    pub slot: u32,
+}
+
+/// Whether `t` falls in one of `windows`.
+pub fn in_maintenance(windows: &[(i64, i64)], t: i64) -> bool {
+    windows.iter().any(|&(s, e)| s <= t && t < e)
+}
+
+/// The sends due at `now` for one check that are not written yet.
+///
+/// - Offline: the notice goes to each offline-selecting contact once `after` has passed since
+///   the flip, outside maintenance, unless acknowledged first (a notice held by maintenance is
+///   sent when the window ends, if the check is still offline). Reminders follow every
+///   `remind_every` after the notice's due time while offline, unacknowledged and outside
+///   maintenance; only the latest due one is written (no burst after a window).
+/// - Online: the recovery goes to each online-selecting contact outside maintenance, if the
+///   contact was told of the outage (an offline-only contact never is, and an online-only
+///   contact is told unless the outage began inside maintenance).
+pub fn due(state: &CheckState, now: i64) -> Vec<Send> {
+    let Some(latest) = state.latest else {
+        return Vec::new();
+    };
+    if in_maintenance(&state.maintenance, now) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let push = |out: &mut Vec<Send>, contact: ContactId, slot: u32| {
+        if !state.written.contains(&(latest.id, contact, slot)) {
+            out.push(Send {
+                event: latest.id,
+                contact,
+                slot,
+            });
+        }
+    };
+    let mut seen: HashSet<ContactId> = HashSet::new();
+    for alert in &state.alerts {
+        if !seen.insert(alert.contact) {
+            continue;
+        }
+        if latest.offline {
+            if !alert.selects.offline() {
+                continue;
+            }
+            let due_at = latest.time_ms + alert.after_ms.unwrap_or(0).max(0);
+            if now < due_at {
+                continue;
+            }
+            let told = state.written.contains(&(latest.id, alert.contact, 0));
+            if !told {
+                if !state.acked {
+                    push(&mut out, alert.contact, 0);
+                }
+                continue;
+            }
+            if let Some(every) = alert.remind_every_ms.filter(|&e| e > 0)
+                && !state.acked
+            {
+                let k = ((now - due_at) / every) as u32;
+                if k >= 1 {
+                    push(&mut out, alert.contact, k);
+                }
+            }
+        } else {
+            if !alert.selects.online() {
+                continue;
+            }
+            let told_of_outage = match state.previous {
+                None => true,
+                Some(p) if alert.selects.offline() => {
+                    state.written.contains(&(p.id, alert.contact, 0))
+                }
+                Some(p) => !in_maintenance(&state.maintenance, p.time_ms),
+            };
+            if told_of_outage {
+                push(&mut out, alert.contact, 0);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1000;
+
+    fn alert(c: i64) -> Alert {
+        Alert {
+            contact: ContactId(c),
+            selects: Selects::Both,
+            after_ms: None,
+            remind_every_ms: None,
+        }
+    }
+
+    fn offline_at(t: i64) -> CheckState {
+        CheckState {
+            latest: Some(Event {
+                id: 10,
+                offline: true,
+                time_ms: t,
+            }),
+            alerts: vec![alert(1)],
+            ..Default::default()
+        }
+    }
+
+    fn recovered(st: &mut CheckState, t: i64) {
+        st.previous = st.latest;
+        st.latest = Some(Event {
+            id: 11,
+            offline: false,
+            time_ms: t,
+        });
+    }
+
+    fn write(st: &mut CheckState, sends: &[Send]) {
+        for s in sends {
+            st.written.insert((s.event, s.contact, s.slot));
+        }
+    }
+
+    fn send(event: i64, c: i64, slot: u32) -> Send {
+        Send {
+            event,
+            contact: ContactId(c),
+            slot,
+        }
+    }
+
+    #[test]
+    fn no_policy_sends_the_flip_once() {
+        let mut st = offline_at(0);
+        let d = due(&st, 0);
+        assert_eq!(d, vec![send(10, 1, 0)]);
+        write(&mut st, &d);
+        assert!(due(&st, 3600 * S).is_empty());
+        recovered(&mut st, 10 * S);
+        let d = due(&st, 10 * S);
+        assert_eq!(d, vec![send(11, 1, 0)]);
+    }
+
+    #[test]
+    fn maintenance_holds_and_releases_once_at_its_end() {
+        let mut st = offline_at(5 * S);
+        st.maintenance = vec![(0, 20 * S)];
+        assert!(due(&st, 5 * S).is_empty());
+        assert!(due(&st, 19 * S).is_empty());
+        let d = due(&st, 20 * S);
+        assert_eq!(d, vec![send(10, 1, 0)]);
+        write(&mut st, &d);
+        assert!(due(&st, 21 * S).is_empty());
+    }
+
+    #[test]
+    fn recovery_inside_maintenance_sends_nothing() {
+        let mut st = offline_at(5 * S);
+        st.maintenance = vec![(0, 20 * S)];
+        recovered(&mut st, 10 * S);
+        assert!(due(&st, 10 * S).is_empty());
+        assert!(due(&st, 30 * S).is_empty());
+        // An online-only contact is not told of a recovery from an outage it began inside.
+        st.alerts[0].selects = Selects::Online;
+        assert!(due(&st, 30 * S).is_empty());
+    }
+
+    #[test]
+    fn recovery_notified_before_maintenance_is_sent_at_its_end() {
+        let mut st = offline_at(0);
+        let d = due(&st, 0);
+        write(&mut st, &d);
+        st.maintenance = vec![(5 * S, 20 * S)];
+        recovered(&mut st, 10 * S);
+        assert!(due(&st, 10 * S).is_empty());
+        assert_eq!(due(&st, 20 * S), vec![send(11, 1, 0)]);
+    }
+
+    #[test]
+    fn escalation_waits_and_a_short_outage_sends_nothing() {
+        let mut st = offline_at(0);
+        st.alerts[0].after_ms = Some(30 * S);
+        assert!(due(&st, 29 * S).is_empty());
+        let mut short = st.clone();
+        recovered(&mut short, 5 * S);
+        assert!(due(&short, 5 * S).is_empty());
+        assert!(due(&short, 60 * S).is_empty());
+        let d = due(&st, 30 * S);
+        assert_eq!(d, vec![send(10, 1, 0)]);
+        write(&mut st, &d);
+        recovered(&mut st, 40 * S);
+        assert_eq!(due(&st, 40 * S), vec![send(11, 1, 0)]);
+    }
+
+    #[test]
+    fn escalation_only_for_the_escalated_contact() {
+        let mut st = offline_at(0);
+        st.alerts.push(Alert {
+            after_ms: Some(30 * S),
+            ..alert(2)
+        });
+        assert_eq!(due(&st, 0), vec![send(10, 1, 0)]);
+        assert_eq!(due(&st, 31 * S), vec![send(10, 1, 0), send(10, 2, 0)]);
+    }
+
+    #[test]
+    fn ack_stops_a_pending_escalation_and_reminders() {
+        let mut st = offline_at(0);
+        st.alerts[0].after_ms = Some(30 * S);
+        st.acked = true;
+        assert!(due(&st, 31 * S).is_empty());
+        let mut st = offline_at(0);
+        st.alerts[0].remind_every_ms = Some(10 * S);
+        let d = due(&st, 0);
+        write(&mut st, &d);
+        assert_eq!(due(&st, 10 * S), vec![send(10, 1, 1)]);
+        st.acked = true;
+        assert!(due(&st, 20 * S).is_empty());
+    }
+
+    #[test]
+    fn reminders_repeat_until_recovery_without_bursts() {
+        let mut st = offline_at(0);
+        st.alerts[0].remind_every_ms = Some(10 * S);
+        let d = due(&st, 0);
+        write(&mut st, &d);
+        assert!(due(&st, 9 * S).is_empty());
+        for k in 1..=3u32 {
+            let d = due(&st, i64::from(k) * 10 * S + 1);
+            assert_eq!(d, vec![send(10, 1, k)]);
+            write(&mut st, &d);
+            assert!(due(&st, i64::from(k) * 10 * S + 2).is_empty());
+        }
+        // After a long gap only the latest reminder is due.
+        assert_eq!(due(&st, 95 * S), vec![send(10, 1, 9)]);
+        recovered(&mut st, 96 * S);
+        assert_eq!(due(&st, 200 * S), vec![send(11, 1, 0)]);
+    }
+
+    #[test]
+    fn reminders_pause_in_maintenance_and_follow_escalation() {
+        let mut st = offline_at(0);
+        st.alerts[0].remind_every_ms = Some(10 * S);
+        st.alerts[0].after_ms = Some(5 * S);
+        assert!(due(&st, 4 * S).is_empty());
+        let d = due(&st, 5 * S);
+        write(&mut st, &d);
+        assert!(due(&st, 14 * S).is_empty());
+        st.maintenance = vec![(12 * S, 40 * S)];
+        assert!(due(&st, 20 * S).is_empty());
+        assert_eq!(due(&st, 40 * S), vec![send(10, 1, 3)]);
+    }
+
+    #[test]
+    fn offline_only_contact_hears_no_recovery_and_online_only_no_outage() {
+        let mut st = offline_at(0);
+        st.alerts = vec![
+            Alert {
+                selects: Selects::Offline,
+                ..alert(1)
+            },
+            Alert {
+                selects: Selects::Online,
+                ..alert(2)
+            },
+        ];
+        let d = due(&st, 0);
+        assert_eq!(d, vec![send(10, 1, 0)]);
+        write(&mut st, &d);
+        recovered(&mut st, 5 * S);
+        assert_eq!(due(&st, 5 * S), vec![send(11, 2, 0)]);
+    }
+}

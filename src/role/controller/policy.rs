@@ -1,0 +1,91 @@
+//! The alert policy task of a term: every [`TICK`], reads the durable policy state of the
+//! checks with policy rows ([`crate::store::policy::load`]), asks the rules
+//! ([`crate::policy::due`]) what is due, and writes it to the outbox under the fence. All
+//! pending state (held notices, escalations, reminders) is derived from MySQL each time, so
+//! the next controller after a failover carries on where this one stopped, and the unique key
+//! of the outbox rows means nothing is written twice.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::term::TermHandle;
+use crate::notify::admin::AdminKind;
+use crate::notify::outbox::WakeHandle;
+use crate::store::StoreError;
+use crate::store::policy;
+
+/// How often the task looks for due sends.
+const TICK: Duration = Duration::from_secs(1);
+/// Failed rounds in a row before the admin is told.
+const TELL_AFTER: u32 = 30;
+
+pub(super) async fn run(term: TermHandle, outbox: WakeHandle) {
+    let mut failures = 0u32;
+    let mut told_bad: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = term.token.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        if !term.may_act() {
+            continue;
+        }
+        match round(&term, &mut told_bad).await {
+            Ok(added) => {
+                failures = 0;
+                if added > 0 {
+                    outbox.wake();
+                }
+            }
+            Err(StoreError::Fenced { ours, stored }) => {
+                tracing::error!(%ours, %stored, "policy fenced: a newer controller took over");
+                term.host().membership.report_fenced_out(ours.0, stored.0);
+                term.token.cancel();
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, failures, "alert policy round failed");
+                if failures == TELL_AFTER {
+                    term.host().tell_admin(
+                        AdminKind::ReloadErrors,
+                        format!(
+                            "The alert policy task failed {failures} times in a row: {e}\n\
+                             Held, escalated and reminder notifications are not sent until it \
+                             succeeds again (nothing is lost: they are derived from the database).\n"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+async fn round(term: &TermHandle, told_bad: &mut HashSet<String>) -> Result<u64, StoreError> {
+    let host = term.host();
+    let now = policy::now_ms(&host.store).await?;
+    let loaded = policy::load(&host.store, now).await?;
+    let mut sends = Vec::new();
+    for l in &loaded {
+        for bad in &l.bad_windows {
+            if told_bad.insert(bad.clone()) {
+                tracing::error!(check = %l.check, problem = %bad, "maintenance row ignored");
+                host.tell_admin(
+                    AdminKind::ReloadErrors,
+                    format!("A maintenance window is ignored: {bad}\n"),
+                );
+            }
+        }
+        for send in crate::policy::due(&l.state, now) {
+            sends.push((send, policy::notification(l, &send, now)));
+        }
+    }
+    if !term.may_act() {
+        return Ok(0);
+    }
+    let added = policy::write(&host.store, term.epoch, &host.node, &sends).await?;
+    if added > 0 {
+        tracing::info!(added, "alert policy sends written");
+    }
+    Ok(added)
+}

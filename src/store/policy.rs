@@ -1,0 +1,385 @@
+//! The SQL of alert policy ([`crate::policy`]): which checks have policy rows, the durable
+//! state the rules read, the outbox rows they decide (written under the fence), and
+//! acknowledgements (`gobearmon ack`).
+
+use std::collections::HashSet;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Params, Value};
+
+use super::fence::FencedTx;
+use super::{Store, StoreError};
+use crate::model::{CheckId, CheckStatus, ContactId, Epoch, NodeId};
+use crate::notify::{EventId, Notification};
+use crate::policy::windows::{Window, parse_offset};
+use crate::policy::{Alert, CheckState, Event, Selects, Send};
+
+/// The SQL condition "check `c.id` has policy rows".
+const HAS_POLICY: &str = "(EXISTS (SELECT 1 FROM alerts a WHERE a.check_id = c.id AND a.enabled = 1 \
+       AND (a.`after` > 0 OR a.remind_every IS NOT NULL)) \
+     OR EXISTS (SELECT 1 FROM maintenance m WHERE m.check_id = c.id OR m.check_id IS NULL))";
+
+/// Whether the flips of `check` go through the policy task instead of straight to the outbox.
+pub async fn has_policy(tx: &mut FencedTx, check: CheckId) -> Result<bool, StoreError> {
+    let n: Option<i64> = tx
+        .tx()
+        .exec_first(
+            format!("SELECT COUNT(*) FROM checks c WHERE c.id = ? AND {HAS_POLICY}"),
+            (check.0,),
+        )
+        .await?;
+    Ok(n.unwrap_or(0) > 0)
+}
+
+/// `check_events` (id, type, time in ms, message, confirmed_by).
+type EventRow = (i64, String, i64, Option<String>, Option<String>);
+/// `alerts` (contact_id, type, after, remind_every).
+type AlertRow = (i64, Option<String>, Option<i32>, Option<i32>);
+
+/// One check's policy inputs, with what its notices are built from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub check: CheckId,
+    pub state: CheckState,
+    name: String,
+    check_type: String,
+    data: String,
+    /// (message, confirmed_by) of the latest event.
+    message: String,
+    confirmed_by: String,
+    /// Maintenance rows that could not be read, described.
+    pub bad_windows: Vec<String>,
+}
+
+/// The database's clock, ms since the Unix epoch.
+pub async fn now_ms(store: &Store) -> Result<i64, StoreError> {
+    let now: Option<i64> = store
+        .conn()
+        .await?
+        .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)")
+        .await?;
+    Ok(now.unwrap_or(0))
+}
+
+/// Reads the policy state of every check with policy rows; maintenance windows are resolved
+/// around `now`.
+pub async fn load(store: &Store, now: i64) -> Result<Vec<Loaded>, StoreError> {
+    store
+        .bounded("reading alert policy", async {
+            let mut conn = store.conn().await?;
+            let checks: Vec<(i64, String, String, String)> = conn
+                .query(format!(
+                    "SELECT c.id, c.name, c.type, c.data FROM checks c WHERE {HAS_POLICY}"
+                ))
+                .await?;
+            let mut out = Vec::with_capacity(checks.len());
+            for (id, name, check_type, data) in checks {
+                let events: Vec<EventRow> = conn
+                    .exec(
+                        "SELECT id, type, CAST(UNIX_TIMESTAMP(time) * 1000 AS SIGNED), message, confirmed_by \
+                         FROM check_events WHERE check_id = ? ORDER BY id DESC LIMIT 2",
+                        (id,),
+                    )
+                    .await?;
+                let ev = |e: &EventRow| Event {
+                    id: e.0,
+                    offline: e.1 == "offline",
+                    time_ms: e.2,
+                };
+                let latest = events.first().map(ev);
+                let previous = events.get(1).map(ev);
+                let alerts: Vec<AlertRow> = conn
+                    .exec(
+                        "SELECT contact_id, type, `after`, remind_every FROM alerts \
+                         WHERE check_id = ? AND enabled = 1 ORDER BY id",
+                        (id,),
+                    )
+                    .await?;
+                let alerts = alerts
+                    .into_iter()
+                    .map(|(c, t, after, every)| Alert {
+                        contact: ContactId(c),
+                        selects: Selects::parse(t.as_deref().unwrap_or("both")),
+                        after_ms: after.map(|s| i64::from(s) * 1000),
+                        remind_every_ms: every.map(|s| i64::from(s) * 1000),
+                    })
+                    .collect();
+                type WindowRow = (
+                    i32,
+                    Option<i64>,
+                    Option<i64>,
+                    Option<i32>,
+                    Option<i64>,
+                    Option<i32>,
+                    String,
+                );
+                let rows: Vec<WindowRow> = conn
+                    .exec(
+                        "SELECT id, \
+                           TIMESTAMPDIFF(MICROSECOND, '1970-01-01', starts_at) DIV 1000, \
+                           TIMESTAMPDIFF(MICROSECOND, '1970-01-01', ends_at) DIV 1000, \
+                           weekday, TIME_TO_SEC(start_time), duration, time_zone \
+                         FROM maintenance WHERE check_id = ? OR check_id IS NULL",
+                        (id,),
+                    )
+                    .await?;
+                let from = previous
+                    .or(latest)
+                    .map_or(now, |e| e.time_ms.min(now))
+                    .saturating_sub(86_400_000);
+                let mut maintenance = Vec::new();
+                let mut bad_windows = Vec::new();
+                for (mid, start, end, weekday, start_s, duration, tz) in rows {
+                    match window(start, end, weekday, start_s, duration, &tz) {
+                        Ok(w) => maintenance.extend(w.intervals(from, now + 1)),
+                        Err(e) => bad_windows.push(format!("maintenance row {mid}: {e}")),
+                    }
+                }
+                let mut acked = false;
+                let mut written = HashSet::new();
+                if let Some(l) = latest {
+                    let a: Option<i64> = conn
+                        .exec_first("SELECT event_id FROM incident_acks WHERE event_id = ?", (l.id,))
+                        .await?;
+                    acked = a.is_some();
+                    let ids: Vec<i64> = events.iter().map(|e| e.0).collect();
+                    let placeholders = vec!["?"; ids.len()].join(",");
+                    let rows: Vec<(i64, i64, i32)> = conn
+                        .exec(
+                            format!(
+                                "SELECT event_id, contact_id, slot FROM notification_outbox \
+                                 WHERE event_id IN ({placeholders})"
+                            ),
+                            Params::Positional(ids.iter().map(|&i| Value::from(i)).collect()),
+                        )
+                        .await?;
+                    for (e, c, s) in rows {
+                        written.insert((e, ContactId(c), s.max(0) as u32));
+                    }
+                }
+                let (message, confirmed_by) = events
+                    .first()
+                    .map(|e| (e.3.clone().unwrap_or_default(), e.4.clone().unwrap_or_default()))
+                    .unwrap_or_default();
+                out.push(Loaded {
+                    check: CheckId(id),
+                    state: CheckState {
+                        latest,
+                        previous,
+                        alerts,
+                        maintenance,
+                        acked,
+                        written,
+                    },
+                    name,
+                    check_type,
+                    data,
+                    message,
+                    confirmed_by,
+                    bad_windows,
+                });
+            }
+            Ok(out)
+        })
+        .await
+}
+
+fn window(
+    start: Option<i64>,
+    end: Option<i64>,
+    weekday: Option<i32>,
+    start_s: Option<i64>,
+    duration: Option<i32>,
+    tz: &str,
+) -> Result<Window, String> {
+    match (start, end, weekday) {
+        (Some(start_ms), Some(end_ms), None) => Ok(Window::Once { start_ms, end_ms }),
+        (None, None, Some(day)) => {
+            if !(1..=7).contains(&day) {
+                return Err(format!("weekday {day} is not 1 (Monday) to 7 (Sunday)"));
+            }
+            let duration = duration
+                .filter(|&d| d > 0)
+                .ok_or("a weekly window needs duration > 0")?;
+            Ok(Window::Weekly {
+                weekday: day as u8,
+                start_s: start_s.unwrap_or(0),
+                duration_s: i64::from(duration),
+                offset_s: parse_offset(tz)?,
+            })
+        }
+        _ => Err("set either starts_at and ends_at, or weekday (with start_time, duration)".into()),
+    }
+}
+
+/// The notification of `send` for `loaded`'s latest event: its flip notice, or a reminder
+/// ("still offline since T, for D").
+pub fn notification(loaded: &Loaded, send: &Send, now: i64) -> Notification {
+    let latest = loaded.state.latest.unwrap_or(Event {
+        id: send.event,
+        offline: true,
+        time_ms: now,
+    });
+    let (old_status, new_status) = if latest.offline {
+        (CheckStatus::Online, CheckStatus::Offline)
+    } else {
+        (CheckStatus::Offline, CheckStatus::Online)
+    };
+    let mut message = loaded.message.clone();
+    if send.slot > 0 {
+        let since = time::OffsetDateTime::from_unix_timestamp(latest.time_ms / 1000)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        let d = ((now - latest.time_ms) / 1000).max(0);
+        message = format!(
+            "still offline since {since}, for {}h{:02}m{:02}s (reminder {}): {message}",
+            d / 3600,
+            d / 60 % 60,
+            d % 60,
+            send.slot
+        );
+    }
+    Notification {
+        event_id: EventId(send.event),
+        check_id: loaded.check,
+        name: loaded.name.clone(),
+        check_type: loaded.check_type.clone(),
+        data: loaded.data.clone(),
+        old_status,
+        new_status,
+        message,
+        time_ms: latest.time_ms,
+        confirmed_by: loaded
+            .confirmed_by
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| NodeId(s.to_string()))
+            .collect(),
+        test: false,
+        reminder: send.slot,
+    }
+}
+
+/// Writes `sends` (with their notifications) under the fence; rows that exist are left
+/// alone. Returns how many were added.
+pub async fn write(
+    store: &Store,
+    epoch: Epoch,
+    node: &NodeId,
+    sends: &[(Send, Notification)],
+) -> Result<u64, StoreError> {
+    if sends.is_empty() {
+        return Ok(0);
+    }
+    store
+        .bounded("writing policy sends", async {
+            let mut tx = FencedTx::begin(store, epoch, node).await?;
+            let mut added = 0;
+            for (send, n) in sends {
+                let payload = serde_json::to_string(n).map_err(|e| {
+                    StoreError::Schema(format!("notification cannot be serialized: {e}"))
+                })?;
+                let t = tx.tx();
+                t.exec_drop(
+                    "INSERT IGNORE INTO notification_outbox (event_id, check_id, contact_id, slot, payload) \
+                     VALUES (?, ?, ?, ?, ?)",
+                    (send.event, n.check_id.0, send.contact.0, send.slot, payload),
+                )
+                .await?;
+                added += t.affected_rows();
+            }
+            tx.commit().await?;
+            Ok(added)
+        })
+        .await
+}
+
+/// What `gobearmon ack` came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acked {
+    /// Recorded for the incident that began with `event`.
+    Recorded { event: i64 },
+    /// The incident was acknowledged already, by `by`.
+    Already { event: i64, by: String },
+    /// The check is not offline: no open incident.
+    NoIncident,
+    /// No such check.
+    NoCheck,
+}
+
+/// Records that `by` acknowledged `check`'s open incident.
+pub async fn ack(
+    store: &Store,
+    check: CheckId,
+    by: &str,
+    comment: &str,
+) -> Result<Acked, StoreError> {
+    let mut conn = store.conn().await?;
+    let exists: Option<i32> = conn
+        .exec_first("SELECT id FROM checks WHERE id = ?", (check.0,))
+        .await?;
+    if exists.is_none() {
+        return Ok(Acked::NoCheck);
+    }
+    let latest: Option<(i64, String)> = conn
+        .exec_first(
+            "SELECT id, type FROM check_events WHERE check_id = ? ORDER BY id DESC LIMIT 1",
+            (check.0,),
+        )
+        .await?;
+    let Some((event, _)) = latest.filter(|(_, t)| t == "offline") else {
+        return Ok(Acked::NoIncident);
+    };
+    let by: String = by.chars().take(64).collect();
+    let comment: String = comment.chars().take(1024).collect();
+    conn.exec_drop(
+        "INSERT IGNORE INTO incident_acks (event_id, check_id, acked_by, comment) VALUES (?, ?, ?, ?)",
+        (event, check.0, &by, comment),
+    )
+    .await?;
+    if conn.affected_rows() == 1 {
+        return Ok(Acked::Recorded { event });
+    }
+    let who: Option<String> = conn
+        .exec_first(
+            "SELECT acked_by FROM incident_acks WHERE event_id = ?",
+            (event,),
+        )
+        .await?;
+    Ok(Acked::Already {
+        event,
+        by: who.unwrap_or_default(),
+    })
+}
+
+/// Every readable `maintenance` row with its check (`None`: every check); rows that cannot be
+/// read are left out (the policy task tells the admin of them).
+pub async fn windows(store: &Store) -> Result<Vec<(Option<i64>, Window)>, StoreError> {
+    type Row = (
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i32>,
+        Option<i64>,
+        Option<i32>,
+        String,
+    );
+    let rows: Vec<Row> = store
+        .conn()
+        .await?
+        .query(
+            "SELECT check_id, \
+               TIMESTAMPDIFF(MICROSECOND, '1970-01-01', starts_at) DIV 1000, \
+               TIMESTAMPDIFF(MICROSECOND, '1970-01-01', ends_at) DIV 1000, \
+               weekday, TIME_TO_SEC(start_time), duration, time_zone FROM maintenance",
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(c, s, e, d, st, dur, tz)| Some((c, window(s, e, d, st, dur, &tz).ok()?)))
+        .collect())
+}

@@ -1,0 +1,331 @@
+//! Alert policy end to end (issue 14, items 1 to 4): maintenance windows, escalation,
+//! reminders and `gobearmon ack`, on a real cluster (3 viewservers, 3 workers as separate
+//! processes), real MariaDB and webhook receivers on loopback.
+
+#[path = "notify_support/mod.rs"]
+mod notify_support;
+mod support;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use notify_support::{Behaviour, Receiver};
+use support::TestDb;
+use support::cluster::{Cluster, Timings, wait_until};
+
+/// A TCP port a check watches, switched up and down by the test.
+struct Port {
+    port: u16,
+    listener: Option<TcpListener>,
+}
+
+impl Port {
+    fn new() -> Port {
+        let port = support::cluster::free_port();
+        Port {
+            port,
+            listener: Some(TcpListener::bind(("127.0.0.1", port)).unwrap()),
+        }
+    }
+    fn down(&mut self) {
+        self.listener = None;
+    }
+    fn up(&mut self) {
+        self.listener = Some(TcpListener::bind(("127.0.0.1", self.port)).unwrap());
+    }
+}
+
+struct World {
+    rt: tokio::runtime::Runtime,
+    db: Option<TestDb>,
+    cluster: Cluster,
+}
+
+impl World {
+    fn start(tag: &str) -> World {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (db, _) = rt.block_on(TestDb::installed(tag));
+        let extra = "confirmations = 1\ndelivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\n";
+        let cluster = Cluster::start_with(3, 3, &db.url, Timings::default(), extra);
+        World {
+            rt,
+            db: Some(db),
+            cluster,
+        }
+    }
+
+    fn sql(&self, sql: &str) {
+        self.rt.block_on(self.db.as_ref().unwrap().exec(sql));
+    }
+
+    fn query<T: mysql_async::prelude::FromRow + Send + 'static>(&self, sql: &str) -> Vec<T> {
+        self.rt.block_on(async {
+            let mut c = self.db.as_ref().unwrap().conn().await;
+            c.query(sql).await.unwrap()
+        })
+    }
+
+    fn status(&self, check: i64) -> String {
+        self.query::<Option<String>>(&format!("SELECT status FROM checks WHERE id = {check}"))
+            .pop()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    fn receiver(&self) -> Receiver {
+        self.rt.block_on(Receiver::start(Behaviour::Status(200)))
+    }
+
+    fn wait_ready(&self) -> usize {
+        let c = wait_until(Duration::from_secs(20), "a controller to act", || {
+            self.cluster.acting_controller()
+        });
+        for w in &self.cluster.worker_addrs {
+            wait_until(Duration::from_secs(30), "workers to connect", || {
+                let (code, _) = self.cluster.get(w, "/ready")?;
+                (code == 200).then_some(())
+            });
+        }
+        c
+    }
+
+    fn wait_status(&self, check: i64, status: &str) {
+        wait_until(
+            Duration::from_secs(30),
+            &format!("check {check} {status}"),
+            || (self.status(check) == status).then_some(()),
+        );
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            self.rt.block_on(db.drop_db());
+        }
+    }
+}
+
+/// The (check id, new_status, message) of every request `r` received.
+fn got(r: &Receiver) -> Vec<(i64, String, String)> {
+    r.received()
+        .iter()
+        .map(|q| {
+            let b: serde_json::Value = serde_json::from_slice(&q.body).unwrap();
+            (
+                b["check"]["id"].as_i64().unwrap_or(0),
+                b["new_status"].as_str().unwrap_or("").to_string(),
+                b["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn wait_requests(r: &Receiver, n: usize, secs: u64) -> Vec<(i64, String, String)> {
+    wait_until(
+        Duration::from_secs(secs),
+        &format!("{n} request(s)"),
+        || {
+            let g = got(r);
+            (g.len() >= n).then_some(g)
+        },
+    )
+}
+
+/// Nothing more arrives for a while (the assertion "and no more").
+fn settle(secs: u64) {
+    std::thread::sleep(Duration::from_secs(secs));
+}
+
+fn tcp_check(id: i64, port: u16) -> String {
+    format!(
+        "INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES \
+         ({id},'c{id}','tcp','{{\"address\":\"127.0.0.1:{port}\"}}',1,0);"
+    )
+}
+
+#[test]
+fn a_maintenance_window_holds_the_offline_notice_and_releases_it_once_at_its_end() {
+    let _serial = support::cluster::serial();
+    let w = World::start("policy_maint");
+    let mut a = Port::new();
+    let mut b = Port::new();
+    let hook = w.receiver();
+    w.sql(&format!(
+        "{}{}INSERT INTO contacts (id,type,data) VALUES (1,'webhook','{}');
+         INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'both'),(2,1,'both');",
+        tcp_check(1, a.port),
+        tcp_check(2, b.port),
+        hook.url("/hook")
+    ));
+    w.wait_ready();
+    // A window over both checks, ending 15 s from now (database clock, UTC).
+    w.sql(
+        "INSERT INTO maintenance (check_id, starts_at, ends_at, reason) VALUES \
+         (NULL, UTC_TIMESTAMP(3) - INTERVAL 1 MINUTE, UTC_TIMESTAMP(3) + INTERVAL 15 SECOND, 'deploy')",
+    );
+    a.down();
+    b.down();
+    w.wait_status(1, "offline");
+    w.wait_status(2, "offline");
+    // Check 2 recovers inside the window: nothing is ever sent for it.
+    b.up();
+    w.wait_status(2, "online");
+    let open: Vec<i64> = w.query(
+        "SELECT COUNT(*) FROM maintenance WHERE ends_at > UTC_TIMESTAMP(3) + INTERVAL 2 SECOND",
+    );
+    assert_eq!(open, vec![1], "the flips happened inside the window");
+    assert!(
+        got(&hook).is_empty(),
+        "held during the window: {:?}",
+        got(&hook)
+    );
+    let events: Vec<(i64, String)> = w.query("SELECT check_id, type FROM check_events ORDER BY id");
+    assert_eq!(events.len(), 3, "history records the flips: {events:?}");
+    // At the end of the window the offline notice of check 1 goes out, once.
+    let g = wait_requests(&hook, 1, 40);
+    assert_eq!((g[0].0, g[0].1.as_str()), (1, "offline"));
+    settle(4);
+    assert_eq!(got(&hook).len(), 1, "{:?}", got(&hook));
+    // SLA uptime leaves the window out: check 2 was down only inside it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gobearmon"))
+        .args(["uptime", "2", "--window", "1h", "--json", "--config"])
+        .arg(&w.cluster.workers[0].config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["down_seconds"].as_i64().unwrap() >= 1, "{r}");
+    assert!(r["maintenance_seconds"].as_i64().unwrap() >= 1, "{r}");
+    assert!(r["uptime"].as_f64().unwrap() < 1.0, "{r}");
+    assert_eq!(r["sla"].as_f64(), Some(1.0), "{r}");
+    a.up();
+}
+
+#[test]
+fn escalation_notifies_only_a_lasting_outage_and_fires_once_across_a_kill_9() {
+    let _serial = support::cluster::serial();
+    let mut w = World::start("policy_escalate");
+    let mut a = Port::new();
+    let first = w.receiver();
+    let pager = w.receiver();
+    w.sql(&format!(
+        "{}INSERT INTO contacts (id,type,data) VALUES (1,'webhook','{}'),(2,'webhook','{}');
+         INSERT INTO alerts (check_id,contact_id,type,`after`) VALUES (1,1,'both',NULL),(1,2,'both',12);",
+        tcp_check(1, a.port),
+        first.url("/hook"),
+        pager.url("/hook")
+    ));
+    let ctl = w.wait_ready();
+    // A short outage: the first contact hears both flips, the escalated one nothing.
+    a.down();
+    w.wait_status(1, "offline");
+    a.up();
+    w.wait_status(1, "online");
+    let g = wait_requests(&first, 2, 30);
+    assert_eq!(g[0].1, "offline");
+    assert_eq!(g[1].1, "online");
+    // A lasting outage; the controller is killed while the escalation is pending.
+    a.down();
+    w.wait_status(1, "offline");
+    wait_requests(&first, 3, 30);
+    let (epoch, _) = w.cluster.current().unwrap();
+    w.cluster.workers[ctl].kill9();
+    wait_until(Duration::from_secs(15), "a new controller", || {
+        let (e, _) = w.cluster.current()?;
+        (e > epoch).then_some(())?;
+        w.cluster.acting_controller()
+    });
+    w.cluster.workers[ctl].start();
+    let pages = wait_requests(&pager, 1, 40);
+    assert_eq!((pages[0].0, pages[0].1.as_str()), (1, "offline"));
+    settle(4);
+    assert_eq!(
+        got(&pager).len(),
+        1,
+        "the page fires once: {:?}",
+        got(&pager)
+    );
+    let due_after: Vec<i64> = w.query(
+        "SELECT TIMESTAMPDIFF(SECOND, e.time, o.created_at) FROM notification_outbox o \
+         JOIN check_events e ON e.id = o.event_id WHERE o.contact_id = 2",
+    );
+    assert!(due_after.len() == 1 && due_after[0] >= 11, "{due_after:?}");
+    // Its recovery reaches the pager too (it was told of the outage).
+    a.up();
+    let pages = wait_requests(&pager, 2, 30);
+    assert_eq!(pages[1].1, "online");
+}
+
+#[test]
+fn reminders_repeat_until_gobearmon_ack_stops_them() {
+    let _serial = support::cluster::serial();
+    let w = World::start("policy_remind");
+    let mut a = Port::new();
+    let hook = w.receiver();
+    w.sql(&format!(
+        "{}INSERT INTO contacts (id,type,data) VALUES (1,'webhook','{}');
+         INSERT INTO alerts (check_id,contact_id,type,remind_every) VALUES (1,1,'both',3);",
+        tcp_check(1, a.port),
+        hook.url("/hook")
+    ));
+    w.wait_ready();
+    let bin = env!("CARGO_BIN_EXE_gobearmon");
+    let config = w.cluster.workers[0].config.clone();
+    // No open incident yet: refused with a clear error.
+    let out = std::process::Command::new(bin)
+        .args(["ack", "1", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no open incident"));
+    a.down();
+    let g = wait_requests(&hook, 4, 40);
+    assert_eq!(g[0].1, "offline");
+    for r in &g[1..4] {
+        assert_eq!(r.1, "offline");
+        assert!(r.2.contains("still offline since"), "{r:?}");
+    }
+    let keys: Vec<String> = hook.received()[..4]
+        .iter()
+        .map(|q| q.header("idempotency-key").unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), 4, "each reminder has its own key: {keys:?}");
+    let out = std::process::Command::new(bin)
+        .args([
+            "ack",
+            "c1",
+            "--comment",
+            "looking",
+            "--by",
+            "alice",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acks: Vec<(String, String)> = w.query("SELECT acked_by, comment FROM incident_acks");
+    assert_eq!(acks, vec![("alice".to_string(), "looking".to_string())]);
+    let n = got(&hook).len();
+    settle(8);
+    // At most a reminder already written when the ack landed.
+    assert!(got(&hook).len() <= n + 1, "{:?}", got(&hook));
+    let after_ack = got(&hook).len();
+    settle(7);
+    assert_eq!(got(&hook).len(), after_ack, "reminders stopped");
+    a.up();
+    let g = wait_requests(&hook, after_ack + 1, 30);
+    assert_eq!(g[after_ack].1, "online");
+}
