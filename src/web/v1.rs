@@ -464,6 +464,10 @@ struct UptimeJson {
     up_seconds: i64,
     down_seconds: i64,
     uptime: Option<f64>,
+    /// Seconds of the covered part inside maintenance windows.
+    maintenance_seconds: i64,
+    /// Uptime with maintenance windows left out (`null` when nothing else is covered).
+    sla: Option<f64>,
     locations: Vec<LocationAvailability>,
 }
 
@@ -479,6 +483,8 @@ impl UptimeJson {
             up_seconds: u.up_seconds,
             down_seconds: u.down_seconds,
             uptime: u.ratio,
+            maintenance_seconds: u.maintenance_seconds,
+            sla: u.sla,
             locations: Vec::new(),
         }
     }
