@@ -542,7 +542,7 @@ fn controller_config(
     Ok((config, controller))
 }
 
-/// `gobearmon contact test ID --config FILE`.
+/// `gobearmon ack CHECK [--comment TEXT] [--by NAME] --config FILE`.
 fn ack(check: &str, comment: &str, by: Option<String>, path: &std::path::Path) -> ExitCode {
     use gobearmon::store::policy::Acked;
     let controller = match controller_config(path, "ack") {
@@ -553,25 +553,14 @@ fn ack(check: &str, comment: &str, by: Option<String>, path: &std::path::Path) -
         .or_else(|| std::env::var("USER").ok())
         .filter(|b| !b.trim().is_empty())
         .unwrap_or_else(|| "unknown".to_string());
-    let outcome = tokio::runtime::Runtime::new()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            rt.block_on(async {
-                let store = gobearmon::store::Store::new(&controller.database)
-                    .map_err(|e| e.to_string())?;
-                let r = async {
-                    let info = gobearmon::report::find_check(&store, check)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    gobearmon::store::policy::ack(&store, info.id, &by, comment)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                .await;
-                store.close().await;
-                r
-            })
-        });
+    let outcome = with_store(&controller, async |store| {
+        let info = gobearmon::report::find_check(store, check)
+            .await
+            .map_err(|e| e.to_string())?;
+        gobearmon::store::policy::ack(store, info.id, &by, comment)
+            .await
+            .map_err(|e| e.to_string())
+    });
     match outcome {
         Ok(Acked::Recorded { event }) => {
             println!("acknowledged incident {event} of check {check} by {by}");
@@ -597,7 +586,7 @@ fn ack(check: &str, comment: &str, by: Option<String>, path: &std::path::Path) -
 }
 
 fn contact_test(id: i64, path: &std::path::Path) -> ExitCode {
-    use gobearmon::{model::ContactId, notify, store::Store};
+    use gobearmon::{model::ContactId, notify};
     let (config, controller) = match controller_config(path, "contacts") {
         Ok(c) => c,
         Err(code) => return code,
@@ -607,24 +596,14 @@ fn contact_test(id: i64, path: &std::path::Path) -> ExitCode {
         eprintln!("{}: {e}", path.display());
         return ExitCode::from(EXIT_CONFIG);
     }
-    let outcome = tokio::runtime::Runtime::new()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            rt.block_on(async {
-                let store = Store::new(&controller.database).map_err(|e| e.to_string())?;
-                let channels = notify::Channels::new(
-                    &config.smtp,
-                    &config.twilio,
-                    controller.delivery.timeout,
-                )
+    let outcome = with_store(controller, async |store| {
+        let channels =
+            notify::Channels::new(&config.smtp, &config.twilio, controller.delivery.timeout)
                 .map_err(|e| e.to_string())?;
-                let sent = notify::contact_test(&store, &channels, ContactId(id))
-                    .await
-                    .map_err(|e| e.to_string());
-                store.close().await;
-                sent
-            })
-        });
+        notify::contact_test(store, &channels, ContactId(id))
+            .await
+            .map_err(|e| e.to_string())
+    });
     match outcome {
         Ok(delivered) => {
             match delivered.charge {
@@ -721,6 +700,22 @@ fn status(path: &std::path::Path, json: bool) -> ExitCode {
     }
 }
 
+/// Runs `op` on a runtime of its own with the pools of `controller`'s database, and closes
+/// them after: the shape of every command that reads or writes the database.
+fn with_store<T>(
+    controller: &config::ControllerConfig,
+    op: impl AsyncFnOnce(&gobearmon::store::Store) -> Result<T, String>,
+) -> Result<T, String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let store =
+            gobearmon::store::Store::new(&controller.database).map_err(|e| e.to_string())?;
+        let outcome = op(&store).await;
+        store.close().await;
+        outcome
+    })
+}
+
 enum Report {
     History(Option<String>),
     Uptime,
@@ -739,40 +734,30 @@ fn report(path: &std::path::Path, check: &str, span: &str, json: bool, what: Rep
     };
     let span = span.as_secs() as i64;
     let now = gobearmon::notify::unix_ms(std::time::SystemTime::now()) / 1000;
-    let outcome = tokio::runtime::Runtime::new()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            rt.block_on(async {
-                let store = gobearmon::store::Store::new(&controller.database)
-                    .map_err(|e| e.to_string())?;
-                let text = async {
-                    let info = report::find_check(&store, check).await?;
-                    Ok::<_, report::ReportError>(match &what {
-                        Report::History(location) => {
-                            let r = report::history(&store, &info, span, location.as_deref(), now)
-                                .await?;
-                            if json {
-                                serde_json::to_string_pretty(&r).unwrap_or_default()
-                            } else {
-                                r.text()
-                            }
-                        }
-                        Report::Uptime => {
-                            let r = report::uptime(&store, &info, span, now).await?;
-                            if json {
-                                serde_json::to_string_pretty(&r).unwrap_or_default()
-                            } else {
-                                r.text()
-                            }
-                        }
-                    })
+    let outcome = with_store(&controller, async |store| {
+        let text = async {
+            let info = report::find_check(store, check).await?;
+            Ok::<_, report::ReportError>(match &what {
+                Report::History(location) => {
+                    let r = report::history(store, &info, span, location.as_deref(), now).await?;
+                    if json {
+                        serde_json::to_string_pretty(&r).unwrap_or_default()
+                    } else {
+                        r.text()
+                    }
                 }
-                .await
-                .map_err(|e| e.to_string());
-                store.close().await;
-                text
+                Report::Uptime => {
+                    let r = report::uptime(store, &info, span, now).await?;
+                    if json {
+                        serde_json::to_string_pretty(&r).unwrap_or_default()
+                    } else {
+                        r.text()
+                    }
+                }
             })
-        });
+        };
+        text.await.map_err(|e| e.to_string())
+    });
     match outcome {
         Ok(text) => {
             println!("{}", text.trim_end());
@@ -802,19 +787,11 @@ fn push_url(check: &str, path: &std::path::Path) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let outcome = tokio::runtime::Runtime::new()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            rt.block_on(async {
-                let store = gobearmon::store::Store::new(&controller.database)
-                    .map_err(|e| e.to_string())?;
-                let url = gobearmon::report::push_url(&store, check, &base)
-                    .await
-                    .map_err(|e| e.to_string());
-                store.close().await;
-                url
-            })
-        });
+    let outcome = with_store(&controller, async |store| {
+        gobearmon::report::push_url(store, check, &base)
+            .await
+            .map_err(|e| e.to_string())
+    });
     match outcome {
         Ok(url) => {
             println!("{url}");

@@ -285,7 +285,7 @@ impl Cluster {
         database: &str,
         timings: Timings,
     ) -> Cluster {
-        Cluster::start_inner(n_vs, n_workers, database, timings, "", false, true)
+        Cluster::start_isolable_with(n_vs, n_workers, database, timings, "")
     }
 
     /// [`Cluster::start_isolable`] with `worker_extra` appended to each worker's file.
