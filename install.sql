@@ -448,3 +448,43 @@ CREATE TABLE IF NOT EXISTS incident_acks (
 	comment VARCHAR(1024) NOT NULL DEFAULT '',
 	acked_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
 );
+
+-- Dashboard users (`gobearmon user add`): role 'viewer' (reads) or 'operator' (also pauses,
+-- resumes, acknowledges, sends test notifications). password_hash is argon2id (PHC string).
+CREATE TABLE IF NOT EXISTS web_users (
+	id INT NOT NULL PRIMARY KEY AUTO_INCREMENT,
+	name VARCHAR(64) NOT NULL,
+	password_hash VARCHAR(255) NOT NULL,
+	role VARCHAR(16) NOT NULL DEFAULT 'viewer',
+	created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+	UNIQUE KEY web_users_name (name)
+);
+
+-- Dashboard sessions: the SHA-256 of the cookie's random token (never the token), so that any
+-- controller-capable worker accepts a session; csrf is the token every form posts back.
+CREATE TABLE IF NOT EXISTS web_sessions (
+	token_sha256 BINARY(32) NOT NULL PRIMARY KEY,
+	user_id INT NOT NULL,
+	csrf VARCHAR(64) NOT NULL,
+	created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+	expires_at TIMESTAMP(3) NOT NULL,
+	KEY web_sessions_user (user_id)
+);
+
+-- Public status pages (`/status/{slug}`, no login) and the checks each one shows.
+CREATE TABLE IF NOT EXISTS status_pages (
+	id INT NOT NULL PRIMARY KEY AUTO_INCREMENT,
+	slug VARCHAR(64) NOT NULL,
+	title VARCHAR(255) NOT NULL,
+	description TEXT NOT NULL,
+	UNIQUE KEY status_pages_slug (slug)
+);
+
+CREATE TABLE IF NOT EXISTS status_page_checks (
+	page_id INT NOT NULL,
+	check_id INT NOT NULL,
+	group_name VARCHAR(255) NOT NULL DEFAULT '',
+	display_name VARCHAR(255) NOT NULL DEFAULT '',
+	sort_order INT NOT NULL DEFAULT 0,
+	PRIMARY KEY (page_id, check_id)
+);

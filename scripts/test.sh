@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ensure_mariadb
 # Servers the integration tests start themselves: a DNS server, an SMTP server, and the tools
 # for network namespaces with packet loss.
-ensure_packages dnsmasq-base python3-aiosmtpd nftables iproute2 systemd
+ensure_packages dnsmasq-base python3-aiosmtpd nftables iproute2 systemd chromium chromium-driver
 
 log "creating the test user"
 mariadb_root <<'SQL'

@@ -151,6 +151,28 @@ enum Command {
         #[command(subcommand)]
         action: ContactAction,
     },
+    /// Dashboard users: `user add NAME --role viewer|operator --config FILE`.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserAction {
+    /// Add a dashboard user, or set an existing one's password and role. The password is
+    /// read from the terminal (asked twice), or as the first line of standard input when that
+    /// is not a terminal.
+    Add {
+        /// The user name (1 to 64 characters).
+        name: String,
+        /// `viewer` (reads every page) or `operator` (also pauses, resumes, acknowledges).
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        /// The config file of a controller-capable worker (its database).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +225,12 @@ fn main() -> ExitCode {
             }),
             _,
         ) => contact_test(id, &config),
+        (
+            Some(Command::User {
+                action: UserAction::Add { name, role, config },
+            }),
+            _,
+        ) => user_add(&name, &role, &config),
         (
             Some(Command::History {
                 check,
@@ -577,6 +605,99 @@ fn ack(check: &str, comment: &str, by: Option<String>, path: &std::path::Path) -
         Ok(Acked::NoCheck) => {
             eprintln!("error: no check {check}");
             ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Reads a password: from the terminal without echo (twice), or the first line of stdin.
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the password from stdin: {e}"))?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let ask = |prompt: &str| -> Result<String, String> {
+        eprint!("{prompt}");
+        // SAFETY: tcgetattr/tcsetattr on stdin with a termios we own; echo is restored below.
+        let mut old: libc::termios = unsafe { std::mem::zeroed() };
+        let have = unsafe { libc::tcgetattr(0, &mut old) } == 0;
+        if have {
+            let mut quiet = old;
+            quiet.c_lflag &= !libc::ECHO;
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &quiet) };
+        }
+        let mut line = String::new();
+        let read = stdin.lock().read_line(&mut line);
+        if have {
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &old) };
+        }
+        eprintln!();
+        read.map_err(|e| format!("reading the password: {e}"))?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let first = ask("Password: ")?;
+    if ask("Again: ")? != first {
+        return Err("the two passwords differ".into());
+    }
+    Ok(first)
+}
+
+/// `gobearmon user add NAME --role ROLE --config FILE`.
+fn user_add(name: &str, role: &str, path: &std::path::Path) -> ExitCode {
+    use gobearmon::store::webusers::{Role, upsert_user};
+    let Some(role) = Role::parse(role) else {
+        eprintln!("gobearmon: --role: expected viewer or operator, found {role:?}");
+        return ExitCode::from(2);
+    };
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 {
+        eprintln!("gobearmon: the user name must have 1 to 64 characters");
+        return ExitCode::from(2);
+    }
+    let controller = match controller_config(path, "user") {
+        Ok((_, c)) => c,
+        Err(code) => return code,
+    };
+    let password = match read_password() {
+        Ok(p) if p.chars().count() >= 8 => p,
+        Ok(_) => {
+            eprintln!("error: the password must have at least 8 characters");
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let hash = match gobearmon::web::dash::auth::hash_password(&password) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = with_store(&controller, async |store| {
+        upsert_user(store, name, &hash, role)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match outcome {
+        Ok(true) => {
+            println!("added user {name} ({})", role.as_str());
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("updated user {name} ({})", role.as_str());
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {e}");

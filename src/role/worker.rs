@@ -164,7 +164,8 @@ pub async fn run(
             tracing::info!(addr = ?listener.local_addr().ok(), "serving the JSON API");
             let web = crate::web::router(
                 crate::web::Web::new(host.store.clone(), &config.web.api_tokens)
-                    .with_live(live_check(client.clone(), membership.clone())),
+                    .with_live(live_check(client.clone(), membership.clone()))
+                    .with_secure_cookies(listener.is_tls()),
             );
             let s = shutdown.clone();
             tasks.spawn(async move {

@@ -34,6 +34,7 @@ pub mod rows;
 
 pub mod schema;
 pub mod timeline;
+pub mod webusers;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};

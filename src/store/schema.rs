@@ -28,6 +28,10 @@ pub const TABLES: &[&str] = &[
     "controller_alive",
     "maintenance",
     "incident_acks",
+    "web_users",
+    "web_sessions",
+    "status_pages",
+    "status_page_checks",
 ];
 
 /// Applies `install.sql`. Idempotent: safe on an empty database, on an installed one, and on a

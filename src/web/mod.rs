@@ -15,6 +15,7 @@
 //! contact can reach an answer. (The push endpoints read the `data` of push checks for their
 //! tokens, and answer with nothing of it.)
 
+pub mod dash;
 mod push;
 mod v1;
 
@@ -53,6 +54,10 @@ pub struct Web {
     live: Option<LiveCheck>,
     /// Push checks' tokens and rate limits.
     push: Arc<push::PushDesk>,
+    /// Failed dashboard logins per address and user.
+    limiter: Arc<dash::auth::LoginLimiter>,
+    /// Session cookies carry `Secure` (the listener serves HTTPS).
+    secure_cookies: bool,
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -74,7 +79,15 @@ impl Web {
             ),
             live: None,
             push: Arc::new(push::PushDesk::new()),
+            limiter: Arc::new(dash::auth::LoginLimiter::default()),
+            secure_cookies: false,
         }
+    }
+
+    /// Marks session cookies `Secure`: for a listener under `[tls]`.
+    pub fn with_secure_cookies(mut self, secure: bool) -> Web {
+        self.secure_cookies = secure;
+        self
     }
 
     /// Adds live state from the acting controller to one check's answer.
@@ -95,13 +108,16 @@ impl Web {
     }
 }
 
-/// The web router: the API, every route behind the bearer token, and the push endpoints,
-/// whose token is in the path.
+/// The web router: the API, every route behind the bearer token; the push endpoints, whose
+/// token is in the path; the dashboard (`dash`), behind its login session.
 pub fn router(web: Web) -> Router {
     let api = v1::routes()
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(axum::middleware::from_fn_with_state(web.clone(), authorize));
-    push::routes().merge(api).with_state(web)
+    push::routes()
+        .merge(dash::routes())
+        .merge(api)
+        .with_state(web)
 }
 
 async fn authorize(State(web): State<Web>, request: Request, next: Next) -> Response {

@@ -39,7 +39,7 @@ pub(super) fn routes() -> Router<Web> {
         .route("/api/v1/notifications", get(notifications))
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
 
@@ -90,58 +90,58 @@ struct PageQuery {
 }
 
 #[derive(Serialize)]
-struct UptimeRatio {
+pub(super) struct UptimeRatio {
     /// Up seconds over covered seconds; `null` when nothing is covered.
-    ratio: Option<f64>,
+    pub(super) ratio: Option<f64>,
     /// Whether history covers the whole window.
-    complete: bool,
+    pub(super) complete: bool,
 }
 
 #[derive(Serialize)]
-struct LastResult {
-    location: String,
-    worker: String,
-    status: &'static str,
-    time: String,
-    duration_ms: u64,
-    message: String,
+pub(super) struct LastResult {
+    pub(super) location: String,
+    pub(super) worker: String,
+    pub(super) status: &'static str,
+    pub(super) time: String,
+    pub(super) duration_ms: u64,
+    pub(super) message: String,
 }
 
 #[derive(Serialize)]
-struct CheckSummary {
-    id: i64,
-    name: String,
+pub(super) struct CheckSummary {
+    pub(super) id: i64,
+    pub(super) name: String,
     #[serde(rename = "type")]
-    check_type: String,
-    enabled: bool,
-    status: &'static str,
-    uptime: BTreeMap<&'static str, UptimeRatio>,
-    latency_p50_ms_24h: Option<u64>,
-    last_results: Vec<LastResult>,
+    pub(super) check_type: String,
+    pub(super) enabled: bool,
+    pub(super) status: &'static str,
+    pub(super) uptime: BTreeMap<&'static str, UptimeRatio>,
+    pub(super) latency_p50_ms_24h: Option<u64>,
+    pub(super) last_results: Vec<LastResult>,
     /// One check's answer only: what the acting controller holds now.
     #[serde(skip_serializing_if = "Option::is_none")]
-    live: Option<Live>,
+    pub(super) live: Option<Live>,
 }
 
 /// A check as the acting controller holds it this instant.
 #[derive(Serialize)]
-struct Live {
+pub(super) struct Live {
     /// The workers asked to confirm a differing result in the open round.
-    open_round: Vec<String>,
-    rounds_completed: u32,
-    confirmations: u32,
-    insufficient_quorum: bool,
+    pub(super) open_round: Vec<String>,
+    pub(super) rounds_completed: u32,
+    pub(super) confirmations: u32,
+    pub(super) insufficient_quorum: bool,
     /// Workers running the check now.
-    in_flight: Vec<String>,
+    pub(super) in_flight: Vec<String>,
     /// The latest result the controller holds from each worker.
-    results: Vec<LiveResult>,
+    pub(super) results: Vec<LiveResult>,
 }
 
 #[derive(Serialize)]
-struct LiveResult {
-    worker: String,
-    result: String,
-    age_seconds: f64,
+pub(super) struct LiveResult {
+    pub(super) worker: String,
+    pub(super) result: String,
+    pub(super) age_seconds: f64,
 }
 
 #[derive(Serialize)]
@@ -158,7 +158,10 @@ const UPTIME_WINDOWS: [(&str, i64); 4] = [
 ];
 
 /// The summaries of `checks`, with a few queries for the whole page.
-async fn summaries(web: &Web, checks: Vec<CheckInfo>) -> Result<Vec<CheckSummary>, ApiError> {
+pub(super) async fn summaries(
+    web: &Web,
+    checks: Vec<CheckInfo>,
+) -> Result<Vec<CheckSummary>, ApiError> {
     let now = now_ms() / 1000;
     let windows: Vec<(i64, i64)> = UPTIME_WINDOWS.iter().map(|(_, w)| (now - w, now)).collect();
     let uptimes = timeline::uptimes(&web.store, &checks, &windows, now).await?;
@@ -220,7 +223,7 @@ async fn summaries(web: &Web, checks: Vec<CheckInfo>) -> Result<Vec<CheckSummary
 /// How long one check's answer waits for the acting controller's live state.
 const LIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn live_of(web: &Web, id: i64) -> Option<Live> {
+pub(super) async fn live_of(web: &Web, id: i64) -> Option<Live> {
     let ask = web.live.as_ref()?;
     let view = tokio::time::timeout(LIVE_WAIT, ask(id)).await.ok()??;
     Some(Live {
@@ -255,7 +258,7 @@ async fn list_checks(State(web): State<Web>, Query(q): Query<PageQuery>) -> Answ
     }))
 }
 
-async fn check_info(web: &Web, id: i64) -> Result<CheckInfo, ApiError> {
+pub(super) async fn check_info(web: &Web, id: i64) -> Result<CheckInfo, ApiError> {
     timeline::checks(&web.store, Some(CheckId(id)))
         .await?
         .pop()

@@ -92,6 +92,15 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
+    /// The first value of the first row `sql` answers.
+    pub async fn one<T: mysql_async::prelude::FromValue + Send + 'static>(&self, sql: &str) -> T {
+        let mut c = self.conn().await;
+        c.query_first(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or_else(|| panic!("{sql}: no row"))
+    }
+
     /// The epoch stored in the fence row.
     pub async fn fence_epoch(&self) -> u64 {
         self.conn()

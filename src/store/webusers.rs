@@ -1,0 +1,159 @@
+//! Dashboard users and sessions (`web_users`, `web_sessions`) and the checks' `enabled` flag
+//! as the dashboard's pause and resume write it.
+
+use mysql_async::prelude::Queryable;
+
+use super::{Store, StoreError};
+use crate::model::CheckId;
+
+/// A dashboard role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Reads every page.
+    Viewer,
+    /// Also pauses, resumes, acknowledges and sends test notifications.
+    Operator,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// A user as the login form needs it.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub password_hash: String,
+    pub role: Role,
+}
+
+/// A live session's user and its CSRF token.
+#[derive(Debug, Clone)]
+pub struct SessionUser {
+    pub user_id: i64,
+    pub name: String,
+    pub role: Role,
+    pub csrf: String,
+}
+
+/// Adds `name` with `role`, or replaces its hash and role when it exists (a password reset).
+/// Returns whether it was new.
+pub async fn upsert_user(
+    store: &Store,
+    name: &str,
+    password_hash: &str,
+    role: Role,
+) -> Result<bool, StoreError> {
+    let mut conn = store.conn().await?;
+    conn.exec_drop(
+        "INSERT INTO web_users (name, password_hash, role) VALUES (?, ?, ?) \
+         ON DUPLICATE KEY UPDATE password_hash = VALUES(password_hash), role = VALUES(role)",
+        (name, password_hash, role.as_str()),
+    )
+    .await?;
+    // 1: inserted, 2: updated, 0: the same values again.
+    Ok(conn.affected_rows() == 1)
+}
+
+pub async fn user_by_name(store: &Store, name: &str) -> Result<Option<User>, StoreError> {
+    let mut conn = store.conn().await?;
+    let row: Option<(i64, String, String, String)> = conn
+        .exec_first(
+            "SELECT id, name, password_hash, role FROM web_users WHERE name = ?",
+            (name,),
+        )
+        .await?;
+    Ok(row.map(|(id, name, password_hash, role)| User {
+        id,
+        name,
+        password_hash,
+        // An unknown role reads as the lesser one.
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+    }))
+}
+
+/// Stores a session by the digest of its token.
+pub async fn create_session(
+    store: &Store,
+    token_sha256: &[u8; 32],
+    user_id: i64,
+    csrf: &str,
+    lifetime_secs: i64,
+) -> Result<(), StoreError> {
+    let mut conn = store.conn().await?;
+    conn.exec_drop(
+        "DELETE FROM web_sessions WHERE expires_at < CURRENT_TIMESTAMP(3)",
+        (),
+    )
+    .await?;
+    conn.exec_drop(
+        "INSERT INTO web_sessions (token_sha256, user_id, csrf, expires_at) \
+         VALUES (?, ?, ?, CURRENT_TIMESTAMP(3) + INTERVAL ? SECOND)",
+        (token_sha256.as_slice(), user_id, csrf, lifetime_secs),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The unexpired session with this token digest.
+pub async fn session(
+    store: &Store,
+    token_sha256: &[u8; 32],
+) -> Result<Option<SessionUser>, StoreError> {
+    let mut conn = store.conn().await?;
+    let row: Option<(i64, String, String, String)> = conn
+        .exec_first(
+            "SELECT u.id, u.name, u.role, s.csrf FROM web_sessions s \
+             JOIN web_users u ON u.id = s.user_id \
+             WHERE s.token_sha256 = ? AND s.expires_at > CURRENT_TIMESTAMP(3)",
+            (token_sha256.as_slice(),),
+        )
+        .await?;
+    Ok(row.map(|(user_id, name, role, csrf)| SessionUser {
+        user_id,
+        name,
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        csrf,
+    }))
+}
+
+pub async fn delete_session(store: &Store, token_sha256: &[u8; 32]) -> Result<(), StoreError> {
+    let mut conn = store.conn().await?;
+    conn.exec_drop(
+        "DELETE FROM web_sessions WHERE token_sha256 = ?",
+        (token_sha256.as_slice(),),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sets `checks.enabled`; false when there is no such check.
+pub async fn set_enabled(store: &Store, check: CheckId, enabled: bool) -> Result<bool, StoreError> {
+    let mut conn = store.conn().await?;
+    let exists: Option<i64> = conn
+        .exec_first("SELECT id FROM checks WHERE id = ?", (check.0,))
+        .await?;
+    if exists.is_none() {
+        return Ok(false);
+    }
+    conn.exec_drop(
+        "UPDATE checks SET enabled = ? WHERE id = ?",
+        (i32::from(enabled), check.0),
+    )
+    .await?;
+    Ok(true)
+}

@@ -1,0 +1,31 @@
+// Live overview: polls the feed every 2 s and rewrites each row's state and dots in place.
+(function () {
+  "use strict";
+  var table = document.querySelector("table[data-live]");
+  if (!table) { return; }
+  var feed = table.getAttribute("data-live");
+  var note = document.getElementById("live-state");
+  function tick() {
+    fetch(feed, { credentials: "same-origin", cache: "no-store" })
+      .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
+      .then(function (j) {
+        j.checks.forEach(function (c) {
+          var row = document.getElementById("check-" + c.id);
+          if (!row) { return; }
+          if (row.getAttribute("data-status") !== c.state) {
+            row.setAttribute("data-status", c.state);
+            row.className = "r-" + c.state;
+            row.querySelector("td.st").innerHTML = c.state_html;
+          }
+          var dots = row.querySelector("td.dots");
+          if (dots.innerHTML !== c.dots_html) { dots.innerHTML = c.dots_html; }
+        });
+        if (note) { note.textContent = "live, updated " + new Date().toLocaleTimeString(); }
+      })
+      .catch(function () {
+        if (note) { note.textContent = "live updates interrupted; retrying"; }
+      })
+      .then(function () { setTimeout(tick, 2000); });
+  }
+  setTimeout(tick, 2000);
+})();

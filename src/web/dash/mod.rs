@@ -1,0 +1,809 @@
+//! The dashboard (login required) on `[web] addr`: the overview `/`, a check's page
+//! `/checks/{id}`, the operators' actions (pause, resume, acknowledge) and the live feed the
+//! overview polls (`/dash/live.json`). Server-rendered HTML (maud) and SVG (`svg.rs`); the
+//! stylesheet and the one small script are in the binary (`/assets/...`).
+//!
+//! Everything is read with the queries the JSON API uses (`v1::summaries`, `store::timeline`),
+//! and every write goes to the same SQL tables the commands write (`checks.enabled`,
+//! `incident_acks` through `store::policy::ack`).
+
+pub mod auth;
+pub mod svg;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+
+use super::v1::{self, CheckSummary};
+use super::{ApiError, Web};
+use crate::history::rollup::{DAY, Latency, Period};
+use crate::model::CheckId;
+use crate::store::StoreError;
+use crate::store::history::read_rollups_of;
+use crate::store::timeline;
+use crate::store::webusers::{Role, SessionUser, set_enabled};
+
+const STYLE: &str = include_str!("style.css");
+const SCRIPT: &str = include_str!("live.js");
+
+pub(super) fn routes() -> Router<Web> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/dash/live.json", get(live_feed))
+        .route("/checks/{id}", get(check_page))
+        .route("/checks/{id}/pause", post(pause))
+        .route("/checks/{id}/resume", post(resume))
+        .route("/checks/{id}/ack", post(ack))
+        .route("/assets/style.css", get(style))
+        .route("/assets/live.js", get(script))
+}
+
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// An HTML error page with `status`.
+fn error_page(status: StatusCode, message: &str) -> Response {
+    let body = layout(
+        "Error",
+        None,
+        html! { h1 { "Error" } p role="alert" { (message) } p { a href="/" { "Back to the overview" } } },
+    );
+    (status, Html(body.into_string())).into_response()
+}
+
+impl From<StoreError> for Response {
+    fn from(e: StoreError) -> Response {
+        let api: ApiError = e.into();
+        error_page(api.status, &api.message)
+    }
+}
+
+fn api_error(e: ApiError) -> Response {
+    error_page(e.status, &e.message)
+}
+
+/// The page frame: header with navigation and the user, main content.
+fn layout(title: &str, user: Option<&SessionUser>, main: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · gobearmon" }
+                link rel="stylesheet" href="/assets/style.css";
+            }
+            body {
+                a class="skip" href="#main" { "Skip to content" }
+                header {
+                    nav aria-label="main" {
+                        a href="/" { "gobearmon" }
+                        @if let Some(u) = user {
+                            span class="who" { (u.name) " (" (u.role.as_str()) ")" }
+                            form method="post" action="/logout" class="inline" {
+                                input type="hidden" name="csrf" value=(u.csrf);
+                                button type="submit" { "Log out" }
+                            }
+                        }
+                    }
+                }
+                main id="main" { (main) }
+                script src="/assets/live.js" defer {}
+            }
+        }
+    }
+}
+
+fn page(title: &str, user: Option<&SessionUser>, main: Markup) -> Response {
+    let mut r = Html(layout(title, user, main).into_string()).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The request's session, or the answer that sends the browser to the login form.
+async fn require(web: &Web, headers: &HeaderMap) -> Result<SessionUser, Response> {
+    match auth::session_of(&web.store, headers).await {
+        Ok(Some(u)) => Ok(u),
+        Ok(None) => Err(Redirect::to("/login").into_response()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The session of a POST whose CSRF token matches, held by an operator; else the refusal.
+async fn require_operator(
+    web: &Web,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<SessionUser, Response> {
+    let u = match auth::session_of(&web.store, headers).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return Err(error_page(StatusCode::UNAUTHORIZED, "log in first")),
+        Err(e) => return Err(e.into()),
+    };
+    if !auth::csrf_ok(&u, csrf) {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "the form's CSRF token is missing or stale: reload the page and try again",
+        ));
+    }
+    if u.role != Role::Operator {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            "this needs the operator role; your user is a viewer",
+        ));
+    }
+    Ok(u)
+}
+
+#[derive(Deserialize, Default)]
+struct LoginQuery {
+    failed: Option<String>,
+}
+
+async fn login_form(Query(q): Query<LoginQuery>) -> Response {
+    login_page(q.failed.as_deref(), StatusCode::OK)
+}
+
+fn login_page(failed: Option<&str>, status: StatusCode) -> Response {
+    let body = html! {
+        h1 { "Log in" }
+        @if let Some(why) = failed {
+            p class="error" role="alert" id="login-error" { (why) }
+        }
+        form method="post" action="/login" class="login" {
+            label for="name" { "User name" }
+            input id="name" name="name" type="text" autocomplete="username" required autofocus;
+            label for="password" { "Password" }
+            input id="password" name="password" type="password" autocomplete="current-password" required;
+            button type="submit" id="login" { "Log in" }
+        }
+    };
+    let mut r = page("Log in", None, body);
+    *r.status_mut() = status;
+    r
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+}
+
+async fn login(
+    State(web): State<Web>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let now = Instant::now();
+    let name = f.name.trim().to_string();
+    if let Some(secs) = web.limiter.refused_for(peer.ip(), &name, now) {
+        return login_page(
+            Some(&format!(
+                "Too many failed logins: try again in {secs} seconds."
+            )),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    match auth::check_login(&web.store, &name, &f.password).await {
+        Ok(Some(user)) => {
+            web.limiter.succeeded(&name);
+            match auth::start_session(&web.store, user.id).await {
+                Ok(token) => {
+                    tracing::info!(user = %name, "dashboard login");
+                    let mut r = Redirect::to("/").into_response();
+                    if let Ok(v) =
+                        HeaderValue::from_str(&auth::cookie(Some(&token), web.secure_cookies))
+                    {
+                        r.headers_mut().insert(header::SET_COOKIE, v);
+                    }
+                    r
+                }
+                Err(e) => e.into(),
+            }
+        }
+        Ok(None) => {
+            web.limiter.failed(peer.ip(), &name, now);
+            tracing::warn!(user = %name, addr = %peer.ip(), "dashboard login failed");
+            login_page(
+                Some("The user name or the password is wrong."),
+                StatusCode::UNAUTHORIZED,
+            )
+        }
+        Err(e) => e.into(),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn logout(State(web): State<Web>, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
+    if let Ok(Some(u)) = auth::session_of(&web.store, &headers).await
+        && !auth::csrf_ok(&u, &f.csrf)
+    {
+        return error_page(StatusCode::FORBIDDEN, "the form's CSRF token is stale");
+    }
+    if let Err(e) = auth::end_session(&web.store, &headers).await {
+        return e.into();
+    }
+    let mut r = Redirect::to("/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&auth::cookie(None, web.secure_cookies)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// How a check's state reads: its status, or paused, with a shape and a word.
+fn state_of(
+    c_status: &str,
+    enabled: bool,
+    maintenance: bool,
+) -> (&'static str, &'static str, &'static str) {
+    // (class, symbol, word)
+    if !enabled {
+        ("paused", "‖", "paused")
+    } else if c_status == "offline" {
+        ("offline", "▼", "offline")
+    } else if maintenance {
+        ("maint", "◆", "online (maintenance)")
+    } else {
+        ("online", "▲", "online")
+    }
+}
+
+fn state_html(class: &str, symbol: &str, word: &str) -> Markup {
+    html! {
+        span class={ "status s-" (class) } {
+            span aria-hidden="true" { (symbol) } " " (word)
+        }
+    }
+}
+
+/// A dot per worker's latest result, its message on hover.
+fn dots_html(results: &[v1::LastResult]) -> Markup {
+    html! {
+        @for r in results {
+            @let word = match r.status { "online" => "up", "offline" => "down", _ => "fail" };
+            span class={ "dot d-" (r.status) } tabindex="0"
+                title={ (r.location) " (" (r.worker) "): " (r.status) ", " (r.duration_ms) " ms — " (r.message) }
+                aria-label={ (r.location) ": " (r.status) ", " (r.message) } { (r.location) " " (word) }
+        }
+        @if results.is_empty() { span class="muted" { "no results yet" } }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct Filter {
+    status: Option<String>,
+    #[serde(rename = "type")]
+    check_type: Option<String>,
+    q: Option<String>,
+}
+
+impl Filter {
+    fn keeps(&self, c: &timeline::CheckInfo) -> bool {
+        let status_ok = match self.status.as_deref().unwrap_or("") {
+            "" => true,
+            "paused" => !c.enabled,
+            s => c.enabled && c.status.as_str() == s,
+        };
+        let type_ok = self
+            .check_type
+            .as_deref()
+            .is_none_or(|t| t.is_empty() || t == c.check_type);
+        let name_ok = self
+            .q
+            .as_deref()
+            .is_none_or(|q| q.is_empty() || c.name.to_lowercase().contains(&q.to_lowercase()));
+        status_ok && type_ok && name_ok
+    }
+}
+
+/// The checks in a maintenance window now.
+async fn in_maintenance(web: &Web, now: i64) -> Result<MaintenanceNow, StoreError> {
+    let windows = crate::store::policy::windows(&web.store).await?;
+    let mut all = false;
+    let mut checks = std::collections::HashSet::new();
+    for (check, w) in windows {
+        if crate::policy::in_maintenance(&w.intervals(now - DAY, now + 1), now) {
+            match check {
+                Some(c) => {
+                    checks.insert(c);
+                }
+                None => all = true,
+            }
+        }
+    }
+    Ok(MaintenanceNow { all, checks })
+}
+
+struct MaintenanceNow {
+    all: bool,
+    checks: std::collections::HashSet<i64>,
+}
+
+impl MaintenanceNow {
+    fn has(&self, id: i64) -> bool {
+        self.all || self.checks.contains(&id)
+    }
+}
+
+/// Mean latency per hour of the last 24 hours, per check, from the hourly rollups.
+async fn sparklines(
+    web: &Web,
+    ids: &[i64],
+    now: i64,
+) -> Result<HashMap<i64, Vec<Option<f64>>>, StoreError> {
+    let first = Period::Hour.start_of(now) - 23 * 3600;
+    let rows = read_rollups_of(&web.store, ids, Period::Hour, first, now, None).await?;
+    let mut merged: BTreeMap<(i64, i64), Latency> = BTreeMap::new();
+    for r in rows {
+        merged
+            .entry((r.check.0, r.start))
+            .or_default()
+            .merge(&r.rollup.latency);
+    }
+    let mut out: HashMap<i64, Vec<Option<f64>>> = HashMap::new();
+    for ((check, start), l) in merged {
+        let slot = ((start - first) / 3600) as usize;
+        let v = out.entry(check).or_insert_with(|| vec![None; 24]);
+        if slot < 24 {
+            v[slot] = l.mean_ms();
+        }
+    }
+    Ok(out)
+}
+
+async fn overview(State(web): State<Web>, headers: HeaderMap, Query(f): Query<Filter>) -> Response {
+    let user = match require(&web, &headers).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let now = v1::now_ms() / 1000;
+    let all = match timeline::checks(&web.store, None).await {
+        Ok(c) => c,
+        Err(e) => return e.into(),
+    };
+    let mut types: Vec<String> = all.iter().map(|c| c.check_type.clone()).collect();
+    types.sort();
+    types.dedup();
+    let total = all.len();
+    let checks: Vec<_> = all.into_iter().filter(|c| f.keeps(c)).collect();
+    let ids: Vec<i64> = checks.iter().map(|c| c.id.0).collect();
+    let (summaries, sparks, maint) = tokio::join!(
+        v1::summaries(&web, checks),
+        sparklines(&web, &ids, now),
+        in_maintenance(&web, now)
+    );
+    let summaries = match summaries {
+        Ok(s) => s,
+        Err(e) => return api_error(e),
+    };
+    let (sparks, maint) = match (sparks, maint) {
+        (Ok(s), Ok(m)) => (s, m),
+        (Err(e), _) | (_, Err(e)) => return e.into(),
+    };
+    // Checks that need a look first: offline, then maintenance and paused, then the rest.
+    let mut rows: Vec<(&CheckSummary, (&str, &str, &str))> = summaries
+        .iter()
+        .map(|s| (s, state_of(s.status, s.enabled, maint.has(s.id))))
+        .collect();
+    let rank = |class: &str| match class {
+        "offline" => 0,
+        "maint" => 1,
+        "paused" => 2,
+        _ => 3,
+    };
+    rows.sort_by_key(|(s, st)| (rank(st.0), s.id));
+    let down = rows.iter().filter(|(_, st)| st.0 == "offline").count();
+    let sel = |v: &Option<String>, x: &str| v.as_deref() == Some(x);
+    let body = html! {
+        h1 { "Checks" }
+        p class="summary" {
+            (total) " checks; " strong { (down) " offline" } "; showing " (rows.len()) ". "
+            span id="live-state" aria-live="polite" { "live updates every 2 s" }
+        }
+        form method="get" action="/" class="filter" role="search" {
+            label for="f-status" { "Status" }
+            select id="f-status" name="status" {
+                option value="" { "any" }
+                @for s in ["online", "offline", "paused"] {
+                    option value=(s) selected[sel(&f.status, s)] { (s) }
+                }
+            }
+            label for="f-type" { "Type" }
+            select id="f-type" name="type" {
+                option value="" { "any" }
+                @for t in &types {
+                    option value=(t) selected[sel(&f.check_type, t)] { (t) }
+                }
+            }
+            label for="f-q" { "Name" }
+            input id="f-q" name="q" type="search" value=(f.q.clone().unwrap_or_default());
+            button type="submit" { "Filter" }
+        }
+        table class="checks" data-live="/dash/live.json" {
+            caption class="sr" { "Checks, offline first" }
+            thead { tr {
+                th scope="col" { "Status" } th scope="col" { "Check" } th scope="col" { "Type" }
+                th scope="col" { "Locations" } th scope="col" { "Uptime 24 h" }
+                th scope="col" { "Uptime 30 d" } th scope="col" { "Latency 24 h" }
+            } }
+            tbody {
+                @for (s, (class, symbol, word)) in &rows {
+                    tr id={ "check-" (s.id) } data-status=(class) class={ "r-" (class) } {
+                        td class="st" { (state_html(class, symbol, word)) }
+                        th scope="row" { a href={ "/checks/" (s.id) } { (s.name) } }
+                        td { (s.check_type) }
+                        td class="dots" { (dots_html(&s.last_results)) }
+                        td class="num" { (svg::percent(s.uptime.get("24h").and_then(|u| u.ratio))) }
+                        td class="num" { (svg::percent(s.uptime.get("30d").and_then(|u| u.ratio))) }
+                        td { (PreEscaped(svg::sparkline(sparks.get(&s.id).map_or(&[][..], |v| &v[..])))) }
+                    }
+                }
+            }
+        }
+    };
+    page("Checks", Some(&user), body)
+}
+
+/// What the overview's script polls: each check's state and dots, rendered.
+async fn live_feed(State(web): State<Web>, headers: HeaderMap) -> Response {
+    if let Err(r) = require(&web, &headers).await {
+        return (StatusCode::UNAUTHORIZED, r).into_response();
+    }
+    let now = v1::now_ms() / 1000;
+    let checks = match timeline::checks(&web.store, None).await {
+        Ok(c) => c,
+        Err(e) => return api_error(e.into()),
+    };
+    let ids: Vec<i64> = checks.iter().map(|c| c.id.0).collect();
+    let (latest, maint) = tokio::join!(
+        timeline::latest_of(&web.store, &ids),
+        in_maintenance(&web, now)
+    );
+    let (latest, maint) = match (latest, maint) {
+        (Ok(l), Ok(m)) => (l, m),
+        (Err(e), _) | (_, Err(e)) => return api_error(e.into()),
+    };
+    let mut by_check: HashMap<i64, Vec<v1::LastResult>> = HashMap::new();
+    for r in latest {
+        by_check.entry(r.check.0).or_default().push(v1::LastResult {
+            location: r.location,
+            worker: r.node.0,
+            status: r.outcome.as_str(),
+            time: String::new(),
+            duration_ms: r.duration_ms,
+            message: r.message,
+        });
+    }
+    let out: Vec<serde_json::Value> = checks
+        .iter()
+        .map(|c| {
+            let (class, symbol, word) = state_of(c.status.as_str(), c.enabled, maint.has(c.id.0));
+            let dots = by_check.remove(&c.id.0).unwrap_or_default();
+            serde_json::json!({
+                "id": c.id.0,
+                "state": class,
+                "state_html": state_html(class, symbol, word).into_string(),
+                "dots_html": dots_html(&dots).into_string(),
+            })
+        })
+        .collect();
+    let mut r = Json(serde_json::json!({ "checks": out })).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[derive(Deserialize, Default)]
+struct Span {
+    span: Option<String>,
+}
+
+/// A chart's window: (label, seconds, step).
+fn span_of(s: Option<&str>) -> (&'static str, i64, i64) {
+    match s {
+        Some("24h") => ("24h", DAY, 3600),
+        Some("7d") => ("7d", 7 * DAY, 6 * 3600),
+        Some("30d") => ("30d", 30 * DAY, DAY),
+        _ => ("1h", 3600, 60),
+    }
+}
+
+/// Mean latency per step and location over the window ending now.
+async fn latency_per_location(
+    web: &Web,
+    id: i64,
+    now: i64,
+    (_, secs, step): (&str, i64, i64),
+) -> Result<Vec<(String, Vec<Option<f64>>)>, StoreError> {
+    // Whole-hour steps start on an hour so that they read hourly rollups.
+    let to = if step >= 3600 {
+        Period::Hour.start_of(now) + 3600
+    } else {
+        now
+    };
+    let from = to - secs;
+    let series = timeline::series(&web.store, CheckId(id), from, to, None, Some(step)).await?;
+    let n = (secs / step) as usize;
+    let mut per: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
+    for ((start, loc), r) in series {
+        let i = ((start - from) / step) as usize;
+        let v = per.entry(loc).or_insert_with(|| vec![None; n]);
+        if i < n {
+            v[i] = r.latency.mean_ms();
+        }
+    }
+    Ok(per.into_iter().collect())
+}
+
+/// Uptime per UTC day, 90 days to today (today so far).
+async fn ninety_days(
+    web: &Web,
+    info: &timeline::CheckInfo,
+    now: i64,
+) -> Result<Vec<(String, Option<f64>)>, StoreError> {
+    let today = now - now.rem_euclid(DAY);
+    let windows: Vec<(i64, i64)> = (0..90)
+        .rev()
+        .map(|k| {
+            let a = today - k * DAY;
+            (a, (a + DAY).min(now.max(a + 1)))
+        })
+        .collect();
+    let ups = timeline::uptimes(&web.store, std::slice::from_ref(info), &windows, now)
+        .await?
+        .pop()
+        .unwrap_or_default();
+    Ok(windows
+        .iter()
+        .zip(ups)
+        .map(|((a, _), u)| (crate::history::rfc3339(*a)[..10].to_string(), u.ratio))
+        .collect())
+}
+
+fn when(t: i64) -> String {
+    crate::history::rfc3339(t)
+        .replace('T', " ")
+        .replace('Z', " UTC")
+}
+
+fn duration_words(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 2 * DAY => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+        s => format!("{} d {} h", s / DAY, (s % DAY) / 3600),
+    }
+}
+
+async fn check_page(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<Span>,
+) -> Response {
+    let user = match require(&web, &headers).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let info = match v1::check_info(&web, id).await {
+        Ok(i) => i,
+        Err(e) => return api_error(e),
+    };
+    let now = v1::now_ms() / 1000;
+    let span = span_of(q.span.as_deref());
+    let (summary, live, chart, days, incidents, maint) = tokio::join!(
+        v1::summaries(&web, vec![info.clone()]),
+        v1::live_of(&web, id),
+        latency_per_location(&web, id, now, span),
+        ninety_days(&web, &info, now),
+        timeline::incidents(&web.store, Some(CheckId(id)), false, now),
+        in_maintenance(&web, now)
+    );
+    let Some(s) = (match summary {
+        Ok(mut s) => s.pop(),
+        Err(e) => return api_error(e),
+    }) else {
+        return error_page(StatusCode::NOT_FOUND, "no such check");
+    };
+    let (chart, days, incidents, maint) = match (chart, days, incidents, maint) {
+        (Ok(c), Ok(d), Ok(i), Ok(m)) => (c, d, i, m),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return e.into(),
+    };
+    let (class, symbol, word) = state_of(s.status, s.enabled, maint.has(id));
+    let operator = user.role == Role::Operator;
+    let open = incidents.iter().any(|i| i.end.is_none());
+    let body = html! {
+        p { a href="/" { "← All checks" } }
+        h1 { (s.name) " " (state_html(class, symbol, word)) }
+        p { "Type " (s.check_type) "; uptime 24 h " (svg::percent(s.uptime.get("24h").and_then(|u| u.ratio)))
+            ", 30 d " (svg::percent(s.uptime.get("30d").and_then(|u| u.ratio))) "." }
+        @if operator {
+            div class="actions" {
+                @if s.enabled {
+                    (action_form(id, "pause", "Pause", &user.csrf))
+                } @else {
+                    (action_form(id, "resume", "Resume", &user.csrf))
+                }
+                @if open { (action_form(id, "ack", "Acknowledge the incident", &user.csrf)) }
+            }
+        }
+        h2 { "Latest result per location" }
+        p class="dots" { (dots_html(&s.last_results)) }
+        h2 id="latency" { "Latency per location" }
+        nav aria-label="chart window" class="spans" {
+            @for (k, label) in [("1h", "1 h"), ("24h", "24 h"), ("7d", "7 d"), ("30d", "30 d")] {
+                @if k == span.0 { strong aria-current="true" { (label) } }
+                @else { a href={ "/checks/" (id) "?span=" (k) "#latency" } { (label) } }
+            }
+        }
+        @if chart.is_empty() { p class="muted" { "No results in this window." } }
+        @else {
+            (PreEscaped(svg::latency_chart(&chart, span.0)))
+            ul class="legend" {
+                @for (k, (loc, _)) in chart.iter().enumerate() {
+                    li { span class={ "swatch l" (k % 6) } aria-hidden="true" {} (loc) }
+                }
+            }
+        }
+        h2 { "Uptime, 90 days" }
+        (PreEscaped(svg::uptime_bar(&days)))
+        p class="muted" { "Oldest left, today right; hover a day for its figure." }
+        h2 { "Open round" }
+        @match &live {
+            None => p class="muted" { "The acting controller did not answer." },
+            Some(l) => {
+                @if l.insufficient_quorum { p class="warn" { "Insufficient quorum: too few workers can run this check." } }
+                @if l.open_round.is_empty() { p { "No round open." } }
+                @else { p { "Asked to confirm: " (l.open_round.join(", ")) "; rounds completed " (l.rounds_completed) ", confirmations " (l.confirmations) "." } }
+                @if !l.results.is_empty() {
+                    ul { @for r in &l.results { li { (r.worker) ": " (r.result) ", " (format!("{:.0}", r.age_seconds)) " s ago" } } }
+                }
+            }
+        }
+        h2 { "Incidents" }
+        @if incidents.is_empty() { p { "None recorded." } }
+        @else {
+            table class="incidents" {
+                thead { tr { th scope="col" { "Began" } th scope="col" { "Ended" } th scope="col" { "Lasted" }
+                    th scope="col" { "Confirmed by" } th scope="col" { "Message" } th scope="col" { "Notifications" } } }
+                tbody {
+                    @for i in incidents.iter().take(50) {
+                        tr class="incident" {
+                            td { (when(i.start)) }
+                            td { @match i.end { Some(e) => (when(e)), None => strong { "open" } } }
+                            td { (duration_words(i.duration)) }
+                            td { (i.confirmed_by.iter().map(|n| n.0.as_str()).collect::<Vec<_>>().join(", ")) }
+                            td { (i.message.clone().unwrap_or_default()) }
+                            td { ul class="notes" {
+                                @for n in &i.notifications {
+                                    li class={ "n-" (n.state) } {
+                                        (n.contact_type.clone().unwrap_or_else(|| "deleted contact".into()))
+                                        " #" (n.contact_id) ": " strong { (n.state) }
+                                        @if n.attempts > 1 { " after " (n.attempts) " attempts" }
+                                        @if let Some(e) = &n.last_error { " — " (e) }
+                                    }
+                                }
+                                @if i.notifications.is_empty() { li class="muted" { "none" } }
+                            } }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(&s.name, Some(&user), body)
+}
+
+fn action_form(id: i64, action: &str, label: &str, csrf: &str) -> Markup {
+    html! {
+        form method="post" action={ "/checks/" (id) "/" (action) } class="inline" {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" id={ "do-" (action) } { (label) }
+        }
+    }
+}
+
+async fn pause(s: State<Web>, h: HeaderMap, p: Path<i64>, f: Form<CsrfForm>) -> Response {
+    toggle(s, h, p, f, false).await
+}
+
+async fn resume(s: State<Web>, h: HeaderMap, p: Path<i64>, f: Form<CsrfForm>) -> Response {
+    toggle(s, h, p, f, true).await
+}
+
+async fn toggle(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+    enabled: bool,
+) -> Response {
+    let user = match require_operator(&web, &headers, &f.csrf).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match set_enabled(&web.store, CheckId(id), enabled).await {
+        Ok(true) => {
+            tracing::info!(check = id, enabled, user = %user.name, "dashboard set enabled");
+            Redirect::to(&format!("/checks/{id}")).into_response()
+        }
+        Ok(false) => error_page(StatusCode::NOT_FOUND, "no such check"),
+        Err(e) => e.into(),
+    }
+}
+
+async fn ack(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    use crate::store::policy::Acked;
+    let user = match require_operator(&web, &headers, &f.csrf).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    match crate::store::policy::ack(&web.store, CheckId(id), &user.name, "from the dashboard").await
+    {
+        Ok(Acked::Recorded { .. } | Acked::Already { .. }) => {
+            Redirect::to(&format!("/checks/{id}")).into_response()
+        }
+        Ok(Acked::NoIncident) => error_page(StatusCode::CONFLICT, "the check has no open incident"),
+        Ok(Acked::NoCheck) => error_page(StatusCode::NOT_FOUND, "no such check"),
+        Err(e) => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_read_in_words_and_shapes() {
+        assert_eq!(state_of("offline", true, false).2, "offline");
+        assert_eq!(state_of("offline", false, false).0, "paused");
+        assert_eq!(state_of("online", true, true).0, "maint");
+        assert_eq!(state_of("online", true, false).1, "▲");
+    }
+
+    #[test]
+    fn spans_and_durations() {
+        assert_eq!(span_of(Some("7d")), ("7d", 7 * DAY, 6 * 3600));
+        assert_eq!(span_of(Some("bogus")).0, "1h");
+        assert_eq!(duration_words(59), "59 s");
+        assert_eq!(duration_words(3 * 3600 + 120), "3 h 2 min");
+        assert_eq!(duration_words(3 * DAY + 3600), "3 d 1 h");
+    }
+}

@@ -1,0 +1,385 @@
+//! The dashboard in a real browser (chromium headless through chromedriver, WebDriver via
+//! fantoccini) against a real cluster (one viewserver, two workers in two locations, the
+//! built binary as separate processes), real MariaDB and a webhook receiver. One cluster and
+//! one browser serve every step, in order; every page visited is screenshotted into
+//! `target/screenshots/`.
+
+#[path = "notify_support/mod.rs"]
+mod notify_support;
+mod support;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use notify_support::{Behaviour, Receiver};
+use support::TestDb;
+use support::cluster::{Cluster, Timings, free_port, wait_until};
+
+const SECRET: &str = "s3cret-in-the-check-data";
+const OPERATOR_PW: &str = "operator-password-1";
+const VIEWER_PW: &str = "viewer-password-22";
+
+struct World {
+    rt: tokio::runtime::Runtime,
+    db: Option<TestDb>,
+    cluster: Cluster,
+}
+
+impl World {
+    fn one<T: mysql_async::prelude::FromValue + Send + 'static>(&self, sql: &str) -> T {
+        self.rt.block_on(self.db.as_ref().unwrap().one(sql))
+    }
+
+    /// The `[web] addr` of worker `i`, from its config file.
+    fn web_addr(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.cluster.workers[i].config).unwrap();
+        let web = text.split("[web]").nth(1).expect("a [web] section");
+        let line = web.lines().find(|l| l.starts_with("addr")).unwrap();
+        line.split('"').nth(1).unwrap().to_string()
+    }
+
+    /// `gobearmon user add NAME --role ROLE` with the password on stdin.
+    fn add_user(&self, name: &str, role: &str, password: &str) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gobearmon"))
+            .args(["user", "add", name, "--role", role, "--config"])
+            .arg(&self.cluster.workers[0].config)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "user add failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("added user {name}")));
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            self.rt.block_on(db.drop_db());
+        }
+    }
+}
+
+/// chromedriver on a free port, ended on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = free_port();
+        let child = Command::new("/usr/bin/chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver must be installed at /usr/bin/chromedriver (scripts/test.sh installs chromium-driver)");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap();
+        wait_until(Duration::from_secs(20), "chromedriver to answer", || {
+            http.get(format!("{url}/status"))
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
+        });
+        Driver { child, url }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn browser(driver: &str) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,900", "--no-proxy-server"]
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(driver)
+        .await
+        .expect("a chromium session through chromedriver")
+}
+
+async fn shot(c: &Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn login(c: &Client, base: &str, name: &str, password: &str) {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Id("name"))
+        .await
+        .unwrap()
+        .send_keys(name)
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    click_and_load(c, Locator::Id("login")).await;
+}
+
+/// Clicks what submits a form or follows a link, and waits for the next document.
+async fn click_and_load(c: &Client, what: Locator<'_>) {
+    c.execute("window.__old_page = 1;", vec![]).await.unwrap();
+    c.find(what).await.unwrap().click().await.unwrap();
+    eventually(20, "the next page to load", || async {
+        let fresh = c
+            .execute(
+                "return window.__old_page === undefined && document.readyState === 'complete';",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (fresh == serde_json::json!(true)).then_some(())
+    })
+    .await;
+}
+
+async fn text_of(c: &Client, what: Locator<'_>) -> String {
+    c.find(what).await.unwrap().text().await.unwrap()
+}
+
+/// Polls `f` in the browser every 200 ms for at most `secs`.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn row_state(c: &Client, id: i64) -> Option<String> {
+    c.find(Locator::Id(&format!("check-{id}")))
+        .await
+        .ok()?
+        .attr("data-status")
+        .await
+        .ok()?
+}
+
+#[test]
+fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_pause() {
+    let _serial = support::cluster::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (db, store) = rt.block_on(TestDb::installed("dash"));
+    rt.block_on(store.close());
+    let extra = "confirmations = 2\ndelivery_backoff = \"200ms\"\ndelivery_timeout = \"3s\"\n\
+                 [web]\naddr = \"127.0.0.1:{free_port}\"\napi_tokens = [\"dash-api-token-0123456789\"]\n";
+    let mut cluster = Cluster::start_with(1, 0, &db.url, Timings::default(), extra);
+    cluster.add_worker(&db.url, "location = \"eu-west\"");
+    cluster.add_worker(&db.url, "location = \"us-east\"");
+    let w = World {
+        rt,
+        db: Some(db),
+        cluster,
+    };
+    let driver = Driver::start();
+    let hook = w.rt.block_on(Receiver::start(Behaviour::Status(200)));
+    let down_port = free_port();
+    let mut down = Some(TcpListener::bind(("127.0.0.1", down_port)).unwrap());
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = up.local_addr().unwrap();
+    w.rt.block_on(w.db.as_ref().unwrap().exec(&format!(
+        "INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES \
+           (1,'billing','tcp','{{\"address\":\"127.0.0.1:{down_port}\",\"timeout\":2,\"password\":\"{SECRET}\"}}',1,0),
+           (2,'search','tcp','{{\"address\":\"{up_addr}\",\"timeout\":2}}',1,0);
+         INSERT INTO contacts (id,type,data) VALUES (1,'http','{}');
+         INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'both');",
+        hook.url("/hook")
+    )));
+    w.add_user("olga", "operator", OPERATOR_PW);
+    w.add_user("vic", "viewer", VIEWER_PW);
+    wait_until(Duration::from_secs(30), "a controller to act", || {
+        w.cluster.acting_controller()
+    });
+    wait_until(
+        Duration::from_secs(30),
+        "results from both locations",
+        || {
+            let n: i64 =
+                w.one("SELECT COUNT(DISTINCT location) FROM result_history WHERE check_id = 1");
+            (n == 2).then_some(())
+        },
+    );
+    let base = format!("http://{}", w.web_addr(0));
+    let c = w.rt.block_on(browser(&driver.url));
+
+    // A wrong password stays on the login form with its error; the right one lands on the
+    // overview, which lists both checks online.
+    w.rt.block_on(async {
+        login(&c, &base, "olga", "not-the-password").await;
+        let err = text_of(&c, Locator::Id("login-error")).await;
+        assert!(err.contains("wrong"), "{err}");
+        assert!(c.current_url().await.unwrap().path().starts_with("/login"));
+        shot(&c, "login-failed").await;
+        login(&c, &base, "olga", OPERATOR_PW).await;
+        assert_eq!(c.current_url().await.unwrap().path(), "/");
+        assert_eq!(row_state(&c, 1).await.as_deref(), Some("online"));
+        assert_eq!(row_state(&c, 2).await.as_deref(), Some("online"));
+        let row = text_of(&c, Locator::Id("check-1")).await;
+        assert!(row.contains("billing") && row.contains("online"), "{row}");
+        // A dot per location, the message on hover.
+        let dots = c.find_all(Locator::Css("#check-1 .dot")).await.unwrap();
+        assert_eq!(dots.len(), 2);
+        shot(&c, "overview").await;
+    });
+
+    // The target goes down: the open page turns the row offline without a reload.
+    drop(down.take());
+    w.rt.block_on(async {
+        // A marker that a reload would lose.
+        c.execute("window.__no_reload = 1;", vec![]).await.unwrap();
+        eventually(40, "the row to turn offline", || async {
+            (row_state(&c, 1).await.as_deref() == Some("offline")).then_some(())
+        })
+        .await;
+        let kept = c
+            .execute("return window.__no_reload === 1;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(kept, serde_json::json!(true), "the page was reloaded");
+        let text = text_of(&c, Locator::Id("check-1")).await;
+        assert!(text.contains("offline"), "{text}");
+        shot(&c, "overview-offline").await;
+    });
+    wait_until(Duration::from_secs(30), "the notification sent", || {
+        let n: i64 =
+            w.one("SELECT COUNT(*) FROM notification_outbox WHERE check_id = 1 AND state = 'sent'");
+        (n >= 1).then_some(())
+    });
+
+    // The check page: the incident with who confirmed it and the sent notification; latency
+    // points for each location; today's cell of the 90-day bar; no secret.
+    let today = gobearmon::history::rfc3339(
+        gobearmon::notify::unix_ms(std::time::SystemTime::now()) / 1000,
+    )[..10]
+        .to_string();
+    w.rt.block_on(async {
+        c.goto(&format!("{base}/checks/1")).await.unwrap();
+        let inc = text_of(&c, Locator::Css("tr.incident")).await;
+        assert!(inc.contains("open"), "{inc}");
+        assert!(inc.contains("http #1: sent"), "{inc}");
+        assert!(inc.contains("w1") || inc.contains("w2"), "{inc}");
+        for loc in ["eu-west", "us-east"] {
+            let pts = c
+                .find_all(Locator::Css(&format!(
+                    "svg.chart circle[data-location='{loc}']"
+                )))
+                .await
+                .unwrap();
+            assert!(!pts.is_empty(), "no latency points for {loc}");
+        }
+        c.find(Locator::Css(&format!("svg.bar rect[data-day='{today}']")))
+            .await
+            .expect("today's cell in the 90-day bar");
+        let src = c.source().await.unwrap();
+        assert!(!src.contains(SECRET));
+        shot(&c, "check").await;
+
+        // Pause: enabled = 0 in SQL, and the button turns into Resume.
+        click_and_load(&c, Locator::Id("do-pause")).await;
+        c.find(Locator::Id("do-resume"))
+            .await
+            .expect("a resume button after pausing");
+        shot(&c, "check-paused").await;
+    });
+    let enabled: i64 = w.one("SELECT enabled FROM checks WHERE id = 1");
+    assert_eq!(enabled, 0);
+    // The check stops running: its result count stays put over several of its 1 s intervals.
+    let count = || -> i64 { w.one("SELECT COUNT(*) FROM result_history WHERE check_id = 1") };
+    let mut last = (count(), std::time::Instant::now());
+    wait_until(
+        Duration::from_secs(30),
+        "the paused check to stop running",
+        || {
+            let n = count();
+            if n != last.0 {
+                last = (n, std::time::Instant::now());
+            }
+            (last.1.elapsed() > Duration::from_secs(5)).then_some(())
+        },
+    );
+
+    // A viewer: no buttons, and a POST with its own session and CSRF token is refused.
+    let (cookie, csrf) = w.rt.block_on(async {
+        click_and_load(&c, Locator::Css("header form button")).await;
+        assert!(c.current_url().await.unwrap().path().starts_with("/login"));
+        login(&c, &base, "vic", VIEWER_PW).await;
+        assert_eq!(c.current_url().await.unwrap().path(), "/");
+        c.goto(&format!("{base}/checks/2")).await.unwrap();
+        assert!(
+            c.find(Locator::Id("do-pause")).await.is_err(),
+            "a viewer sees a pause button"
+        );
+        shot(&c, "check-viewer").await;
+        let cookie = c.get_named_cookie("gbm_session").await.unwrap();
+        let csrf = c
+            .find(Locator::Css("header input[name=csrf]"))
+            .await
+            .unwrap()
+            .attr("value")
+            .await
+            .unwrap()
+            .unwrap();
+        (cookie.value().to_string(), csrf)
+    });
+    let http = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http
+        .post(format!("{base}/checks/2/pause"))
+        .header("cookie", format!("gbm_session={cookie}"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let enabled: i64 = w.one("SELECT enabled FROM checks WHERE id = 2");
+    assert_eq!(enabled, 1);
+    // Without a session the pages send to the login form.
+    let r = http.get(format!("{base}/")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    w.rt.block_on(c.close()).unwrap();
+}
