@@ -225,7 +225,11 @@ fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_p
            (1,'billing','tcp','{{\"address\":\"127.0.0.1:{down_port}\",\"timeout\":2,\"password\":\"{SECRET}\"}}',1,0),
            (2,'search','tcp','{{\"address\":\"{up_addr}\",\"timeout\":2}}',1,0);
          INSERT INTO contacts (id,type,data) VALUES (1,'http','{}');
-         INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'both');",
+         INSERT INTO checks (id,name,type,data,enabled) VALUES (3,'private','tcp','{{}}',0);
+         INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'both');
+         INSERT INTO status_pages (id,slug,title,description) VALUES (1,'demo','Demo status','Our services');
+         INSERT INTO status_page_checks (page_id,check_id,group_name,display_name,sort_order) VALUES
+           (1,1,'Core','Billing',1),(1,2,'Core','',2);",
         hook.url("/hook")
     )));
     w.add_user("olga", "operator", OPERATOR_PW);
@@ -381,5 +385,83 @@ fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_p
     // Without a session the pages send to the login form.
     let r = http.get(format!("{base}/")).send().unwrap();
     assert_eq!(r.status().as_u16(), 303);
+
+    // The public status page, logged out: overall state, both services with their bars, the
+    // open incident in plain words, and nothing of a probe's message, address or parameters.
+    w.rt.block_on(
+        w.db.as_ref()
+            .unwrap()
+            .exec("UPDATE checks SET enabled = 1 WHERE id = 1"),
+    );
+    let message: String =
+        w.one("SELECT message FROM check_results WHERE check_id = 1 AND message <> '' LIMIT 1");
+    w.rt.block_on(async {
+        click_and_load(&c, Locator::Css("header form button")).await;
+        c.goto(&format!("{base}/status/demo")).await.unwrap();
+        let overall = text_of(&c, Locator::Id("overall")).await;
+        assert!(overall.contains("1 of 2 services down"), "{overall}");
+        let billing = text_of(&c, Locator::Id("service-1")).await;
+        assert!(billing.contains("Billing"), "{billing}");
+        c.find(Locator::Css(&format!(
+            "#service-2 svg.bar rect[data-day='{today}']"
+        )))
+        .await
+        .expect("today's cell on the status page");
+        let incidents = text_of(&c, Locator::Css("ul.public-incidents")).await;
+        assert!(incidents.contains("Billing is down since"), "{incidents}");
+        let src = c.source().await.unwrap();
+        for secret in [SECRET, message.as_str(), "127.0.0.1", "private", "w1", "w2"] {
+            assert!(!src.contains(secret), "the status page shows {secret:?}");
+        }
+        shot(&c, "status-page").await;
+    });
+
+    // Badges: valid SVG with the right figure; none for a check on no public page.
+    let svg = |path: &str| -> (u16, String) {
+        let r = http.get(format!("{base}{path}")).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let text_of_svg = |body: &str| -> String {
+        let doc = roxmltree::Document::parse(body).expect("a badge is valid XML");
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        doc.root_element()
+            .children()
+            .find(|n| n.has_tag_name("title"))
+            .and_then(|n| n.text())
+            .unwrap()
+            .to_string()
+    };
+    let (code, body) = svg("/badge/2/status.svg");
+    assert_eq!(code, 200);
+    assert_eq!(text_of_svg(&body), "status: up");
+    let (_, body) = svg("/badge/1/status.svg");
+    assert_eq!(text_of_svg(&body), "status: down");
+    let (_, body) = svg("/badge/2/uptime/30d.svg");
+    assert_eq!(text_of_svg(&body), "uptime 30d: 100.00%");
+    // Check 1's 24 h figure is the API's ratio, within the second between the two reads.
+    let (_, body) = svg("/badge/1/uptime/24h.svg");
+    let shown: f64 = text_of_svg(&body)
+        .trim_start_matches("uptime 24h: ")
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    let api: serde_json::Value = http
+        .get(format!("{base}/api/v1/checks/1"))
+        .bearer_auth("dash-api-token-0123456789")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let ratio = api["uptime"]["24h"]["ratio"].as_f64().unwrap() * 100.0;
+    assert!(
+        shown < 100.0 && (shown - ratio).abs() < 2.0,
+        "badge {shown}, API {ratio}"
+    );
+    let (code, body) = svg("/badge/2/response-time/24h.svg");
+    assert_eq!(code, 200);
+    assert!(text_of_svg(&body).starts_with("response 24h: "), "{body}");
+    assert!(text_of_svg(&body).ends_with(" ms"), "{body}");
+    assert_eq!(svg("/badge/3/status.svg").0, 404);
+    assert_eq!(svg("/badge/2/uptime/1y.svg").0, 404);
     w.rt.block_on(c.close()).unwrap();
 }

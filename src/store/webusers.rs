@@ -157,3 +157,68 @@ pub async fn set_enabled(store: &Store, check: CheckId, enabled: bool) -> Result
     .await?;
     Ok(true)
 }
+
+/// A public status page (`status_pages`).
+#[derive(Debug, Clone)]
+pub struct StatusPage {
+    pub id: i64,
+    pub slug: String,
+    pub title: String,
+    pub description: String,
+}
+
+/// A check on a status page (`status_page_checks`), in display order.
+#[derive(Debug, Clone)]
+pub struct PageCheck {
+    pub check: CheckId,
+    pub group: String,
+    /// The name shown; empty: the check's own name.
+    pub display_name: String,
+}
+
+pub async fn status_page(store: &Store, slug: &str) -> Result<Option<StatusPage>, StoreError> {
+    let mut conn = store.conn().await?;
+    let row: Option<(i64, String, String, String)> = conn
+        .exec_first(
+            "SELECT id, slug, title, description FROM status_pages WHERE slug = ?",
+            (slug,),
+        )
+        .await?;
+    Ok(row.map(|(id, slug, title, description)| StatusPage {
+        id,
+        slug,
+        title,
+        description,
+    }))
+}
+
+pub async fn page_checks(store: &Store, page: i64) -> Result<Vec<PageCheck>, StoreError> {
+    let mut conn = store.conn().await?;
+    let rows: Vec<(i64, String, String)> = conn
+        .exec(
+            "SELECT check_id, group_name, display_name FROM status_page_checks \
+             WHERE page_id = ? ORDER BY group_name, sort_order, check_id",
+            (page,),
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(check, group, display_name)| PageCheck {
+            check: CheckId(check),
+            group,
+            display_name,
+        })
+        .collect())
+}
+
+/// Whether `check` is on some public status page (only those have badges).
+pub async fn is_public(store: &Store, check: CheckId) -> Result<bool, StoreError> {
+    let mut conn = store.conn().await?;
+    let row: Option<i64> = conn
+        .exec_first(
+            "SELECT check_id FROM status_page_checks WHERE check_id = ? LIMIT 1",
+            (check.0,),
+        )
+        .await?;
+    Ok(row.is_some())
+}

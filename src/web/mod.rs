@@ -56,6 +56,8 @@ pub struct Web {
     push: Arc<push::PushDesk>,
     /// Failed dashboard logins per address and user.
     limiter: Arc<dash::auth::LoginLimiter>,
+    /// Badges made in the last minute.
+    badges: Arc<dash::public::BadgeCache>,
     /// Session cookies carry `Secure` (the listener serves HTTPS).
     secure_cookies: bool,
 }
@@ -81,6 +83,7 @@ impl Web {
             push: Arc::new(push::PushDesk::new()),
             limiter: Arc::new(dash::auth::LoginLimiter::default()),
             secure_cookies: false,
+            badges: Arc::new(dash::public::BadgeCache::default()),
         }
     }
 

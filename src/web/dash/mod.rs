@@ -8,6 +8,7 @@
 //! `incident_acks` through `store::policy::ack`).
 
 pub mod auth;
+pub mod public;
 pub mod svg;
 
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +47,7 @@ pub(super) fn routes() -> Router<Web> {
         .route("/checks/{id}/ack", post(ack))
         .route("/assets/style.css", get(style))
         .route("/assets/live.js", get(script))
+        .merge(public::routes())
 }
 
 async fn style() -> Response {

@@ -1,0 +1,317 @@
+//! Public status pages (`/status/{slug}`, no login) and README badges
+//! (`/badge/{check_id}/...svg`, only for checks on some public page).
+//!
+//! A public page says in plain words what is up and what was down, from the checks' status,
+//! flips and uptime only: never a probe message, an address or a parameter.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use maud::{PreEscaped, html};
+
+use super::{duration_words, error_page, ninety_days, page, svg, when};
+use crate::history::rollup::DAY;
+use crate::model::{CheckId, CheckStatus};
+use crate::store::timeline;
+use crate::store::webusers;
+use crate::web::Web;
+use crate::web::v1;
+
+/// How long a badge is kept (and may be cached by a client).
+pub const BADGE_TTL: Duration = Duration::from_secs(60);
+
+pub(super) fn routes() -> Router<Web> {
+    Router::new()
+        .route("/status/{slug}", get(status_page))
+        .route("/badge/{id}/status.svg", get(status_badge))
+        .route("/badge/{id}/uptime/{file}", get(uptime_badge))
+        .route("/badge/{id}/response-time/{file}", get(latency_badge))
+}
+
+/// Rendered badges by path, with when they were made.
+#[derive(Default)]
+pub struct BadgeCache {
+    entries: Mutex<HashMap<String, (Instant, String)>>,
+}
+
+impl BadgeCache {
+    fn get(&self, key: &str, now: Instant) -> Option<String> {
+        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key)
+            .filter(|(at, _)| now.duration_since(*at) < BADGE_TTL)
+            .map(|(_, svg)| svg.clone())
+    }
+
+    fn put(&self, key: String, svg: String, now: Instant) {
+        let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (at, _)| now.duration_since(*at) < BADGE_TTL);
+        map.insert(key, (now, svg));
+    }
+}
+
+async fn status_page(State(web): State<Web>, Path(slug): Path<String>) -> Response {
+    let now = v1::now_ms() / 1000;
+    let p = match webusers::status_page(&web.store, &slug).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return error_page(StatusCode::NOT_FOUND, "no such status page"),
+        Err(e) => return e.into(),
+    };
+    let on_page = match webusers::page_checks(&web.store, p.id).await {
+        Ok(c) => c,
+        Err(e) => return e.into(),
+    };
+    let all = match timeline::checks(&web.store, None).await {
+        Ok(c) => c,
+        Err(e) => return e.into(),
+    };
+    let infos: HashMap<i64, timeline::CheckInfo> = all.into_iter().map(|c| (c.id.0, c)).collect();
+    let mut rows = Vec::new();
+    for pc in &on_page {
+        let Some(info) = infos.get(&pc.check.0) else {
+            continue;
+        };
+        let days = match ninety_days(&web, info, now).await {
+            Ok(d) => d,
+            Err(e) => return e.into(),
+        };
+        let name = if pc.display_name.is_empty() {
+            info.name.clone()
+        } else {
+            pc.display_name.clone()
+        };
+        rows.push((pc.group.clone(), name, info.clone(), days));
+    }
+    let incidents = match timeline::incidents(&web.store, None, false, now).await {
+        Ok(i) => i,
+        Err(e) => return e.into(),
+    };
+    let names: HashMap<i64, &str> = rows
+        .iter()
+        .map(|(_, n, i, _)| (i.id.0, n.as_str()))
+        .collect();
+    let recent: Vec<_> = incidents
+        .iter()
+        .filter(|i| names.contains_key(&i.check.0))
+        .filter(|i| i.end.is_none_or(|e| e > now - 7 * DAY))
+        .take(20)
+        .collect();
+    let down = rows
+        .iter()
+        .filter(|(_, _, i, _)| i.enabled && i.status == CheckStatus::Offline)
+        .count();
+    let body = html! {
+        h1 { (p.title) }
+        @if !p.description.is_empty() { p { (p.description) } }
+        @if down == 0 {
+            p class="overall s-online" id="overall" { span aria-hidden="true" { "▲ " } "All systems operational" }
+        } @else {
+            p class="overall s-offline" id="overall" { span aria-hidden="true" { "▼ " } (down) " of " (rows.len()) " services down" }
+        }
+        @for (k, (group, name, info, days)) in rows.iter().enumerate() {
+            @if !group.is_empty() && (k == 0 || rows[k - 1].0 != *group) {
+                h2 { (group) }
+            }
+            @let (class, symbol, word) = super::state_of(info.status.as_str(), info.enabled, false);
+            section class="service" id={ "service-" (info.id.0) } aria-label=(name) {
+                h3 { (name) " " (super::state_html(class, symbol, word)) }
+                (PreEscaped(svg::uptime_bar(days)))
+                p class="muted" { "90 days; mean of the last 30 days with data: " (svg::percent(mean_of_days(&days[days.len().saturating_sub(30)..]))) }
+            }
+        }
+        h2 { "Incidents, last 7 days" }
+        @if recent.is_empty() { p { "No incidents." } }
+        @else {
+            ul class="public-incidents" {
+                @for i in &recent {
+                    li {
+                        @let name = names.get(&i.check.0).copied().unwrap_or("");
+                        @match i.end {
+                            None => { strong { (name) " is down" } " since " (when(i.start)) " (" (duration_words(i.duration)) " so far)." }
+                            Some(e) => { (name) " was down from " (when(i.start)) " to " (when(e)) " (" (duration_words(i.duration)) ")." }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(&p.title, None, body)
+}
+
+/// The mean of the days' ratios that have one.
+fn mean_of_days(days: &[(String, Option<f64>)]) -> Option<f64> {
+    let known: Vec<f64> = days.iter().filter_map(|d| d.1).collect();
+    (!known.is_empty()).then(|| known.iter().sum::<f64>() / known.len() as f64)
+}
+
+/// A badge for `id`, from the cache or made by `make`; 404 for a check on no public page.
+async fn badge(
+    web: &Web,
+    id: i64,
+    key: String,
+    make: impl AsyncFnOnce(&Web, &timeline::CheckInfo) -> Result<String, crate::store::StoreError>,
+) -> Response {
+    let now = Instant::now();
+    let svg = match web.badges.get(&key, now) {
+        Some(s) => s,
+        None => {
+            match webusers::is_public(&web.store, CheckId(id)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return (
+                        StatusCode::NOT_FOUND,
+                        "no badge: the check is on no public status page\n",
+                    )
+                        .into_response();
+                }
+                Err(e) => return e.into(),
+            }
+            let info = match timeline::checks(&web.store, Some(CheckId(id))).await {
+                Ok(mut c) => match c.pop() {
+                    Some(i) => i,
+                    None => return (StatusCode::NOT_FOUND, "no such check\n").into_response(),
+                },
+                Err(e) => return e.into(),
+            };
+            match make(web, &info).await {
+                Ok(s) => {
+                    web.badges.put(key, s.clone(), now);
+                    s
+                }
+                Err(e) => return e.into(),
+            }
+        }
+    };
+    let mut r = ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={}", BADGE_TTL.as_secs())) {
+        r.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
+    r
+}
+
+async fn status_badge(State(web): State<Web>, Path(id): Path<i64>) -> Response {
+    badge(&web, id, format!("status/{id}"), async |_, info| {
+        let (class, _, word) = super::state_of(info.status.as_str(), info.enabled, false);
+        let class = match class {
+            "online" => "good",
+            "offline" => "bad",
+            _ => "none",
+        };
+        let word = if word == "online" {
+            "up"
+        } else if word == "offline" {
+            "down"
+        } else {
+            word
+        };
+        Ok(svg::badge("status", word, class))
+    })
+    .await
+}
+
+/// "24h.svg" and the like: the window's label and seconds, among `allowed`.
+fn window_of(file: &str, allowed: &[&str]) -> Option<(&'static str, i64)> {
+    let w = file.strip_suffix(".svg")?;
+    if !allowed.contains(&w) {
+        return None;
+    }
+    match w {
+        "24h" => Some(("24h", DAY)),
+        "7d" => Some(("7d", 7 * DAY)),
+        "30d" => Some(("30d", 30 * DAY)),
+        "90d" => Some(("90d", 90 * DAY)),
+        _ => None,
+    }
+}
+
+async fn uptime_badge(State(web): State<Web>, Path((id, file)): Path<(i64, String)>) -> Response {
+    let Some((label, secs)) = window_of(&file, &["24h", "7d", "30d", "90d"]) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "expected 24h.svg, 7d.svg, 30d.svg or 90d.svg\n",
+        )
+            .into_response();
+    };
+    badge(
+        &web,
+        id,
+        format!("uptime/{id}/{label}"),
+        async |web, info| {
+            let now = v1::now_ms() / 1000;
+            let u = timeline::uptimes(
+                &web.store,
+                std::slice::from_ref(info),
+                &[(now - secs, now)],
+                now,
+            )
+            .await?
+            .pop()
+            .and_then(|mut u| u.pop())
+            .and_then(|u| u.ratio);
+            Ok(svg::badge(
+                &format!("uptime {label}"),
+                &svg::percent(u),
+                svg::uptime_class(u),
+            ))
+        },
+    )
+    .await
+}
+
+async fn latency_badge(State(web): State<Web>, Path((id, file)): Path<(i64, String)>) -> Response {
+    let Some((label, secs)) = window_of(&file, &["24h", "7d"]) else {
+        return (StatusCode::NOT_FOUND, "expected 24h.svg or 7d.svg\n").into_response();
+    };
+    badge(
+        &web,
+        id,
+        format!("latency/{id}/{label}"),
+        async |web, info| {
+            let now = v1::now_ms() / 1000;
+            let series = timeline::series(&web.store, info.id, now - secs, now, None, None).await?;
+            let mut all = crate::history::rollup::Latency::default();
+            for r in series.values() {
+                all.merge(&r.latency);
+            }
+            Ok(svg::badge(
+                &format!("response {label}"),
+                &svg::millis(all.mean_ms()),
+                "info",
+            ))
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn badge_windows_and_day_means() {
+        assert_eq!(window_of("7d.svg", &["24h", "7d"]), Some(("7d", 7 * DAY)));
+        assert_eq!(window_of("30d.svg", &["24h", "7d"]), None);
+        assert_eq!(window_of("7d", &["7d"]), None);
+        let days = vec![
+            ("a".to_string(), Some(1.0)),
+            ("b".into(), None),
+            ("c".into(), Some(0.5)),
+        ];
+        assert_eq!(mean_of_days(&days), Some(0.75));
+        assert_eq!(mean_of_days(&days[1..2]), None);
+    }
+
+    #[test]
+    fn the_badge_cache_forgets_after_its_ttl() {
+        let c = BadgeCache::default();
+        let t = Instant::now();
+        c.put("k".into(), "<svg/>".into(), t);
+        assert_eq!(c.get("k", t).as_deref(), Some("<svg/>"));
+        assert_eq!(c.get("k", t + BADGE_TTL), None);
+    }
+}
