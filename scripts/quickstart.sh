@@ -30,6 +30,10 @@ INSERT INTO checks (id, name, type, data, check_interval, delay) VALUES
   (3, 'loopback ping', 'icmp', '{"target":"127.0.0.1"}', 10, 1);
 INSERT INTO contacts (id, type, data) VALUES (1, 'webhook', 'http://127.0.0.1:18090/hook');
 INSERT INTO alerts (check_id, contact_id, type) VALUES (1, 1, 'both'), (2, 1, 'both'), (3, 1, 'both');
+INSERT INTO status_pages (id, slug, title, description) VALUES
+  (1, 'demo', 'Demo status', 'The quickstart''s checks, as the public sees them.');
+INSERT INTO status_page_checks (page_id, check_id, group_name, display_name, sort_order) VALUES
+  (1, 1, 'Web', 'Website', 1), (1, 2, 'Back end', 'Billing', 2);
 SQL
 
 PIDS=""
@@ -100,6 +104,8 @@ TOML
     $BIN check-config "$DIR/vs$i.toml" >/dev/null
     $BIN check-config "$DIR/w$i.toml" >/dev/null
 done
+# The dashboard's demo user (an operator): `user add` reads the password from stdin.
+echo "demo-password" | $BIN user add demo --role operator --config "$DIR/w1.toml" >/dev/null
 log "starting 3 viewservers and 3 workers (logs in $DIR)"
 for i in 1 2 3; do start "vs$i" "$BIN" run "$DIR/vs$i.toml"; done
 for i in 1 2 3; do start "w$i" "$BIN" run "$DIR/w$i.toml"; done
@@ -117,5 +123,7 @@ log "JSON API (any worker; history fills as results arrive, hourly rollups after
 log "  curl -H 'Authorization: Bearer demo-api-token-0001' http://127.0.0.1:17301/api/v1/checks"
 log "  $BIN history 1 --config $DIR/w1.toml    |   $BIN uptime 2 --window 1h --config $DIR/w1.toml"
 log "Prometheus metrics (any worker): http://127.0.0.1:17101/metrics  (Grafana dashboard: scripts/grafana/gobearmon.json)"
+log "dashboard (any worker): http://127.0.0.1:17301/  login demo / demo-password"
+log "public status page: http://127.0.0.1:17301/status/demo   badge: http://127.0.0.1:17301/badge/1/uptime/24h.svg"
 log "Ctrl-C stops everything"
 wait
