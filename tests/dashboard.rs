@@ -225,7 +225,8 @@ fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_p
            (1,'billing','tcp','{{\"address\":\"127.0.0.1:{down_port}\",\"timeout\":2,\"password\":\"{SECRET}\"}}',1,0),
            (2,'search','tcp','{{\"address\":\"{up_addr}\",\"timeout\":2}}',1,0);
          INSERT INTO contacts (id,type,data) VALUES (1,'http','{}');
-         INSERT INTO checks (id,name,type,data,enabled) VALUES (3,'private','tcp','{{}}',0);
+         INSERT INTO checks (id,name,type,data,enabled) VALUES (3,'private','tcp','{{}}',0),
+           (4,'admin','http','{{\"url\":\"http://127.0.0.1:9/admin\",\"username\":\"root\",\"password\":\"{SECRET}\"}}',0);
          INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'both');
          INSERT INTO status_pages (id,slug,title,description) VALUES (1,'demo','Demo status','Our services');
          INSERT INTO status_page_checks (page_id,check_id,group_name,display_name,sort_order) VALUES
@@ -357,6 +358,31 @@ fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_p
             "a viewer sees a pause button"
         );
         shot(&c, "check-viewer").await;
+        // Parameters as the workers run them, the password redacted.
+        c.goto(&format!("{base}/checks/4")).await.unwrap();
+        let params = text_of(&c, Locator::Id("params")).await;
+        assert!(params.contains("http://127.0.0.1:9/admin"), "{params}");
+        assert!(params.contains("<redacted>"), "{params}");
+        assert!(!c.source().await.unwrap().contains(SECRET));
+        // The workers page: both workers with their locations, the controller named.
+        click_and_load(&c, Locator::LinkText("Workers")).await;
+        for (id, loc) in [("w1", "eu-west"), ("w2", "us-east")] {
+            let row = text_of(&c, Locator::Id(&format!("worker-{id}"))).await;
+            assert!(row.contains(loc) && row.contains("live"), "{row}");
+        }
+        assert!(
+            text_of(&c, Locator::Css("main"))
+                .await
+                .contains("Controller: w")
+        );
+        shot(&c, "workers").await;
+        click_and_load(&c, Locator::LinkText("Notifications")).await;
+        let main = text_of(&c, Locator::Css("main")).await;
+        assert!(
+            main.contains("Pending (") && main.contains("Failed ("),
+            "{main}"
+        );
+        shot(&c, "notifications").await;
         let cookie = c.get_named_cookie("gbm_session").await.unwrap();
         let csrf = c
             .find(Locator::Css("header input[name=csrf]"))

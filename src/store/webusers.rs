@@ -222,3 +222,15 @@ pub async fn is_public(store: &Store, check: CheckId) -> Result<bool, StoreError
         .await?;
     Ok(row.is_some())
 }
+
+/// `checks.type` and `checks.data` of `check`, for its parameters as the dashboard shows them
+/// (parsed and redacted; the raw text never leaves the server).
+pub async fn check_definition(
+    store: &Store,
+    check: CheckId,
+) -> Result<Option<(String, String)>, StoreError> {
+    let mut conn = store.conn().await?;
+    Ok(conn
+        .exec_first("SELECT type, data FROM checks WHERE id = ?", (check.0,))
+        .await?)
+}

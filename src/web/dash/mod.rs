@@ -42,6 +42,8 @@ pub(super) fn routes() -> Router<Web> {
         .route("/logout", post(logout))
         .route("/dash/live.json", get(live_feed))
         .route("/checks/{id}", get(check_page))
+        .route("/workers", get(workers_page))
+        .route("/notifications", get(notifications_page))
         .route("/checks/{id}/pause", post(pause))
         .route("/checks/{id}/resume", post(resume))
         .route("/checks/{id}/ack", post(ack))
@@ -106,6 +108,11 @@ fn layout(title: &str, user: Option<&SessionUser>, main: Markup) -> Markup {
                 header {
                     nav aria-label="main" {
                         a href="/" { "gobearmon" }
+                        @if user.is_some() {
+                            a href="/" { "Checks" }
+                            a href="/workers" { "Workers" }
+                            a href="/notifications" { "Notifications" }
+                        }
                         @if let Some(u) = user {
                             span class="who" { (u.name) " (" (u.role.as_str()) ")" }
                             form method="post" action="/logout" class="inline" {
@@ -625,6 +632,11 @@ async fn check_page(
     };
     let now = v1::now_ms() / 1000;
     let span = span_of(q.span.as_deref());
+    let params = match crate::store::webusers::check_definition(&web.store, CheckId(id)).await {
+        Ok(Some((t, data))) => format!("{:#?}", crate::probe::CheckSpec::parse(&t, &data)),
+        Ok(None) => String::new(),
+        Err(e) => return e.into(),
+    };
     let (summary, live, chart, days, incidents, maint) = tokio::join!(
         v1::summaries(&web, vec![info.clone()]),
         v1::live_of(&web, id),
@@ -694,6 +706,9 @@ async fn check_page(
                 }
             }
         }
+        h2 { "Parameters" }
+        p class="muted" { "As the workers run it; secrets are redacted." }
+        pre class="params" id="params" { (params) }
         h2 { "Incidents" }
         @if incidents.is_empty() { p { "None recorded." } }
         @else {
@@ -726,6 +741,83 @@ async fn check_page(
         }
     };
     page(&s.name, Some(&user), body)
+}
+
+async fn workers_page(State(web): State<Web>, headers: HeaderMap) -> Response {
+    let user = match require(&web, &headers).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let now_ms = v1::now_ms();
+    let (workers, fence) = tokio::join!(
+        timeline::workers(&web.store),
+        timeline::fence_holder(&web.store)
+    );
+    let (workers, fence) = match (workers, fence) {
+        (Ok(w), Ok(f)) => (w, f),
+        (Err(e), _) | (_, Err(e)) => return e.into(),
+    };
+    let controller = fence.as_ref().map(|(_, c)| c.as_str());
+    let body = html! {
+        h1 { "Workers" }
+        p { @match &fence {
+            Some((epoch, c)) => { "Controller: " strong { (c) } " (epoch " (epoch) ")." }
+            None => { "No controller has held the fence yet." }
+        } }
+        p class="muted" { "From the stored results: a worker is stale when its latest result is over 2 minutes old. The viewserver members and their leader are in " code { "gobearmon status" } "." }
+        table {
+            thead { tr { th scope="col" { "Worker" } th scope="col" { "Location" } th scope="col" { "Last result" }
+                th scope="col" { "State" } th scope="col" { "Checks" } th scope="col" { "Role" } } }
+            tbody { @for w in &workers {
+                @let age = (now_ms - w.last_result_ms) / 1000;
+                tr id={ "worker-" (w.node.0) } {
+                    th scope="row" { (w.node.0) } td { (w.location) } td { (duration_words(age.max(0))) " ago" }
+                    td { @if age > 120 { span class="status s-offline" { "▼ stale" } } @else { span class="status s-online" { "▲ live" } } }
+                    td class="num" { (w.checks) }
+                    td { @if controller == Some(w.node.0.as_str()) { "controller" } }
+                }
+            } }
+        }
+    };
+    page("Workers", Some(&user), body)
+}
+
+async fn notifications_page(State(web): State<Web>, headers: HeaderMap) -> Response {
+    let user = match require(&web, &headers).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let (pending, failed) = tokio::join!(
+        timeline::notifications(&web.store, Some("pending"), 0, 500),
+        timeline::notifications(&web.store, Some("failed"), 0, 500)
+    );
+    let (pending, failed) = match (pending, failed) {
+        (Ok(p), Ok(f)) => (p, f),
+        (Err(e), _) | (_, Err(e)) => return e.into(),
+    };
+    let body = html! {
+        h1 { "Notifications" }
+        @for (title, rows) in [("Pending", &pending), ("Failed", &failed)] {
+            h2 { (title) " (" (rows.len()) ")" }
+            @if rows.is_empty() { p { "None." } }
+            @else {
+                table class="notifications" {
+                    thead { tr { th scope="col" { "Check" } th scope="col" { "Contact" } th scope="col" { "Queued" }
+                        th scope="col" { "Attempts" } th scope="col" { "Last error" } } }
+                    tbody { @for n in rows.iter() {
+                        tr {
+                            td { a href={ "/checks/" (n.check.0) } { "check " (n.check.0) } }
+                            td { (n.contact_type.clone().unwrap_or_else(|| "deleted contact".into())) " #" (n.contact_id) }
+                            td { (when(n.created_ms / 1000)) }
+                            td class="num" { (n.attempts) }
+                            td { (n.last_error.clone().unwrap_or_default()) }
+                        }
+                    } }
+                }
+            }
+        }
+    };
+    page("Notifications", Some(&user), body)
 }
 
 fn action_form(id: i64, action: &str, label: &str, csrf: &str) -> Markup {
