@@ -328,6 +328,20 @@ fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_p
             .await
             .expect("a resume button after pausing");
         shot(&c, "check-paused").await;
+
+        // A test notification to the webhook contact, through the real delivery path.
+        let before = hook.count();
+        c.goto(&format!("{base}/notifications")).await.unwrap();
+        c.find(Locator::Id("contact"))
+            .await
+            .unwrap()
+            .send_keys("1")
+            .await
+            .unwrap();
+        click_and_load(&c, Locator::Id("do-test")).await;
+        let said = text_of(&c, Locator::Id("test-result")).await;
+        assert!(said.starts_with("Delivered"), "{said}");
+        assert_eq!(hook.count(), before + 1);
     });
     let enabled: i64 = w.one("SELECT enabled FROM checks WHERE id = 1");
     assert_eq!(enabled, 0);

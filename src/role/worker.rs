@@ -165,7 +165,8 @@ pub async fn run(
             let web = crate::web::router(
                 crate::web::Web::new(host.store.clone(), &config.web.api_tokens)
                     .with_live(live_check(client.clone(), membership.clone()))
-                    .with_secure_cookies(listener.is_tls()),
+                    .with_secure_cookies(listener.is_tls())
+                    .with_deliverer(host.channels()),
             );
             let s = shutdown.clone();
             tasks.spawn(async move {

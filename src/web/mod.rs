@@ -56,6 +56,8 @@ pub struct Web {
     push: Arc<push::PushDesk>,
     /// Failed dashboard logins per address and user.
     limiter: Arc<dash::auth::LoginLimiter>,
+    /// Sends the dashboard's test notifications (the controller's channels).
+    deliverer: Option<Arc<dyn crate::notify::Deliverer>>,
     /// Badges made in the last minute.
     badges: Arc<dash::public::BadgeCache>,
     /// Session cookies carry `Secure` (the listener serves HTTPS).
@@ -84,7 +86,14 @@ impl Web {
             limiter: Arc::new(dash::auth::LoginLimiter::default()),
             secure_cookies: false,
             badges: Arc::new(dash::public::BadgeCache::default()),
+            deliverer: None,
         }
+    }
+
+    /// Lets operators send test notifications from the dashboard through `deliverer`.
+    pub fn with_deliverer(mut self, deliverer: Arc<dyn crate::notify::Deliverer>) -> Web {
+        self.deliverer = Some(deliverer);
+        self
     }
 
     /// Marks session cookies `Secure`: for a listener under `[tls]`.

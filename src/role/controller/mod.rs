@@ -88,6 +88,12 @@ pub struct ControllerHost {
 }
 
 impl ControllerHost {
+    /// The delivery channels (`[smtp]`, `[twilio]`, HTTP), for the dashboard's test
+    /// notifications.
+    pub fn channels(&self) -> Arc<Channels> {
+        self.channels.clone()
+    }
+
     pub fn new(
         config: &Config,
         controller: ControllerConfig,

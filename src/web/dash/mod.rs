@@ -44,6 +44,7 @@ pub(super) fn routes() -> Router<Web> {
         .route("/checks/{id}", get(check_page))
         .route("/workers", get(workers_page))
         .route("/notifications", get(notifications_page))
+        .route("/contacts/test", post(contact_test))
         .route("/checks/{id}/pause", post(pause))
         .route("/checks/{id}/resume", post(resume))
         .route("/checks/{id}/ack", post(ack))
@@ -797,6 +798,14 @@ async fn notifications_page(State(web): State<Web>, headers: HeaderMap) -> Respo
     };
     let body = html! {
         h1 { "Notifications" }
+        @if user.role == Role::Operator {
+            form method="post" action="/contacts/test" class="filter" {
+                input type="hidden" name="csrf" value=(user.csrf);
+                label for="contact" { "Send a test notification to contact id" }
+                input id="contact" name="contact" type="number" min="1" required;
+                button type="submit" id="do-test" { "Send" }
+            }
+        }
         @for (title, rows) in [("Pending", &pending), ("Failed", &failed)] {
             h2 { (title) " (" (rows.len()) ")" }
             @if rows.is_empty() { p { "None." } }
@@ -818,6 +827,49 @@ async fn notifications_page(State(web): State<Web>, headers: HeaderMap) -> Respo
         }
     };
     page("Notifications", Some(&user), body)
+}
+
+#[derive(Deserialize)]
+struct ContactTestForm {
+    #[serde(default)]
+    csrf: String,
+    contact: i64,
+}
+
+/// Sends a test notification to one contact through the real delivery path, as
+/// `gobearmon contact test` does.
+async fn contact_test(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Form(f): Form<ContactTestForm>,
+) -> Response {
+    let user = match require_operator(&web, &headers, &f.csrf).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let Some(deliverer) = web.deliverer.clone() else {
+        return error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this worker has no delivery channels",
+        );
+    };
+    let outcome =
+        crate::notify::contact_test(&web.store, &*deliverer, crate::model::ContactId(f.contact))
+            .await;
+    tracing::info!(contact = f.contact, user = %user.name, ok = outcome.is_ok(), "dashboard test notification");
+    let body = html! {
+        h1 { "Test notification" }
+        @match &outcome {
+            Ok(_) => p id="test-result" role="status" { "Delivered to contact " (f.contact) "." },
+            Err(e) => p id="test-result" class="error" role="alert" { "Not delivered to contact " (f.contact) ": " (e.to_string()) },
+        }
+        p { a href="/notifications" { "Back to the notifications" } }
+    };
+    let mut r = page("Test notification", Some(&user), body);
+    if outcome.is_err() {
+        *r.status_mut() = StatusCode::BAD_GATEWAY;
+    }
+    r
 }
 
 fn action_form(id: i64, action: &str, label: &str, csrf: &str) -> Markup {
