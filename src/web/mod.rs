@@ -1,4 +1,5 @@
-//! The web face of a controller-capable worker (`[web] addr`): the read-only JSON API v1,
+//! The web face of a controller-capable worker (`[web] addr`): the dashboard and public status
+//! pages (`dash/`, README "Dashboard and public status pages"), the read-only JSON API v1,
 //! described by `openapi.v1.json` at the repository root, and the push endpoints of push
 //! checks (`push.rs`, `/push/{token}`, where the token is the credential).
 //!
