@@ -10,6 +10,7 @@ mod support;
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -79,7 +80,10 @@ struct Driver {
 impl Driver {
     fn start() -> Driver {
         let port = free_port();
+        // A process group of its own, so that dropping the driver ends the browsers it
+        // started too, also when a failing step never closed its session.
         let child = Command::new("/usr/bin/chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -103,6 +107,8 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // SAFETY: kill(2) on the group this test made for chromedriver and its browsers.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
