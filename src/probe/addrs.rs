@@ -23,9 +23,37 @@ use futures_util::future::join_all;
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, timeout_at};
 
-use super::spec::IpFamily;
-use super::{Finding, ProbeError};
+use super::outcome::{Finding, ProbeError};
 use crate::model::CheckStatus;
+
+/// Address family restriction (`force_ip`: 4, 6, anything else means either).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    #[default]
+    Any,
+    V4,
+    V6,
+}
+
+impl IpFamily {
+    pub(crate) fn from_force_ip(v: i64) -> IpFamily {
+        match v {
+            4 => IpFamily::V4,
+            6 => IpFamily::V6,
+            _ => IpFamily::Any,
+        }
+    }
+
+    /// Whether `ip` is allowed by this restriction.
+    pub fn allows(self, ip: std::net::IpAddr) -> bool {
+        match self {
+            IpFamily::Any => true,
+            IpFamily::V4 => ip.is_ipv4(),
+            IpFamily::V6 => ip.is_ipv6(),
+        }
+    }
+}
 
 /// At most this many addresses of one name are probed by `any` and `all`.
 pub const MAX_ADDRESSES: usize = 16;

@@ -26,9 +26,81 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use super::spec::{DnsRecordType, DnsSpec};
-use super::tcp::io_text;
-use super::{Details, Finding, ProbeContext, ProbeError, is_local_exhaustion};
+use super::gojson::Fields;
+use super::net::io_text;
+use super::outcome::{Details, Finding, ProbeError, is_local_exhaustion, online_within};
+use super::params::max_response_ms;
+use serde::{Deserialize, Serialize};
+
+/// The record types a `dns` check can ask for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsRecordType {
+    A,
+    Aaaa,
+    Cname,
+    Caa,
+    Mx,
+    Ns,
+    Ptr,
+    Soa,
+    Srv,
+    /// Also what `spf` asks for (the SPF record type is obsolete; SPF lives in TXT).
+    Txt,
+}
+
+impl DnsRecordType {
+    /// gobearmon's names, case-insensitive.
+    pub fn parse(s: &str) -> Option<DnsRecordType> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "a" => DnsRecordType::A,
+            "aaaa" => DnsRecordType::Aaaa,
+            "cname" => DnsRecordType::Cname,
+            "caa" => DnsRecordType::Caa,
+            "mx" => DnsRecordType::Mx,
+            "ns" => DnsRecordType::Ns,
+            "ptr" => DnsRecordType::Ptr,
+            "soa" => DnsRecordType::Soa,
+            "srv" => DnsRecordType::Srv,
+            "txt" | "spf" => DnsRecordType::Txt,
+            _ => return None,
+        })
+    }
+}
+
+/// `dns`: one query to a chosen nameserver.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DnsSpec {
+    /// `ip`, `ip:port`, `[v6]:port`, `host` or `host:port`; `None` uses the worker's
+    /// `[dns] server`.
+    pub server: Option<String>,
+    /// The name asked for, as given (a trailing dot is added when querying).
+    pub name: String,
+    pub record_type: DnsRecordType,
+    /// When not empty, some answer's presentation line must contain it.
+    pub expect: String,
+    /// When set, an answer (UDP, plus the TCP retry) later than this many ms fails.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
+}
+
+impl DnsSpec {
+    pub(crate) fn from_fields(f: &Fields<'_>) -> Result<DnsSpec, String> {
+        let server = f.string("server")?.filter(|s| !s.is_empty());
+        let name = f.string("name")?.unwrap_or_default();
+        let rtype = f.string("type")?.unwrap_or_default();
+        let expect = f.string("expect")?.unwrap_or_default();
+        let record_type =
+            DnsRecordType::parse(&rtype).ok_or_else(|| format!("invalid record type: {rtype}"))?;
+        Ok(DnsSpec {
+            server,
+            name,
+            record_type,
+            expect,
+            max_response_ms: max_response_ms(f)?,
+        })
+    }
+}
 
 /// Without an answer by then, the UDP query is sent once more.
 pub const UDP_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -42,17 +114,16 @@ pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(6);
 /// Answers listed in the details.
 const MAX_LISTED_ANSWERS: usize = 32;
 
-pub(crate) async fn run(spec: &DnsSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
+pub(crate) async fn run(
+    spec: &DnsSpec,
+    default_server: Option<&str>,
+) -> Result<Finding, ProbeError> {
     let deadline = Instant::now() + TOTAL_TIMEOUT;
     let mut details = Details::default();
     let failed =
         |e: String, details: Details| Ok(Finding::offline(format!("query failed: {e}"), details));
 
-    let server_text = spec
-        .server
-        .as_deref()
-        .or(ctx.dns_server.as_deref())
-        .unwrap_or("");
+    let server_text = spec.server.as_deref().or(default_server).unwrap_or("");
     let server = match server_address(server_text, deadline).await {
         Ok(a) => a,
         Err(e) => return failed(e, details),
@@ -111,7 +182,7 @@ pub(crate) async fn run(spec: &DnsSpec, ctx: &ProbeContext) -> Result<Finding, P
             details,
         ));
     }
-    Ok(super::online_within(spec.max_response_ms, took, details))
+    Ok(online_within(spec.max_response_ms, took, details))
 }
 
 fn record_type(t: DnsRecordType) -> RecordType {

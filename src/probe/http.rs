@@ -21,10 +21,155 @@ use rustls_pki_types::CertificateDer;
 use tokio::time::{Instant, timeout_at};
 
 use super::addrs;
-use super::spec::{HttpSpec, IpFamily};
+use super::addrs::IpFamily;
+use super::net::{deadline_in, io_text};
+use super::outcome::{Details, Finding, ProbeError, is_local_exhaustion, online_within};
 use super::timing::{self, TimedConnectLayer, TimedResolver, TlsStartMark};
-use super::{Details, Finding, ProbeContext, ProbeError, is_local_exhaustion};
 use crate::notify::redact;
+use std::fmt;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use super::addrs::IpPolicy;
+use super::gojson::Fields;
+use super::json::JsonCondition;
+use super::params::{
+    clamp_response_ms, clamp_timeout, clamp_timeout_secs, ip_policy, max_response_ms,
+};
+
+/// `http`: one request; see `http.rs` for how it is sent.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpSpec {
+    pub url: String,
+    /// `GET`, or `POST` when a body is set and no method is given.
+    pub method: String,
+    /// Sent (with `Content-Length`) when not empty.
+    pub body: String,
+    /// Request headers in order; names are unique case-insensitively (a later key replaced
+    /// an earlier one, like Go's `Header.Set`). `Host` overrides the request's host.
+    pub headers: Vec<(String, String)>,
+    /// Whole exchange (connect, TLS, redirects, headers, body), clamped 3..=30 s.
+    pub timeout_secs: u64,
+    /// Accept any certificate.
+    pub insecure: bool,
+    /// Basic auth when not empty; it replaces an `Authorization` header.
+    pub username: String,
+    pub password: String,
+    /// When not 0, the final status must equal it.
+    pub expect_status: i64,
+    /// When not empty, the (capped) body must contain it.
+    pub expect_substring: String,
+    /// Follow up to 10 redirects (default); `false` judges the first answer.
+    pub follow_redirects: bool,
+    /// Which of the URL host's addresses are requested (`ip_policy`).
+    #[serde(default)]
+    pub ip_policy: IpPolicy,
+    /// `expect_json`: conditions on the JSON body, all of which must hold.
+    #[serde(default)]
+    pub expect_json: Vec<JsonCondition>,
+    /// When set, response headers (after any redirects) later than this many ms fail.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
+}
+
+impl HttpSpec {
+    pub(crate) fn from_fields(f: &Fields<'_>) -> Result<HttpSpec, String> {
+        let url = f.string("url")?.unwrap_or_default();
+        let method = f.string("method")?.unwrap_or_default();
+        let body = f.string("body")?.unwrap_or_default();
+        let raw_headers = f.string_map("headers")?.unwrap_or_default();
+        let timeout = f.int("timeout")?.unwrap_or(0);
+        let insecure = f.bool("insecure")?.unwrap_or(false);
+        let username = f.string("username")?.unwrap_or_default();
+        let password = f.string("password")?.unwrap_or_default();
+        let expect_status = f.int("expect_status")?.unwrap_or(0);
+        let expect_substring = f.string("expect_substring")?.unwrap_or_default();
+        let follow_redirects = f.bool("follow_redirects")?.unwrap_or(true);
+        let ip_policy = ip_policy(f)?;
+        let expect_json = match f.raw("expect_json") {
+            Some(v) => super::json::parse_conditions(v)?,
+            None => Vec::new(),
+        };
+        let max_response_ms = max_response_ms(f)?;
+
+        let mut headers: Vec<(String, String)> = Vec::with_capacity(raw_headers.len());
+        for (k, v) in raw_headers {
+            match headers
+                .iter_mut()
+                .find(|(name, _)| name.eq_ignore_ascii_case(&k))
+            {
+                Some(slot) => *slot = (k, v),
+                None => headers.push((k, v)),
+            }
+        }
+        let method = if !method.is_empty() {
+            method
+        } else if body.is_empty() {
+            "GET".to_owned()
+        } else {
+            "POST".to_owned()
+        };
+        Ok(HttpSpec {
+            url,
+            method,
+            body,
+            headers,
+            timeout_secs: clamp_timeout(timeout),
+            insecure,
+            username,
+            password,
+            expect_status,
+            expect_substring,
+            follow_redirects,
+            ip_policy,
+            expect_json,
+            max_response_ms,
+        })
+    }
+
+    pub(crate) fn validate(&mut self) -> Result<(), String> {
+        self.timeout_secs = clamp_timeout_secs(self.timeout_secs);
+        self.max_response_ms = clamp_response_ms(self.max_response_ms);
+        Ok(())
+    }
+}
+
+impl fmt::Debug for HttpSpec {
+    /// The check with its secrets masked by the notification rules ([`redact`]): no body,
+    /// no password, only harmless header values, no secret query values in the URL.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let masked = |v: &str| if v.is_empty() { "" } else { redact::REDACTED };
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let shown = if redact::is_harmless_header(k) {
+                    v.as_str()
+                } else {
+                    masked(v)
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("HttpSpec")
+            .field("url", &redact::data_url(&self.url))
+            .field("method", &self.method)
+            .field("body", &masked(&self.body))
+            .field("headers", &headers)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("insecure", &self.insecure)
+            .field("username", &self.username)
+            .field("password", &masked(&self.password))
+            .field("expect_status", &self.expect_status)
+            .field("expect_substring", &self.expect_substring)
+            .field("follow_redirects", &self.follow_redirects)
+            .field("ip_policy", &self.ip_policy)
+            .field("expect_json", &self.expect_json)
+            .field("max_response_ms", &self.max_response_ms)
+            .finish()
+    }
+}
 
 /// At most this many bytes of the (decoded) body are read to look for `expect_substring`
 /// (1 MiB). A substring beyond it counts as not found; with `expect_json` a longer body is
@@ -34,7 +179,39 @@ pub const BODY_CAP: usize = 1 << 20;
 /// Redirects followed before the request fails (Go's default policy).
 const MAX_REDIRECTS: usize = 10;
 
-pub(crate) fn build_client(
+/// The shared http clients of a [`super::ProbeContext`], built on first use, one per
+/// combination of `insecure` and `follow_redirects`.
+#[derive(Default)]
+pub(crate) struct Clients {
+    /// CA certificates trusted by http checks in addition to the system store.
+    pub(crate) extra_roots: Vec<CertificateDer<'static>>,
+    /// This node's own listeners, which http checks never follow a redirect to.
+    pub(crate) own: Vec<SocketAddr>,
+    /// Indexed by `insecure as usize * 2 + follow_redirects as usize`.
+    built: [OnceLock<reqwest::Client>; 4],
+}
+
+impl Clients {
+    pub(crate) fn new(extra_roots: Vec<CertificateDer<'static>>, own: Vec<SocketAddr>) -> Clients {
+        Clients {
+            extra_roots,
+            own,
+            built: Default::default(),
+        }
+    }
+
+    fn get(&self, insecure: bool, follow_redirects: bool) -> Result<&reqwest::Client, ProbeError> {
+        let slot = &self.built[insecure as usize * 2 + follow_redirects as usize];
+        if let Some(c) = slot.get() {
+            return Ok(c);
+        }
+        let client = build_client(insecure, follow_redirects, &self.extra_roots, &self.own)?;
+        // Two runs may build at once; either client will do.
+        Ok(slot.get_or_init(|| client))
+    }
+}
+
+fn build_client(
     insecure: bool,
     follow_redirects: bool,
     extra_roots: &[CertificateDer<'static>],
@@ -162,15 +339,15 @@ fn verifying_config(
 /// host's); `ip_policy` `any` and `all` use one per address.
 fn pinned_client(
     spec: &HttpSpec,
-    ctx: &ProbeContext,
+    clients: &Clients,
     url: &reqwest::Url,
     addr: std::net::SocketAddr,
 ) -> Result<reqwest::Client, ProbeError> {
     let mut builder = client_builder(
         spec.insecure,
         spec.follow_redirects,
-        &ctx.shared.extra_roots,
-        &ctx.shared.own,
+        &clients.extra_roots,
+        &clients.own,
     )?;
     if let Some(host) = url.host_str() {
         builder = builder.resolve(host, addr);
@@ -181,8 +358,8 @@ fn pinned_client(
     })
 }
 
-pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
-    let deadline = super::deadline_in(Duration::from_secs(spec.timeout_secs));
+pub(crate) async fn run(spec: &HttpSpec, clients: &Clients) -> Result<Finding, ProbeError> {
+    let deadline = deadline_in(Duration::from_secs(spec.timeout_secs));
     let target = reqwest::Url::parse(&spec.url)
         .ok()
         .and_then(|u| Some((u.host_str()?.to_owned(), u.port_or_known_default()?)));
@@ -194,7 +371,7 @@ pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, 
     };
     let run_started = std::time::Instant::now();
     addrs::each(spec.ip_policy, lookup, |pin| {
-        run_at(spec, ctx, pin, run_started)
+        run_at(spec, clients, pin, run_started)
     })
     .await
 }
@@ -203,7 +380,7 @@ pub(crate) async fn run(spec: &HttpSpec, ctx: &ProbeContext) -> Result<Finding, 
 /// phases.
 async fn run_at(
     spec: &HttpSpec,
-    ctx: &ProbeContext,
+    clients: &Clients,
     pin: Option<std::net::SocketAddr>,
     run_started: std::time::Instant,
 ) -> Result<Finding, ProbeError> {
@@ -244,9 +421,9 @@ async fn run_at(
 
     let pinned;
     let client = match pin {
-        None => ctx.http_client(spec.insecure, spec.follow_redirects)?,
+        None => clients.get(spec.insecure, spec.follow_redirects)?,
         Some(addr) => {
-            pinned = pinned_client(spec, ctx, &url, addr)?;
+            pinned = pinned_client(spec, clients, &url, addr)?;
             &pinned
         }
     };
@@ -254,7 +431,7 @@ async fn run_at(
     // rather than in reqwest so a run arms a single timer.
     let limit = Duration::from_secs(spec.timeout_secs);
     let started = Instant::now();
-    let deadline = super::deadline_in(limit);
+    let deadline = deadline_in(limit);
     let timed_out = || format!("timeout ({} s) exceeded", spec.timeout_secs);
     let mut request = client.request(method.clone(), url.clone()).headers(headers);
     if !spec.body.is_empty() {
@@ -354,7 +531,7 @@ async fn judge(
         }
     }
     // Dropping the response closes the connection without reading the rest of the body.
-    super::online_within(spec.max_response_ms, took, details)
+    online_within(spec.max_response_ms, took, details)
 }
 
 /// Reads the body until `needle` shows up, the body ends, or [`BODY_CAP`] bytes were read.
@@ -476,7 +653,7 @@ fn error_chain(e: &reqwest::Error) -> String {
     let mut source = e.source();
     while let Some(s) = source {
         let text = match s.downcast_ref::<std::io::Error>() {
-            Some(io) => super::tcp::io_text(io),
+            Some(io) => io_text(io),
             None => s.to_string(),
         };
         if parts.last() != Some(&text) {

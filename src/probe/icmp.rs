@@ -24,8 +24,93 @@ use futures_util::future::join_all;
 use surge_ping::{Client, Config, ICMP, PingIdentifier, PingSequence, SurgeError};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use super::spec::{IcmpSpec, IpFamily, LossRule};
-use super::{Details, Finding, ProbeContext, ProbeError};
+use super::addrs::IpFamily;
+use super::addrs::IpPolicy;
+use super::gojson::Fields;
+use super::outcome::{Details, Finding, ProbeError, is_local_exhaustion, online_within};
+use super::params::{clamp_response_ms, ip_policy, max_response_ms};
+use serde::{Deserialize, Serialize};
+
+/// ICMP echo requests per run when `count` is not given.
+pub const DEFAULT_PING_COUNT: u32 = 5;
+/// Upper bound of `count`: every packet must fit in the run's deadline.
+pub const MAX_PING_COUNT: u32 = 20;
+/// `count` as a run uses it: 0 (unset) -> [`DEFAULT_PING_COUNT`], at most [`MAX_PING_COUNT`].
+fn clamp_ping_count(count: u32) -> u32 {
+    match count {
+        0 => DEFAULT_PING_COUNT,
+        c => c.min(MAX_PING_COUNT),
+    }
+}
+
+/// How many lost echo replies an `icmp` run tolerates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossRule {
+    /// `packetloss: false` (the default): only 100 % loss fails.
+    AllLost,
+    /// `packetloss: true`: more than 30 % loss fails.
+    Over30Percent,
+    /// `max_loss: N`: more than N lost packets fail (and 100 % loss always fails).
+    MaxLost(u32),
+}
+
+/// `icmp`: echo requests with surge-ping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IcmpSpec {
+    /// Host name or IP address.
+    pub target: String,
+    pub force_ip: IpFamily,
+    /// Echo requests per run (default 5, 1..=20).
+    pub count: u32,
+    pub loss_rule: LossRule,
+    #[serde(default)]
+    pub ip_policy: IpPolicy,
+    /// When set, a mean round trip longer than this many ms fails.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
+}
+
+impl IcmpSpec {
+    pub(crate) fn from_fields(f: &Fields<'_>) -> Result<IcmpSpec, String> {
+        let target = f.string("target")?.unwrap_or_default();
+        let packetloss = f.bool("packetloss")?.unwrap_or(false);
+        let force_ip = IpFamily::from_force_ip(f.int("force_ip")?.unwrap_or(0));
+        // Negative counts are unset, as in gobearmon; `validate` applies the bounds.
+        let count = u32::try_from(f.int("count")?.unwrap_or(0).max(0)).unwrap_or(u32::MAX);
+        let max_loss = f.int("max_loss")?;
+        let loss_rule = match max_loss {
+            // Clamped to `count` by `validate`.
+            Some(n) => LossRule::MaxLost(u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
+            None if packetloss => LossRule::Over30Percent,
+            None => LossRule::AllLost,
+        };
+        Ok(IcmpSpec {
+            target,
+            force_ip,
+            count,
+            loss_rule,
+            ip_policy: ip_policy(f)?,
+            max_response_ms: max_response_ms(f)?,
+        })
+    }
+
+    pub(crate) fn validate(&mut self) -> Result<(), String> {
+        if self
+            .target
+            .chars()
+            .any(|c| matches!(c, '$' | '&' | '<' | '>' | '!' | '/' | '\\' | '"' | '\''))
+        {
+            return Err("ping target contains invalid characters".to_owned());
+        }
+        self.count = clamp_ping_count(self.count);
+        if let LossRule::MaxLost(n) = &mut self.loss_rule {
+            *n = (*n).min(self.count);
+        }
+        self.max_response_ms = clamp_response_ms(self.max_response_ms);
+        Ok(())
+    }
+}
 
 /// Time between two echo requests of one run.
 pub const PACKET_INTERVAL: Duration = Duration::from_millis(200);
@@ -35,6 +120,27 @@ pub const PACKET_TIMEOUT: Duration = Duration::from_secs(2);
 pub const RUN_DEADLINE: Duration = Duration::from_secs(10);
 
 const PAYLOAD: &[u8] = b"gobearmon probe.";
+
+/// The shared ICMP sockets of a [`super::ProbeContext`], one per family, opened on first use.
+#[derive(Default)]
+pub(crate) struct Pingers {
+    v4: tokio::sync::Mutex<Option<Pinger>>,
+    v6: tokio::sync::Mutex<Option<Pinger>>,
+}
+
+impl Pingers {
+    async fn get(&self, ip: std::net::IpAddr) -> Result<Pinger, ProbeError> {
+        let slot = if ip.is_ipv4() { &self.v4 } else { &self.v6 };
+        let mut guard = slot.lock().await;
+        if let Some(p) = guard.as_ref() {
+            return Ok(p.clone());
+        }
+        // A failure is not cached: permissions or limits may change.
+        let p = Pinger::new(ip.is_ipv6())?;
+        *guard = Some(p.clone());
+        Ok(p)
+    }
+}
 
 /// A shared ICMP socket of one family with its sequence counter.
 #[derive(Clone)]
@@ -52,7 +158,7 @@ impl Pinger {
         // surge-ping tries an unprivileged datagram ICMP socket first and falls back to raw.
         let config = Config::builder().kind(kind).build();
         let client = Client::new(&config).map_err(|e| {
-            if super::is_local_exhaustion(&e) {
+            if is_local_exhaustion(&e) {
                 ProbeError::Resources(e)
             } else {
                 ProbeError::IcmpSocket(e)
@@ -146,11 +252,11 @@ fn tune_socket(fd: std::os::fd::RawFd, v6: bool, raw: bool) {
 #[cfg(not(target_os = "linux"))]
 fn tune_socket(_fd: std::os::fd::RawFd, _v6: bool, _raw: bool) {}
 
-pub(crate) async fn run(spec: &IcmpSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
+pub(crate) async fn run(spec: &IcmpSpec, pingers: &Pingers) -> Result<Finding, ProbeError> {
     let deadline = Instant::now() + RUN_DEADLINE;
     let lookup = super::addrs::lookup(&spec.target, 0, spec.force_ip, deadline);
     super::addrs::each(spec.ip_policy, lookup, |pin| {
-        run_at(spec, ctx, pin, deadline)
+        run_at(spec, pingers, pin, deadline)
     })
     .await
 }
@@ -158,7 +264,7 @@ pub(crate) async fn run(spec: &IcmpSpec, ctx: &ProbeContext) -> Result<Finding, 
 /// One series of echo requests; with `pin`, to that address.
 async fn run_at(
     spec: &IcmpSpec,
-    ctx: &ProbeContext,
+    pingers: &Pingers,
     pin: Option<std::net::SocketAddr>,
     deadline: Instant,
 ) -> Result<Finding, ProbeError> {
@@ -172,11 +278,11 @@ async fn run_at(
         Err(message) => return Ok(Finding::offline(message, details)),
     };
     details.address = Some(ip.to_string());
-    let pinger = ctx.pinger(ip).await?;
+    let pinger = pingers.get(ip).await?;
 
     // Validated definitions hold 1..=20; the clamp keeps any other from allocating a
     // future per packet beyond that.
-    let count = spec.count.clamp(1, super::spec::MAX_PING_COUNT);
+    let count = spec.count.clamp(1, MAX_PING_COUNT);
     // Every packet, and the wait for its reply, must fit before the deadline.
     let room = RUN_DEADLINE.saturating_sub(PACKET_TIMEOUT + Duration::from_secs(1));
     let interval = PACKET_INTERVAL.min(room / count);
@@ -235,7 +341,7 @@ async fn run_at(
             details,
         ))
     } else {
-        Ok(super::online_within(
+        Ok(online_within(
             spec.max_response_ms,
             mean.unwrap_or_default(),
             details,

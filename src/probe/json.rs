@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
-use super::cut_text;
 use super::gojson::{Json, key_matches};
+use super::outcome::cut_text;
 
 /// Longest rendering of a found value in a message.
 const VALUE_IN_MESSAGE: usize = 120;

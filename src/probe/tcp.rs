@@ -5,22 +5,66 @@
 //! answers cannot hold the check), and the payload is sent whenever it is set. The line read
 //! is capped at [`MAX_LINE`] bytes.
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
-use super::spec::{IpFamily, TcpSpec};
-use super::{Details, Finding, ProbeError, is_local_exhaustion, online_within};
+use super::addrs::IpFamily;
+use super::addrs::IpPolicy;
+use super::gojson::Fields;
+use super::net::{connect_pinned, deadline_in, io_text, resolve, timeout_error};
+use super::outcome::{Details, Finding, ProbeError, is_local_exhaustion, online_within};
+use super::params::{
+    clamp_response_ms, clamp_timeout, clamp_timeout_secs, ip_policy, max_response_ms,
+};
+use serde::{Deserialize, Serialize};
+
+/// `tcp`: connect, optionally send a line and read one back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TcpSpec {
+    /// `host:port`.
+    pub address: String,
+    /// Bounds the whole exchange (connect, send, read), clamped 3..=30 s.
+    pub timeout_secs: u64,
+    pub force_ip: IpFamily,
+    /// Sent as `payload + "\n"` when not empty.
+    pub payload: String,
+    /// When not empty, the first line read must contain it.
+    pub expect: String,
+    #[serde(default)]
+    pub ip_policy: IpPolicy,
+    /// When set, an exchange (connect, send, read) longer than this many ms fails.
+    #[serde(default)]
+    pub max_response_ms: Option<u64>,
+}
+
+impl TcpSpec {
+    pub(crate) fn from_fields(f: &Fields<'_>) -> Result<TcpSpec, String> {
+        Ok(TcpSpec {
+            address: f.string("address")?.unwrap_or_default(),
+            timeout_secs: clamp_timeout(f.int("timeout")?.unwrap_or(0)),
+            force_ip: IpFamily::from_force_ip(f.int("force_ip")?.unwrap_or(0)),
+            payload: f.string("payload")?.unwrap_or_default(),
+            expect: f.string("expect")?.unwrap_or_default(),
+            ip_policy: ip_policy(f)?,
+            max_response_ms: max_response_ms(f)?,
+        })
+    }
+
+    pub(crate) fn validate(&mut self) -> Result<(), String> {
+        self.timeout_secs = clamp_timeout_secs(self.timeout_secs);
+        self.max_response_ms = clamp_response_ms(self.max_response_ms);
+        Ok(())
+    }
+}
 
 /// Longest response line read when `expect` is set (64 KiB).
 pub const MAX_LINE: u64 = 64 * 1024;
 
 pub(crate) async fn run(spec: &TcpSpec) -> Result<Finding, ProbeError> {
-    let deadline = super::deadline_in(Duration::from_secs(spec.timeout_secs));
+    let deadline = deadline_in(Duration::from_secs(spec.timeout_secs));
     let lookup = resolve(&spec.address, spec.force_ip, deadline);
     super::addrs::each(spec.ip_policy, lookup, |pin| run_at(spec, pin, deadline)).await
 }
@@ -131,143 +175,5 @@ fn network_name(family: IpFamily) -> &'static str {
         IpFamily::Any => "tcp",
         IpFamily::V4 => "tcp4",
         IpFamily::V6 => "tcp6",
-    }
-}
-
-fn timeout_error() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "i/o timeout")
-}
-
-/// Go-like error text: the OS message without Rust's ` (os error N)` suffix.
-pub(crate) fn io_text(e: &io::Error) -> String {
-    if let Some(inner) = e.get_ref() {
-        // An error this crate or a library made with its own text.
-        return inner.to_string();
-    }
-    if e.kind() == io::ErrorKind::TimedOut {
-        return "i/o timeout".to_owned();
-    }
-    let text = e.to_string();
-    match text.find(" (os error ") {
-        Some(i) => text[..i].to_lowercase(),
-        None => text,
-    }
-}
-
-/// Resolves `address` (`host:port`), keeps the addresses `family` allows, and connects to them
-/// in turn until one answers or the deadline passes.
-pub(crate) async fn connect(
-    address: &str,
-    family: IpFamily,
-    deadline: Instant,
-) -> io::Result<TcpStream> {
-    let addrs = resolve(address, family, deadline).await?;
-    let mut last = None;
-    for addr in addrs {
-        match timeout_at(deadline, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => return Ok(s),
-            Ok(Err(e)) => {
-                if is_local_exhaustion(&e) {
-                    return Err(e);
-                }
-                last = Some(e);
-            }
-            Err(_) => return Err(timeout_error()),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no suitable address")))
-}
-
-/// [`connect`], or with `pin` a connection to that address alone.
-pub(crate) async fn connect_pinned(
-    address: &str,
-    pin: Option<SocketAddr>,
-    family: IpFamily,
-    deadline: Instant,
-) -> io::Result<TcpStream> {
-    match pin {
-        None => connect(address, family, deadline).await,
-        Some(addr) => match timeout_at(deadline, TcpStream::connect(addr)).await {
-            Ok(r) => r,
-            Err(_) => Err(timeout_error()),
-        },
-    }
-}
-
-/// `host:port` to socket addresses of the allowed family, bounded by the deadline.
-pub(crate) async fn resolve(
-    address: &str,
-    family: IpFamily,
-    deadline: Instant,
-) -> io::Result<Vec<SocketAddr>> {
-    if address.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "missing address",
-        ));
-    }
-    if !has_port(address) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("address {address}: missing port in address"),
-        ));
-    }
-    let found: Vec<SocketAddr> = match address.parse::<SocketAddr>() {
-        Ok(a) => vec![a],
-        Err(_) => match timeout_at(deadline, tokio::net::lookup_host(address)).await {
-            Ok(r) => r
-                .map_err(|e| io::Error::new(e.kind(), format!("lookup {address}: {e}")))?
-                .collect(),
-            Err(_) => return Err(timeout_error()),
-        },
-    };
-    let allowed: Vec<SocketAddr> = found
-        .into_iter()
-        .filter(|a| family.allows(a.ip()))
-        .collect();
-    if allowed.is_empty() {
-        let which = match family {
-            IpFamily::V4 => "IPv4 ",
-            IpFamily::V6 => "IPv6 ",
-            IpFamily::Any => "",
-        };
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no suitable {which}address found"),
-        ));
-    }
-    Ok(allowed)
-}
-
-/// Whether `host:port` has a port: a final `:` outside brackets, as Go's SplitHostPort needs.
-fn has_port(address: &str) -> bool {
-    match address.rfind(':') {
-        None => false,
-        Some(i) => {
-            let host = &address[..i];
-            // A bare IPv6 literal (`::1`) has colons but no port.
-            !host.contains(':') || host.starts_with('[')
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ports() {
-        assert!(has_port("127.0.0.1:80"));
-        assert!(has_port("[::1]:80"));
-        assert!(has_port("host:80"));
-        assert!(!has_port("host"));
-        assert!(!has_port("::1"));
-    }
-
-    #[test]
-    fn error_text() {
-        let e = io::Error::from_raw_os_error(libc::ECONNREFUSED);
-        assert_eq!(io_text(&e), "connection refused");
-        assert_eq!(io_text(&timeout_error()), "i/o timeout");
     }
 }

@@ -22,9 +22,80 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_rustls::TlsConnector;
 
-use super::spec::{IpFamily, TlsSpec, TlsVersion};
-use super::tcp::{connect_pinned, io_text, resolve};
-use super::{Details, Finding, ProbeContext, ProbeError, is_local_exhaustion};
+use super::addrs::IpFamily;
+use super::addrs::IpPolicy;
+use super::gojson::Fields;
+use super::net::{connect_pinned, io_text, resolve};
+use super::outcome::{Details, Finding, ProbeError, is_local_exhaustion};
+use super::params::ip_policy;
+use serde::{Deserialize, Serialize};
+
+/// `ssl_expire`: the earliest expiry among the certificates a TLS server presents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TlsSpec {
+    /// `host:port` (no default port).
+    pub address: String,
+    /// Fails when the days remaining are at most this.
+    pub days: i64,
+    #[serde(default)]
+    pub ip_policy: IpPolicy,
+    /// When set, a lower negotiated TLS version fails.
+    #[serde(default)]
+    pub min_tls_version: Option<TlsVersion>,
+    /// When not empty, a host name or IP address the leaf certificate must cover.
+    #[serde(default)]
+    pub expect_name: String,
+}
+
+impl TlsSpec {
+    pub(crate) fn from_fields(f: &Fields<'_>) -> Result<TlsSpec, String> {
+        let min_tls_version = match f.string("min_tls_version")?.unwrap_or_default().as_str() {
+            "" => None,
+            "1.2" => Some(TlsVersion::V1_2),
+            "1.3" => Some(TlsVersion::V1_3),
+            other => {
+                return Err(format!(
+                    "invalid min_tls_version: {other} (expected \"1.2\" or \"1.3\")"
+                ));
+            }
+        };
+        Ok(TlsSpec {
+            address: f.string("address")?.unwrap_or_default(),
+            days: f.int("days")?.unwrap_or(0),
+            ip_policy: ip_policy(f)?,
+            min_tls_version,
+            expect_name: f.string("expect_name")?.unwrap_or_default(),
+        })
+    }
+}
+
+/// A TLS protocol version this build can negotiate, ordered oldest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+impl TlsVersion {
+    /// `1.2` or `1.3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+
+    /// The version rustls negotiated; `None` for versions below 1.2.
+    pub(crate) fn from_rustls(v: rustls::ProtocolVersion) -> Option<TlsVersion> {
+        match v {
+            rustls::ProtocolVersion::TLSv1_2 => Some(TlsVersion::V1_2),
+            rustls::ProtocolVersion::TLSv1_3 => Some(TlsVersion::V1_3),
+            _ => None,
+        }
+    }
+}
 
 /// Bound on connect plus handshake (gobearmon's dialer timeout).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -39,11 +110,14 @@ pub(crate) fn client_config() -> Arc<rustls::ClientConfig> {
     Arc::new(super::anycert::client_config(&[]))
 }
 
-pub(crate) async fn run(spec: &TlsSpec, ctx: &ProbeContext) -> Result<Finding, ProbeError> {
+pub(crate) async fn run(
+    spec: &TlsSpec,
+    config: &Arc<rustls::ClientConfig>,
+) -> Result<Finding, ProbeError> {
     let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
     let lookup = resolve(&spec.address, IpFamily::Any, deadline);
     super::addrs::each(spec.ip_policy, lookup, |pin| {
-        run_at(spec, ctx, pin, deadline)
+        run_at(spec, config, pin, deadline)
     })
     .await
 }
@@ -51,7 +125,7 @@ pub(crate) async fn run(spec: &TlsSpec, ctx: &ProbeContext) -> Result<Finding, P
 /// One handshake; with `pin`, with that address only (SNI is still `address`'s host).
 async fn run_at(
     spec: &TlsSpec,
-    ctx: &ProbeContext,
+    config: &Arc<rustls::ClientConfig>,
     pin: Option<std::net::SocketAddr>,
     deadline: Instant,
 ) -> Result<Finding, ProbeError> {
@@ -70,7 +144,7 @@ async fn run_at(
     details.address = peer_ip.map(|ip| ip.to_string());
     let server_name = server_name(&spec.address, peer_ip);
 
-    let connector = TlsConnector::from(ctx.tls_config());
+    let connector = TlsConnector::from(config.clone());
     let mut stream = match timeout_at(deadline, connector.connect(server_name, tcp)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Ok(Finding::offline(format!("tls: {e}"), details)),
