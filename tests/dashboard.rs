@@ -215,7 +215,7 @@ fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_p
     let mut cluster = Cluster::start_with(1, 0, &db.url, Timings::default(), extra);
     cluster.add_worker(&db.url, "location = \"eu-west\"");
     cluster.add_worker(&db.url, "location = \"us-east\"");
-    let w = World {
+    let mut w = World {
         rt,
         db: Some(db),
         cluster,
@@ -390,10 +390,22 @@ fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_p
             let row = text_of(&c, Locator::Id(&format!("worker-{id}"))).await;
             assert!(row.contains(loc) && row.contains("live"), "{row}");
         }
+        let main = text_of(&c, Locator::Css("main")).await;
+        assert!(main.contains("Controller: w"), "{main}");
+        // What the acting controller adds: results per second over the last minute (check 2
+        // runs every second), and the viewserver group with its leader.
+        let mut runs = 0.0;
+        for id in ["w1", "w2"] {
+            let cell = text_of(&c, Locator::Css(&format!("#worker-{id} td.runs"))).await;
+            runs += cell
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("runs per second {cell:?}"));
+        }
+        assert!(runs > 0.0, "no runs per second shown");
+        let members = text_of(&c, Locator::Css("ul.members")).await;
         assert!(
-            text_of(&c, Locator::Css("main"))
-                .await
-                .contains("Controller: w")
+            members.contains(&format!("{} — leader", w.cluster.vs_addrs[0])),
+            "{members}"
         );
         shot(&c, "workers").await;
         click_and_load(&c, Locator::LinkText("Notifications")).await;
@@ -509,5 +521,41 @@ fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_p
     assert!(text_of_svg(&body).ends_with(" ms"), "{body}");
     assert_eq!(svg("/badge/3/status.svg").0, 404);
     assert_eq!(svg("/badge/2/uptime/1y.svg").0, 404);
+
+    // A worker dies: one live worker is fewer than the checks' 2 confirmations, so the
+    // controller cannot flip them, and the open overview marks them so without a reload.
+    let quorum = |c: &Client| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Id("check-2"))
+                .await
+                .ok()?
+                .attr("data-quorum")
+                .await
+                .ok()?
+        }
+    };
+    w.rt.block_on(async {
+        login(&c, &base, "vic", VIEWER_PW).await;
+        assert_eq!(quorum(&c).await.as_deref(), Some("ok"));
+        c.execute("window.__no_reload = 1;", vec![]).await.unwrap();
+    });
+    w.cluster.workers[1].kill9();
+    w.rt.block_on(async {
+        eventually(40, "check 2 marked short of quorum", || async {
+            (quorum(&c).await.as_deref() == Some("short")).then_some(())
+        })
+        .await;
+        let row = text_of(&c, Locator::Id("check-2")).await;
+        assert!(row.contains("no quorum") && row.contains("online"), "{row}");
+        let said = text_of(&c, Locator::Id("quorum-state")).await;
+        assert_eq!(said, "2 short of quorum");
+        let kept = c
+            .execute("return window.__no_reload === 1;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(kept, serde_json::json!(true), "the page was reloaded");
+        shot(&c, "overview-no-quorum").await;
+    });
     w.rt.block_on(c.close()).unwrap();
 }

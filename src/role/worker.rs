@@ -165,6 +165,7 @@ pub async fn run(
             let web = crate::web::router(
                 crate::web::Web::new(host.store.clone(), &config.web.api_tokens)
                     .with_live(live_check(client.clone(), membership.clone()))
+                    .with_cluster(cluster(client.clone(), membership.clone()))
                     .with_secure_cookies(listener.is_tls())
                     .with_deliverer(host.channels()),
             );
@@ -367,21 +368,41 @@ async fn handover(
     }
 }
 
-/// One check's live state from the controller the view names (this node or another), over
-/// the signed controller API.
+/// A signed GET of the controller the view names (this node or another), over the controller
+/// API; `None` when it does not answer within a second.
+fn controller_get<T: serde::de::DeserializeOwned + Send + 'static>(
+    client: &RpcClient,
+    membership: &Membership,
+    path: String,
+) -> futures_util::future::BoxFuture<'static, Option<T>> {
+    let client = client.clone();
+    let controller = membership.standing().view.controller.map(|c| c.addr);
+    Box::pin(async move {
+        client
+            .get(&controller?, &path, Duration::from_secs(1))
+            .await
+            .ok()
+    })
+}
+
+/// One check's live state from the acting controller.
 fn live_check(client: RpcClient, membership: Arc<Membership>) -> crate::web::LiveCheck {
     Arc::new(move |id| {
-        let client = client.clone();
-        let controller = membership.standing().view.controller.map(|c| c.addr);
-        Box::pin(async move {
-            let path =
-                crate::role::controller::status::PATH_CHECK_STATUS.replace("{id}", &id.to_string());
-            client
-                .get(&controller?, &path, Duration::from_secs(1))
-                .await
-                .ok()
-        })
+        let path =
+            crate::role::controller::status::PATH_CHECK_STATUS.replace("{id}", &id.to_string());
+        controller_get(&client, &membership, path)
     })
+}
+
+/// The viewserver group as configured, and the acting controller's brief view of the cluster.
+fn cluster(client: RpcClient, membership: Arc<Membership>) -> crate::web::Cluster {
+    crate::web::Cluster {
+        viewservers: membership.view_addrs.clone(),
+        ask: Arc::new(move || {
+            let path = crate::role::controller::status::PATH_SUMMARY.to_string();
+            controller_get(&client, &membership, path)
+        }),
+    }
 }
 
 async fn ready(State(n): State<Arc<Node>>) -> Response {

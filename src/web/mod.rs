@@ -45,6 +45,24 @@ pub type LiveCheck = Arc<
         + Sync,
 >;
 
+/// Asks the acting controller for the cluster in brief (workers, checks short of quorum);
+/// `None` when no controller answers in time.
+pub type ClusterAsk = Arc<
+    dyn Fn() -> futures_util::future::BoxFuture<
+            'static,
+            Option<crate::role::controller::status::ClusterSummary>,
+        > + Send
+        + Sync,
+>;
+
+/// What the dashboard knows of the cluster besides MySQL.
+#[derive(Clone)]
+pub struct Cluster {
+    /// The viewserver group's members, as this node's configuration names them.
+    pub viewservers: Vec<String>,
+    pub ask: ClusterAsk,
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct Web {
@@ -53,6 +71,8 @@ pub struct Web {
     tokens: Arc<Vec<[u8; 32]>>,
     /// Live state from the acting controller, for one check's answer.
     live: Option<LiveCheck>,
+    /// The acting controller's view of the cluster.
+    cluster: Option<Cluster>,
     /// Push checks' tokens and rate limits.
     push: Arc<push::PushDesk>,
     /// Failed dashboard logins per address and user.
@@ -83,6 +103,7 @@ impl Web {
                     .collect(),
             ),
             live: None,
+            cluster: None,
             push: Arc::new(push::PushDesk::new()),
             limiter: Arc::new(dash::auth::LoginLimiter::default()),
             secure_cookies: false,
@@ -106,6 +127,13 @@ impl Web {
     /// Adds live state from the acting controller to one check's answer.
     pub fn with_live(mut self, live: LiveCheck) -> Web {
         self.live = Some(live);
+        self
+    }
+
+    /// Lets the dashboard show the viewserver group and the acting controller's view of the
+    /// workers and of quorum.
+    pub fn with_cluster(mut self, cluster: Cluster) -> Web {
+        self.cluster = Some(cluster);
         self
     }
 

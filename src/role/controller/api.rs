@@ -151,12 +151,25 @@ pub(super) async fn check_status(
     }
 }
 
-pub(super) async fn status(State(slot): State<ControllerSlot>) -> Response {
+/// The running term's answer to one question, as JSON; 503 when this node holds no term.
+async fn answer<R: serde::Serialize>(
+    slot: &ControllerSlot,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<R>) -> Msg,
+) -> Response {
     let Some(term) = slot.handle() else {
         return not_controller();
     };
-    match term.ask(|reply| Msg::Status { reply }).await {
+    match term.ask(make).await {
         Some(answer) => Json(answer).into_response(),
         None => not_controller(),
     }
+}
+
+/// The cluster in brief (the dashboard's workers page and quorum marks).
+pub(super) async fn summary(State(slot): State<ControllerSlot>) -> Response {
+    answer(&slot, |reply| Msg::Summary { reply }).await
+}
+
+pub(super) async fn status(State(slot): State<ControllerSlot>) -> Response {
+    answer(&slot, |reply| Msg::Status { reply }).await
 }

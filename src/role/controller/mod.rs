@@ -24,6 +24,7 @@ pub mod metrics;
 mod owner;
 mod policy;
 mod push;
+mod rate;
 pub mod status;
 mod term;
 pub mod watch;
@@ -147,6 +148,7 @@ impl ControllerHost {
         let status = Router::new()
             .route("/status", get(api::status))
             .route(status::PATH_CHECK_STATUS, get(api::check_status))
+            .route(status::PATH_SUMMARY, get(api::summary))
             .signed(self.signer.clone(), Allow::Trusted);
         work.merge(status).with_state(slot)
     }

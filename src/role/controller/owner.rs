@@ -63,6 +63,10 @@ pub(super) enum Msg {
     Status {
         reply: oneshot::Sender<StatusAnswer>,
     },
+    /// The cluster in brief, for the dashboard.
+    Summary {
+        reply: oneshot::Sender<status::ClusterSummary>,
+    },
     /// One check's live state (its open round, runs in flight, latest results).
     CheckStatus {
         id: CheckId,
@@ -134,6 +138,8 @@ pub(super) struct WorkerSlot {
     pub last_seen: Instant,
     pub location: String,
     pub live: bool,
+    /// Results it reported over the last minute.
+    pub rate: super::rate::RunRate,
     /// Its latest canary report (`None`: it runs no canaries). Impaired: handed nothing,
     /// its results count as `fail`.
     pub canaries: Option<CanaryReport>,
@@ -273,6 +279,14 @@ impl Owner {
             Msg::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Msg::Summary { reply } => {
+                let _ = reply.send(status::summary(
+                    self.epoch,
+                    &self.host,
+                    &self.engine,
+                    &self.workers,
+                ));
+            }
             Msg::CheckStatus { id, reply } => {
                 let view = self
                     .engine
@@ -398,6 +412,7 @@ impl Owner {
                 last_seen: now,
                 location: String::new(),
                 live: false,
+                rate: Default::default(),
                 canaries: None,
             });
         w.last_seen = now;
@@ -524,6 +539,9 @@ impl Owner {
                     timing,
                 },
             );
+        }
+        if let Some(slot) = self.workers.get_mut(node) {
+            slot.rate.add(now, u64::from(reply.accepted));
         }
         reply
     }

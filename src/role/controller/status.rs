@@ -31,6 +31,9 @@ pub struct WorkerStatus {
     pub canaries: u32,
     #[serde(default)]
     pub failing_canaries: Vec<FailingCanary>,
+    /// Results it reported per second over the last minute.
+    #[serde(default)]
+    pub runs_per_second: f64,
 }
 
 /// One worker's latest result of a check.
@@ -75,6 +78,24 @@ pub struct StatusAnswer {
 /// The path of one check's live state on the controller API (signed, cluster secret only).
 pub const PATH_CHECK_STATUS: &str = "/status/check/{id}";
 
+/// The path of [`ClusterSummary`] on the controller API (signed, cluster secret only).
+pub const PATH_SUMMARY: &str = "/status/summary";
+
+/// The cluster in brief, for the dashboard: the workers as the controller sees them and the
+/// checks it cannot flip, without every check's state (the answer stays small at 100,000
+/// checks).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterSummary {
+    pub epoch: u64,
+    pub controller: String,
+    pub viewserver_leader: Option<String>,
+    pub live_workers: usize,
+    pub checks: usize,
+    pub workers: Vec<WorkerStatus>,
+    /// Checks with fewer live workers than their confirmations.
+    pub insufficient_quorum: Vec<CheckId>,
+}
+
 /// One check as the engine holds it now.
 pub(super) fn check_view(
     c: &crate::vote::CheckView,
@@ -106,6 +127,53 @@ pub(super) fn check_view(
     }
 }
 
+/// Every worker the engine knows, with what its slot adds.
+fn worker_statuses(
+    engine_workers: &[crate::vote::WorkerView],
+    slots: &HashMap<NodeId, WorkerSlot>,
+    now: Instant,
+) -> Vec<WorkerStatus> {
+    let ago = |t: Instant| now.saturating_duration_since(t).as_millis() as u64;
+    engine_workers
+        .iter()
+        .map(|w| {
+            let s = slots.get(&w.node);
+            let canaries = s.and_then(|s| s.canaries.as_ref());
+            WorkerStatus {
+                id: w.node.0.clone(),
+                location: s.map(|s| s.location.clone()).unwrap_or_default(),
+                last_seen_ms_ago: s.map_or(u64::MAX, |s| ago(s.last_seen)),
+                stale: !w.live,
+                checks_in_flight: w.in_flight.len(),
+                queued: s.map_or(0, |s| s.queue.len()),
+                impaired: w.impaired,
+                canaries: canaries.map_or(0, |c| c.canaries),
+                failing_canaries: canaries.map(|c| c.failing.clone()).unwrap_or_default(),
+                runs_per_second: s.map_or(0.0, |s| s.rate.per_second(now)),
+            }
+        })
+        .collect()
+}
+
+/// The brief answer behind [`PATH_SUMMARY`].
+pub(super) fn summary(
+    epoch: Epoch,
+    host: &ControllerHost,
+    engine: &Engine,
+    slots: &HashMap<NodeId, WorkerSlot>,
+) -> ClusterSummary {
+    let workers = engine.workers();
+    ClusterSummary {
+        epoch: epoch.0,
+        controller: host.node.0.clone(),
+        viewserver_leader: host.membership.standing().leader_addr,
+        live_workers: workers.iter().filter(|w| w.live).count(),
+        checks: engine.check_count(),
+        workers: worker_statuses(&workers, slots, Instant::now()),
+        insufficient_quorum: engine.insufficient_quorum(),
+    }
+}
+
 pub(super) fn answer(
     epoch: Epoch,
     host: &ControllerHost,
@@ -115,30 +183,7 @@ pub(super) fn answer(
 ) -> StatusAnswer {
     let now = Instant::now();
     let snapshot = engine.snapshot();
-    let ago = |t: Instant| now.saturating_duration_since(t).as_millis() as u64;
-    let workers = snapshot
-        .workers
-        .iter()
-        .map(|w| {
-            let s = slots.get(&w.node);
-            WorkerStatus {
-                id: w.node.0.clone(),
-                location: s.map(|s| s.location.clone()).unwrap_or_default(),
-                last_seen_ms_ago: s.map_or(u64::MAX, |s| ago(s.last_seen)),
-                stale: !w.live,
-                checks_in_flight: w.in_flight.len(),
-                queued: s.map_or(0, |s| s.queue.len()),
-                impaired: w.impaired,
-                canaries: s
-                    .and_then(|s| s.canaries.as_ref())
-                    .map_or(0, |c| c.canaries),
-                failing_canaries: s
-                    .and_then(|s| s.canaries.as_ref())
-                    .map(|c| c.failing.clone())
-                    .unwrap_or_default(),
-            }
-        })
-        .collect();
+    let workers = worker_statuses(&snapshot.workers, slots, now);
     let checks = snapshot
         .checks
         .iter()
@@ -312,6 +357,7 @@ mod tests {
                     impaired: false,
                     canaries: 0,
                     failing_canaries: vec![],
+                    runs_per_second: 0.0,
                 },
                 WorkerStatus {
                     id: "w3".into(),
@@ -323,6 +369,7 @@ mod tests {
                     impaired: false,
                     canaries: 0,
                     failing_canaries: vec![],
+                    runs_per_second: 0.0,
                 },
                 WorkerStatus {
                     id: "w4".into(),
@@ -337,6 +384,7 @@ mod tests {
                         url: "tcp://192.0.2.1:443".into(),
                         message: "TCP connection error: timed out".into(),
                     }],
+                    runs_per_second: 0.0,
                 },
             ],
             alerts: vec![OpenAlert {

@@ -12,14 +12,18 @@
         j.checks.forEach(function (c) {
           var row = document.getElementById("check-" + c.id);
           if (!row) { return; }
-          if (row.getAttribute("data-status") !== c.state) {
+          var st = row.querySelector("td.st");
+          if (st.innerHTML !== c.state_html) {
             row.setAttribute("data-status", c.state);
+            row.setAttribute("data-quorum", c.quorum ? "ok" : "short");
             row.className = "r-" + c.state;
-            row.querySelector("td.st").innerHTML = c.state_html;
+            st.innerHTML = c.state_html;
           }
           var dots = row.querySelector("td.dots");
           if (dots.innerHTML !== c.dots_html) { dots.innerHTML = c.dots_html; }
         });
+        var quorum = document.getElementById("quorum-state");
+        if (quorum && quorum.textContent !== j.quorum_words) { quorum.textContent = j.quorum_words; }
         if (note) { note.textContent = "live, updated " + new Date().toLocaleTimeString(); }
       })
       .catch(function () {

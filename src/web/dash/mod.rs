@@ -8,6 +8,7 @@
 //! `incident_acks` through `store::policy::ack`).
 
 pub mod auth;
+mod cluster;
 pub mod public;
 pub mod svg;
 
@@ -42,7 +43,7 @@ pub(super) fn routes() -> Router<Web> {
         .route("/logout", post(logout))
         .route("/dash/live.json", get(live_feed))
         .route("/checks/{id}", get(check_page))
-        .route("/workers", get(workers_page))
+        .route("/workers", get(cluster::workers_page))
         .route("/notifications", get(notifications_page))
         .route("/contacts/test", post(contact_test))
         .route("/checks/{id}/pause", post(pause))
@@ -298,6 +299,18 @@ fn state_html(class: &str, symbol: &str, word: &str) -> Markup {
     }
 }
 
+/// A row's state, and the mark of a check the controller cannot flip for want of workers.
+fn row_state_html(class: &str, symbol: &str, word: &str, short: bool) -> Markup {
+    html! {
+        (state_html(class, symbol, word))
+        @if short {
+            " " span class="tag t-quorum" title="Fewer live workers than its confirmations: it keeps its status and cannot flip until workers come back." {
+                span aria-hidden="true" { "◇" } " no quorum"
+            }
+        }
+    }
+}
+
 /// A dot per worker's latest result, its message on hover.
 fn dots_html(results: &[v1::LastResult]) -> Markup {
     html! {
@@ -324,6 +337,8 @@ impl Filter {
         let status_ok = match self.status.as_deref().unwrap_or("") {
             "" => true,
             "paused" => !c.enabled,
+            // Decided with the controller's answer (`Quorum`), after this.
+            "quorum" => true,
             s => c.enabled && c.status.as_str() == s,
         };
         let type_ok = self
@@ -407,7 +422,13 @@ async fn overview(State(web): State<Web>, headers: HeaderMap, Query(f): Query<Fi
     types.sort();
     types.dedup();
     let total = all.len();
-    let checks: Vec<_> = all.into_iter().filter(|c| f.keeps(c)).collect();
+    let live = cluster::summary(&web).await;
+    let quorum = cluster::Quorum::of(live.as_ref());
+    let only_short = f.status.as_deref() == Some("quorum");
+    let checks: Vec<_> = all
+        .into_iter()
+        .filter(|c| f.keeps(c) && (!only_short || quorum.short(c.id.0)))
+        .collect();
     let ids: Vec<i64> = checks.iter().map(|c| c.id.0).collect();
     let (summaries, sparks, maint) = tokio::join!(
         v1::summaries(&web, checks),
@@ -422,32 +443,34 @@ async fn overview(State(web): State<Web>, headers: HeaderMap, Query(f): Query<Fi
         (Ok(s), Ok(m)) => (s, m),
         (Err(e), _) | (_, Err(e)) => return e.into(),
     };
-    // Checks that need a look first: offline, then maintenance and paused, then the rest.
+    // Checks that need a look first: offline, then short of quorum, then maintenance and
+    // paused, then the rest.
     let mut rows: Vec<(&CheckSummary, (&str, &str, &str))> = summaries
         .iter()
         .map(|s| (s, state_of(s.status, s.enabled, maint.has(s.id))))
         .collect();
-    let rank = |class: &str| match class {
+    let rank = |class: &str, short: bool| match class {
         "offline" => 0,
-        "maint" => 1,
-        "paused" => 2,
-        _ => 3,
+        _ if short => 1,
+        "maint" => 2,
+        "paused" => 3,
+        _ => 4,
     };
-    rows.sort_by_key(|(s, st)| (rank(st.0), s.id));
+    rows.sort_by_key(|(s, st)| (rank(st.0, quorum.short(s.id)), s.id));
     let down = rows.iter().filter(|(_, st)| st.0 == "offline").count();
     let sel = |v: &Option<String>, x: &str| v.as_deref() == Some(x);
     let body = html! {
         h1 { "Checks" }
         p class="summary" {
-            (total) " checks; " strong { (down) " offline" } "; showing " (rows.len()) ". "
+            (total) " checks; " strong { (down) " offline" } "; " span id="quorum-state" { (quorum.words()) } "; showing " (rows.len()) ". "
             span id="live-state" aria-live="polite" { "live updates every 2 s" }
         }
         form method="get" action="/" class="filter" role="search" {
             label for="f-status" { "Status" }
             select id="f-status" name="status" {
                 option value="" { "any" }
-                @for s in ["online", "offline", "paused"] {
-                    option value=(s) selected[sel(&f.status, s)] { (s) }
+                @for (s, label) in [("online", "online"), ("offline", "offline"), ("paused", "paused"), ("quorum", "no quorum")] {
+                    option value=(s) selected[sel(&f.status, s)] { (label) }
                 }
             }
             label for="f-type" { "Type" }
@@ -470,8 +493,9 @@ async fn overview(State(web): State<Web>, headers: HeaderMap, Query(f): Query<Fi
             } }
             tbody {
                 @for (s, (class, symbol, word)) in &rows {
-                    tr id={ "check-" (s.id) } data-status=(class) class={ "r-" (class) } {
-                        td class="st" { (state_html(class, symbol, word)) }
+                    @let short = quorum.short(s.id);
+                    tr id={ "check-" (s.id) } data-status=(class) data-quorum=(if short { "short" } else { "ok" }) class={ "r-" (class) } {
+                        td class="st" { (row_state_html(class, symbol, word, short)) }
                         th scope="row" { a href={ "/checks/" (s.id) } { (s.name) } }
                         td { (s.check_type) }
                         td class="dots" { (dots_html(&s.last_results)) }
@@ -497,10 +521,12 @@ async fn live_feed(State(web): State<Web>, headers: HeaderMap) -> Response {
         Err(e) => return api_error(e.into()),
     };
     let ids: Vec<i64> = checks.iter().map(|c| c.id.0).collect();
-    let (latest, maint) = tokio::join!(
+    let (latest, maint, live) = tokio::join!(
         timeline::latest_of(&web.store, &ids),
-        in_maintenance(&web, now)
+        in_maintenance(&web, now),
+        cluster::summary(&web)
     );
+    let quorum = cluster::Quorum::of(live.as_ref());
     let (latest, maint) = match (latest, maint) {
         (Ok(l), Ok(m)) => (l, m),
         (Err(e), _) | (_, Err(e)) => return api_error(e.into()),
@@ -524,12 +550,14 @@ async fn live_feed(State(web): State<Web>, headers: HeaderMap) -> Response {
             serde_json::json!({
                 "id": c.id.0,
                 "state": class,
-                "state_html": state_html(class, symbol, word).into_string(),
+                "quorum": !quorum.short(c.id.0),
+                "state_html": row_state_html(class, symbol, word, quorum.short(c.id.0)).into_string(),
                 "dots_html": dots_html(&dots).into_string(),
             })
         })
         .collect();
-    let mut r = Json(serde_json::json!({ "checks": out })).into_response();
+    let mut r =
+        Json(serde_json::json!({ "checks": out, "quorum_words": quorum.words() })).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -742,45 +770,6 @@ async fn check_page(
         }
     };
     page(&s.name, Some(&user), body)
-}
-
-async fn workers_page(State(web): State<Web>, headers: HeaderMap) -> Response {
-    let user = match require(&web, &headers).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
-    let now_ms = v1::now_ms();
-    let (workers, fence) = tokio::join!(
-        timeline::workers(&web.store),
-        timeline::fence_holder(&web.store)
-    );
-    let (workers, fence) = match (workers, fence) {
-        (Ok(w), Ok(f)) => (w, f),
-        (Err(e), _) | (_, Err(e)) => return e.into(),
-    };
-    let controller = fence.as_ref().map(|(_, c)| c.as_str());
-    let body = html! {
-        h1 { "Workers" }
-        p { @match &fence {
-            Some((epoch, c)) => { "Controller: " strong { (c) } " (epoch " (epoch) ")." }
-            None => { "No controller has held the fence yet." }
-        } }
-        p class="muted" { "From the stored results: a worker is stale when its latest result is over 2 minutes old. The viewserver members and their leader are in " code { "gobearmon status" } "." }
-        table {
-            thead { tr { th scope="col" { "Worker" } th scope="col" { "Location" } th scope="col" { "Last result" }
-                th scope="col" { "State" } th scope="col" { "Checks" } th scope="col" { "Role" } } }
-            tbody { @for w in &workers {
-                @let age = (now_ms - w.last_result_ms) / 1000;
-                tr id={ "worker-" (w.node.0) } {
-                    th scope="row" { (w.node.0) } td { (w.location) } td { (duration_words(age.max(0))) " ago" }
-                    td { @if age > 120 { span class="status s-offline" { "▼ stale" } } @else { span class="status s-online" { "▲ live" } } }
-                    td class="num" { (w.checks) }
-                    td { @if controller == Some(w.node.0.as_str()) { "controller" } }
-                }
-            } }
-        }
-    };
-    page("Workers", Some(&user), body)
 }
 
 async fn notifications_page(State(web): State<Web>, headers: HeaderMap) -> Response {
