@@ -16,6 +16,12 @@
 //!    step 1), and one check with 365 days of daily rollups and two flips a day. The API router
 //!    is served in this process; each request is timed `--runs` times.
 //!
+//! 3. **Dashboard** (`--part dashboard`, for `scripts/bench-dashboard`): the same data, a
+//!    viewer logged in through the real login form, and a public status page of 100 of the
+//!    checks; the overview of every check, one check's page and the status page are timed
+//!    and weighed. (There is no controller here: the overview's quorum marks would add one
+//!    signed request of at most a second's wait.)
+//!
 //! Prints a markdown table.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,9 +29,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use clap::Parser;
 use gobearmon::config::Secret;
 use gobearmon::model::{CheckId, Epoch, NodeId};
-use gobearmon::store::Store;
 use gobearmon::store::history::{self, RawResult};
 use gobearmon::store::results::{self, LatestResult};
+use gobearmon::store::{Store, webusers};
 use gobearmon::vote::Outcome;
 use mysql_async::prelude::Queryable;
 
@@ -46,6 +52,12 @@ struct Args {
     /// Timed requests per endpoint.
     #[arg(long, default_value_t = 20)]
     runs: usize,
+    /// What to time: `api` (the JSON API) or `dashboard` (the web pages).
+    #[arg(long, default_value = "api")]
+    part: String,
+    /// Where to save the last body of each dashboard page (`overview.html`, ...).
+    #[arg(long)]
+    save: Option<std::path::PathBuf>,
 }
 
 fn now() -> i64 {
@@ -292,6 +304,17 @@ async fn time_get(
     path: &str,
     runs: usize,
 ) -> ([f64; 3], String) {
+    time_get_as(http, base, path, runs, "").await
+}
+
+/// [`time_get`] with a dashboard session cookie (`""`: none).
+async fn time_get_as(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    runs: usize,
+    cookie: &str,
+) -> ([f64; 3], String) {
     let mut took = Vec::with_capacity(runs);
     let mut body = String::new();
     for _ in 0..runs {
@@ -299,6 +322,7 @@ async fn time_get(
         let r = http
             .get(format!("{base}{path}"))
             .bearer_auth(TOKEN)
+            .header(reqwest::header::COOKIE, cookie)
             .send()
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -332,6 +356,117 @@ async fn walk_all(http: &reqwest::Client, base: &str) -> (f64, usize) {
     (t0.elapsed().as_secs_f64() * 1000.0, seen)
 }
 
+const PASSWORD: &str = "bench-dashboard-password";
+
+/// A viewer logged in through the login form; its session cookie.
+async fn log_in(store: &Store, http: &reqwest::Client, base: &str) -> String {
+    let hash = gobearmon::web::dash::auth::hash_password(PASSWORD).expect("hash");
+    webusers::upsert_user(store, "bench", &hash, webusers::Role::Viewer)
+        .await
+        .expect("add the user");
+    let r = http
+        .post(format!("{base}/login"))
+        .form(&[("name", "bench"), ("password", PASSWORD)])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status().as_u16(), 303, "login refused");
+    let set = r
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie");
+    set.split(';').next().unwrap().to_string()
+}
+
+/// The dashboard's pages over the API's data: rows as markdown.
+async fn dashboard(store: &Store, base: &str, first: i64, long: i64, args: &Args) {
+    let runs = args.runs;
+    sql(
+        store,
+        &format!(
+            "INSERT INTO status_pages (id, slug, title, description) VALUES (1, 'bench', 'Bench', 'A hundred services'); \
+             INSERT INTO status_page_checks (page_id, check_id, group_name, display_name, sort_order) \
+             SELECT 1, id, CONCAT('Group ', id % 5), '', id FROM checks WHERE id >= {first} ORDER BY id LIMIT 100"
+        ),
+    )
+    .await;
+    let checks: i64 = one(store, "SELECT COUNT(*) FROM checks").await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let cookie = log_in(store, &http, base).await;
+    let check_page = format!("/checks/{long}");
+    let pages = [
+        (
+            format!("**the overview**, first page of 100 rows ({checks} checks)"),
+            "/".to_string(),
+            "under 150 ms and 2 MB",
+            "overview",
+        ),
+        (
+            "one check's page (365 days of history, 24 h chart)".to_string(),
+            check_page,
+            "",
+            "check",
+        ),
+        (
+            "**a status page** (100 checks)".to_string(),
+            "/status/bench".to_string(),
+            "under 50 ms",
+            "status",
+        ),
+        (
+            "the overview's last page (online checks, by id)".to_string(),
+            format!("/?page={}", (checks as usize).div_ceil(100)),
+            "",
+            "last",
+        ),
+    ];
+    println!("| page | median / p95 / max | HTML | target |");
+    println!("|---|---:|---:|---:|");
+    for (what, path, target, name) in pages {
+        // One warm-up (connection pool, badge and statement caches), not counted.
+        let (_, body) = time_get_as(&http, base, &path, 1, &cookie).await;
+        assert!(
+            body.contains("</tr>") || body.contains("class=\"service\""),
+            "{path}: not a page with rows: {}",
+            &body[..body.len().min(300)]
+        );
+        let (t, body) = time_get_as(&http, base, &path, runs, &cookie).await;
+        if let Some(dir) = &args.save {
+            std::fs::create_dir_all(dir).expect("the --save directory");
+            std::fs::write(dir.join(format!("{name}.html")), &body).expect("save a page");
+        }
+        println!(
+            "| {what} | {:.1} / {:.1} / {:.1} ms | {:.0} KB | {target} |",
+            t[0],
+            t[1],
+            t[2],
+            body.len() as f64 / 1000.0
+        );
+    }
+    // What an open overview asks every 2 s: the state of its 100 rows.
+    let ids: Vec<String> = (first..first + 100).map(|i| i.to_string()).collect();
+    let live = format!("/dash/live.json?ids={}", ids.join(","));
+    let (_, body) = time_get_as(&http, base, &live, 1, &cookie).await;
+    let rows = serde_json::from_str::<serde_json::Value>(&body).expect("live json")["checks"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert_eq!(rows, 100, "the live feed answered {rows} rows");
+    let (t, body) = time_get_as(&http, base, &live, runs, &cookie).await;
+    println!(
+        "| the overview's live poll (100 rows, every 2 s) | {:.1} / {:.1} / {:.1} ms | {:.0} KB of JSON | |",
+        t[0],
+        t[1],
+        t[2],
+        body.len() as f64 / 1000.0
+    );
+}
+
 fn main() {
     gobearmon::tlsutil::install_default_provider();
     let args = Args::parse();
@@ -360,6 +495,12 @@ fn main() {
         ));
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(gobearmon::api::serve(listener, web, stop.clone()));
+        if args.part == "dashboard" {
+            dashboard(&store, &base, first, long, &args).await;
+            stop.cancel();
+            store.close().await;
+            return;
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(60))

@@ -136,6 +136,15 @@ pub async fn checks(store: &Store, only: Option<CheckId>) -> Result<Vec<CheckInf
     }
 }
 
+/// The checks `ids` that exist, by id.
+pub async fn checks_in(store: &Store, ids: &[i64]) -> Result<Vec<CheckInfo>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tail = format!("WHERE id IN ({}) ORDER BY id", in_list(ids.len()));
+    checks_where(store, &tail, ids.iter().map(|&i| i.into()).collect()).await
+}
+
 /// Up to `limit` checks with ids above `after`, by id.
 pub async fn checks_after(
     store: &Store,
@@ -543,6 +552,23 @@ pub async fn incidents(
     now: i64,
 ) -> Result<Vec<Incident>, StoreError> {
     let events = flips(store, check).await?;
+    let mut out = incidents_in(&events, open_only, now);
+    attach_notifications(store, &mut out).await?;
+    Ok(out)
+}
+
+/// The incidents of the checks `ids`, newest first, without their notifications (a public
+/// status page shows none).
+pub async fn incidents_of(
+    store: &Store,
+    ids: &[i64],
+    now: i64,
+) -> Result<Vec<Incident>, StoreError> {
+    Ok(incidents_in(&flips_of(store, ids).await?, false, now))
+}
+
+/// The incidents that `events` (by check, in time order) make, newest first.
+fn incidents_in(events: &[FlipEvent], open_only: bool, now: i64) -> Vec<Incident> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < events.len() {
@@ -571,6 +597,11 @@ pub async fn incidents(
         i += n;
     }
     out.sort_by(|a, b| b.start.cmp(&a.start).then(b.id.cmp(&a.id)));
+    out
+}
+
+/// Each incident's notifications (of its start and of its end).
+async fn attach_notifications(store: &Store, out: &mut [Incident]) -> Result<(), StoreError> {
     let ids: Vec<i64> = out
         .iter()
         .flat_map(|i| std::iter::once(i.id).chain(i.end_event))
@@ -587,13 +618,13 @@ pub async fn incidents(
             by_event.entry(n.event_id).or_default().push(n);
         }
     }
-    for inc in &mut out {
+    for inc in out.iter_mut() {
         for e in std::iter::once(inc.id).chain(inc.end_event) {
             inc.notifications
                 .extend(by_event.remove(&e).unwrap_or_default());
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Raw results of `check` with `from_ms <= at < to_ms`, in time order, at most `limit`,

@@ -5,8 +5,11 @@
   if (!table) { return; }
   var feed = table.getAttribute("data-live");
   var note = document.getElementById("live-state");
+  var loadedDown = Number(table.getAttribute("data-down"));
+  var ids = Array.prototype.map.call(table.querySelectorAll("tbody tr[id^='check-']"),
+    function (row) { return row.id.slice(6); }).join(",");
   function tick() {
-    fetch(feed, { credentials: "same-origin", cache: "no-store" })
+    fetch(feed + "?ids=" + ids, { credentials: "same-origin", cache: "no-store" })
       .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
       .then(function (j) {
         j.checks.forEach(function (c) {
@@ -22,6 +25,10 @@
           var dots = row.querySelector("td.dots");
           if (dots.innerHTML !== c.dots_html) { dots.innerHTML = c.dots_html; }
         });
+        var down = document.getElementById("down-count");
+        if (down) { down.textContent = j.down; }
+        var more = document.getElementById("more-down");
+        if (more) { more.hidden = !(j.down > loadedDown); }
         var quorum = document.getElementById("quorum-state");
         if (quorum && quorum.textContent !== j.quorum_words) { quorum.textContent = j.quorum_words; }
         if (note) { note.textContent = "live, updated " + new Date().toLocaleTimeString(); }

@@ -330,6 +330,7 @@ struct Filter {
     #[serde(rename = "type")]
     check_type: Option<String>,
     q: Option<String>,
+    page: Option<usize>,
 }
 
 impl Filter {
@@ -408,61 +409,107 @@ async fn sparklines(
     Ok(out)
 }
 
+/// Rows on one page of the overview. The first pages hold what needs a look (offline, short
+/// of quorum, in maintenance, paused), so a large installation sees its trouble at once while
+/// each page reads and weighs a bounded amount (`scripts/bench-dashboard`).
+const PAGE_ROWS: usize = 100;
+
+/// The overview's order: what needs a look first.
+fn rank(class: &str, short: bool) -> u8 {
+    match class {
+        "offline" => 0,
+        _ if short => 1,
+        "maint" => 2,
+        "paused" => 3,
+        _ => 4,
+    }
+}
+
+/// The page shown of `rows` for a requested (1-based) page: (page, pages, first row).
+fn page_of(rows: usize, requested: Option<usize>) -> (usize, usize, usize) {
+    let pages = rows.div_ceil(PAGE_ROWS).max(1);
+    let page = requested.unwrap_or(1).clamp(1, pages);
+    (page, pages, (page - 1) * PAGE_ROWS)
+}
+
+impl Filter {
+    /// The overview's address with these filters on page `page` (1-based).
+    fn href(&self, page: usize) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("status", &self.status),
+            ("type", &self.check_type),
+            ("q", &self.q),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                q.append_pair(k, v);
+            }
+        }
+        if page > 1 {
+            q.append_pair("page", &page.to_string());
+        }
+        let q = q.finish();
+        if q.is_empty() {
+            "/".into()
+        } else {
+            format!("/?{q}")
+        }
+    }
+}
+
 async fn overview(State(web): State<Web>, headers: HeaderMap, Query(f): Query<Filter>) -> Response {
     let user = match require(&web, &headers).await {
         Ok(u) => u,
         Err(r) => return r,
     };
     let now = v1::now_ms() / 1000;
-    let all = match timeline::checks(&web.store, None).await {
-        Ok(c) => c,
-        Err(e) => return e.into(),
+    let (all, maint, live) = tokio::join!(
+        timeline::checks(&web.store, None),
+        in_maintenance(&web, now),
+        cluster::summary(&web)
+    );
+    let (all, maint) = match (all, maint) {
+        (Ok(c), Ok(m)) => (c, m),
+        (Err(e), _) | (_, Err(e)) => return e.into(),
     };
     let mut types: Vec<String> = all.iter().map(|c| c.check_type.clone()).collect();
     types.sort();
     types.dedup();
     let total = all.len();
-    let live = cluster::summary(&web).await;
     let quorum = cluster::Quorum::of(live.as_ref());
+    let state = |c: &timeline::CheckInfo| state_of(c.status.as_str(), c.enabled, maint.has(c.id.0));
+    let down = all.iter().filter(|c| state(c).0 == "offline").count();
     let only_short = f.status.as_deref() == Some("quorum");
-    let checks: Vec<_> = all
+    let mut chosen: Vec<_> = all
         .into_iter()
         .filter(|c| f.keeps(c) && (!only_short || quorum.short(c.id.0)))
         .collect();
+    chosen.sort_by_cached_key(|c| (rank(state(c).0, quorum.short(c.id.0)), c.id.0));
+    let matching = chosen.len();
+    let (at, pages, first) = page_of(matching, f.page);
+    let checks: Vec<_> = chosen.into_iter().skip(first).take(PAGE_ROWS).collect();
     let ids: Vec<i64> = checks.iter().map(|c| c.id.0).collect();
-    let (summaries, sparks, maint) = tokio::join!(
-        v1::summaries(&web, checks),
-        sparklines(&web, &ids, now),
-        in_maintenance(&web, now)
-    );
+    let (summaries, sparks) =
+        tokio::join!(v1::summaries(&web, checks), sparklines(&web, &ids, now));
     let summaries = match summaries {
         Ok(s) => s,
         Err(e) => return api_error(e),
     };
-    let (sparks, maint) = match (sparks, maint) {
-        (Ok(s), Ok(m)) => (s, m),
-        (Err(e), _) | (_, Err(e)) => return e.into(),
+    let sparks = match sparks {
+        Ok(s) => s,
+        Err(e) => return e.into(),
     };
-    // Checks that need a look first: offline, then short of quorum, then maintenance and
-    // paused, then the rest.
-    let mut rows: Vec<(&CheckSummary, (&str, &str, &str))> = summaries
+    let rows: Vec<(&CheckSummary, (&str, &str, &str))> = summaries
         .iter()
         .map(|s| (s, state_of(s.status, s.enabled, maint.has(s.id))))
         .collect();
-    let rank = |class: &str, short: bool| match class {
-        "offline" => 0,
-        _ if short => 1,
-        "maint" => 2,
-        "paused" => 3,
-        _ => 4,
-    };
-    rows.sort_by_key(|(s, st)| (rank(st.0, quorum.short(s.id)), s.id));
-    let down = rows.iter().filter(|(_, st)| st.0 == "offline").count();
     let sel = |v: &Option<String>, x: &str| v.as_deref() == Some(x);
     let body = html! {
         h1 { "Checks" }
         p class="summary" {
-            (total) " checks; " strong { (down) " offline" } "; " span id="quorum-state" { (quorum.words()) } "; showing " (rows.len()) ". "
+            (total) " checks; " strong { span id="down-count" { (down) } " offline" } "; " span id="quorum-state" { (quorum.words()) } ". "
+            @if matching == 0 { "None match. " }
+            @else { "Showing " (first + 1) "–" (first + rows.len()) " of " (matching) ", offline first. " }
             span id="live-state" aria-live="polite" { "live updates every 2 s" }
         }
         form method="get" action="/" class="filter" role="search" {
@@ -484,7 +531,7 @@ async fn overview(State(web): State<Web>, headers: HeaderMap, Query(f): Query<Fi
             input id="f-q" name="q" type="search" value=(f.q.clone().unwrap_or_default());
             button type="submit" { "Filter" }
         }
-        table class="checks" data-live="/dash/live.json" {
+        table class="checks" data-live="/dash/live.json" data-down=(down) {
             caption class="sr" { "Checks, offline first" }
             thead { tr {
                 th scope="col" { "Status" } th scope="col" { "Check" } th scope="col" { "Type" }
@@ -506,30 +553,66 @@ async fn overview(State(web): State<Web>, headers: HeaderMap, Query(f): Query<Fi
                 }
             }
         }
+        p id="more-down" class="warn" hidden { "More checks are offline than when this page was loaded: " a href="/" { "reload to see them first" } "." }
+        @if pages > 1 {
+            nav class="pages" aria-label="pages of checks" {
+                @if at > 1 { a href=(f.href(at - 1)) rel="prev" { "‹ previous" } " " }
+                "page " (at) " of " (pages)
+                @if at < pages { " " a href=(f.href(at + 1)) rel="next" id="next-page" { "next ›" } }
+            }
+        }
     };
     page("Checks", Some(&user), body)
 }
 
 /// What the overview's script polls: each check's state and dots, rendered.
-async fn live_feed(State(web): State<Web>, headers: HeaderMap) -> Response {
+#[derive(Deserialize, Default)]
+struct LiveQuery {
+    /// The rows the page shows, comma-separated.
+    #[serde(default)]
+    ids: String,
+}
+
+/// Most rows one poll answers for (a page holds [`PAGE_ROWS`]).
+const LIVE_ROWS: usize = 500;
+
+async fn live_feed(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(q): Query<LiveQuery>,
+) -> Response {
     if let Err(r) = require(&web, &headers).await {
         return (StatusCode::UNAUTHORIZED, r).into_response();
     }
     let now = v1::now_ms() / 1000;
-    let checks = match timeline::checks(&web.store, None).await {
-        Ok(c) => c,
-        Err(e) => return api_error(e.into()),
-    };
-    let ids: Vec<i64> = checks.iter().map(|c| c.id.0).collect();
-    let (latest, maint, live) = tokio::join!(
-        timeline::latest_of(&web.store, &ids),
+    let wanted: std::collections::HashSet<i64> = q
+        .ids
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .take(LIVE_ROWS)
+        .collect();
+    let (all, maint, live) = tokio::join!(
+        timeline::checks(&web.store, None),
         in_maintenance(&web, now),
         cluster::summary(&web)
     );
     let quorum = cluster::Quorum::of(live.as_ref());
-    let (latest, maint) = match (latest, maint) {
-        (Ok(l), Ok(m)) => (l, m),
+    let (all, maint) = match (all, maint) {
+        (Ok(c), Ok(m)) => (c, m),
         (Err(e), _) | (_, Err(e)) => return api_error(e.into()),
+    };
+    let down = all
+        .iter()
+        .filter(|c| state_of(c.status.as_str(), c.enabled, maint.has(c.id.0)).0 == "offline")
+        .count();
+    let checks: Vec<_> = all
+        .into_iter()
+        .filter(|c| wanted.contains(&c.id.0))
+        .collect();
+    let ids: Vec<i64> = checks.iter().map(|c| c.id.0).collect();
+    let latest = match timeline::latest_of(&web.store, &ids).await {
+        Ok(l) => l,
+        Err(e) => return api_error(e.into()),
     };
     let mut by_check: HashMap<i64, Vec<v1::LastResult>> = HashMap::new();
     for r in latest {
@@ -557,7 +640,8 @@ async fn live_feed(State(web): State<Web>, headers: HeaderMap) -> Response {
         })
         .collect();
     let mut r =
-        Json(serde_json::json!({ "checks": out, "quorum_words": quorum.words() })).into_response();
+        Json(serde_json::json!({ "checks": out, "down": down, "quorum_words": quorum.words() }))
+            .into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -606,11 +690,12 @@ async fn latency_per_location(
 }
 
 /// Uptime per UTC day, 90 days to today (today so far).
+/// Each check's uptime per UTC day over the last 90 days (labelled by date), in one read.
 async fn ninety_days(
     web: &Web,
-    info: &timeline::CheckInfo,
+    checks: &[timeline::CheckInfo],
     now: i64,
-) -> Result<Vec<(String, Option<f64>)>, StoreError> {
+) -> Result<Vec<Vec<(String, Option<f64>)>>, StoreError> {
     let today = now - now.rem_euclid(DAY);
     let windows: Vec<(i64, i64)> = (0..90)
         .rev()
@@ -619,14 +704,20 @@ async fn ninety_days(
             (a, (a + DAY).min(now.max(a + 1)))
         })
         .collect();
-    let ups = timeline::uptimes(&web.store, std::slice::from_ref(info), &windows, now)
-        .await?
-        .pop()
-        .unwrap_or_default();
-    Ok(windows
+    let labels: Vec<String> = windows
         .iter()
-        .zip(ups)
-        .map(|((a, _), u)| (crate::history::rfc3339(*a)[..10].to_string(), u.ratio))
+        .map(|(a, _)| crate::history::rfc3339(*a)[..10].to_string())
+        .collect();
+    Ok(timeline::uptimes(&web.store, checks, &windows, now)
+        .await?
+        .into_iter()
+        .map(|ups| {
+            labels
+                .iter()
+                .cloned()
+                .zip(ups.into_iter().map(|u| u.ratio))
+                .collect()
+        })
         .collect())
 }
 
@@ -670,7 +761,7 @@ async fn check_page(
         v1::summaries(&web, vec![info.clone()]),
         v1::live_of(&web, id),
         latency_per_location(&web, id, now, span),
-        ninety_days(&web, &info, now),
+        ninety_days(&web, std::slice::from_ref(&info), now),
         timeline::incidents(&web.store, Some(CheckId(id)), false, now),
         in_maintenance(&web, now)
     );
@@ -681,7 +772,7 @@ async fn check_page(
         return error_page(StatusCode::NOT_FOUND, "no such check");
     };
     let (chart, days, incidents, maint) = match (chart, days, incidents, maint) {
-        (Ok(c), Ok(d), Ok(i), Ok(m)) => (c, d, i, m),
+        (Ok(c), Ok(mut d), Ok(i), Ok(m)) => (c, d.pop().unwrap_or_default(), i, m),
         (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return e.into(),
     };
     let (class, symbol, word) = state_of(s.status, s.enabled, maint.has(id));
@@ -931,6 +1022,45 @@ mod tests {
         assert_eq!(state_of("offline", false, false).0, "paused");
         assert_eq!(state_of("online", true, true).0, "maint");
         assert_eq!(state_of("online", true, false).1, "▲");
+    }
+
+    #[test]
+    fn pages_hold_what_needs_a_look_first_and_keep_the_filters() {
+        assert_eq!(page_of(0, None), (1, 1, 0));
+        assert_eq!(page_of(PAGE_ROWS, Some(2)), (1, 1, 0));
+        assert_eq!(
+            page_of(PAGE_ROWS * 100 + 1, Some(101)),
+            (101, 101, PAGE_ROWS * 100)
+        );
+        assert_eq!(page_of(PAGE_ROWS * 3, Some(0)), (1, 3, 0));
+        assert_eq!(page_of(PAGE_ROWS * 3, Some(9)), (3, 3, PAGE_ROWS * 2));
+        let mut order = [
+            ("online", false),
+            ("paused", false),
+            ("online", true),
+            ("maint", false),
+            ("offline", true),
+        ];
+        order.sort_by_key(|(c, short)| rank(c, *short));
+        assert_eq!(
+            order,
+            [
+                ("offline", true),
+                ("online", true),
+                ("maint", false),
+                ("paused", false),
+                ("online", false)
+            ]
+        );
+        let f = Filter {
+            status: Some("offline".into()),
+            check_type: Some(String::new()),
+            q: Some("a&b c".into()),
+            page: Some(4),
+        };
+        assert_eq!(f.href(2), "/?status=offline&q=a%26b+c&page=2");
+        assert_eq!(f.href(1), "/?status=offline&q=a%26b+c");
+        assert_eq!(Filter::default().href(1), "/");
     }
 
     #[test]

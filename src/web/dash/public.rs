@@ -66,28 +66,34 @@ async fn status_page(State(web): State<Web>, Path(slug): Path<String>) -> Respon
         Ok(c) => c,
         Err(e) => return e.into(),
     };
-    let all = match timeline::checks(&web.store, None).await {
+    let wanted: Vec<i64> = on_page.iter().map(|pc| pc.check.0).collect();
+    let all = match timeline::checks_in(&web.store, &wanted).await {
         Ok(c) => c,
         Err(e) => return e.into(),
     };
     let infos: HashMap<i64, timeline::CheckInfo> = all.into_iter().map(|c| (c.id.0, c)).collect();
-    let mut rows = Vec::new();
-    for pc in &on_page {
-        let Some(info) = infos.get(&pc.check.0) else {
-            continue;
-        };
-        let days = match ninety_days(&web, info, now).await {
-            Ok(d) => d,
-            Err(e) => return e.into(),
-        };
-        let name = if pc.display_name.is_empty() {
-            info.name.clone()
-        } else {
-            pc.display_name.clone()
-        };
-        rows.push((pc.group.clone(), name, info.clone(), days));
-    }
-    let incidents = match timeline::incidents(&web.store, None, false, now).await {
+    let shown: Vec<(&webusers::PageCheck, &timeline::CheckInfo)> = on_page
+        .iter()
+        .filter_map(|pc| Some((pc, infos.get(&pc.check.0)?)))
+        .collect();
+    let list: Vec<timeline::CheckInfo> = shown.iter().map(|(_, i)| (*i).clone()).collect();
+    let bars = match ninety_days(&web, &list, now).await {
+        Ok(d) => d,
+        Err(e) => return e.into(),
+    };
+    let rows: Vec<_> = shown
+        .into_iter()
+        .zip(bars)
+        .map(|((pc, info), days)| {
+            let name = if pc.display_name.is_empty() {
+                info.name.clone()
+            } else {
+                pc.display_name.clone()
+            };
+            (pc.group.clone(), name, info.clone(), days)
+        })
+        .collect();
+    let incidents = match timeline::incidents_of(&web.store, &wanted, now).await {
         Ok(i) => i,
         Err(e) => return e.into(),
     };
