@@ -34,6 +34,7 @@
 
 pub mod api;
 pub mod canary;
+pub mod cli;
 pub mod config;
 pub mod history;
 pub mod lease;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use gobearmon::config;
 
-const EXIT_CONFIG: u8 = 64;
+use gobearmon::cli::Exit;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -252,7 +252,7 @@ fn main() -> ExitCode {
         ) => report(&config, &check, &window, json, Report::Uptime),
         (None, None) => {
             eprintln!("gobearmon: no config file given; see `gobearmon --help`");
-            ExitCode::from(EXIT_CONFIG)
+            ExitCode::from(Exit::Config)
         }
     }
 }
@@ -262,7 +262,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(c) => {
             if let Err(e) = preflight(&c) {
                 eprintln!("{}: {e}", path.display());
-                return ExitCode::from(EXIT_CONFIG);
+                return ExitCode::from(Exit::Config);
             }
             let role = match &c.role {
                 config::Role::Worker {
@@ -277,7 +277,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::from(EXIT_CONFIG)
+            ExitCode::from(Exit::Config)
         }
     }
 }
@@ -291,7 +291,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(tls) => tls,
         Err(e) => {
             eprintln!("{}: {e}", path.display());
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(Exit::Config);
         }
     };
     init_tracing(config.default.debug);
@@ -300,7 +300,7 @@ fn run(path: &std::path::Path) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gobearmon: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_SOFTWARE);
+            return ExitCode::from(Exit::Software);
         }
     };
     runtime.block_on(run_node(config, tls))
@@ -354,8 +354,6 @@ fn smtp_ca(config: &config::Config) -> Result<(), String> {
     }
 }
 
-const EXIT_SOFTWARE: u8 = 70;
-
 fn init_tracing(debug: bool) {
     let default = if debug {
         "gobearmon=debug,info"
@@ -374,7 +372,7 @@ fn init_tracing(debug: bool) {
 async fn bind(what: &str, addr: &str) -> Result<tokio::net::TcpListener, ExitCode> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         tracing::error!(%addr, error = %e, "cannot listen on {what}");
-        ExitCode::from(EXIT_CONFIG)
+        ExitCode::from(Exit::Config)
     })
 }
 
@@ -428,7 +426,7 @@ async fn run_node(
         signal(SignalKind::user_defined1()),
     ) else {
         tracing::error!("cannot install signal handlers");
-        return ExitCode::from(EXIT_SOFTWARE);
+        return ExitCode::from(Exit::Software);
     };
     let stop = shutdown.clone();
     let usr1_notify = disconnect.clone();
@@ -493,7 +491,7 @@ async fn run_node(
         }
         Err(e) => {
             tracing::error!(error = %e, "node stopped on an error");
-            ExitCode::from(EXIT_SOFTWARE)
+            ExitCode::from(Exit::Software)
         }
     }
 }
@@ -507,7 +505,7 @@ fn probe(check_type: &str, data: &str, config_path: Option<&std::path::Path>) ->
         Some(Ok(c)) => c.dns.server,
         Some(Err(e)) => {
             eprintln!("{e}");
-            return ExitCode::from(2);
+            return ExitCode::from(Exit::Usage);
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -517,12 +515,12 @@ fn probe(check_type: &str, data: &str, config_path: Option<&std::path::Path>) ->
         Ok(r) => r,
         Err(e) => {
             eprintln!("gobearmon: cannot start the async runtime: {e}");
-            return ExitCode::from(3);
+            return ExitCode::from(Exit::CannotRun);
         }
     };
     if check_type == "push" {
         eprintln!("gobearmon: {}", probe::PUSH_NOT_PROBED);
-        return ExitCode::from(2);
+        return ExitCode::from(Exit::Usage);
     }
     let spec = CheckSpec::parse(check_type, data);
     let ctx = ProbeContext::new(dns_server);
@@ -537,7 +535,7 @@ fn probe(check_type: &str, data: &str, config_path: Option<&std::path::Path>) ->
             );
             match outcome.status {
                 CheckStatus::Online => ExitCode::SUCCESS,
-                CheckStatus::Offline => ExitCode::from(1),
+                CheckStatus::Offline => ExitCode::from(Exit::Failed),
             }
         }
         Err(e) => {
@@ -545,7 +543,7 @@ fn probe(check_type: &str, data: &str, config_path: Option<&std::path::Path>) ->
                 "{}",
                 serde_json::json!({ "status": "fail", "message": e.to_string() })
             );
-            ExitCode::from(3)
+            ExitCode::from(Exit::CannotRun)
         }
     }
 }
@@ -558,14 +556,14 @@ fn controller_config(
 ) -> Result<(config::Config, config::ControllerConfig), ExitCode> {
     let config = config::load(path).map_err(|e| {
         eprintln!("{e}");
-        ExitCode::from(EXIT_CONFIG)
+        ExitCode::from(Exit::Config)
     })?;
     let Some(controller) = config.controller().cloned() else {
         eprintln!(
             "{}: no [controller] section, so no database to read {what} from",
             path.display()
         );
-        return Err(ExitCode::from(EXIT_CONFIG));
+        return Err(ExitCode::from(Exit::Config));
     };
     Ok((config, controller))
 }
@@ -600,15 +598,15 @@ fn ack(check: &str, comment: &str, by: Option<String>, path: &std::path::Path) -
         }
         Ok(Acked::NoIncident) => {
             eprintln!("error: check {check} is not offline: no open incident to acknowledge");
-            ExitCode::from(1)
+            ExitCode::from(Exit::Failed)
         }
         Ok(Acked::NoCheck) => {
             eprintln!("error: no check {check}");
-            ExitCode::from(1)
+            ExitCode::from(Exit::Failed)
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(Exit::Failed)
         }
     }
 }
@@ -656,12 +654,12 @@ fn user_add(name: &str, role: &str, path: &std::path::Path) -> ExitCode {
     use gobearmon::store::webusers::{Role, upsert_user};
     let Some(role) = Role::parse(role) else {
         eprintln!("gobearmon: --role: expected viewer or operator, found {role:?}");
-        return ExitCode::from(2);
+        return ExitCode::from(Exit::Usage);
     };
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 64 {
         eprintln!("gobearmon: the user name must have 1 to 64 characters");
-        return ExitCode::from(2);
+        return ExitCode::from(Exit::Usage);
     }
     let controller = match controller_config(path, "user") {
         Ok((_, c)) => c,
@@ -671,18 +669,18 @@ fn user_add(name: &str, role: &str, path: &std::path::Path) -> ExitCode {
         Ok(p) if p.chars().count() >= 8 => p,
         Ok(_) => {
             eprintln!("error: the password must have at least 8 characters");
-            return ExitCode::from(1);
+            return ExitCode::from(Exit::Failed);
         }
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(Exit::Failed);
         }
     };
     let hash = match gobearmon::web::dash::auth::hash_password(&password) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(Exit::Failed);
         }
     };
     let outcome = with_store(&controller, async |store| {
@@ -701,7 +699,7 @@ fn user_add(name: &str, role: &str, path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(Exit::Failed)
         }
     }
 }
@@ -715,7 +713,7 @@ fn contact_test(id: i64, path: &std::path::Path) -> ExitCode {
     let controller = &controller;
     if let Err(e) = smtp_ca(&config) {
         eprintln!("{}: {e}", path.display());
-        return ExitCode::from(EXIT_CONFIG);
+        return ExitCode::from(Exit::Config);
     }
     let outcome = with_store(controller, async |store| {
         let channels =
@@ -735,7 +733,7 @@ fn contact_test(id: i64, path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(Exit::Failed)
         }
     }
 }
@@ -811,12 +809,12 @@ fn status(path: &std::path::Path, json: bool) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: the controller's answer is not a status ({e}); try --json");
-                ExitCode::from(1)
+                ExitCode::from(Exit::Failed)
             }
         },
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(Exit::Failed)
         }
     }
 }
@@ -851,7 +849,7 @@ fn report(path: &std::path::Path, check: &str, span: &str, json: bool, what: Rep
     };
     let Some(span) = config::parse_duration(span).filter(|d| !d.is_zero()) else {
         eprintln!("gobearmon: {span:?} is not a duration like \"24h\" or \"30d\"");
-        return ExitCode::from(2);
+        return ExitCode::from(Exit::Usage);
     };
     let span = span.as_secs() as i64;
     let now = gobearmon::notify::unix_ms(std::time::SystemTime::now()) / 1000;
@@ -886,7 +884,7 @@ fn report(path: &std::path::Path, check: &str, span: &str, json: bool, what: Rep
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(Exit::Failed)
         }
     }
 }
@@ -905,7 +903,7 @@ fn push_url(check: &str, path: &std::path::Path) -> ExitCode {
                 "{}: no [web] addr, so no node serves push URLs; set [web] addr (and public_url)",
                 path.display()
             );
-            return ExitCode::from(EXIT_CONFIG);
+            return ExitCode::from(Exit::Config);
         }
     };
     let outcome = with_store(&controller, async |store| {
@@ -920,7 +918,7 @@ fn push_url(check: &str, path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(Exit::Failed)
         }
     }
 }
@@ -952,11 +950,11 @@ fn node_key(id: &str, path: &std::path::Path) -> ExitCode {
             "{}: holds no cluster secret ([default] password); use the config of a viewserver member or a controller-capable worker",
             path.display()
         );
-        return ExitCode::from(EXIT_CONFIG);
+        return ExitCode::from(Exit::Config);
     };
     if !gobearmon::config::valid_node_id(id) {
         eprintln!("{id:?} is not a node id: 1 to 64 characters from A-Z a-z 0-9 . _ -");
-        return ExitCode::from(2);
+        return ExitCode::from(Exit::Usage);
     }
     println!("{}", gobearmon::rpc::sign::node_key_hex(secret, id));
     ExitCode::SUCCESS
@@ -975,7 +973,7 @@ fn disconnect(path: &std::path::Path) -> ExitCode {
     };
     let Some(worker) = config.worker() else {
         eprintln!("{}: not a worker config", path.display());
-        return ExitCode::from(EXIT_CONFIG);
+        return ExitCode::from(Exit::Config);
     };
     // A worker listening on every interface is asked over loopback.
     let addr = match worker.addr.parse::<std::net::SocketAddr>() {
@@ -1009,7 +1007,7 @@ fn disconnect(path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(1)
+            ExitCode::from(Exit::Failed)
         }
     }
 }
@@ -1018,6 +1016,6 @@ fn disconnect(path: &std::path::Path) -> ExitCode {
 fn load_config(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|e| {
         eprintln!("{e}");
-        ExitCode::from(EXIT_CONFIG)
+        ExitCode::from(Exit::Config)
     })
 }

@@ -185,3 +185,14 @@ fn systemd_units_verify() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.trim().is_empty(), "{err}");
 }
+
+#[test]
+fn probe_with_an_unreadable_config_exits_2_and_says_why() {
+    let (code, _, err) =
+        run(bin().args(["probe", "tcp", "{}", "--config", "/nonexistent/node.toml"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("/nonexistent/node.toml"),
+        "the file is named: {err}"
+    );
+}

@@ -149,6 +149,60 @@ impl Drop for AdminReports {
     }
 }
 
+/// What one [`Dispatcher::run`] keeps between its steps.
+struct Running {
+    concurrency: usize,
+    /// The sends in flight.
+    tasks: JoinSet<Outcome>,
+    /// Finished sends not yet recorded.
+    unrecorded: Vec<Outcome>,
+    reports: AdminReports,
+    /// Look for due rows at the next step.
+    claim_now: bool,
+    /// Shutting down: no more claims or reports.
+    draining: bool,
+}
+
+impl Running {
+    fn collect(&mut self, joined: Result<Outcome, tokio::task::JoinError>) {
+        match joined {
+            Ok(outcome) => self.unrecorded.push(outcome),
+            // The row stays claimed and is tried again when the claim runs out.
+            Err(e) => tracing::error!(error = %e, "an outbox delivery task died"),
+        }
+    }
+}
+
+impl AdminReports {
+    /// Books the end of the running report pass. Only a fenced store ends the run.
+    fn pass_ended(
+        &mut self,
+        pass: Result<Result<AdminPass, StoreError>, tokio::task::JoinError>,
+        config: &DeliveryConfig,
+    ) -> Result<(), StoreError> {
+        let started_at = self.running.take().map_or(0, |(g, _)| g);
+        if !matches!(pass, Ok(Ok(AdminPass::SendFailed))) {
+            self.send_failures = 0;
+            self.retry_at = None;
+        }
+        match pass {
+            // Rows that failed while the pass ran are reported by the next.
+            Ok(Ok(AdminPass::Done)) => self.reported = started_at,
+            Ok(Ok(AdminPass::More | AdminPass::Suppressed)) => {}
+            Ok(Ok(AdminPass::SendFailed)) => {
+                self.send_failures += 1;
+                let wait = Dispatcher::backoff(config, self.send_failures);
+                self.retry_at = Some(tokio::time::Instant::now() + wait);
+            }
+            Ok(Ok(AdminPass::NotConfigured)) => self.disabled = true,
+            Ok(Err(e @ StoreError::Fenced { .. })) => return Err(e),
+            Ok(Err(e)) => tracing::warn!(error = %e, "reporting failed notifications"),
+            Err(e) => tracing::error!(error = %e, "the admin report task died"),
+        }
+        Ok(())
+    }
+}
+
 impl Dispatcher {
     /// A dispatcher acting for `epoch` as `node`. `admin` receives the failed rows.
     pub fn new(
@@ -212,132 +266,154 @@ impl Dispatcher {
     /// abandoned: their rows stay claimed and are retried by the new controller). Other
     /// database errors are logged and retried; they end the run only while shutting down.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StoreError> {
-        let concurrency = self.config.concurrency.max(1);
-        let mut tasks: JoinSet<Outcome> = JoinSet::new();
-        let mut unrecorded: Vec<Outcome> = Vec::new();
-        // Start with one pass: earlier controllers may have left failed rows unreported.
-        let mut reports = AdminReports {
-            failures: 1,
-            reported: 0,
-            running: None,
-            retry_at: None,
-            send_failures: 0,
-            disabled: !self.admin.is_configured(),
+        let mut run = Running {
+            concurrency: self.config.concurrency.max(1),
+            tasks: JoinSet::new(),
+            unrecorded: Vec::new(),
+            // Start with one pass: earlier controllers may have left failed rows unreported.
+            reports: AdminReports {
+                failures: 1,
+                reported: 0,
+                running: None,
+                retry_at: None,
+                send_failures: 0,
+                disabled: !self.admin.is_configured(),
+            },
+            claim_now: true,
+            draining: false,
         };
-        let mut claim_now = true;
-        let mut draining = false;
         tracing::info!(epoch = %self.epoch, node = %self.node, "outbox dispatcher started");
+        let ended = self.steps(&mut run, &shutdown).await;
+        if ended.is_err() {
+            run.tasks.abort_all();
+        }
+        ended
+    }
+
+    /// The dispatcher's loop: record, claim, report, then wait for the next thing to happen.
+    /// An error ends the run (the caller abandons the sends in flight).
+    async fn steps(
+        &self,
+        run: &mut Running,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StoreError> {
         loop {
-            if !unrecorded.is_empty() {
-                match self.record(&unrecorded).await {
-                    Ok(any_failed) => {
-                        unrecorded.clear();
-                        if any_failed {
-                            reports.failures += 1;
-                        }
-                        claim_now = true;
-                    }
-                    Err(e @ StoreError::Fenced { .. }) => {
-                        tasks.abort_all();
-                        return Err(e);
-                    }
-                    Err(e) if draining => {
-                        tracing::warn!(error = %e, rows = unrecorded.len(), "outbox results not recorded at shutdown; the rows will be sent again");
-                        tasks.abort_all();
-                        return Err(e);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "recording outbox results failed; retrying")
-                    }
-                }
-            }
-            if !draining && claim_now && unrecorded.is_empty() && tasks.len() < concurrency {
-                claim_now = false;
-                match self.claim(concurrency - tasks.len()).await {
-                    Ok(rows) => {
-                        for row in rows {
-                            tasks.spawn(deliver(self.deliverer.clone(), row, self.config.timeout));
-                        }
-                    }
-                    Err(e @ StoreError::Fenced { .. }) => {
-                        tasks.abort_all();
-                        return Err(e);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "claiming outbox rows failed; retrying"),
-                }
-            }
-            if reports.failures > reports.reported
-                && !reports.disabled
-                && !draining
-                && reports.running.is_none()
-                && reports
-                    .retry_at
-                    .is_none_or(|t| t <= tokio::time::Instant::now())
-                && self.admin.is_due(AdminKind::FailedDeliveries)
-            {
-                let task = tokio::spawn(report_failed(
-                    self.store.clone(),
-                    self.epoch,
-                    self.node.clone(),
-                    self.admin.clone(),
-                ));
-                reports.running = Some((reports.failures, task));
-            }
-            if draining && tasks.is_empty() && unrecorded.is_empty() {
-                if let Some((_, task)) = reports.running.take() {
+            self.record_outcomes(run).await?;
+            self.claim_more(run).await?;
+            self.start_report(run);
+            if run.draining && run.tasks.is_empty() && run.unrecorded.is_empty() {
+                if let Some((_, task)) = run.reports.running.take() {
                     let _ = task.await;
                 }
                 tracing::info!(epoch = %self.epoch, "outbox dispatcher stopped");
                 return Ok(());
             }
-            tokio::select! {
-                _ = shutdown.cancelled(), if !draining => draining = true,
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    let mut collect = |j: Result<Outcome, tokio::task::JoinError>| match j {
-                        Ok(outcome) => unrecorded.push(outcome),
-                        // The row stays claimed and is tried again when the claim runs out.
-                        Err(e) => tracing::error!(error = %e, "an outbox delivery task died"),
-                    };
-                    collect(joined);
-                    while let Some(j) = tasks.try_join_next() {
-                        collect(j);
-                    }
-                    claim_now = true;
+            self.wait(run, shutdown).await?;
+        }
+    }
+
+    /// Records the outcomes of finished sends. A failure is retried on the next step, except
+    /// when fenced or shutting down.
+    async fn record_outcomes(&self, run: &mut Running) -> Result<(), StoreError> {
+        if run.unrecorded.is_empty() {
+            return Ok(());
+        }
+        match self.record(&run.unrecorded).await {
+            Ok(any_failed) => {
+                run.unrecorded.clear();
+                if any_failed {
+                    run.reports.failures += 1;
                 }
-                pass = async {
-                    match reports.running.as_mut() {
-                        Some((_, task)) => task.await,
-                        None => std::future::pending().await,
-                    }
-                }, if reports.running.is_some() =>
-                {
-                    let started_at = reports.running.take().map_or(0, |(g, _)| g);
-                    if !matches!(pass, Ok(Ok(AdminPass::SendFailed))) {
-                        reports.send_failures = 0;
-                        reports.retry_at = None;
-                    }
-                    match pass {
-                        // Rows that failed while the pass ran are reported by the next.
-                        Ok(Ok(AdminPass::Done)) => reports.reported = started_at,
-                        Ok(Ok(AdminPass::More | AdminPass::Suppressed)) => {}
-                        Ok(Ok(AdminPass::SendFailed)) => {
-                            reports.send_failures += 1;
-                            let wait = Dispatcher::backoff(&self.config, reports.send_failures);
-                            reports.retry_at = Some(tokio::time::Instant::now() + wait);
-                        }
-                        Ok(Ok(AdminPass::NotConfigured)) => reports.disabled = true,
-                        Ok(Err(e @ StoreError::Fenced { .. })) => {
-                            tasks.abort_all();
-                            return Err(e);
-                        }
-                        Ok(Err(e)) => tracing::warn!(error = %e, "reporting failed notifications"),
-                        Err(e) => tracing::error!(error = %e, "the admin report task died"),
-                    }
-                }
-                _ = self.wake.notified() => claim_now = true,
-                _ = tokio::time::sleep(self.poll) => claim_now = true,
+                run.claim_now = true;
+                Ok(())
+            }
+            Err(e @ StoreError::Fenced { .. }) => Err(e),
+            Err(e) if run.draining => {
+                tracing::warn!(error = %e, rows = run.unrecorded.len(), "outbox results not recorded at shutdown; the rows will be sent again");
+                Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording outbox results failed; retrying");
+                Ok(())
             }
         }
+    }
+
+    /// Claims due rows up to the free concurrency, when asked to and everything earlier is
+    /// recorded, and starts sending them.
+    async fn claim_more(&self, run: &mut Running) -> Result<(), StoreError> {
+        if run.draining
+            || !run.claim_now
+            || !run.unrecorded.is_empty()
+            || run.tasks.len() >= run.concurrency
+        {
+            return Ok(());
+        }
+        run.claim_now = false;
+        match self.claim(run.concurrency - run.tasks.len()).await {
+            Ok(rows) => {
+                for row in rows {
+                    run.tasks
+                        .spawn(deliver(self.deliverer.clone(), row, self.config.timeout));
+                }
+            }
+            Err(e @ StoreError::Fenced { .. }) => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "claiming outbox rows failed; retrying"),
+        }
+        Ok(())
+    }
+
+    /// Starts a report pass on failed rows when there are new ones and the admin notifier
+    /// can and may send.
+    fn start_report(&self, run: &mut Running) {
+        let reports = &run.reports;
+        if reports.failures > reports.reported
+            && !reports.disabled
+            && !run.draining
+            && reports.running.is_none()
+            && reports
+                .retry_at
+                .is_none_or(|t| t <= tokio::time::Instant::now())
+            && self.admin.is_due(AdminKind::FailedDeliveries)
+        {
+            let task = tokio::spawn(report_failed(
+                self.store.clone(),
+                self.epoch,
+                self.node.clone(),
+                self.admin.clone(),
+            ));
+            run.reports.running = Some((run.reports.failures, task));
+        }
+    }
+
+    /// Waits for shutdown, finished sends, the end of a report pass, a wake or the poll
+    /// interval.
+    async fn wait(
+        &self,
+        run: &mut Running,
+        shutdown: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        tokio::select! {
+            _ = shutdown.cancelled(), if !run.draining => run.draining = true,
+            Some(joined) = run.tasks.join_next(), if !run.tasks.is_empty() => {
+                run.collect(joined);
+                while let Some(j) = run.tasks.try_join_next() {
+                    run.collect(j);
+                }
+                run.claim_now = true;
+            }
+            pass = async {
+                match run.reports.running.as_mut() {
+                    Some((_, task)) => task.await,
+                    None => std::future::pending().await,
+                }
+            }, if run.reports.running.is_some() => {
+                run.reports.pass_ended(pass, &self.config)?;
+            }
+            _ = self.wake.notified() => run.claim_now = true,
+            _ = tokio::time::sleep(self.poll) => run.claim_now = true,
+        }
+        Ok(())
     }
 
     /// Claims up to `limit` due rows for this node, with their contacts.

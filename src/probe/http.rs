@@ -385,38 +385,9 @@ async fn run_at(
     run_started: std::time::Instant,
 ) -> Result<Finding, ProbeError> {
     let mut details = Details::default();
-    let url = match reqwest::Url::parse(&spec.url) {
-        Ok(u) => u,
-        Err(e) => {
-            return Ok(Finding::offline(
-                format!(
-                    "error creating HTTP request: parse \"{}\": {e}",
-                    redact::message_url(&spec.url)
-                ),
-                details,
-            ));
-        }
-    };
-    let method = match reqwest::Method::from_bytes(spec.method.as_bytes()) {
-        Ok(m) => m,
-        Err(_) => {
-            return Ok(Finding::offline(
-                format!(
-                    "error creating HTTP request: net/http: invalid method \"{}\"",
-                    spec.method
-                ),
-                details,
-            ));
-        }
-    };
-    let headers = match request_headers(spec) {
-        Ok(h) => h,
-        Err(e) => {
-            return Ok(Finding::offline(
-                format!("error creating HTTP request: {e}"),
-                details,
-            ));
-        }
+    let (url, method, headers) = match request_parts(spec) {
+        Ok(parts) => parts,
+        Err(message) => return Ok(Finding::offline(message, details)),
     };
 
     let pinned;
@@ -454,16 +425,48 @@ async fn run_at(
     let first_byte = std::time::Instant::now();
     let response = match sent {
         Ok(r) => r,
-        Err(e) => {
-            if let Some(io) = io_source(&e).filter(|io| is_local_exhaustion(io)) {
-                return Err(ProbeError::Resources(std::io::Error::new(
-                    io.kind(),
-                    io.to_string(),
-                )));
-            }
-            return Ok(Finding::offline(performing(error_chain(&e)), details));
-        }
+        Err(e) => return not_sent(&e, performing(error_chain(&e)), details),
     };
+    describe_response(&response, &mut details);
+    let mut finding = judge(spec, response, details, deadline, took).await;
+    let end = std::time::Instant::now();
+    finding.details.timing = Some(marks.timing(run_started, first_byte, end));
+    Ok(finding)
+}
+
+/// The URL, method and headers of the request, or the message of a request that cannot be
+/// made (Go's wording).
+fn request_parts(spec: &HttpSpec) -> Result<(reqwest::Url, reqwest::Method, HeaderMap), String> {
+    let url = reqwest::Url::parse(&spec.url).map_err(|e| {
+        format!(
+            "error creating HTTP request: parse \"{}\": {e}",
+            redact::message_url(&spec.url)
+        )
+    })?;
+    let method = reqwest::Method::from_bytes(spec.method.as_bytes()).map_err(|_| {
+        format!(
+            "error creating HTTP request: net/http: invalid method \"{}\"",
+            spec.method
+        )
+    })?;
+    let headers = request_headers(spec).map_err(|e| format!("error creating HTTP request: {e}"))?;
+    Ok((url, method, headers))
+}
+
+/// A request that got no response: offline with `message`, unless this machine ran out of
+/// sockets or files (then the run says nothing of the target).
+fn not_sent(e: &reqwest::Error, message: String, details: Details) -> Result<Finding, ProbeError> {
+    if let Some(io) = io_source(e).filter(|io| is_local_exhaustion(io)) {
+        return Err(ProbeError::Resources(std::io::Error::new(
+            io.kind(),
+            io.to_string(),
+        )));
+    }
+    Ok(Finding::offline(message, details))
+}
+
+/// The peer address, its certificate (over TLS) and the status code.
+fn describe_response(response: &reqwest::Response, details: &mut Details) {
     if let Some(addr) = response.remote_addr() {
         details.address = Some(addr.ip().to_string());
     }
@@ -472,13 +475,9 @@ async fn run_at(
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|t| t.peer_certificate())
     {
-        super::tls::describe_leaf(der, &mut details);
+        super::tls::describe_leaf(der, details);
     }
     details.http_status = Some(response.status().as_u16());
-    let mut finding = judge(spec, response, details, deadline, took).await;
-    let end = std::time::Instant::now();
-    finding.details.timing = Some(marks.timing(run_started, first_byte, end));
-    Ok(finding)
 }
 
 /// The verdict on a response: its status, then its body when expectations need it.

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::addrs::IpFamily;
@@ -99,22 +100,9 @@ async fn run_at(
         details.address = Some(peer.ip().to_string());
     }
 
-    if !spec.payload.is_empty() {
-        let mut line = Vec::with_capacity(spec.payload.len() + 1);
-        line.extend_from_slice(spec.payload.as_bytes());
-        line.push(b'\n');
-        let sent = match timeout_at(deadline, stream.write_all(&line)).await {
-            Ok(r) => r,
-            Err(_) => Err(timeout_error()),
-        };
-        if let Err(e) = sent {
-            return Ok(Finding::offline(
-                format!("failed to send payload: {}", io_text(&e)),
-                details,
-            ));
-        }
+    if let Err(why) = send_payload(&mut stream, &spec.payload, deadline).await {
+        return Ok(Finding::offline(why, details));
     }
-
     if spec.expect.is_empty() {
         return Ok(online_within(
             spec.max_response_ms,
@@ -122,35 +110,10 @@ async fn run_at(
             details,
         ));
     }
-
-    let mut reader = BufReader::new((&mut stream).take(MAX_LINE));
-    let mut line = Vec::new();
-    let read = match timeout_at(deadline, reader.read_until(b'\n', &mut line)).await {
-        Ok(r) => r,
-        Err(_) => Err(timeout_error()),
+    let line = match read_line(&mut stream, deadline).await {
+        Ok(line) => line,
+        Err(why) => return Ok(Finding::offline(why, details)),
     };
-    match read {
-        Err(e) => {
-            return Ok(Finding::offline(
-                format!("failed to read response: {}", io_text(&e)),
-                details,
-            ));
-        }
-        Ok(_) if line.last() != Some(&b'\n') => {
-            // Like Go's bufio.ReadString: a line that ends without "\n" is an error, even
-            // when the expected text arrived.
-            let why = if line.len() as u64 >= MAX_LINE {
-                format!("line longer than {MAX_LINE} bytes")
-            } else {
-                "EOF".to_owned()
-            };
-            return Ok(Finding::offline(
-                format!("failed to read response: {why}"),
-                details,
-            ));
-        }
-        Ok(_) => {}
-    }
     let text = String::from_utf8_lossy(&line);
     if text.contains(spec.expect.as_str()) {
         Ok(online_within(
@@ -167,6 +130,50 @@ async fn run_at(
             ),
             details,
         ))
+    }
+}
+
+/// Sends `payload` and a newline (nothing when `payload` is empty); the error is the
+/// finding's message.
+async fn send_payload(
+    stream: &mut TcpStream,
+    payload: &str,
+    deadline: Instant,
+) -> Result<(), String> {
+    if payload.is_empty() {
+        return Ok(());
+    }
+    let mut line = Vec::with_capacity(payload.len() + 1);
+    line.extend_from_slice(payload.as_bytes());
+    line.push(b'\n');
+    match timeout_at(deadline, stream.write_all(&line)).await {
+        Ok(r) => r,
+        Err(_) => Err(timeout_error()),
+    }
+    .map_err(|e| format!("failed to send payload: {}", io_text(&e)))
+}
+
+/// Reads one response line of at most [`MAX_LINE`] bytes; the error is the finding's message.
+async fn read_line(stream: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, String> {
+    let mut reader = BufReader::new(stream.take(MAX_LINE));
+    let mut line = Vec::new();
+    let read = match timeout_at(deadline, reader.read_until(b'\n', &mut line)).await {
+        Ok(r) => r,
+        Err(_) => Err(timeout_error()),
+    };
+    match read {
+        Err(e) => Err(format!("failed to read response: {}", io_text(&e))),
+        Ok(_) if line.last() != Some(&b'\n') => {
+            // Like Go's bufio.ReadString: a line that ends without "\n" is an error, even
+            // when the expected text arrived.
+            let why = if line.len() as u64 >= MAX_LINE {
+                format!("line longer than {MAX_LINE} bytes")
+            } else {
+                "EOF".to_owned()
+            };
+            Err(format!("failed to read response: {why}"))
+        }
+        Ok(_) => Ok(line),
     }
 }
 

@@ -21,9 +21,10 @@ use super::controller::{ControllerError, ControllerHost, ControllerSlot};
 use super::membership::{Membership, wall_ms};
 use super::runner::Runner;
 use crate::api::{NodeListener, Sample, metrics_response, ready_response, serve};
-use crate::config::{Config, Role};
+use crate::config::{Config, ControllerConfig, Role, WorkerConfig};
 use crate::lease::{Action, Fence, FenceReading, Inputs, Supervisor};
 use crate::probe::ProbeContext;
+use crate::rpc::sign::Signer;
 use crate::rpc::{Allow, RpcClient, SignedRoutes};
 
 /// Why a worker could not start or stopped serving. Each ends the node (`main` exits 70);
@@ -79,22 +80,7 @@ pub async fn run(
     let Role::Worker { worker, controller } = &config.role else {
         return Err(WorkerError::NotWorkerConfig);
     };
-    // One signer for both of this node's listeners: it answers to each of their addresses.
-    let mut own = vec![worker.addr.clone()];
-    if let Some(c) = controller {
-        own.extend([c.addr.clone(), c.advertise_addr.clone()]);
-    }
-    let signer = Arc::new(
-        config
-            .signer(worker.id.clone())
-            .map_err(|e| WorkerError::Client(format!("worker.key: {e}")))?
-            .answering_to(&own),
-    );
-    if controller.is_some() && !signer.holds_cluster_secret() {
-        tracing::warn!(
-            "this worker holds only its node key (worker.key), not the cluster secret: it can never be named controller, so its [controller] section has no effect"
-        );
-    }
+    let signer = node_signer(&config, worker, controller.as_ref())?;
     let client = RpcClient::new(signer.clone(), config.tls.as_ref())
         .map_err(|e| WorkerError::Client(e.to_string()))?;
     let membership = Membership::new(
@@ -105,6 +91,112 @@ pub async fn run(
         worker.lease,
         client.clone(),
     );
+    log_listening(worker, &listeners)?;
+    let tasks = Tasks {
+        tracker: TaskTracker::new(),
+        shutdown,
+    };
+    tasks.spawn(membership.clone().run(tasks.shutdown.clone()));
+    let parts = Parts {
+        signer,
+        client,
+        membership,
+        slot: ControllerSlot::default(),
+    };
+    let runner = start_runner(&config, worker, &listeners, &parts, &tasks);
+    // Results are sent until the very end: the sender stops after the poller.
+    let runs_done = CancellationToken::new();
+    tasks.spawn(runner.clone().poll_loop(tasks.shutdown.clone()));
+    tasks.spawn(runner.clone().send_loop(runs_done.clone()));
+    let host = match (controller, listeners.controller) {
+        (Some(ccfg), Some(listener)) => Some(start_controller(
+            &config,
+            ccfg,
+            listener,
+            listeners.web,
+            &parts,
+            admin,
+            &tasks,
+        )?),
+        _ => None,
+    };
+    tasks.spawn(handover(
+        parts.membership.clone(),
+        disconnect.clone(),
+        worker.disconnect_pause,
+        tasks.shutdown.clone(),
+    ));
+    let node = Arc::new(Node {
+        membership: parts.membership.clone(),
+        host,
+        runner: runner.clone(),
+        num_threads: worker.num_threads,
+        slot: parts.slot.clone(),
+        disconnect,
+        disconnect_pause: worker.disconnect_pause,
+    });
+    let router = worker_router(node, parts.signer.clone());
+    let served = serve(listeners.worker, router, tasks.shutdown.clone()).await;
+    drain(&runner, worker.num_threads).await;
+    runs_done.cancel();
+    tasks.tracker.close();
+    tasks.tracker.wait().await;
+    served.map_err(WorkerError::Serve)
+}
+
+/// The node's tasks and the token that stops them.
+struct Tasks {
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Tasks {
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(task);
+    }
+
+    /// Serves `router` on `listener` until shutdown; a failure is logged as `what` stopped.
+    fn serve(&self, what: &'static str, listener: NodeListener, router: Router) {
+        let shutdown = self.shutdown.clone();
+        self.tracker.spawn(async move {
+            if let Err(e) = serve(listener, router, shutdown).await {
+                tracing::error!(error = %e, "{what} stopped");
+            }
+        });
+    }
+}
+
+/// What a worker's runner, controller host and endpoints share.
+struct Parts {
+    signer: Arc<Signer>,
+    client: RpcClient,
+    membership: Arc<Membership>,
+    slot: ControllerSlot,
+}
+
+/// One signer for both of this node's listeners: it answers to each of their addresses.
+fn node_signer(
+    config: &Config,
+    worker: &WorkerConfig,
+    controller: Option<&ControllerConfig>,
+) -> Result<Arc<Signer>, WorkerError> {
+    let mut own = vec![worker.addr.clone()];
+    if let Some(c) = controller {
+        own.extend([c.addr.clone(), c.advertise_addr.clone()]);
+    }
+    let signer = config
+        .signer(worker.id.clone())
+        .map_err(|e| WorkerError::Client(format!("worker.key: {e}")))?
+        .answering_to(&own);
+    if controller.is_some() && !signer.holds_cluster_secret() {
+        tracing::warn!(
+            "this worker holds only its node key (worker.key), not the cluster secret: it can never be named controller, so its [controller] section has no effect"
+        );
+    }
+    Ok(Arc::new(signer))
+}
+
+fn log_listening(worker: &WorkerConfig, listeners: &Listeners) -> Result<(), WorkerError> {
     tracing::info!(
         node = %worker.id,
         addr = %listeners.worker.local_addr().map_err(WorkerError::Listener)?,
@@ -113,113 +205,107 @@ pub async fn run(
         tls = listeners.worker.is_tls(),
         "worker listening"
     );
+    Ok(())
+}
+
+/// The canaries and the runner, whose probes know this node's own listeners.
+fn start_runner(
+    config: &Config,
+    worker: &WorkerConfig,
+    listeners: &Listeners,
+    parts: &Parts,
+    tasks: &Tasks,
+) -> Arc<Runner> {
     let own_listeners: Vec<std::net::SocketAddr> = std::iter::once(&listeners.worker)
         .chain(listeners.controller.as_ref())
         .filter_map(|l| l.local_addr().ok())
         .collect();
-    let tasks = TaskTracker::new();
-    tasks.spawn(membership.clone().run(shutdown.clone()));
     let probe_ctx = ProbeContext::new(config.dns.server.clone()).with_own_listeners(own_listeners);
     let canaries = Arc::new(Canaries::new(
         &worker.id,
         worker.canaries.clone(),
         worker.canary_interval,
     ));
-    tasks.spawn(canaries.clone().run(probe_ctx.clone(), shutdown.clone()));
-    let runner = Runner::new(
-        membership.clone(),
-        client.clone(),
+    tasks.spawn(
+        canaries
+            .clone()
+            .run(probe_ctx.clone(), tasks.shutdown.clone()),
+    );
+    Runner::new(
+        parts.membership.clone(),
+        parts.client.clone(),
         probe_ctx,
         worker.location.clone(),
         worker.num_threads,
         worker.result_buffer,
         canaries,
-    );
-    // Results are sent until the very end: the sender stops after the poller.
-    let runs_done = CancellationToken::new();
-    tasks.spawn(runner.clone().poll_loop(shutdown.clone()));
-    tasks.spawn(runner.clone().send_loop(runs_done.clone()));
-    let slot = ControllerSlot::default();
-    let mut controller_host = None;
-    if let (Some(ccfg), Some(listener)) = (controller, listeners.controller) {
-        let host = ControllerHost::new(
-            &config,
-            ccfg.clone(),
-            signer.clone(),
-            membership.clone(),
-            admin.clone(),
-        )?;
-        tasks.spawn(supervise(
-            membership.clone(),
-            host.clone(),
-            slot.clone(),
-            shutdown.clone(),
-        ));
-        tasks.spawn(super::controller::watch::no_controller_loop(
-            host.clone(),
-            slot.clone(),
-            shutdown.clone(),
-        ));
-        if let Some(listener) = listeners.web {
-            tracing::info!(addr = ?listener.local_addr().ok(), "serving the JSON API");
-            let web = crate::web::router(
-                crate::web::Web::new(host.store.clone(), &config.web.api_tokens)
-                    .with_live(live_check(client.clone(), membership.clone()))
-                    .with_cluster(cluster(client.clone(), membership.clone()))
-                    .with_secure_cookies(listener.is_tls())
-                    .with_deliverer(host.channels()),
-            );
-            let s = shutdown.clone();
-            tasks.spawn(async move {
-                if let Err(e) = serve(listener, web, s).await {
-                    tracing::error!(error = %e, "web API stopped");
-                }
-            });
-        }
-        let router = host.router(slot.clone());
-        controller_host = Some(host.clone());
-        let s = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(e) = serve(listener, router, s).await {
-                tracing::error!(error = %e, "controller API stopped");
-            }
-        });
-    }
-    let node = Arc::new(Node {
-        membership: membership.clone(),
-        host: controller_host,
-        runner: runner.clone(),
-        num_threads: worker.num_threads,
-        slot: slot.clone(),
-        disconnect: disconnect.clone(),
-        disconnect_pause: worker.disconnect_pause,
-    });
-    tasks.spawn(handover(
-        membership.clone(),
-        disconnect,
-        worker.disconnect_pause,
-        shutdown.clone(),
+    )
+}
+
+/// The controller host of a controller-capable worker: its supervisor, the no-controller
+/// watch, the controller API and, when `[web] addr` is set, the JSON API.
+fn start_controller(
+    config: &Config,
+    ccfg: &ControllerConfig,
+    listener: NodeListener,
+    web: Option<NodeListener>,
+    parts: &Parts,
+    admin: mpsc::UnboundedSender<(String, String)>,
+    tasks: &Tasks,
+) -> Result<Arc<ControllerHost>, WorkerError> {
+    let host = ControllerHost::new(
+        config,
+        ccfg.clone(),
+        parts.signer.clone(),
+        parts.membership.clone(),
+        admin,
+    )?;
+    tasks.spawn(supervise(
+        parts.membership.clone(),
+        host.clone(),
+        parts.slot.clone(),
+        tasks.shutdown.clone(),
     ));
-    // A hand-over only from this node's operator: a request signed with this worker's own
-    // key, never a bare loopback request (a probe's redirect could make one).
+    tasks.spawn(super::controller::watch::no_controller_loop(
+        host.clone(),
+        parts.slot.clone(),
+        tasks.shutdown.clone(),
+    ));
+    if let Some(listener) = web {
+        tracing::info!(addr = ?listener.local_addr().ok(), "serving the JSON API");
+        let web = crate::web::router(
+            crate::web::Web::new(host.store.clone(), &config.web.api_tokens)
+                .with_live(live_check(parts.client.clone(), parts.membership.clone()))
+                .with_cluster(cluster(parts.client.clone(), parts.membership.clone()))
+                .with_secure_cookies(listener.is_tls())
+                .with_deliverer(host.channels()),
+        );
+        tasks.serve("web API", listener, web);
+    }
+    tasks.serve("controller API", listener, host.router(parts.slot.clone()));
+    Ok(host)
+}
+
+/// `/ready`, `/metrics` and `/disconnect`. A hand-over only from this node's operator: a
+/// request signed with this worker's own key, never a bare loopback request (a probe's
+/// redirect could make one).
+fn worker_router(node: Arc<Node>, signer: Arc<Signer>) -> Router {
     let own_only = Router::new()
         .route(PATH_DISCONNECT, post(disconnect_now))
-        .signed(signer.clone(), Allow::Own);
-    let router = Router::new()
+        .signed(signer, Allow::Own);
+    Router::new()
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(own_only)
-        .with_state(node);
-    let served = serve(listeners.worker, router, shutdown.clone()).await;
-    // Drain: let running checks finish (each is bounded by its timeout), send their results.
+        .with_state(node)
+}
+
+/// Lets running checks finish (each is bounded by its timeout) so their results are sent.
+async fn drain(runner: &Runner, num_threads: usize) {
     let drain_deadline = Instant::now() + Duration::from_secs(35);
-    while runner.running(worker.num_threads) > 0 && Instant::now() < drain_deadline {
+    while runner.running(num_threads) > 0 && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    runs_done.cancel();
-    tasks.close();
-    tasks.wait().await;
-    served.map_err(WorkerError::Serve)
 }
 
 /// Acts as controller exactly while [`Supervisor`] says so: observes the membership and the

@@ -1,11 +1,12 @@
 //! The [`Engine`]: per-check voting state, the due queue, and the assignments in flight.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use thin_vec::ThinVec;
 use tokio::time::Instant;
 
+use super::quorum::ByConfirmations;
 use super::types::{
     Assignment, CheckDef, CheckView, Effect, Flip, InFlightView, Kind, LAST_RESULTS_KEPT,
     LastResult, Outcome, QuorumChange, Snapshot, Stats, Ticket, VoteConfig, WorkerView,
@@ -122,7 +123,7 @@ pub struct Engine {
     core: Core,
     /// Checks by effective confirmations: which checks lose or regain their quorum when the
     /// live count changes, without a scan.
-    by_confirmations: BTreeMap<u32, BTreeSet<CheckId>>,
+    by_confirmations: ByConfirmations,
     /// Net quorum changes not yet taken.
     lost: BTreeSet<CheckId>,
     restored: BTreeSet<CheckId>,
@@ -314,7 +315,7 @@ impl Engine {
                 next_ticket: 0,
                 stats: Stats::default(),
             },
-            by_confirmations: BTreeMap::new(),
+            by_confirmations: ByConfirmations::default(),
             lost: BTreeSet::new(),
             restored: BTreeSet::new(),
         }
@@ -358,10 +359,7 @@ impl Engine {
             };
             self.core.settle(id, &mut c);
             self.checks.insert(id, c);
-            self.by_confirmations
-                .entry(new_conf)
-                .or_default()
-                .insert(id);
+            self.by_confirmations.insert(id, new_conf);
             if !self.core.has_quorum(new_conf) {
                 self.mark_lost(id);
             }
@@ -385,16 +383,7 @@ impl Engine {
         self.core.pump(id, c, now);
 
         if old_conf != new_conf {
-            if let Some(set) = self.by_confirmations.get_mut(&old_conf) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.by_confirmations.remove(&old_conf);
-                }
-            }
-            self.by_confirmations
-                .entry(new_conf)
-                .or_default()
-                .insert(id);
+            self.by_confirmations.refile(id, old_conf, new_conf);
             match (
                 self.core.has_quorum(old_conf),
                 self.core.has_quorum(new_conf),
@@ -418,12 +407,7 @@ impl Engine {
         }
         self.core.starved.remove(&id);
         let conf = self.core.confirmations(c.confirmations);
-        if let Some(set) = self.by_confirmations.get_mut(&conf) {
-            set.remove(&id);
-            if set.is_empty() {
-                self.by_confirmations.remove(&conf);
-            }
-        }
+        self.by_confirmations.remove(id, conf);
         self.lost.remove(&id);
         self.restored.remove(&id);
         true
@@ -506,12 +490,7 @@ impl Engine {
 
     /// The checks that needed exactly `live_before` workers have lost their quorum.
     fn lost_a_worker(&mut self, live_before: u32) {
-        let lost: Vec<CheckId> = self
-            .by_confirmations
-            .get(&live_before)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
-        for id in lost {
+        for id in self.by_confirmations.needing_exactly(live_before) {
             self.mark_lost(id);
         }
     }
@@ -520,12 +499,7 @@ impl Engine {
     /// for a worker ask at once.
     fn gained_a_worker(&mut self, now: Instant) {
         let live = self.core.workers.live_count() as u32;
-        let regained: Vec<CheckId> = self
-            .by_confirmations
-            .get(&live)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
-        for id in regained {
+        for id in self.by_confirmations.needing_exactly(live) {
             self.mark_restored(id);
         }
         let mut starved: Vec<CheckId> = self.core.starved.iter().copied().collect();
@@ -774,13 +748,7 @@ impl Engine {
     /// Checks with fewer live workers than their confirmations, sorted.
     pub fn insufficient_quorum(&self) -> Vec<CheckId> {
         let live = self.core.workers.live_count() as u32;
-        let mut ids: Vec<CheckId> = self
-            .by_confirmations
-            .range(live.saturating_add(1)..)
-            .flat_map(|(_, set)| set.iter().copied())
-            .collect();
-        ids.sort_unstable();
-        ids
+        self.by_confirmations.short_of(live)
     }
 
     /// Whether `node` still holds assignment `ticket` of `check` (it has not timed out, been

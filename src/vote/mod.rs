@@ -65,6 +65,7 @@
 //! touches only the timeouts and the due checks (ordered sets), never the whole table.
 
 mod engine;
+mod quorum;
 mod types;
 mod workers;
 
