@@ -1,6 +1,6 @@
 //! Alert policy between the flip and the outbox, as pure rules on explicit time (no IO, no
 //! clock reads): maintenance windows, escalation (`alerts.after`), reminders
-//! (`alerts.remind_every`) and acknowledgements.
+//! (`alerts.remind_every`), acknowledgements and check dependencies ([`deps`]).
 //!
 //! The controller's policy task ([`crate::store::policy`], `role/controller/policy.rs`) feeds
 //! [`due`] the durable state of each check that has policy rows (its last two `check_events`,
@@ -11,12 +11,12 @@
 //! reminder. A second controller computing the same sends after a failover therefore writes
 //! nothing twice, and nothing pending lives only in memory.
 //!
-//! Later rules (issue 14, items 5 to 7) fit as further inputs of [`CheckState`] and further
-//! reasons to hold a send: a dependency offline (hold, list the child in the parent's
-//! message), flapping (hold flip notices, one "flapping" send in its own slot range), storm
-//! control (fold sends into digests per contact, a pass over the output of [`due`] for all
-//! checks together).
+//! Later rules (issue 14, items 6 and 7) fit as further inputs of [`CheckState`] and further
+//! reasons to hold a send, as dependencies do ([`Dependency`]): flapping (hold flip notices,
+//! one "flapping" send in its own slot range), storm control (fold sends into digests per
+//! contact, a pass over the output of [`due`] for all checks together).
 
+pub mod deps;
 pub mod windows;
 
 use std::collections::HashSet;
@@ -81,6 +81,18 @@ pub struct CheckState {
     pub acked: bool,
     /// Outbox rows that exist: (event, contact, slot).
     pub written: HashSet<(i64, ContactId, u32)>,
+    /// Where the check stands in `check_dependencies` ([`deps`]).
+    pub deps: Dependency,
+}
+
+/// The check's place in the dependency graph, as [`due`] needs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dependency {
+    /// The check has accepted `check_dependencies` rows (as a child or a parent): its offline
+    /// notice waits [`deps::GRACE_MS`] after the flip.
+    pub grace: bool,
+    /// A check it depends on is offline now: its notifications are held.
+    pub parent_offline: bool,
 }
 
 /// A notification to enqueue.
@@ -107,13 +119,18 @@ pub fn in_maintenance(windows: &[(i64, i64)], t: i64) -> bool {
 /// - Online: the recovery goes to each online-selecting contact outside maintenance, if the
 ///   contact was told of the outage (an offline-only contact never is, and an online-only
 ///   contact is told unless the outage began inside maintenance).
+/// - Dependencies: while a check it depends on is offline, nothing is sent for the check (it
+///   is listed in the parent's message instead); once the parent recovers, what is due then
+///   goes out. A check in the graph sends its offline notice [`deps::GRACE_MS`] after the
+///   flip at the earliest (or `after`, if later).
 pub fn due(state: &CheckState, now: i64) -> Vec<Send> {
     let Some(latest) = state.latest else {
         return Vec::new();
     };
-    if in_maintenance(&state.maintenance, now) {
+    if in_maintenance(&state.maintenance, now) || state.deps.parent_offline {
         return Vec::new();
     }
+    let grace = if state.deps.grace { deps::GRACE_MS } else { 0 };
     let mut out = Vec::new();
     let push = |out: &mut Vec<Send>, contact: ContactId, slot: u32| {
         if !state.written.contains(&(latest.id, contact, slot)) {
@@ -133,7 +150,7 @@ pub fn due(state: &CheckState, now: i64) -> Vec<Send> {
             if !alert.selects.offline() {
                 continue;
             }
-            let due_at = latest.time_ms + alert.after_ms.unwrap_or(0).max(0);
+            let due_at = latest.time_ms + alert.after_ms.unwrap_or(0).max(grace);
             if now < due_at {
                 continue;
             }
@@ -221,6 +238,23 @@ mod tests {
         }
     }
 
+    /// The offline notice is due at `at`, once (written, nothing more a second later).
+    fn released_once(st: &mut CheckState, at: i64) {
+        let d = due(st, at);
+        assert_eq!(d, vec![send(10, 1, 0)]);
+        write(st, &d);
+        assert!(due(st, at + S).is_empty());
+    }
+
+    /// The offline notice is due at `at` (and written), the recovery at `back`.
+    fn tell_then_recover(st: &mut CheckState, at: i64, back: i64) {
+        let d = due(st, at);
+        assert_eq!(d, vec![send(10, 1, 0)]);
+        write(st, &d);
+        recovered(st, back);
+        assert_eq!(due(st, back), vec![send(11, 1, 0)]);
+    }
+
     #[test]
     fn no_policy_sends_the_flip_once() {
         let mut st = offline_at(0);
@@ -239,10 +273,7 @@ mod tests {
         st.maintenance = vec![(0, 20 * S)];
         assert!(due(&st, 5 * S).is_empty());
         assert!(due(&st, 19 * S).is_empty());
-        let d = due(&st, 20 * S);
-        assert_eq!(d, vec![send(10, 1, 0)]);
-        write(&mut st, &d);
-        assert!(due(&st, 21 * S).is_empty());
+        released_once(&mut st, 20 * S);
     }
 
     #[test]
@@ -277,11 +308,7 @@ mod tests {
         recovered(&mut short, 5 * S);
         assert!(due(&short, 5 * S).is_empty());
         assert!(due(&short, 60 * S).is_empty());
-        let d = due(&st, 30 * S);
-        assert_eq!(d, vec![send(10, 1, 0)]);
-        write(&mut st, &d);
-        recovered(&mut st, 40 * S);
-        assert_eq!(due(&st, 40 * S), vec![send(11, 1, 0)]);
+        tell_then_recover(&mut st, 30 * S, 40 * S);
     }
 
     #[test]
@@ -361,5 +388,91 @@ mod tests {
         write(&mut st, &d);
         recovered(&mut st, 5 * S);
         assert_eq!(due(&st, 5 * S), vec![send(11, 2, 0)]);
+    }
+
+    fn child_at(t: i64) -> CheckState {
+        let mut st = offline_at(t);
+        st.deps = Dependency {
+            grace: true,
+            parent_offline: false,
+        };
+        st
+    }
+
+    #[test]
+    fn a_check_in_the_graph_waits_the_grace_before_its_offline_notice() {
+        let mut st = child_at(0);
+        assert!(due(&st, deps::GRACE_MS - 1).is_empty());
+        // The recovery is not delayed.
+        tell_then_recover(&mut st, deps::GRACE_MS, 20 * S);
+    }
+
+    #[test]
+    fn a_child_is_held_while_its_parent_is_offline_and_told_when_it_recovers() {
+        let mut st = child_at(0);
+        st.deps.parent_offline = true;
+        assert!(due(&st, 5 * S).is_empty());
+        assert!(due(&st, 300 * S).is_empty());
+        // The parent recovers, the child is still down: notified then, once.
+        st.deps.parent_offline = false;
+        released_once(&mut st, 301 * S);
+    }
+
+    #[test]
+    fn a_child_that_recovers_under_its_offline_parent_sends_nothing() {
+        let mut st = child_at(0);
+        st.deps.parent_offline = true;
+        recovered(&mut st, 30 * S);
+        assert!(due(&st, 30 * S).is_empty());
+        st.deps.parent_offline = false;
+        assert!(due(&st, 60 * S).is_empty(), "never told of the outage");
+    }
+
+    #[test]
+    fn an_escalation_of_a_dependent_check_waits_for_both() {
+        // Parent down from 5 s to 60 s: the escalated notice (after 30 s) waits for it.
+        let mut st = child_at(0);
+        st.alerts[0].after_ms = Some(30 * S);
+        st.deps.parent_offline = true;
+        assert!(due(&st, 31 * S).is_empty());
+        st.deps.parent_offline = false;
+        assert_eq!(due(&st, 60 * S), vec![send(10, 1, 0)]);
+        // Parent back at 10 s: the escalation still applies.
+        let st = CheckState {
+            deps: Dependency {
+                grace: true,
+                parent_offline: false,
+            },
+            ..st
+        };
+        assert!(due(&st, 29 * S).is_empty());
+        assert_eq!(due(&st, 30 * S), vec![send(10, 1, 0)]);
+    }
+
+    #[test]
+    fn maintenance_on_the_parent_holds_it_and_its_children_until_the_end() {
+        let mut parent = child_at(5 * S);
+        parent.maintenance = vec![(0, 60 * S)];
+        let mut child = child_at(6 * S);
+        child.deps.parent_offline = true;
+        assert!(due(&parent, 30 * S).is_empty());
+        assert!(due(&child, 30 * S).is_empty());
+        // The window ends with both still down: the parent's message goes (the store lists
+        // the child in it), the child stays held behind its offline parent.
+        assert_eq!(due(&parent, 60 * S), vec![send(10, 1, 0)]);
+        assert!(due(&child, 60 * S).is_empty());
+    }
+
+    #[test]
+    fn reminders_of_a_held_child_wait_for_its_parent() {
+        let mut st = child_at(0);
+        st.alerts[0].remind_every_ms = Some(10 * S);
+        let d = due(&st, deps::GRACE_MS);
+        write(&mut st, &d);
+        // The parent falls after the child's notice: reminders stop while it is offline.
+        st.deps.parent_offline = true;
+        assert!(due(&st, 40 * S).is_empty());
+        st.deps.parent_offline = false;
+        assert_eq!(due(&st, 40 * S), vec![send(10, 1, 3)]);
     }
 }

@@ -2,7 +2,7 @@
 //! state the rules read, the outbox rows they decide (written under the fence), and
 //! acknowledgements (`gobearmon ack`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Value};
@@ -11,13 +11,15 @@ use super::fence::FencedTx;
 use super::{Store, StoreError};
 use crate::model::{CheckId, CheckStatus, ContactId, Epoch, NodeId};
 use crate::notify::{EventId, Notification};
+use crate::policy::deps::Graph;
 use crate::policy::windows::{Window, parse_offset};
-use crate::policy::{Alert, CheckState, Event, Selects, Send};
+use crate::policy::{Alert, CheckState, Dependency, Event, Selects, Send};
 
 /// The SQL condition "check `c.id` has policy rows".
 const HAS_POLICY: &str = "(EXISTS (SELECT 1 FROM alerts a WHERE a.check_id = c.id AND a.enabled = 1 \
        AND (a.`after` > 0 OR a.remind_every IS NOT NULL)) \
-     OR EXISTS (SELECT 1 FROM maintenance m WHERE m.check_id = c.id OR m.check_id IS NULL))";
+     OR EXISTS (SELECT 1 FROM maintenance m WHERE m.check_id = c.id OR m.check_id IS NULL) \
+     OR EXISTS (SELECT 1 FROM check_dependencies d WHERE d.check_id = c.id OR d.depends_on = c.id))";
 
 /// Whether the flips of `check` go through the policy task instead of straight to the outbox.
 pub async fn has_policy(tx: &mut FencedTx, check: CheckId) -> Result<bool, StoreError> {
@@ -49,6 +51,17 @@ pub struct Loaded {
     confirmed_by: String,
     /// Maintenance rows that could not be read, described.
     pub bad_windows: Vec<String>,
+    /// The names of the offline checks that depend on this one (listed in its offline
+    /// messages as "also affected").
+    pub also_affected: Vec<String>,
+}
+
+/// What one round of the policy task reads.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub checks: Vec<Loaded>,
+    /// `check_dependencies` rows refused (self-loops, unknown checks, cycles), described.
+    pub refused: Vec<String>,
 }
 
 /// The database's clock, ms since the Unix epoch.
@@ -63,7 +76,7 @@ pub async fn now_ms(store: &Store) -> Result<i64, StoreError> {
 
 /// Reads the policy state of every check with policy rows; maintenance windows are resolved
 /// around `now`.
-pub async fn load(store: &Store, now: i64) -> Result<Vec<Loaded>, StoreError> {
+pub async fn load(store: &Store, now: i64) -> Result<Snapshot, StoreError> {
     store
         .bounded("reading alert policy", async {
             let mut conn = store.conn().await?;
@@ -170,6 +183,7 @@ pub async fn load(store: &Store, now: i64) -> Result<Vec<Loaded>, StoreError> {
                         maintenance,
                         acked,
                         written,
+                        deps: Dependency::default(),
                     },
                     name,
                     check_type,
@@ -177,11 +191,71 @@ pub async fn load(store: &Store, now: i64) -> Result<Vec<Loaded>, StoreError> {
                     message,
                     confirmed_by,
                     bad_windows,
+                    also_affected: Vec::new(),
                 });
             }
-            Ok(out)
+            let refused = dependencies(&mut conn, &mut out).await?;
+            Ok(Snapshot {
+                checks: out,
+                refused,
+            })
         })
         .await
+}
+
+/// Reads `check_dependencies` and sets each loaded check's place in the graph (every check
+/// with a row is loaded: it has policy rows). Returns the refused rows, described.
+async fn dependencies(
+    conn: &mut mysql_async::Conn,
+    checks: &mut [Loaded],
+) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(i64, i64, bool, bool)> = conn
+        .query(
+            "SELECT d.check_id, d.depends_on, \
+               EXISTS (SELECT 1 FROM checks c WHERE c.id = d.check_id), \
+               EXISTS (SELECT 1 FROM checks c WHERE c.id = d.depends_on) \
+             FROM check_dependencies d",
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut known = HashSet::new();
+    for &(a, b, a_exists, b_exists) in &rows {
+        if a_exists {
+            known.insert(a);
+        }
+        if b_exists {
+            known.insert(b);
+        }
+    }
+    let edges: Vec<(i64, i64)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    let (graph, problems) = Graph::build(&edges, &known);
+    let offline: HashSet<i64> = checks
+        .iter()
+        .filter(|l| l.state.latest.is_some_and(|e| e.offline))
+        .map(|l| l.check.0)
+        .collect();
+    let names: HashMap<i64, String> = checks.iter().map(|l| (l.check.0, l.name.clone())).collect();
+    let is_offline = |c: i64| offline.contains(&c);
+    for l in checks.iter_mut() {
+        let id = l.check.0;
+        l.state.deps = Dependency {
+            grace: graph.contains(id),
+            parent_offline: graph.parent_offline(id, &is_offline),
+        };
+        l.also_affected = graph
+            .affected(id, &is_offline)
+            .into_iter()
+            .map(|c| {
+                names
+                    .get(&c)
+                    .cloned()
+                    .unwrap_or_else(|| format!("check {c}"))
+            })
+            .collect();
+    }
+    Ok(problems.iter().map(ToString::to_string).collect())
 }
 
 fn window(
@@ -241,6 +315,12 @@ pub fn notification(loaded: &Loaded, send: &Send, now: i64) -> Notification {
             d / 60 % 60,
             d % 60,
             send.slot
+        );
+    }
+    if latest.offline && !loaded.also_affected.is_empty() {
+        message = format!(
+            "{message} (also affected: {})",
+            loaded.also_affected.join(", ")
         );
     }
     Notification {
