@@ -1,5 +1,5 @@
-//! Alert policy end to end (issue 14, items 1 to 5): maintenance windows, escalation,
-//! reminders, `gobearmon ack` and check dependencies, on a real cluster (3 viewservers,
+//! Alert policy end to end (issue 14, items 1 to 6): maintenance windows, escalation,
+//! reminders, `gobearmon ack`, check dependencies and flapping, on a real cluster (3 viewservers,
 //! 3 workers as separate processes), real MariaDB, webhook receivers on loopback and a real
 //! SMTP server for the admin's notices.
 
@@ -47,11 +47,16 @@ struct World {
 
 impl World {
     fn start(tag: &str) -> World {
+        World::start_with(tag, "")
+    }
+
+    /// With more `[controller]` keys.
+    fn start_with(tag: &str, keys: &str) -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (db, _) = rt.block_on(TestDb::installed(tag));
         let smtp = rt.block_on(SmtpServer::start(SmtpOptions::default()));
         let extra = format!(
-            "confirmations = 1\ndelivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\n\
+            "{keys}\nconfirmations = 1\ndelivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\n\
              [smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"gobearmon@test\"\nadmin = \"admin@test\"\ntls = \"none\"\ntimeout = \"5s\"\n",
             smtp.port
         );
@@ -406,4 +411,52 @@ fn a_parent_and_three_children_down_make_one_message_and_its_recovery_notifies_a
         "the cycle is reported once: {notices:?}"
     );
     ports[3].up();
+}
+
+#[test]
+fn a_flapping_check_sends_one_flapping_message_then_its_state_once_stable() {
+    let _serial = support::cluster::serial();
+    let w = World::start_with("policy_flap", "flap_flips = 3\nflap_window = \"20s\"");
+    let mut a = Port::new();
+    let hook = w.receiver();
+    // No policy rows: the first flips go straight to the outbox as today.
+    w.sql(&format!(
+        "{}INSERT INTO contacts (id,type,data) VALUES (1,'webhook','{}');
+         INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'both');",
+        tcp_check(1, a.port),
+        hook.url("/hook")
+    ));
+    w.wait_ready();
+    // Six flips, a second or two apart: the fourth is more than 3 within 20 s.
+    for _ in 0..3 {
+        a.down();
+        w.wait_status(1, "offline");
+        a.up();
+        w.wait_status(1, "online");
+    }
+    let events: Vec<i64> = w.query(
+        "SELECT TIMESTAMPDIFF(SECOND, MIN(time), MAX(time)) FROM check_events WHERE check_id = 1",
+    );
+    assert!(
+        events[0] < 15,
+        "the flips fell within the window: {events:?}"
+    );
+    let g = wait_requests(&hook, 4, 30);
+    let kinds: Vec<&str> = g[..3].iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(kinds, vec!["offline", "online", "offline"], "{g:?}");
+    assert!(g[3].2.starts_with("flapping:"), "{g:?}");
+    // Stable (online) for the window after the last flip: one message with the state.
+    let g = wait_requests(&hook, 5, 40);
+    assert_eq!(g[4].1, "online");
+    assert!(
+        g[4].2.starts_with("stable for 0h00m20s after flapping"),
+        "{g:?}"
+    );
+    settle(4);
+    assert_eq!(
+        got(&hook).len(),
+        5,
+        "exactly five messages: {:?}",
+        got(&hook)
+    );
 }

@@ -17,6 +17,7 @@
 //! contact, a pass over the output of [`due`] for all checks together).
 
 pub mod deps;
+pub mod flap;
 pub mod windows;
 
 use std::collections::HashSet;
@@ -83,6 +84,17 @@ pub struct CheckState {
     pub written: HashSet<(i64, ContactId, u32)>,
     /// Where the check stands in `check_dependencies` ([`deps`]).
     pub deps: Dependency,
+    /// Flapping ([`flap`]).
+    pub flap: Flapping,
+}
+
+/// The check's flapping, as [`due`] needs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flapping {
+    /// The latest flip is suppressed: the run it belongs to.
+    pub latest: Option<flap::Episode>,
+    /// The flip before the latest was suppressed (its contacts were told it was flapping).
+    pub previous: bool,
 }
 
 /// The check's place in the dependency graph, as [`due`] needs it.
@@ -119,6 +131,8 @@ pub fn in_maintenance(windows: &[(i64, i64)], t: i64) -> bool {
 /// - Online: the recovery goes to each online-selecting contact outside maintenance, if the
 ///   contact was told of the outage (an offline-only contact never is, and an online-only
 ///   contact is told unless the outage began inside maintenance).
+/// - Flapping ([`flap`]): while the latest flip is suppressed, only the "flapping" message;
+///   once stable, one message with the current state.
 /// - Dependencies: while a check it depends on is offline, nothing is sent for the check (it
 ///   is listed in the parent's message instead); once the parent recovers, what is due then
 ///   goes out. A check in the graph sends its offline notice [`deps::GRACE_MS`] after the
@@ -130,16 +144,13 @@ pub fn due(state: &CheckState, now: i64) -> Vec<Send> {
     if in_maintenance(&state.maintenance, now) || state.deps.parent_offline {
         return Vec::new();
     }
+    if let Some(episode) = state.flap.latest {
+        return flapping(state, latest, episode, now);
+    }
     let grace = if state.deps.grace { deps::GRACE_MS } else { 0 };
     let mut out = Vec::new();
     let push = |out: &mut Vec<Send>, contact: ContactId, slot: u32| {
-        if !state.written.contains(&(latest.id, contact, slot)) {
-            out.push(Send {
-                event: latest.id,
-                contact,
-                slot,
-            });
-        }
+        push_new(state, out, latest.id, contact, slot);
     };
     let mut seen: HashSet<ContactId> = HashSet::new();
     for alert in &state.alerts {
@@ -175,6 +186,7 @@ pub fn due(state: &CheckState, now: i64) -> Vec<Send> {
             }
             let told_of_outage = match state.previous {
                 None => true,
+                Some(_) if state.flap.previous => true,
                 Some(p) if alert.selects.offline() => {
                     state.written.contains(&(p.id, alert.contact, 0))
                 }
@@ -183,6 +195,38 @@ pub fn due(state: &CheckState, now: i64) -> Vec<Send> {
             if told_of_outage {
                 push(&mut out, alert.contact, 0);
             }
+        }
+    }
+    out
+}
+
+/// Adds the send (event, contact, slot) unless it is written.
+fn push_new(state: &CheckState, out: &mut Vec<Send>, event: i64, contact: ContactId, slot: u32) {
+    if !state.written.contains(&(event, contact, slot)) {
+        out.push(Send {
+            event,
+            contact,
+            slot,
+        });
+    }
+}
+
+/// The sends of a flapping check: the trigger's "flapping" message to every contact while
+/// it flaps, then, once stable for a window, the latest flip's notice to every contact (an
+/// offline one unless acknowledged).
+fn flapping(state: &CheckState, latest: Event, episode: flap::Episode, now: i64) -> Vec<Send> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<ContactId> = HashSet::new();
+    for alert in &state.alerts {
+        if !seen.insert(alert.contact) {
+            continue;
+        }
+        if now < episode.stable_at {
+            if let Some(trigger) = episode.trigger {
+                push_new(state, &mut out, trigger, alert.contact, flap::FLAP_SLOT);
+            }
+        } else if !(latest.offline && state.acked) {
+            push_new(state, &mut out, latest.id, alert.contact, 0);
         }
     }
     out
@@ -474,5 +518,88 @@ mod tests {
         assert!(due(&st, 40 * S).is_empty());
         st.deps.parent_offline = false;
         assert_eq!(due(&st, 40 * S), vec![send(10, 1, 3)]);
+    }
+
+    const FLAP: flap::FlapRule = flap::FlapRule {
+        flips: 3,
+        window_ms: 20 * S,
+    };
+
+    /// Runs the rules once a second from 0 to `until` s over flips at `times` (s; offline
+    /// first, alternating), and returns every send with when it was written (s).
+    fn simulate(times: &[i64], until: i64, maintenance: Vec<(i64, i64)>) -> Vec<(i64, Send)> {
+        let events: Vec<Event> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Event {
+                id: 100 + i as i64,
+                offline: i % 2 == 0,
+                time_ms: t * S,
+            })
+            .collect();
+        let mut st = CheckState {
+            alerts: vec![alert(1)],
+            maintenance,
+            ..Default::default()
+        };
+        let mut log = Vec::new();
+        for now in 0..=until {
+            let seen: Vec<Event> = events
+                .iter()
+                .copied()
+                .filter(|e| e.time_ms <= now * S)
+                .collect();
+            let flags = flap::suppressed(&seen, FLAP, false);
+            st.latest = seen.last().copied();
+            st.previous = seen.len().checked_sub(2).map(|i| seen[i]);
+            st.flap = Flapping {
+                latest: flap::episode(&seen, FLAP, false),
+                previous: flags.len() >= 2 && flags[flags.len() - 2],
+            };
+            let d = due(&st, now * S);
+            write(&mut st, &d);
+            log.extend(d.into_iter().map(|s| (now, s)));
+        }
+        log
+    }
+
+    #[test]
+    fn a_storm_of_flips_sends_the_first_flips_one_flapping_message_then_the_state_once() {
+        // 40 flips, one a second from 10 s, then stable (the last, at 49 s, is online).
+        let times: Vec<i64> = (10..50).collect();
+        let log = simulate(&times, 120, Vec::new());
+        assert_eq!(
+            log,
+            vec![
+                (10, send(100, 1, 0)),
+                (11, send(101, 1, 0)),
+                (12, send(102, 1, 0)),
+                (13, send(103, 1, flap::FLAP_SLOT)),
+                (69, send(139, 1, 0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn after_flapping_the_next_flip_is_notified_as_usual() {
+        let log = simulate(&[0, 1, 2, 3, 4, 40], 60, Vec::new());
+        let last: Vec<&(i64, Send)> = log.iter().filter(|(t, _)| *t >= 24).collect();
+        // Stable at 24 s (offline, flip 104), then the recovery at 40 s reaches the contact.
+        assert_eq!(last, vec![&(24, send(104, 1, 0)), &(40, send(105, 1, 0))]);
+    }
+
+    #[test]
+    fn flapping_inside_maintenance_sends_only_the_state_at_its_end() {
+        // The storm falls inside a window that ends after it is stable again.
+        let times: Vec<i64> = (10..20).collect();
+        let log = simulate(&times, 80, vec![(5 * S, 60 * S)]);
+        assert_eq!(log, vec![(60, send(109, 1, 0))]);
+        // A window that ends while it still flaps: the flapping message at its end.
+        let times: Vec<i64> = (10..40).collect();
+        let log = simulate(&times, 80, vec![(5 * S, 20 * S)]);
+        assert_eq!(
+            log,
+            vec![(20, send(103, 1, flap::FLAP_SLOT)), (59, send(129, 1, 0))]
+        );
     }
 }

@@ -64,7 +64,7 @@ pub(super) async fn run(term: TermHandle, outbox: WakeHandle) {
 async fn round(term: &TermHandle, told_bad: &mut HashSet<String>) -> Result<u64, StoreError> {
     let host = term.host();
     let now = policy::now_ms(&host.store).await?;
-    let snapshot = policy::load(&host.store, now).await?;
+    let snapshot = policy::load(&host.store, now, host.config.flap).await?;
     for problem in &snapshot.refused {
         if told_bad.insert(problem.clone()) {
             tracing::error!(%problem, "check_dependencies row refused");
