@@ -449,6 +449,17 @@ CREATE TABLE IF NOT EXISTS incident_acks (
 	acked_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
 );
 
+-- Check dependencies: while a check that check_id depends on (depends_on) is offline, check_id's
+-- notifications are held and it is listed in the parent's message ("also affected: ...");
+-- its status and history are still recorded. Self-loops, unknown checks and cycles are
+-- refused when loaded (the admin is told), the other rows still apply.
+CREATE TABLE IF NOT EXISTS check_dependencies (
+	check_id INT NOT NULL,
+	depends_on INT NOT NULL,
+	PRIMARY KEY (check_id, depends_on),
+	KEY check_dependencies_parent (depends_on)
+);
+
 -- Dashboard users (`gobearmon user add`): role 'viewer' (reads) or 'operator' (also pauses,
 -- resumes, acknowledges, sends test notifications). password_hash is argon2id (PHC string).
 CREATE TABLE IF NOT EXISTS web_users (

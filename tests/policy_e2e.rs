@@ -1,6 +1,7 @@
-//! Alert policy end to end (issue 14, items 1 to 4): maintenance windows, escalation,
-//! reminders and `gobearmon ack`, on a real cluster (3 viewservers, 3 workers as separate
-//! processes), real MariaDB and webhook receivers on loopback.
+//! Alert policy end to end (issue 14, items 1 to 6): maintenance windows, escalation,
+//! reminders, `gobearmon ack`, check dependencies and flapping, on a real cluster (3 viewservers,
+//! 3 workers as separate processes), real MariaDB, webhook receivers on loopback and a real
+//! SMTP server for the admin's notices.
 
 #[path = "notify_support/mod.rs"]
 mod notify_support;
@@ -10,7 +11,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use notify_support::{Behaviour, Receiver};
+use notify_support::{Behaviour, Receiver, SmtpOptions, SmtpServer};
 use support::TestDb;
 use support::cluster::{Cluster, Timings, wait_until};
 
@@ -40,18 +41,31 @@ struct World {
     rt: tokio::runtime::Runtime,
     db: Option<TestDb>,
     cluster: Cluster,
+    /// Receives the admin's notices (`[smtp] admin = "admin@test"`).
+    smtp: SmtpServer,
 }
 
 impl World {
     fn start(tag: &str) -> World {
+        World::start_with(tag, "")
+    }
+
+    /// With more `[controller]` keys.
+    fn start_with(tag: &str, keys: &str) -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (db, _) = rt.block_on(TestDb::installed(tag));
-        let extra = "confirmations = 1\ndelivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\n";
-        let cluster = Cluster::start_with(3, 3, &db.url, Timings::default(), extra);
+        let smtp = rt.block_on(SmtpServer::start(SmtpOptions::default()));
+        let extra = format!(
+            "{keys}\nconfirmations = 1\ndelivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\n\
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"gobearmon@test\"\nadmin = \"admin@test\"\ntls = \"none\"\ntimeout = \"5s\"\n",
+            smtp.port
+        );
+        let cluster = Cluster::start_with(3, 3, &db.url, Timings::default(), &extra);
         World {
             rt,
             db: Some(db),
             cluster,
+            smtp,
         }
     }
 
@@ -328,4 +342,121 @@ fn reminders_repeat_until_gobearmon_ack_stops_them() {
     a.up();
     let g = wait_requests(&hook, after_ack + 1, 30);
     assert_eq!(g[after_ack].1, "online");
+}
+
+#[test]
+fn a_parent_and_three_children_down_make_one_message_and_its_recovery_notifies_a_child_still_down()
+{
+    let _serial = support::cluster::serial();
+    let w = World::start("policy_deps");
+    let mut ports: Vec<Port> = (0..4).map(|_| Port::new()).collect();
+    let spare = Port::new();
+    let hook = w.receiver();
+    let mut sql: String = (1..=4)
+        .map(|i| tcp_check(i, ports[i as usize - 1].port))
+        .collect();
+    sql += &tcp_check(5, spare.port);
+    sql += &tcp_check(6, spare.port);
+    sql += &format!(
+        "INSERT INTO contacts (id,type,data) VALUES (1,'webhook','{}');
+         INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'both'),(2,1,'both'),(3,1,'both'),(4,1,'both');
+         INSERT INTO check_dependencies (check_id, depends_on) VALUES (2,1),(3,1),(4,1),(5,6),(6,5);",
+        hook.url("/hook")
+    );
+    w.sql(&sql);
+    w.wait_ready();
+    // The cycle 5 <-> 6 is refused and reported to the admin, once; the rest still loads.
+    let mails = w.rt.block_on(w.smtp.wait_messages_to("admin@test", 1));
+    let cycle = |m: &serde_json::Value| {
+        m["subject"]
+            .as_str()
+            .is_some_and(|s| s.contains("checks 5, 6 form a cycle"))
+    };
+    assert!(mails.iter().any(cycle), "no cycle notice among {mails:?}");
+    // The parent and its three children go down together: one message, listing the three.
+    for p in &mut ports {
+        p.down();
+    }
+    for c in 1..=4 {
+        w.wait_status(c, "offline");
+    }
+    let g = wait_requests(&hook, 1, 40);
+    assert_eq!((g[0].0, g[0].1.as_str()), (1, "offline"), "{g:?}");
+    assert!(
+        g[0].2.contains("also affected: c2, c3, c4"),
+        "the parent's message lists its children: {:?}",
+        g[0].2
+    );
+    settle(12);
+    assert_eq!(got(&hook).len(), 1, "one message: {:?}", got(&hook));
+    // Two children come back first (they were never told of the outage: nothing), then the
+    // parent, with child 4 still down: the parent's recovery and child 4's notice.
+    ports[1].up();
+    ports[2].up();
+    w.wait_status(2, "online");
+    w.wait_status(3, "online");
+    ports[0].up();
+    w.wait_status(1, "online");
+    let g = wait_requests(&hook, 3, 40);
+    settle(4);
+    let g2 = got(&hook);
+    assert_eq!(g2.len(), 3, "{g2:?}");
+    let mut rest: Vec<(i64, &str)> = g[1..].iter().map(|r| (r.0, r.1.as_str())).collect();
+    rest.sort();
+    assert_eq!(rest, vec![(1, "online"), (4, "offline")], "{g:?}");
+    let notices = w.smtp.messages_to("admin@test");
+    assert_eq!(
+        notices.iter().filter(|m| cycle(m)).count(),
+        1,
+        "the cycle is reported once: {notices:?}"
+    );
+    ports[3].up();
+}
+
+#[test]
+fn a_flapping_check_sends_one_flapping_message_then_its_state_once_stable() {
+    let _serial = support::cluster::serial();
+    let w = World::start_with("policy_flap", "flap_flips = 3\nflap_window = \"20s\"");
+    let mut a = Port::new();
+    let hook = w.receiver();
+    // No policy rows: the first flips go straight to the outbox as today.
+    w.sql(&format!(
+        "{}INSERT INTO contacts (id,type,data) VALUES (1,'webhook','{}');
+         INSERT INTO alerts (check_id,contact_id,type) VALUES (1,1,'both');",
+        tcp_check(1, a.port),
+        hook.url("/hook")
+    ));
+    w.wait_ready();
+    // Six flips, a second or two apart: the fourth is more than 3 within 20 s.
+    for _ in 0..3 {
+        a.down();
+        w.wait_status(1, "offline");
+        a.up();
+        w.wait_status(1, "online");
+    }
+    let events: Vec<i64> = w.query(
+        "SELECT TIMESTAMPDIFF(SECOND, MIN(time), MAX(time)) FROM check_events WHERE check_id = 1",
+    );
+    assert!(
+        events[0] < 15,
+        "the flips fell within the window: {events:?}"
+    );
+    let g = wait_requests(&hook, 4, 30);
+    let kinds: Vec<&str> = g[..3].iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(kinds, vec!["offline", "online", "offline"], "{g:?}");
+    assert!(g[3].2.starts_with("flapping:"), "{g:?}");
+    // Stable (online) for the window after the last flip: one message with the state.
+    let g = wait_requests(&hook, 5, 40);
+    assert_eq!(g[4].1, "online");
+    assert!(
+        g[4].2.starts_with("stable for 0h00m20s after flapping"),
+        "{g:?}"
+    );
+    settle(4);
+    assert_eq!(
+        got(&hook).len(),
+        5,
+        "exactly five messages: {:?}",
+        got(&hook)
+    );
 }

@@ -123,6 +123,8 @@ pub struct ControllerConfig {
     pub metrics_per_worker: bool,
     /// Meta-alerts: when the monitor itself is down or stuck.
     pub meta: MetaAlertConfig,
+    /// `flap_flips` and `flap_window`: more flips than this within the window is flapping.
+    pub flap: crate::policy::flap::FlapRule,
 }
 
 /// `[controller]` keys of the meta-alerts (`[smtp] admin` and `admin_webhook`).

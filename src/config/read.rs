@@ -150,6 +150,8 @@ const SECTIONS: &[(&str, &[Key])] = &[
             alias("heartbeat_interval", &["heartbeatInterval"]),
             alias("distinct_locations", &["distinctLocations"]),
             alias("metrics_per_worker", &["metricsPerWorker"]),
+            k("flap_flips"),
+            k("flap_window"),
             secret("admin_webhook", &["adminWebhook"]),
             secret("admin_webhook_secret", &["adminWebhookSecret"]),
             alias("no_controller_alert", &["noControllerAlert"]),
@@ -748,8 +750,21 @@ impl Reader<'_> {
             );
         }
         let meta = self.meta_alerts(s);
+        let flap_window = self.duration_or(s, "flap_window", Duration::from_secs(3600));
+        if !(Duration::from_secs(1)..=Duration::from_secs(7 * 86_400)).contains(&flap_window) {
+            self.problem(
+                "controller.flap_window".into(),
+                format!("{flap_window:?}"),
+                "from 1s to 7 days",
+            );
+        }
+        let flap = crate::policy::flap::FlapRule {
+            flips: self.int_or(s, "flap_flips", 5, 1, 10_000) as u32,
+            window_ms: flap_window.as_millis() as i64,
+        };
         Some(ControllerConfig {
             meta,
+            flap,
             addr,
             advertise_addr,
             database,

@@ -26,7 +26,7 @@
 //! let task = tokio::spawn(dispatcher.run(shutdown.child_token()));
 //!
 //! // flips, with their outbox rows, in one fenced transaction (store::flips calls enqueue):
-//! store::flips::record(&store, epoch, &node, &flips).await?;
+//! store::flips::record(&store, epoch, &node, &flips, flap).await?;
 //! wake.wake();
 //! ```
 //!

@@ -1,6 +1,6 @@
 //! Alert policy between the flip and the outbox, as pure rules on explicit time (no IO, no
 //! clock reads): maintenance windows, escalation (`alerts.after`), reminders
-//! (`alerts.remind_every`) and acknowledgements.
+//! (`alerts.remind_every`), acknowledgements and check dependencies ([`deps`]).
 //!
 //! The controller's policy task ([`crate::store::policy`], `role/controller/policy.rs`) feeds
 //! [`due`] the durable state of each check that has policy rows (its last two `check_events`,
@@ -11,12 +11,13 @@
 //! reminder. A second controller computing the same sends after a failover therefore writes
 //! nothing twice, and nothing pending lives only in memory.
 //!
-//! Later rules (issue 14, items 5 to 7) fit as further inputs of [`CheckState`] and further
-//! reasons to hold a send: a dependency offline (hold, list the child in the parent's
-//! message), flapping (hold flip notices, one "flapping" send in its own slot range), storm
-//! control (fold sends into digests per contact, a pass over the output of [`due`] for all
-//! checks together).
+//! Later rules (issue 14, items 6 and 7) fit as further inputs of [`CheckState`] and further
+//! reasons to hold a send, as dependencies do ([`Dependency`]): flapping (hold flip notices,
+//! one "flapping" send in its own slot range), storm control (fold sends into digests per
+//! contact, a pass over the output of [`due`] for all checks together).
 
+pub mod deps;
+pub mod flap;
 pub mod windows;
 
 use std::collections::HashSet;
@@ -81,6 +82,29 @@ pub struct CheckState {
     pub acked: bool,
     /// Outbox rows that exist: (event, contact, slot).
     pub written: HashSet<(i64, ContactId, u32)>,
+    /// Where the check stands in `check_dependencies` ([`deps`]).
+    pub deps: Dependency,
+    /// Flapping ([`flap`]).
+    pub flap: Flapping,
+}
+
+/// The check's flapping, as [`due`] needs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flapping {
+    /// The latest flip is suppressed: the run it belongs to.
+    pub latest: Option<flap::Episode>,
+    /// The flip before the latest was suppressed (its contacts were told it was flapping).
+    pub previous: bool,
+}
+
+/// The check's place in the dependency graph, as [`due`] needs it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dependency {
+    /// The check has accepted `check_dependencies` rows (as a child or a parent): its offline
+    /// notice waits [`deps::GRACE_MS`] after the flip.
+    pub grace: bool,
+    /// A check it depends on is offline now: its notifications are held.
+    pub parent_offline: bool,
 }
 
 /// A notification to enqueue.
@@ -107,22 +131,26 @@ pub fn in_maintenance(windows: &[(i64, i64)], t: i64) -> bool {
 /// - Online: the recovery goes to each online-selecting contact outside maintenance, if the
 ///   contact was told of the outage (an offline-only contact never is, and an online-only
 ///   contact is told unless the outage began inside maintenance).
+/// - Flapping ([`flap`]): while the latest flip is suppressed, only the "flapping" message;
+///   once stable, one message with the current state.
+/// - Dependencies: while a check it depends on is offline, nothing is sent for the check (it
+///   is listed in the parent's message instead); once the parent recovers, what is due then
+///   goes out. A check in the graph sends its offline notice [`deps::GRACE_MS`] after the
+///   flip at the earliest (or `after`, if later).
 pub fn due(state: &CheckState, now: i64) -> Vec<Send> {
     let Some(latest) = state.latest else {
         return Vec::new();
     };
-    if in_maintenance(&state.maintenance, now) {
+    if in_maintenance(&state.maintenance, now) || state.deps.parent_offline {
         return Vec::new();
     }
+    if let Some(episode) = state.flap.latest {
+        return flapping(state, latest, episode, now);
+    }
+    let grace = if state.deps.grace { deps::GRACE_MS } else { 0 };
     let mut out = Vec::new();
     let push = |out: &mut Vec<Send>, contact: ContactId, slot: u32| {
-        if !state.written.contains(&(latest.id, contact, slot)) {
-            out.push(Send {
-                event: latest.id,
-                contact,
-                slot,
-            });
-        }
+        push_new(state, out, latest.id, contact, slot);
     };
     let mut seen: HashSet<ContactId> = HashSet::new();
     for alert in &state.alerts {
@@ -133,7 +161,7 @@ pub fn due(state: &CheckState, now: i64) -> Vec<Send> {
             if !alert.selects.offline() {
                 continue;
             }
-            let due_at = latest.time_ms + alert.after_ms.unwrap_or(0).max(0);
+            let due_at = latest.time_ms + alert.after_ms.unwrap_or(0).max(grace);
             if now < due_at {
                 continue;
             }
@@ -158,6 +186,7 @@ pub fn due(state: &CheckState, now: i64) -> Vec<Send> {
             }
             let told_of_outage = match state.previous {
                 None => true,
+                Some(_) if state.flap.previous => true,
                 Some(p) if alert.selects.offline() => {
                     state.written.contains(&(p.id, alert.contact, 0))
                 }
@@ -166,6 +195,38 @@ pub fn due(state: &CheckState, now: i64) -> Vec<Send> {
             if told_of_outage {
                 push(&mut out, alert.contact, 0);
             }
+        }
+    }
+    out
+}
+
+/// Adds the send (event, contact, slot) unless it is written.
+fn push_new(state: &CheckState, out: &mut Vec<Send>, event: i64, contact: ContactId, slot: u32) {
+    if !state.written.contains(&(event, contact, slot)) {
+        out.push(Send {
+            event,
+            contact,
+            slot,
+        });
+    }
+}
+
+/// The sends of a flapping check: the trigger's "flapping" message to every contact while
+/// it flaps, then, once stable for a window, the latest flip's notice to every contact (an
+/// offline one unless acknowledged).
+fn flapping(state: &CheckState, latest: Event, episode: flap::Episode, now: i64) -> Vec<Send> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<ContactId> = HashSet::new();
+    for alert in &state.alerts {
+        if !seen.insert(alert.contact) {
+            continue;
+        }
+        if now < episode.stable_at {
+            if let Some(trigger) = episode.trigger {
+                push_new(state, &mut out, trigger, alert.contact, flap::FLAP_SLOT);
+            }
+        } else if !(latest.offline && state.acked) {
+            push_new(state, &mut out, latest.id, alert.contact, 0);
         }
     }
     out
@@ -221,6 +282,23 @@ mod tests {
         }
     }
 
+    /// The offline notice is due at `at`, once (written, nothing more a second later).
+    fn released_once(st: &mut CheckState, at: i64) {
+        let d = due(st, at);
+        assert_eq!(d, vec![send(10, 1, 0)]);
+        write(st, &d);
+        assert!(due(st, at + S).is_empty());
+    }
+
+    /// The offline notice is due at `at` (and written), the recovery at `back`.
+    fn tell_then_recover(st: &mut CheckState, at: i64, back: i64) {
+        let d = due(st, at);
+        assert_eq!(d, vec![send(10, 1, 0)]);
+        write(st, &d);
+        recovered(st, back);
+        assert_eq!(due(st, back), vec![send(11, 1, 0)]);
+    }
+
     #[test]
     fn no_policy_sends_the_flip_once() {
         let mut st = offline_at(0);
@@ -239,10 +317,7 @@ mod tests {
         st.maintenance = vec![(0, 20 * S)];
         assert!(due(&st, 5 * S).is_empty());
         assert!(due(&st, 19 * S).is_empty());
-        let d = due(&st, 20 * S);
-        assert_eq!(d, vec![send(10, 1, 0)]);
-        write(&mut st, &d);
-        assert!(due(&st, 21 * S).is_empty());
+        released_once(&mut st, 20 * S);
     }
 
     #[test]
@@ -277,11 +352,7 @@ mod tests {
         recovered(&mut short, 5 * S);
         assert!(due(&short, 5 * S).is_empty());
         assert!(due(&short, 60 * S).is_empty());
-        let d = due(&st, 30 * S);
-        assert_eq!(d, vec![send(10, 1, 0)]);
-        write(&mut st, &d);
-        recovered(&mut st, 40 * S);
-        assert_eq!(due(&st, 40 * S), vec![send(11, 1, 0)]);
+        tell_then_recover(&mut st, 30 * S, 40 * S);
     }
 
     #[test]
@@ -361,5 +432,174 @@ mod tests {
         write(&mut st, &d);
         recovered(&mut st, 5 * S);
         assert_eq!(due(&st, 5 * S), vec![send(11, 2, 0)]);
+    }
+
+    fn child_at(t: i64) -> CheckState {
+        let mut st = offline_at(t);
+        st.deps = Dependency {
+            grace: true,
+            parent_offline: false,
+        };
+        st
+    }
+
+    #[test]
+    fn a_check_in_the_graph_waits_the_grace_before_its_offline_notice() {
+        let mut st = child_at(0);
+        assert!(due(&st, deps::GRACE_MS - 1).is_empty());
+        // The recovery is not delayed.
+        tell_then_recover(&mut st, deps::GRACE_MS, 20 * S);
+    }
+
+    #[test]
+    fn a_child_is_held_while_its_parent_is_offline_and_told_when_it_recovers() {
+        let mut st = child_at(0);
+        st.deps.parent_offline = true;
+        assert!(due(&st, 5 * S).is_empty());
+        assert!(due(&st, 300 * S).is_empty());
+        // The parent recovers, the child is still down: notified then, once.
+        st.deps.parent_offline = false;
+        released_once(&mut st, 301 * S);
+    }
+
+    #[test]
+    fn a_child_that_recovers_under_its_offline_parent_sends_nothing() {
+        let mut st = child_at(0);
+        st.deps.parent_offline = true;
+        recovered(&mut st, 30 * S);
+        assert!(due(&st, 30 * S).is_empty());
+        st.deps.parent_offline = false;
+        assert!(due(&st, 60 * S).is_empty(), "never told of the outage");
+    }
+
+    #[test]
+    fn an_escalation_of_a_dependent_check_waits_for_both() {
+        // Parent down from 5 s to 60 s: the escalated notice (after 30 s) waits for it.
+        let mut st = child_at(0);
+        st.alerts[0].after_ms = Some(30 * S);
+        st.deps.parent_offline = true;
+        assert!(due(&st, 31 * S).is_empty());
+        st.deps.parent_offline = false;
+        assert_eq!(due(&st, 60 * S), vec![send(10, 1, 0)]);
+        // Parent back at 10 s: the escalation still applies.
+        let st = CheckState {
+            deps: Dependency {
+                grace: true,
+                parent_offline: false,
+            },
+            ..st
+        };
+        assert!(due(&st, 29 * S).is_empty());
+        assert_eq!(due(&st, 30 * S), vec![send(10, 1, 0)]);
+    }
+
+    #[test]
+    fn maintenance_on_the_parent_holds_it_and_its_children_until_the_end() {
+        let mut parent = child_at(5 * S);
+        parent.maintenance = vec![(0, 60 * S)];
+        let mut child = child_at(6 * S);
+        child.deps.parent_offline = true;
+        assert!(due(&parent, 30 * S).is_empty());
+        assert!(due(&child, 30 * S).is_empty());
+        // The window ends with both still down: the parent's message goes (the store lists
+        // the child in it), the child stays held behind its offline parent.
+        assert_eq!(due(&parent, 60 * S), vec![send(10, 1, 0)]);
+        assert!(due(&child, 60 * S).is_empty());
+    }
+
+    #[test]
+    fn reminders_of_a_held_child_wait_for_its_parent() {
+        let mut st = child_at(0);
+        st.alerts[0].remind_every_ms = Some(10 * S);
+        let d = due(&st, deps::GRACE_MS);
+        write(&mut st, &d);
+        // The parent falls after the child's notice: reminders stop while it is offline.
+        st.deps.parent_offline = true;
+        assert!(due(&st, 40 * S).is_empty());
+        st.deps.parent_offline = false;
+        assert_eq!(due(&st, 40 * S), vec![send(10, 1, 3)]);
+    }
+
+    const FLAP: flap::FlapRule = flap::FlapRule {
+        flips: 3,
+        window_ms: 20 * S,
+    };
+
+    /// Runs the rules once a second from 0 to `until` s over flips at `times` (s; offline
+    /// first, alternating), and returns every send with when it was written (s).
+    fn simulate(times: &[i64], until: i64, maintenance: Vec<(i64, i64)>) -> Vec<(i64, Send)> {
+        let events: Vec<Event> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Event {
+                id: 100 + i as i64,
+                offline: i % 2 == 0,
+                time_ms: t * S,
+            })
+            .collect();
+        let mut st = CheckState {
+            alerts: vec![alert(1)],
+            maintenance,
+            ..Default::default()
+        };
+        let mut log = Vec::new();
+        for now in 0..=until {
+            let seen: Vec<Event> = events
+                .iter()
+                .copied()
+                .filter(|e| e.time_ms <= now * S)
+                .collect();
+            let flags = flap::suppressed(&seen, FLAP, false);
+            st.latest = seen.last().copied();
+            st.previous = seen.len().checked_sub(2).map(|i| seen[i]);
+            st.flap = Flapping {
+                latest: flap::episode(&seen, FLAP, false),
+                previous: flags.len() >= 2 && flags[flags.len() - 2],
+            };
+            let d = due(&st, now * S);
+            write(&mut st, &d);
+            log.extend(d.into_iter().map(|s| (now, s)));
+        }
+        log
+    }
+
+    #[test]
+    fn a_storm_of_flips_sends_the_first_flips_one_flapping_message_then_the_state_once() {
+        // 40 flips, one a second from 10 s, then stable (the last, at 49 s, is online).
+        let times: Vec<i64> = (10..50).collect();
+        let log = simulate(&times, 120, Vec::new());
+        assert_eq!(
+            log,
+            vec![
+                (10, send(100, 1, 0)),
+                (11, send(101, 1, 0)),
+                (12, send(102, 1, 0)),
+                (13, send(103, 1, flap::FLAP_SLOT)),
+                (69, send(139, 1, 0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn after_flapping_the_next_flip_is_notified_as_usual() {
+        let log = simulate(&[0, 1, 2, 3, 4, 40], 60, Vec::new());
+        let last: Vec<&(i64, Send)> = log.iter().filter(|(t, _)| *t >= 24).collect();
+        // Stable at 24 s (offline, flip 104), then the recovery at 40 s reaches the contact.
+        assert_eq!(last, vec![&(24, send(104, 1, 0)), &(40, send(105, 1, 0))]);
+    }
+
+    #[test]
+    fn flapping_inside_maintenance_sends_only_the_state_at_its_end() {
+        // The storm falls inside a window that ends after it is stable again.
+        let times: Vec<i64> = (10..20).collect();
+        let log = simulate(&times, 80, vec![(5 * S, 60 * S)]);
+        assert_eq!(log, vec![(60, send(109, 1, 0))]);
+        // A window that ends while it still flaps: the flapping message at its end.
+        let times: Vec<i64> = (10..40).collect();
+        let log = simulate(&times, 80, vec![(5 * S, 20 * S)]);
+        assert_eq!(
+            log,
+            vec![(20, send(103, 1, flap::FLAP_SLOT)), (59, send(129, 1, 0))]
+        );
     }
 }

@@ -8,6 +8,7 @@ use super::fence::FencedTx;
 use super::{Store, StoreError};
 use crate::model::{CheckId, CheckStatus, ContactId, Epoch, NodeId};
 use crate::notify::{EventId, Notification};
+use crate::policy::flap::FlapRule;
 
 /// A flip to record.
 #[derive(Debug, Clone)]
@@ -42,13 +43,14 @@ pub async fn record(
     epoch: Epoch,
     node: &NodeId,
     flips: &[FlipWrite],
+    flap: FlapRule,
 ) -> Result<Vec<FlipRecorded>, StoreError> {
     store
         .bounded("recording flips", async {
             let mut tx = FencedTx::begin(store, epoch, node).await?;
             let mut out = Vec::with_capacity(flips.len());
             for flip in flips {
-                out.push(record_one(&mut tx, flip).await?);
+                out.push(record_one(&mut tx, flip, flap).await?);
             }
             tx.commit().await?;
             Ok(out)
@@ -56,7 +58,11 @@ pub async fn record(
         .await
 }
 
-async fn record_one(tx: &mut FencedTx, flip: &FlipWrite) -> Result<FlipRecorded, StoreError> {
+async fn record_one(
+    tx: &mut FencedTx,
+    flip: &FlipWrite,
+    flap: FlapRule,
+) -> Result<FlipRecorded, StoreError> {
     let stored: Option<Option<String>> = tx
         .tx()
         .exec_first(
@@ -100,8 +106,11 @@ async fn record_one(tx: &mut FencedTx, flip: &FlipWrite) -> Result<FlipRecorded,
     let event = tx.tx().last_insert_id().unwrap_or(0) as i64;
     let mut notification = flip.notification.clone();
     notification.event_id = EventId(event);
-    // A check with policy rows is notified by the policy task (role/controller/policy.rs).
-    if !super::policy::has_policy(tx, flip.check).await? {
+    // A check with policy rows, or whose flip is suppressed as flapping, is notified by the
+    // policy task (role/controller/policy.rs).
+    if !super::policy::has_policy(tx, flip.check).await?
+        && !super::policy::flapping(tx, flip.check, flap).await?
+    {
         super::outbox::enqueue(tx, &notification, &flip.contacts).await?;
     }
     Ok(FlipRecorded::Recorded { event })

@@ -2,7 +2,7 @@
 //! state the rules read, the outbox rows they decide (written under the fence), and
 //! acknowledgements (`gobearmon ack`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Value};
@@ -11,13 +11,16 @@ use super::fence::FencedTx;
 use super::{Store, StoreError};
 use crate::model::{CheckId, CheckStatus, ContactId, Epoch, NodeId};
 use crate::notify::{EventId, Notification};
+use crate::policy::deps::Graph;
+use crate::policy::flap::{self, FlapRule};
 use crate::policy::windows::{Window, parse_offset};
-use crate::policy::{Alert, CheckState, Event, Selects, Send};
+use crate::policy::{Alert, CheckState, Dependency, Event, Flapping, Selects, Send};
 
 /// The SQL condition "check `c.id` has policy rows".
 const HAS_POLICY: &str = "(EXISTS (SELECT 1 FROM alerts a WHERE a.check_id = c.id AND a.enabled = 1 \
        AND (a.`after` > 0 OR a.remind_every IS NOT NULL)) \
-     OR EXISTS (SELECT 1 FROM maintenance m WHERE m.check_id = c.id OR m.check_id IS NULL))";
+     OR EXISTS (SELECT 1 FROM maintenance m WHERE m.check_id = c.id OR m.check_id IS NULL) \
+     OR EXISTS (SELECT 1 FROM check_dependencies d WHERE d.check_id = c.id OR d.depends_on = c.id))";
 
 /// Whether the flips of `check` go through the policy task instead of straight to the outbox.
 pub async fn has_policy(tx: &mut FencedTx, check: CheckId) -> Result<bool, StoreError> {
@@ -49,6 +52,19 @@ pub struct Loaded {
     confirmed_by: String,
     /// Maintenance rows that could not be read, described.
     pub bad_windows: Vec<String>,
+    /// `flap_window` (for the flapping messages' text).
+    flap_window_ms: i64,
+    /// The names of the offline checks that depend on this one (listed in its offline
+    /// messages as "also affected").
+    pub also_affected: Vec<String>,
+}
+
+/// What one round of the policy task reads.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub checks: Vec<Loaded>,
+    /// `check_dependencies` rows refused (self-loops, unknown checks, cycles), described.
+    pub refused: Vec<String>,
 }
 
 /// The database's clock, ms since the Unix epoch.
@@ -63,21 +79,31 @@ pub async fn now_ms(store: &Store) -> Result<i64, StoreError> {
 
 /// Reads the policy state of every check with policy rows; maintenance windows are resolved
 /// around `now`.
-pub async fn load(store: &Store, now: i64) -> Result<Vec<Loaded>, StoreError> {
+/// Also reads the checks without policy rows whose latest flip is suppressed as flapping
+/// (`rule`): their flips since then were left to this task ([`flapping`]).
+pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, StoreError> {
     store
         .bounded("reading alert policy", async {
             let mut conn = store.conn().await?;
-            let checks: Vec<(i64, String, String, String)> = conn
+            // Flapping candidates: two flips within the horizon (a suppressed flip has one
+            // within a window before it, and is of interest until a window after it).
+            let horizon_s = (2 * rule.window_ms) / 1000 + LOAD_MARGIN_S;
+            let checks: Vec<(i64, String, String, String, bool)> = conn
                 .query(format!(
-                    "SELECT c.id, c.name, c.type, c.data FROM checks c WHERE {HAS_POLICY}"
+                    "SELECT c.id, c.name, c.type, c.data, {HAS_POLICY} FROM checks c \
+                     WHERE {HAS_POLICY} OR (SELECT COUNT(*) FROM check_events e \
+                       WHERE e.check_id = c.id AND e.time > NOW() - INTERVAL {horizon_s} SECOND) >= 2"
                 ))
                 .await?;
             let mut out = Vec::with_capacity(checks.len());
-            for (id, name, check_type, data) in checks {
+            for (id, name, check_type, data, has_policy) in checks {
                 let events: Vec<EventRow> = conn
                     .exec(
-                        "SELECT id, type, CAST(UNIX_TIMESTAMP(time) * 1000 AS SIGNED), message, confirmed_by \
-                         FROM check_events WHERE check_id = ? ORDER BY id DESC LIMIT 2",
+                        format!(
+                            "SELECT id, type, CAST(UNIX_TIMESTAMP(time) * 1000 AS SIGNED), message, confirmed_by \
+                             FROM check_events WHERE check_id = ? ORDER BY id DESC LIMIT {}",
+                            flap::EVENTS
+                        ),
                         (id,),
                     )
                     .await?;
@@ -88,6 +114,11 @@ pub async fn load(store: &Store, now: i64) -> Result<Vec<Loaded>, StoreError> {
                 };
                 let latest = events.first().map(ev);
                 let previous = events.get(1).map(ev);
+                let oldest_first: Vec<Event> = events.iter().rev().map(ev).collect();
+                let flapping = flap_state(&oldest_first, rule);
+                if !has_policy && flapping.latest.is_none() {
+                    continue;
+                }
                 let alerts: Vec<AlertRow> = conn
                     .exec(
                         "SELECT contact_id, type, `after`, remind_every FROM alerts \
@@ -142,7 +173,8 @@ pub async fn load(store: &Store, now: i64) -> Result<Vec<Loaded>, StoreError> {
                         .exec_first("SELECT event_id FROM incident_acks WHERE event_id = ?", (l.id,))
                         .await?;
                     acked = a.is_some();
-                    let ids: Vec<i64> = events.iter().map(|e| e.0).collect();
+                    let mut ids: Vec<i64> = events.iter().take(2).map(|e| e.0).collect();
+                    ids.extend(flapping.latest.and_then(|ep| ep.trigger));
                     let placeholders = vec!["?"; ids.len()].join(",");
                     let rows: Vec<(i64, i64, i32)> = conn
                         .exec(
@@ -170,6 +202,8 @@ pub async fn load(store: &Store, now: i64) -> Result<Vec<Loaded>, StoreError> {
                         maintenance,
                         acked,
                         written,
+                        deps: Dependency::default(),
+                        flap: flapping,
                     },
                     name,
                     check_type,
@@ -177,11 +211,117 @@ pub async fn load(store: &Store, now: i64) -> Result<Vec<Loaded>, StoreError> {
                     message,
                     confirmed_by,
                     bad_windows,
+                    also_affected: Vec::new(),
+                    flap_window_ms: rule.window_ms,
                 });
             }
-            Ok(out)
+            let refused = dependencies(&mut conn, &mut out).await?;
+            Ok(Snapshot {
+                checks: out,
+                refused,
+            })
         })
         .await
+}
+
+/// Seconds added to twice the flap window when choosing the flapping checks to load; the
+/// flip path ([`flapping`]) judges the flip itself, so a check it leaves to this task is
+/// always within this horizon.
+const LOAD_MARGIN_S: i64 = 1200;
+
+/// The flapping of the latest of `events` (oldest first; the newest [`flap::EVENTS`]).
+fn flap_state(events: &[Event], rule: FlapRule) -> Flapping {
+    let truncated = events.len() >= flap::EVENTS;
+    let flags = flap::suppressed(events, rule, truncated);
+    Flapping {
+        latest: flap::episode(events, rule, truncated),
+        previous: flags.len() >= 2 && flags[flags.len() - 2],
+    }
+}
+
+/// Whether the latest flip of `check` (just written in `tx`) is suppressed as flapping: then
+/// the policy task notifies it, not the flip's transaction.
+pub async fn flapping(
+    tx: &mut FencedTx,
+    check: CheckId,
+    rule: FlapRule,
+) -> Result<bool, StoreError> {
+    let rows: Vec<(i64, String, i64)> = tx
+        .tx()
+        .exec(
+            format!(
+                "SELECT id, type, CAST(UNIX_TIMESTAMP(time) * 1000 AS SIGNED) FROM check_events \
+                 WHERE check_id = ? ORDER BY id DESC LIMIT {}",
+                flap::EVENTS
+            ),
+            (check.0,),
+        )
+        .await?;
+    let events: Vec<Event> = rows
+        .iter()
+        .rev()
+        .map(|(id, t, ms)| Event {
+            id: *id,
+            offline: t == "offline",
+            time_ms: *ms,
+        })
+        .collect();
+    Ok(flap_state(&events, rule).latest.is_some())
+}
+
+/// Reads `check_dependencies` and sets each loaded check's place in the graph (every check
+/// with a row is loaded: it has policy rows). Returns the refused rows, described.
+async fn dependencies(
+    conn: &mut mysql_async::Conn,
+    checks: &mut [Loaded],
+) -> Result<Vec<String>, StoreError> {
+    let rows: Vec<(i64, i64, bool, bool)> = conn
+        .query(
+            "SELECT d.check_id, d.depends_on, \
+               EXISTS (SELECT 1 FROM checks c WHERE c.id = d.check_id), \
+               EXISTS (SELECT 1 FROM checks c WHERE c.id = d.depends_on) \
+             FROM check_dependencies d",
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut known = HashSet::new();
+    for &(a, b, a_exists, b_exists) in &rows {
+        if a_exists {
+            known.insert(a);
+        }
+        if b_exists {
+            known.insert(b);
+        }
+    }
+    let edges: Vec<(i64, i64)> = rows.iter().map(|r| (r.0, r.1)).collect();
+    let (graph, problems) = Graph::build(&edges, &known);
+    let offline: HashSet<i64> = checks
+        .iter()
+        .filter(|l| l.state.latest.is_some_and(|e| e.offline))
+        .map(|l| l.check.0)
+        .collect();
+    let names: HashMap<i64, String> = checks.iter().map(|l| (l.check.0, l.name.clone())).collect();
+    let is_offline = |c: i64| offline.contains(&c);
+    for l in checks.iter_mut() {
+        let id = l.check.0;
+        l.state.deps = Dependency {
+            grace: graph.contains(id),
+            parent_offline: graph.parent_offline(id, &is_offline),
+        };
+        l.also_affected = graph
+            .affected(id, &is_offline)
+            .into_iter()
+            .map(|c| {
+                names
+                    .get(&c)
+                    .cloned()
+                    .unwrap_or_else(|| format!("check {c}"))
+            })
+            .collect();
+    }
+    Ok(problems.iter().map(ToString::to_string).collect())
 }
 
 fn window(
@@ -212,6 +352,12 @@ fn window(
     }
 }
 
+/// `ms` as `1h02m03s`.
+fn format_duration(ms: i64) -> String {
+    let d = (ms / 1000).max(0);
+    format!("{}h{:02}m{:02}s", d / 3600, d / 60 % 60, d % 60)
+}
+
 /// The notification of `send` for `loaded`'s latest event: its flip notice, or a reminder
 /// ("still offline since T, for D").
 pub fn notification(loaded: &Loaded, send: &Send, now: i64) -> Notification {
@@ -226,7 +372,19 @@ pub fn notification(loaded: &Loaded, send: &Send, now: i64) -> Notification {
         (CheckStatus::Offline, CheckStatus::Online)
     };
     let mut message = loaded.message.clone();
-    if send.slot > 0 {
+    let window = format_duration(loaded.flap_window_ms);
+    if send.slot == flap::FLAP_SLOT {
+        message = format!(
+            "flapping: it flips too often; no flip notifications until it has been stable for \
+             {window} (now {}): {message}",
+            new_status.as_str()
+        );
+    } else if send.slot == 0 && loaded.state.flap.latest.is_some() {
+        message = format!(
+            "stable for {window} after flapping, now {}: {message}",
+            new_status.as_str()
+        );
+    } else if send.slot > 0 {
         let since = time::OffsetDateTime::from_unix_timestamp(latest.time_ms / 1000)
             .ok()
             .and_then(|t| {
@@ -234,13 +392,16 @@ pub fn notification(loaded: &Loaded, send: &Send, now: i64) -> Notification {
                     .ok()
             })
             .unwrap_or_default();
-        let d = ((now - latest.time_ms) / 1000).max(0);
+        let d = format_duration(now - latest.time_ms);
         message = format!(
-            "still offline since {since}, for {}h{:02}m{:02}s (reminder {}): {message}",
-            d / 3600,
-            d / 60 % 60,
-            d % 60,
+            "still offline since {since}, for {d} (reminder {}): {message}",
             send.slot
+        );
+    }
+    if latest.offline && !loaded.also_affected.is_empty() {
+        message = format!(
+            "{message} (also affected: {})",
+            loaded.also_affected.join(", ")
         );
     }
     Notification {

@@ -28,6 +28,7 @@ pub const TABLES: &[&str] = &[
     "controller_alive",
     "maintenance",
     "incident_acks",
+    "check_dependencies",
     "web_users",
     "web_sessions",
     "status_pages",

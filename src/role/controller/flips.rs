@@ -77,7 +77,15 @@ pub(super) async fn run(
         let n = if single { 1 } else { batch_len(&queue) };
         let batch: Vec<FlipWrite> = queue.iter().take(n).map(|p| p.write.clone()).collect();
         let host = term.host();
-        match flips::record(&host.store, term.epoch, &host.node, &batch).await {
+        match flips::record(
+            &host.store,
+            term.epoch,
+            &host.node,
+            &batch,
+            host.config.flap,
+        )
+        .await
+        {
             Ok(outcomes) => {
                 let done: Vec<PendingFlip> = queue.drain(..n).collect();
                 for (flip, outcome) in done.into_iter().zip(outcomes) {

@@ -157,6 +157,12 @@ impl ControllerHost {
     fn tell_admin(&self, kind: AdminKind, body: String) {
         let _ = self.admin.send((kind.subject().to_string(), body));
     }
+
+    /// Tells the admin under a subject of its own (one per distinct problem, so problems do
+    /// not rate-limit each other).
+    fn tell_admin_subject(&self, subject: String, body: String) {
+        let _ = self.admin.send((subject, body));
+    }
 }
 
 struct Running {

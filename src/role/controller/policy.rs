@@ -64,9 +64,22 @@ pub(super) async fn run(term: TermHandle, outbox: WakeHandle) {
 async fn round(term: &TermHandle, told_bad: &mut HashSet<String>) -> Result<u64, StoreError> {
     let host = term.host();
     let now = policy::now_ms(&host.store).await?;
-    let loaded = policy::load(&host.store, now).await?;
+    let snapshot = policy::load(&host.store, now, host.config.flap).await?;
+    for problem in &snapshot.refused {
+        if told_bad.insert(problem.clone()) {
+            tracing::error!(%problem, "check_dependencies row refused");
+            host.tell_admin_subject(
+                format!("gobearmon: {problem}"),
+                format!(
+                    "A check_dependencies row is refused: {problem}\n\
+                     The other rows still apply; the checks of the refused rows are notified \
+                     as if the row did not exist.\n"
+                ),
+            );
+        }
+    }
     let mut sends = Vec::new();
-    for l in &loaded {
+    for l in &snapshot.checks {
         for bad in &l.bad_windows {
             if told_bad.insert(bad.clone()) {
                 tracing::error!(check = %l.check, problem = %bad, "maintenance row ignored");
