@@ -200,6 +200,8 @@ fn canaries_turn_cut_workers_impaired_and_nobody_is_paged() {
     let shared = "canary_interval = \"200ms\"\n";
     let mut rows = seed(target);
     rows.push(format!("INSERT INTO canaries (url) VALUES ('{url}')"));
+    // A row no worker can run: skipped, and the admin is told (once).
+    rows.push("INSERT INTO canaries (url) VALUES ('gopher://127.0.0.1:7/bad-canary')".into());
     let w = World::start("vantage_canaries", [&own, shared, shared], "", &rows);
     w.wait_reporting();
     for id in ["w1", "w2", "w3"] {
@@ -316,6 +318,15 @@ fn canaries_turn_cut_workers_impaired_and_nobody_is_paged() {
         w.admin_subjects()
     );
     assert!(w.smtp.messages_to("ops@test").is_empty(), "paged");
+    // The bad row was reported once, by name, although every round of the term reread it.
+    assert_eq!(
+        w.count_subjects(
+            "a canaries row cannot be used: canary \"gopher://127.0.0.1:7/bad-canary\""
+        ),
+        1,
+        "{:?}",
+        w.admin_subjects()
+    );
 }
 
 /// The same cut without canaries: the two cut workers confirm each other and the contact is

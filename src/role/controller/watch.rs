@@ -322,6 +322,8 @@ pub(super) async fn run(term: TermHandle) {
     // The first round looks for the gap before this term, before stamping over it.
     check_no_controller(&host).await;
     let mut next_canaries = Instant::now();
+    // Bad rows of table `canaries` already reported (once each per term).
+    let mut told_bad: std::collections::HashSet<String> = std::collections::HashSet::new();
     loop {
         if !term.may_act() {
             return term.token.cancelled().await;
@@ -338,7 +340,17 @@ pub(super) async fn run(term: TermHandle) {
                 Ok(urls) => {
                     let (_, bad) = crate::canary::parse_all(urls.iter().map(String::as_str));
                     for e in bad {
-                        tracing::warn!(error = %e, "a row of table canaries cannot be used; workers skip it");
+                        let problem = e.to_string();
+                        if told_bad.insert(problem.clone()) {
+                            tracing::warn!(error = %problem, "a row of table canaries cannot be used; workers skip it");
+                            host.tell_admin_subject(
+                                format!("gobearmon: a canaries row cannot be used: {problem}"),
+                                format!(
+                                    "A row of table canaries cannot be used: {problem}\n\
+                                     Workers skip it and run the others; fix or delete the row.\n"
+                                ),
+                            );
+                        }
                     }
                     *lock(&host.vantage.canaries) = Some(urls);
                 }
