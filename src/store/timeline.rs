@@ -145,6 +145,19 @@ pub async fn checks_in(store: &Store, ids: &[i64]) -> Result<Vec<CheckInfo>, Sto
     checks_where(store, &tail, ids.iter().map(|&i| i.into()).collect()).await
 }
 
+/// How many enabled checks are offline (the overview's count; maintenance does not change it).
+pub async fn offline_count(store: &Store) -> Result<u64, StoreError> {
+    store
+        .bounded("counting offline checks", async {
+            let mut conn = store.conn().await?;
+            let n: Option<u64> = conn
+                .query_first("SELECT COUNT(*) FROM checks WHERE enabled = 1 AND status = 'offline'")
+                .await?;
+            Ok(n.unwrap_or(0))
+        })
+        .await
+}
+
 /// Up to `limit` checks with ids above `after`, by id.
 pub async fn checks_after(
     store: &Store,

@@ -585,30 +585,23 @@ async fn live_feed(
         return (StatusCode::UNAUTHORIZED, r).into_response();
     }
     let now = v1::now_ms() / 1000;
-    let wanted: std::collections::HashSet<i64> = q
+    let wanted: Vec<i64> = q
         .ids
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .take(LIVE_ROWS)
         .collect();
-    let (all, maint, live) = tokio::join!(
-        timeline::checks(&web.store, None),
+    let (checks, down, maint, live) = tokio::join!(
+        timeline::checks_in(&web.store, &wanted),
+        timeline::offline_count(&web.store),
         in_maintenance(&web, now),
         cluster::summary(&web)
     );
     let quorum = cluster::Quorum::of(live.as_ref());
-    let (all, maint) = match (all, maint) {
-        (Ok(c), Ok(m)) => (c, m),
-        (Err(e), _) | (_, Err(e)) => return api_error(e.into()),
+    let (checks, down, maint) = match (checks, down, maint) {
+        (Ok(c), Ok(d), Ok(m)) => (c, d, m),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => return api_error(e.into()),
     };
-    let down = all
-        .iter()
-        .filter(|c| state_of(c.status.as_str(), c.enabled, maint.has(c.id.0)).0 == "offline")
-        .count();
-    let checks: Vec<_> = all
-        .into_iter()
-        .filter(|c| wanted.contains(&c.id.0))
-        .collect();
     let ids: Vec<i64> = checks.iter().map(|c| c.id.0).collect();
     let latest = match timeline::latest_of(&web.store, &ids).await {
         Ok(l) => l,
