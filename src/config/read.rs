@@ -152,6 +152,9 @@ const SECTIONS: &[(&str, &[Key])] = &[
             alias("metrics_per_worker", &["metricsPerWorker"]),
             k("flap_flips"),
             k("flap_window"),
+            k("storm_flips"),
+            k("storm_window"),
+            k("storm_wait"),
             secret("admin_webhook", &["adminWebhook"]),
             secret("admin_webhook_secret", &["adminWebhookSecret"]),
             alias("no_controller_alert", &["noControllerAlert"]),
@@ -212,6 +215,7 @@ const SECTIONS: &[(&str, &[Key])] = &[
             secret("auth_token", &["authToken"]),
             k("from"),
             alias("base_url", &["baseUrl"]),
+            alias("max_per_hour", &["maxPerHour"]),
         ],
     ),
     ("tls", &[k("cert"), k("key"), k("ca")]),
@@ -730,6 +734,8 @@ impl Reader<'_> {
             timeout: self.duration_or(s, "delivery_timeout", Duration::from_secs(30)),
             concurrency: self.int_or(s, "delivery_concurrency", 16, 1, 1024) as usize,
             admin_interval: self.duration_or(s, "admin_interval", Duration::from_secs(3600)),
+            storm: self.storm(s),
+            paid_max_per_hour: 30,
         };
         let heartbeat_url = self.opt_string(s, "heartbeat_url").map(Secret::new);
         if let Some(u) = &heartbeat_url
@@ -973,6 +979,32 @@ impl Reader<'_> {
         }
     }
 
+    /// `storm_flips`, `storm_window`, `storm_wait`.
+    fn storm(&mut self, s: &Section) -> crate::policy::storm::StormRule {
+        let d = crate::policy::storm::StormRule::default();
+        let window = self.duration_or(s, "storm_window", Duration::from_millis(d.window_ms as u64));
+        if !(Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(&window) {
+            self.problem(
+                "controller.storm_window".into(),
+                format!("{window:?}"),
+                "from 1s to 1 day",
+            );
+        }
+        let wait = self.duration_or(s, "storm_wait", Duration::ZERO);
+        if wait > Duration::from_secs(600) {
+            self.problem(
+                "controller.storm_wait".into(),
+                format!("{wait:?}"),
+                "from 0s to 10m",
+            );
+        }
+        crate::policy::storm::StormRule {
+            flips: self.int_or(s, "storm_flips", i64::from(d.flips), 1, 1_000_000) as u32,
+            window_ms: window.as_millis() as i64,
+            wait_ms: wait.as_millis() as i64,
+        }
+    }
+
     fn twilio(&mut self, s: &Section) -> TwilioConfig {
         let base_url = self.string_or(s, "base_url", "https://api.twilio.com");
         match url::Url::parse(&base_url) {
@@ -988,6 +1020,7 @@ impl Reader<'_> {
             auth_token: self.opt_string(s, "auth_token").map(Secret::new),
             from: self.string_or(s, "from", ""),
             base_url: base_url.trim_end_matches('/').to_string(),
+            max_per_hour: self.int_or(s, "max_per_hour", 30, 1, 100_000) as u32,
         }
     }
 
