@@ -1,5 +1,5 @@
-//! Alert policy end to end (issue 14, items 1 to 6): maintenance windows, escalation,
-//! reminders, `gobearmon ack`, check dependencies and flapping, on a real cluster (3 viewservers,
+//! Alert policy end to end (issue 14, items 1 to 7): maintenance windows, escalation,
+//! reminders, `gobearmon ack`, check dependencies, flapping and storm control, on a real cluster (3 viewservers,
 //! 3 workers as separate processes), real MariaDB, webhook receivers on loopback and a real
 //! SMTP server for the admin's notices.
 
@@ -458,5 +458,64 @@ fn a_flapping_check_sends_one_flapping_message_then_its_state_once_stable() {
         5,
         "exactly five messages: {:?}",
         got(&hook)
+    );
+}
+
+#[test]
+fn forty_checks_down_together_reach_each_contact_as_one_digest() {
+    let _serial = support::cluster::serial();
+    // The defaults (storm_flips 20, storm_window 60 s), gathering 5 s so that the first flips
+    // of the storm fold with the rest.
+    let w = World::start_with("policy_storm", "storm_wait = \"5s\"");
+    let mut shared = Port::new();
+    let ops = w.receiver();
+    let oncall = w.receiver();
+    let mut sql = format!(
+        "INSERT INTO contacts (id,type,data) VALUES (1,'webhook','{}'),(2,'webhook','{}');",
+        ops.url("/hook"),
+        oncall.url("/hook")
+    );
+    for id in 1..=40 {
+        sql.push_str(&tcp_check(id, shared.port));
+        sql.push_str(&format!(
+            "INSERT INTO alerts (check_id,contact_id,type) VALUES ({id},1,'both'),({id},2,'both');"
+        ));
+    }
+    w.sql(&sql);
+    w.wait_ready();
+    shared.down();
+    for id in 1..=40 {
+        w.wait_status(id, "offline");
+    }
+    for hook in [&ops, &oncall] {
+        wait_requests(hook, 1, 40);
+    }
+    settle(4);
+    for hook in [&ops, &oncall] {
+        let posts = hook.received();
+        assert_eq!(posts.len(), 1, "one message per contact: {:?}", got(hook));
+        let body: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
+        let mut ids: Vec<i64> = body["digest"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a digest: {body}"))
+            .iter()
+            .map(|d| d["check"]["id"].as_i64().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (1..=40).collect::<Vec<i64>>(), "{body}");
+        assert!(
+            body["digest"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["new_status"] == "offline")
+        );
+    }
+    let mut states: Vec<(String, i64)> =
+        w.query("SELECT CAST(state AS CHAR), COUNT(*) FROM notification_outbox GROUP BY state");
+    states.sort();
+    assert_eq!(
+        states,
+        vec![("folded".to_string(), 78), ("sent".to_string(), 2)]
     );
 }

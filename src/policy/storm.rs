@@ -64,6 +64,9 @@ pub struct Contact {
     pub sent_last_hour: Vec<i64>,
     /// Its due rows, oldest first (not empty).
     pub rows: Vec<Row>,
+    /// When the oldest of its rows still held for later became due: rows due since then
+    /// gather with it rather than start a gathering of their own.
+    pub waiting_since: Option<i64>,
 }
 
 /// Why rows wait.
@@ -131,8 +134,11 @@ fn plan_contact(rule: StormRule, now: i64, storm: bool, c: &Contact, out: &mut V
         until_ms,
         why,
     };
-    if rule.wait_ms > 0 && now < oldest.due_ms + rule.wait_ms {
-        out.push(defer(oldest.due_ms + rule.wait_ms, Wait::Gathering));
+    let since = c
+        .waiting_since
+        .map_or(oldest.due_ms, |w| w.min(oldest.due_ms));
+    if rule.wait_ms > 0 && now < since + rule.wait_ms {
+        out.push(defer(since + rule.wait_ms, Wait::Gathering));
         return;
     }
     let recent: Vec<i64> = c
@@ -232,6 +238,7 @@ mod tests {
                 .iter()
                 .map(|&(id, due_ms)| Row { id, due_ms })
                 .collect(),
+            waiting_since: None,
         }
     }
 
@@ -306,6 +313,23 @@ mod tests {
             plan(r, 4 * S, 2, std::slice::from_ref(&c)),
             vec![Action::Defer {
                 rows: vec![10, 11],
+                until_ms: 5 * S,
+                why: Wait::Gathering
+            }]
+        );
+        // A row due later joins the rows already waiting instead of waiting on its own.
+        let later = Contact {
+            rows: vec![Row {
+                id: 12,
+                due_ms: 4 * S,
+            }],
+            waiting_since: Some(0),
+            ..c.clone()
+        };
+        assert_eq!(
+            plan(r, 4 * S, 2, &[later]),
+            vec![Action::Defer {
+                rows: vec![12],
                 until_ms: 5 * S,
                 why: Wait::Gathering
             }]
