@@ -266,10 +266,43 @@ fn escalation_notifies_only_a_lasting_outage_and_fires_once_across_a_kill_9() {
         got(&pager)
     );
     let due_after: Vec<i64> = w.query(
-        "SELECT TIMESTAMPDIFF(SECOND, e.time, o.created_at) FROM notification_outbox o \
-         JOIN check_events e ON e.id = o.event_id WHERE o.contact_id = 2",
+        "SELECT TIMESTAMPDIFF(SECOND, e.time, o.sent_at) FROM notification_outbox o \
+         JOIN check_events e ON e.id = o.event_id WHERE o.contact_id = 2 AND o.state = 'sent'",
     );
     assert!(due_after.len() == 1 && due_after[0] >= 11, "{due_after:?}");
+    // Every decision has its row: the short outage's page was held for the escalation, then
+    // dropped when the check recovered; its recovery was not sent to a contact never told.
+    let decided: Vec<(String, String, String)> = w.query(
+        "SELECT e.type, CAST(o.state AS CHAR), COALESCE(o.reason, '') FROM notification_outbox o \
+         JOIN check_events e ON e.id = o.event_id WHERE o.contact_id = 2 ORDER BY o.id",
+    );
+    assert_eq!(decided.len(), 3, "{decided:?}");
+    assert_eq!(
+        (decided[0].0.as_str(), decided[0].1.as_str()),
+        ("offline", "dropped")
+    );
+    assert!(
+        decided[0].2.starts_with("dropped: the check changed again before it was sent (escalation pending: sent if still offline at "),
+        "{decided:?}"
+    );
+    assert_eq!(
+        (decided[1].0.as_str(), decided[1].1.as_str()),
+        ("online", "dropped")
+    );
+    assert!(
+        decided[1].2.contains("not told of the outage"),
+        "{decided:?}"
+    );
+    assert_eq!(
+        (decided[2].0.as_str(), decided[2].1.as_str()),
+        ("offline", "sent")
+    );
+    assert!(
+        decided[2]
+            .2
+            .starts_with("sent after hold: escalation pending"),
+        "{decided:?}"
+    );
     // Its recovery reaches the pager too (it was told of the outage).
     a.up();
     let pages = wait_requests(&pager, 2, 30);
