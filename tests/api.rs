@@ -180,7 +180,10 @@ async fn seed(tag: &str) -> (TestDb, Store, i64) {
          INSERT INTO notification_outbox (event_id, check_id, contact_id, payload, state, attempts, sent_at, last_error) VALUES
            (1, 1, 1, '{{}}', 'sent', 1, NOW(3), NULL),
            (2, 1, 1, '{{}}', 'sent', 2, NOW(3), 'connection refused'),
-           (3, 1, 1, '{{}}', 'failed', 8, NULL, 'webhook answered 500');",
+           (3, 1, 1, '{{}}', 'failed', 8, NULL, 'webhook answered 500');
+         INSERT INTO notification_outbox (event_id, check_id, contact_id, payload, state, reason, folded_into) VALUES
+           (1, 1, 2, '{{}}', 'folded', 'digest: sent inside the storm digest of row 1', 1),
+           (3, 1, 2, '{{}}', 'held', 'maintenance: held until the window ends', NULL);",
         a = t - 3000,
         b = t - 2400,
         c = t - 600,
@@ -223,6 +226,11 @@ async fn every_endpoint_answers_as_the_openapi_document_says() {
             "/api/v1/notifications",
             "/api/v1/notifications?state=failed".into(),
         ),
+        (
+            "/api/v1/notifications",
+            "/api/v1/notifications?state=held".into(),
+        ),
+        ("/api/v1/notifications", "/api/v1/notifications".into()),
     ];
     for (template, path) in &calls {
         let v = api.checked(template, path, 200).await;
@@ -288,8 +296,29 @@ async fn every_endpoint_answers_as_the_openapi_document_says() {
     );
     assert_eq!(list[1]["duration_seconds"], 600);
     assert_eq!(list[1]["confirmed_by"], serde_json::json!(["w1", "w2"]));
-    assert_eq!(list[1]["notifications"].as_array().unwrap().len(), 2);
+    assert_eq!(list[1]["notifications"].as_array().unwrap().len(), 3);
     assert_eq!(list[0]["notifications"][0]["state"], "failed");
+    // Every row says why it was held, folded or dropped.
+    let held = api
+        .checked(
+            "/api/v1/notifications",
+            "/api/v1/notifications?state=held",
+            200,
+        )
+        .await;
+    let held = held["notifications"].as_array().unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0]["reason"], "maintenance: held until the window ends");
+    assert_eq!(held[0]["folded_into"], serde_json::Value::Null);
+    let folded = &list[1]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["state"] == "folded")
+        .cloned()
+        .expect("the folded row in its incident");
+    assert_eq!(folded["folded_into"], 1);
+    assert!(folded["reason"].as_str().unwrap().starts_with("digest"));
     let open = api
         .checked("/api/v1/incidents", "/api/v1/incidents?open=true", 200)
         .await;

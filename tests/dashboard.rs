@@ -34,6 +34,10 @@ impl World {
         self.rt.block_on(self.db.as_ref().unwrap().one(sql))
     }
 
+    fn exec(&self, sql: &str) {
+        self.rt.block_on(self.db.as_ref().unwrap().exec(sql))
+    }
+
     /// The `[web] addr` of worker `i`, from its config file.
     fn web_addr(&self, i: usize) -> String {
         let text = std::fs::read_to_string(&self.cluster.workers[i].config).unwrap();
@@ -300,6 +304,14 @@ fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_p
         (n >= 1).then_some(())
     });
 
+    // A row held by a contact's hourly cap (storm control looks at it again in an hour).
+    w.exec(
+        "INSERT INTO notification_outbox (event_id, check_id, contact_id, payload, state, reason, \
+           held_until, next_attempt_at) VALUES (999999, 1, 1, '{}', 'held', \
+           'cap: the contact''s messages per hour are used up', NOW(3) + INTERVAL 1 HOUR, \
+           NOW(3) + INTERVAL 1 HOUR)",
+    );
+
     // The check page: the incident with who confirmed it and the sent notification; latency
     // points for each location; today's cell of the 90-day bar; no secret.
     let today = gobearmon::history::rfc3339(
@@ -348,6 +360,15 @@ fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_p
         let said = text_of(&c, Locator::Id("test-result")).await;
         assert!(said.starts_with("Delivered"), "{said}");
         assert_eq!(hook.count(), before + 1);
+        // Held rows are listed with why, and so are the latest decisions.
+        c.goto(&format!("{base}/notifications")).await.unwrap();
+        for table in ["held", "decisions"] {
+            let rows = text_of(&c, Locator::Css(&format!("#{table} tbody"))).await;
+            assert!(
+                rows.contains("cap: the contact's messages per hour are used up"),
+                "{table}: {rows}"
+            );
+        }
     });
     let enabled: i64 = w.one("SELECT enabled FROM checks WHERE id = 1");
     assert_eq!(enabled, 0);
