@@ -408,4 +408,50 @@ mod tests {
         let p = plan(rule(), 0, 40, std::slice::from_ref(&c));
         assert!(capped(&[c], &p).is_empty());
     }
+
+    /// The policy's output feeds the plan like any flip's notice: during a storm the
+    /// "flapping" message of a flapping check folds into the digest with the others.
+    #[test]
+    fn a_storm_that_includes_a_flapping_check_folds_its_message_too() {
+        use crate::policy::{Alert, CheckState, Event, Flapping, Selects, due, flap};
+        let flapping = CheckState {
+            latest: Some(Event {
+                id: 30,
+                offline: true,
+                time_ms: 0,
+            }),
+            alerts: vec![Alert {
+                contact: ContactId(1),
+                selects: Selects::Both,
+                after_ms: None,
+                remind_every_ms: None,
+            }],
+            flap: Flapping {
+                latest: Some(flap::Episode {
+                    trigger: Some(29),
+                    stable_at: 3600 * S,
+                }),
+                previous: true,
+            },
+            ..Default::default()
+        };
+        let sends = due(&flapping, S);
+        assert_eq!(sends.len(), 1);
+        assert_eq!(sends[0].slot, flap::FLAP_SLOT);
+        // Its row (id 50) is due with 24 flip notices of other checks for the same contact.
+        let mut rows: Vec<(i64, i64)> = (1..=24).map(|i| (i, 0)).collect();
+        rows.push((50, S));
+        let c = contact(1, None, &[], &rows);
+        let p = plan(rule(), S, 25, &[c]);
+        match &p[..] {
+            [
+                Action::Fold {
+                    carrier: 1,
+                    folded,
+                    why: Fold::Digest,
+                },
+            ] => assert!(folded.contains(&50) && folded.len() == 24, "{folded:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
