@@ -30,7 +30,8 @@
 //! Roles ([`role`]): wiring and loops only: `viewserver`, `worker` (membership, lease,
 //! runner, hand-over), `controller` (one term per epoch).
 //!
-//! The binary (`src/main.rs`) maps the command line to a config and a role, with exit codes.
+//! [`cli`]: every subcommand of `gobearmon`, its output and its exit code; the binary
+//! (`src/main.rs`) only parses the command line and calls [`cli::execute`].
 
 pub mod api;
 pub mod canary;
