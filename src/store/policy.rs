@@ -26,7 +26,7 @@ const HAS_POLICY: &str = "(EXISTS (SELECT 1 FROM alerts a WHERE a.check_id = c.i
 
 /// The ids of the checks with policy rows, as a set (one pass per table: the per-check
 /// `EXISTS` of [`HAS_POLICY`] over every check took a minute at 10,000 checks, since MariaDB
-/// runs a disjunction of correlated subqueries row by row).
+/// runs a disjunction of correlated subqueries row by row; this takes 0.1 s).
 const POLICY_IDS: &str = "SELECT check_id AS id FROM alerts \
        WHERE enabled = 1 AND (`after` > 0 OR remind_every IS NOT NULL) \
      UNION SELECT check_id FROM maintenance WHERE check_id IS NOT NULL \
@@ -73,6 +73,8 @@ pub struct Loaded {
     /// Every outbox row of the events read, with its state and reason (held and dropped rows
     /// included, unlike `state.written`).
     pub recorded: HashMap<(i64, ContactId, u32), (String, Option<String>)>,
+    /// Loaded only as a flapping candidate (no policy rows).
+    pub flap_only: bool,
 }
 
 /// What one round of the policy task reads.
@@ -83,6 +85,9 @@ pub struct Snapshot {
     pub refused: Vec<String>,
     /// Events whose rows this task holds though the check flipped since: they are dropped.
     pub superseded: Vec<i64>,
+    /// Flapping candidates whose latest flip (the event given) is not suppressed: no longer
+    /// candidates.
+    pub not_flapping: Vec<(CheckId, i64)>,
 }
 
 /// The database's clock, ms since the Unix epoch.
@@ -103,20 +108,18 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
     store
         .bounded("reading alert policy", async {
             let mut conn = store.conn().await?;
-            // Flapping candidates: two flips within the horizon (a suppressed flip has one
-            // within a window before it, and is of interest until a window after it).
-            let horizon_s = (2 * rule.window_ms) / 1000 + LOAD_MARGIN_S;
+            // Flapping candidates: the checks whose flip the flip path found suppressed
+            // (`flapping_checks`), until this task has told their state once stable.
             let checks: Vec<(i64, String, String, String, bool)> = conn
                 .query(format!(
                     "SELECT c.id, c.name, c.type, c.data, p.id IS NOT NULL FROM checks c \
                      LEFT JOIN ({POLICY_IDS}) p ON p.id = c.id \
-                     LEFT JOIN (SELECT check_id AS id FROM check_events \
-                       WHERE time > NOW() - INTERVAL {horizon_s} SECOND \
-                       GROUP BY check_id HAVING COUNT(*) >= 2) f ON f.id = c.id \
-                     WHERE p.id IS NOT NULL OR f.id IS NOT NULL"
+                     LEFT JOIN flapping_checks f ON f.check_id = c.id \
+                     WHERE p.id IS NOT NULL OR f.check_id IS NOT NULL"
                 ))
                 .await?;
             let mut out = Vec::with_capacity(checks.len());
+            let mut not_flapping = Vec::new();
             for (id, name, check_type, data, has_policy) in checks {
                 let events: Vec<EventRow> = conn
                     .exec(
@@ -138,6 +141,10 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
                 let oldest_first: Vec<Event> = events.iter().rev().map(ev).collect();
                 let flapping = flap_state(&oldest_first, rule);
                 if !has_policy && flapping.latest.is_none() {
+                    // No longer flapping (the flap rule changed, or a flip after the run).
+                    if let Some(l) = latest {
+                        not_flapping.push((CheckId(id), l.id));
+                    }
                     continue;
                 }
                 let alerts: Vec<AlertRow> = conn
@@ -242,6 +249,7 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
                     bad_windows,
                     also_affected: Vec::new(),
                     recorded,
+                    flap_only: !has_policy,
                     flap_window_ms: rule.window_ms,
                 });
             }
@@ -267,15 +275,11 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
                 checks: out,
                 refused,
                 superseded,
+                not_flapping,
             })
         })
         .await
 }
-
-/// Seconds added to twice the flap window when choosing the flapping checks to load; the
-/// flip path ([`flapping`]) judges the flip itself, so a check it leaves to this task is
-/// always within this horizon.
-const LOAD_MARGIN_S: i64 = 1200;
 
 /// The flapping of the latest of `events` (oldest first; the newest [`flap::EVENTS`]).
 fn flap_state(events: &[Event], rule: FlapRule) -> Flapping {
@@ -288,7 +292,8 @@ fn flap_state(events: &[Event], rule: FlapRule) -> Flapping {
 }
 
 /// Whether the latest flip of `check` (just written in `tx`) is suppressed as flapping: then
-/// the policy task notifies it, not the flip's transaction.
+/// the policy task notifies it, not the flip's transaction, and `flapping_checks` names the
+/// check (with that flip) until the policy task has told its state once stable.
 pub async fn flapping(
     tx: &mut FencedTx,
     check: CheckId,
@@ -314,7 +319,17 @@ pub async fn flapping(
             time_ms: *ms,
         })
         .collect();
-    Ok(flap_state(&events, rule).latest.is_some())
+    let suppressed = flap_state(&events, rule).latest.is_some();
+    if let (true, Some(latest)) = (suppressed, events.last()) {
+        tx.tx()
+            .exec_drop(
+                "INSERT INTO flapping_checks (check_id, event_id) VALUES (?, ?) \
+                 ON DUPLICATE KEY UPDATE event_id = VALUES(event_id)",
+                (check.0, latest.id),
+            )
+            .await?;
+    }
+    Ok(suppressed)
 }
 
 /// Reads `check_dependencies` and sets each loaded check's place in the graph (every check
@@ -497,8 +512,9 @@ pub async fn write(
     node: &NodeId,
     rows: &[PolicyRow],
     superseded: &[i64],
+    unflap: &[(CheckId, i64)],
 ) -> Result<u64, StoreError> {
-    if rows.is_empty() && superseded.is_empty() {
+    if rows.is_empty() && superseded.is_empty() && unflap.is_empty() {
         return Ok(0);
     }
     store
@@ -517,6 +533,15 @@ pub async fn write(
                          changed again before it was sent (', COALESCE(reason, 'held'), ')'), \
                          state = 'dropped' WHERE {OWN_HOLD} AND event_id IN ({list})"
                     ))
+                    .await?;
+            }
+            for (check, event) in unflap {
+                // Only if no later flip named the check again meanwhile.
+                tx.tx()
+                    .exec_drop(
+                        "DELETE FROM flapping_checks WHERE check_id = ? AND event_id = ?",
+                        (check.0, event),
+                    )
                     .await?;
             }
             for row in rows {

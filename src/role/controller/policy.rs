@@ -79,6 +79,7 @@ async fn round(term: &TermHandle, told_bad: &mut HashSet<String>) -> Result<u64,
         }
     }
     let mut sends = Vec::new();
+    let mut unflap = snapshot.not_flapping.clone();
     for l in &snapshot.checks {
         for bad in &l.bad_windows {
             if told_bad.insert(bad.clone()) {
@@ -89,7 +90,18 @@ async fn round(term: &TermHandle, told_bad: &mut HashSet<String>) -> Result<u64,
                 );
             }
         }
-        for send in crate::policy::due(&l.state, now) {
+        let due = crate::policy::due(&l.state, now);
+        let unsent = crate::policy::decide::unsent(&l.state, now);
+        // A flapping candidate stable for its window, with its state told: no longer one.
+        if l.flap_only
+            && due.is_empty()
+            && unsent.is_empty()
+            && let (Some(ep), Some(latest)) = (l.state.flap.latest, l.state.latest)
+            && now >= ep.stable_at
+        {
+            unflap.push((l.check, latest.id));
+        }
+        for send in due {
             sends.push(PolicyRow {
                 send,
                 notification: policy::notification(l, &send, now),
@@ -97,7 +109,7 @@ async fn round(term: &TermHandle, told_bad: &mut HashSet<String>) -> Result<u64,
                 reason: sent_reason(l, &send),
             });
         }
-        for d in crate::policy::decide::unsent(&l.state, now) {
+        for d in unsent {
             let reason = d.verdict.reason(crate::notify::text::rfc3339_ms);
             let key = (d.send.event, d.send.contact, d.send.slot);
             let recorded = l.recorded.get(&key);
@@ -122,6 +134,7 @@ async fn round(term: &TermHandle, told_bad: &mut HashSet<String>) -> Result<u64,
         &host.node,
         &sends,
         &snapshot.superseded,
+        &unflap,
     )
     .await?;
     if added > 0 {
