@@ -4,8 +4,6 @@
 //! Needs: MariaDB at `GBM_TEST_MYSQL` (default `mysql://root@127.0.0.1:3306/`) and aiosmtpd
 //! for `/usr/bin/python3` (Debian `python3-aiosmtpd`; or `GBM_TEST_PYTHON`).
 
-mod notify_support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +16,7 @@ use gobearmon::notify::outbox::Dispatcher;
 use gobearmon::notify::{Channels, Deliverer, text, webhook};
 use gobearmon::store::{StoreError, fence};
 use mysql_async::prelude::Queryable;
-use notify_support::*;
+use testkit::notify::*;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

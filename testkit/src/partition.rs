@@ -95,7 +95,7 @@ impl Cgroup {
 }
 
 impl Drop for Cgroup {
-    /// Its process has been killed by then ([`super::cluster::Proc`] drops it last).
+    /// Its process has been killed by then ([`crate::cluster::Proc`] drops it last).
     fn drop(&mut self) {
         remove_cgroup(&self.dir);
     }

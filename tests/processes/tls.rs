@@ -4,10 +4,6 @@
 //! checked under TLS; unusable certificate files stop a node at start; `[smtp] ca` lets mail
 //! through STARTTLS to a server signed by that CA.
 
-#[path = "notify_support/mod.rs"]
-mod notify_support;
-mod support;
-
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
@@ -17,9 +13,9 @@ use gobearmon::config::{Secret, SmtpTls};
 use gobearmon::notify::admin::{AdminKind, AdminNotifier, AdminOutcome};
 use gobearmon::notify::email::EmailSender;
 use gobearmon::rpc::sign::Signer;
-use notify_support::{SmtpOptions, SmtpServer, TestPki, smtp_config};
-use support::TestDb;
-use support::cluster::{Cluster, ClusterPki, SECRET, Timings, wait_until};
+use testkit::cluster::{Cluster, ClusterPki, SECRET, wait_until};
+use testkit::db::TestDb;
+use testkit::notify::{SmtpOptions, SmtpServer, TestPki, smtp_config};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gobearmon"));
@@ -64,7 +60,7 @@ fn client_with(trusted: &str, identity: Option<(&Path, &Path)>) -> reqwest::bloc
 
 #[test]
 fn a_tls_cluster_elects_runs_checks_and_fails_over() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (db, _store) = rt.block_on(TestDb::installed("tls_cluster"));
     // A port the check finds open, so both workers report results to the controller.
@@ -73,7 +69,11 @@ fn a_tls_cluster_elects_runs_checks_and_fails_over() {
     rt.block_on(db.exec(&format!(
         r#"INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES (1,'tcp over tls','tcp','{{"address":"127.0.0.1:{port}","timeout":3}}',1,0)"#
     )));
-    let mut c = Cluster::start_tls(3, 2, &db.url, Timings::default());
+    let mut c = Cluster::builder(crate::BIN, &db.url)
+        .viewservers(3)
+        .workers(2)
+        .tls()
+        .start();
 
     // Phase 1: Raft between the members and heartbeats from the workers run over TLS, so a
     // controller is named and takes control.
@@ -165,7 +165,7 @@ fn a_tls_cluster_elects_runs_checks_and_fails_over() {
     assert_eq!(second, c.worker_ids[other]);
     c.wait_acting(other, true, Duration::from_secs(10));
     // The lease makes it act; the fence write follows just after.
-    support::wait_fence(&rt, &db, e2);
+    testkit::db::wait_fence(&rt, &db, e2);
     // Every node said it serves TLS, and the plain-HTTP attempt was logged with its peer.
     for p in c.viewservers.iter().chain(&c.workers) {
         assert!(p.log_text().contains("tls=true"), "{}", p.name);
@@ -184,9 +184,11 @@ fn a_tls_cluster_elects_runs_checks_and_fails_over() {
 
 #[test]
 fn foreign_certificates_are_refused_and_the_secret_is_still_checked() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     // One viewserver member is enough: it serves Raft and heartbeats on one TLS listener.
-    let c = Cluster::start_tls(1, 0, "mysql://unused@127.0.0.1:1/none", Timings::default());
+    let c = Cluster::builder(crate::BIN, "mysql://unused@127.0.0.1:1/none")
+        .tls()
+        .start();
     let addr = c.vs_addrs[0].clone();
     wait_until(Duration::from_secs(20), "the member to be ready", || {
         let (code, _) = c.get(&addr, "/ready")?;
@@ -250,7 +252,7 @@ fn foreign_certificates_are_refused_and_the_secret_is_still_checked() {
 }
 
 fn viewserver_config(dir: &Path, tls: &str) -> std::path::PathBuf {
-    let port = support::cluster::free_port();
+    let port = testkit::cluster::free_port();
     let path = dir.join("vs.toml");
     std::fs::write(
         &path,
@@ -353,7 +355,7 @@ async fn smtp_ca_lets_mail_through_starttls_to_a_private_server() {
 
     // `gobearmon contact test` reads [smtp] ca from the node's file, and stops with 64 on a
     // CA file it cannot use.
-    let db = notify_support::TestDb::create("tls_smtp_ca").await;
+    let db = testkit::notify::TestDb::create("tls_smtp_ca").await;
     let contact = db.add_contact("email", "contact-test@test").await;
     let dir = tempfile::tempdir().unwrap();
     let write = |ca: &Path| {
