@@ -556,7 +556,7 @@ impl Cluster {
             id,
             config,
             self.dir.path().join(format!("{id}.log")),
-            self.isolable.then(Cgroup::new),
+            self.isolable.then(Cgroup::create),
             self.pid_list.clone(),
         )
     }

@@ -67,7 +67,8 @@ fn sweep_stale(root: &std::path::Path) {
 }
 
 impl Cgroup {
-    pub fn new() -> Cgroup {
+    /// Creates a cgroup of its own under the cgroup2 root.
+    pub fn create() -> Cgroup {
         let root = cgroup2_mount();
         static SWEEP: std::sync::Once = std::sync::Once::new();
         SWEEP.call_once(|| sweep_stale(&root));

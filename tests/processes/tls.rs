@@ -14,6 +14,7 @@ use gobearmon::notify::admin::{AdminKind, AdminNotifier, AdminOutcome};
 use gobearmon::notify::email::EmailSender;
 use gobearmon::rpc::sign::Signer;
 use testkit::cluster::{Cluster, ClusterPki, SECRET, wait_until};
+use testkit::config::{NodeFile, TlsSection, ViewserverSection};
 use testkit::db::TestDb;
 use testkit::notify::{SmtpOptions, SmtpServer, TestPki, smtp_config};
 
@@ -251,17 +252,23 @@ fn foreign_certificates_are_refused_and_the_secret_is_still_checked() {
     assert_eq!(send(&right), 200);
 }
 
-fn viewserver_config(dir: &Path, tls: &str) -> std::path::PathBuf {
-    let port = testkit::cluster::free_port();
+fn viewserver_config(dir: &Path, tls: TlsSection) -> std::path::PathBuf {
+    let addr = format!("127.0.0.1:{}", testkit::cluster::free_port());
     let path = dir.join("vs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[default]\npassword = \"{SECRET}\"\n[viewserver]\nid = 1\naddr = \"127.0.0.1:{port}\"\npeers = [\"127.0.0.1:{port}\"]\ndata_dir = \"{}\"\n{tls}",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
+    NodeFile {
+        viewserver: Some(ViewserverSection {
+            id: 1,
+            addr: addr.clone(),
+            peers: vec![addr],
+            data_dir: dir.join("data"),
+            controller_timeout: None,
+            raft_heartbeat: None,
+            raft_election_timeout: None,
+        }),
+        tls: Some(tls),
+        ..NodeFile::with_secret(SECRET)
+    }
+    .write(&path);
     path
 }
 
@@ -278,13 +285,10 @@ fn unusable_tls_files_stop_the_node_with_64_naming_the_file() {
     .unwrap();
     let (_, other_key) = pki.issue("someone-else");
     let missing = dir.path().join("missing.crt");
-    let section = |cert: &Path, key: &Path| {
-        format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
-            cert.display(),
-            key.display(),
-            pki.ca_path.display()
-        )
+    let section = |cert: &Path, key: &Path| TlsSection {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        ca: pki.ca_path.clone(),
     };
     let cases = [
         (section(&cert, &garbage), "[tls] key", &garbage),
@@ -292,7 +296,7 @@ fn unusable_tls_files_stop_the_node_with_64_naming_the_file() {
         (section(&cert, &other_key), "[tls] key", &other_key),
     ];
     for (tls, what, file) in cases {
-        let config = viewserver_config(dir.path(), &tls);
+        let config = viewserver_config(dir.path(), tls);
         for command in ["run", "check-config"] {
             let out = bin().arg(command).arg(&config).output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
@@ -305,7 +309,7 @@ fn unusable_tls_files_stop_the_node_with_64_naming_the_file() {
         }
     }
     // And with good files the same config validates.
-    let config = viewserver_config(dir.path(), &section(&cert, &key));
+    let config = viewserver_config(dir.path(), section(&cert, &key));
     let out = bin().arg("check-config").arg(&config).output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -318,7 +322,7 @@ fn unusable_tls_files_stop_the_node_with_64_naming_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_ca_lets_mail_through_starttls_to_a_private_server() {
     gobearmon::tlsutil::install_default_provider();
-    let pki = TestPki::new();
+    let pki = TestPki::generate();
     let server = SmtpServer::start(SmtpOptions {
         tls: Some((pki.cert_path.clone(), pki.key_path.clone())),
         require_auth: true,

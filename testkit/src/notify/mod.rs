@@ -377,7 +377,8 @@ pub struct TestPki {
 }
 
 impl TestPki {
-    pub fn new() -> TestPki {
+    /// A fresh CA and a server certificate from it, written under a temporary directory.
+    pub fn generate() -> TestPki {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
