@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use mysql_async::prelude::Queryable;
-use testkit::cluster::{Cluster, Proc, Timings, wait_until as wait_for};
+use testkit::cluster::{Cluster, LEASE_START, Proc, Timings, wait_until as wait_for};
 use testkit::config::{Ms, keys};
 use testkit::ports::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -433,7 +433,8 @@ fn sql(rt: &tokio::runtime::Runtime, url: &str, text: &str) {
 struct Kill {
     /// kill -9 -> the new view applied on the first member (from the viewservers' logs).
     view_us: i64,
-    /// kill -9 -> the new controller logs "lease acquired" (its at_ms field).
+    /// kill -9 -> the new controller logs that it acts under a lease (`lease_event="start"`,
+    /// its at_ms field).
     lease_us: i64,
     /// kill -9 -> the new controller logs "controller term started" (fence raised, checks loaded).
     term_us: i64,
@@ -516,7 +517,7 @@ fn failover(c: &Common, timings: &str, kills: usize) {
             Duration::from_secs(30),
             "the new controller's lease",
             || {
-                log_lines(&cl.workers[new], "lease acquired")
+                log_lines(&cl.workers[new], LEASE_START)
                     .into_iter()
                     .filter(|(_, l)| field(l, "epoch") == Some(&new_epoch.to_string()))
                     .find_map(|(_, l)| field(&l, "at_ms")?.parse::<i64>().ok())
