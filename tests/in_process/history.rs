@@ -2,15 +2,13 @@
 //! path with a controlled clock (the times are chosen by the test), rolled up into hours and
 //! days, pruned; incidents and uptime read back from flips.
 
-mod support;
-
 use gobearmon::history::histogram::bucket_of;
 use gobearmon::history::rollup::{DAY, HOUR, Outcome, Period, Rollup};
 use gobearmon::model::{CheckId, Epoch, NodeId};
 use gobearmon::store::history::{self, ROLLUP_GRACE, RawResult, RollupRow};
 use gobearmon::store::{Store, StoreError, fence, timeline};
 use mysql_async::prelude::Queryable;
-use support::TestDb;
+use testkit::db::TestDb;
 
 const EPOCH: Epoch = Epoch(3);
 

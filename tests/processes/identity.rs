@@ -2,8 +2,6 @@
 //! real sockets: node keys, who may say what, signed replies, replays, hostile clients and the
 //! hand-over request.
 
-mod support;
-
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,9 +12,11 @@ use gobearmon::rpc::RpcClient;
 use gobearmon::rpc::sign::{Signer, node_key_hex};
 use gobearmon::rpc::work::PATH_RESULTS;
 use mysql_async::prelude::Queryable;
-use support::TestDb;
-use support::cluster::{Cluster, Proc, SECRET, Timings, free_port, serial, toml_list, wait_until};
+use testkit::cluster::{Cluster, Proc, SECRET, free_port, serial, wait_until};
+use testkit::config::{ControllerSection, Ms, NodeFile, ViewserverSection, WorkerSection, keys};
+use testkit::db::TestDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use toml::Table;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()
@@ -55,12 +55,17 @@ fn a_probe_worker_with_its_node_key_speaks_only_as_itself() {
     let (db, _store) = rt.block_on(TestDb::installed("identity_key"));
     let target = TcpListener::bind("127.0.0.1:0").unwrap();
     tcp_check(&rt, &db, 1, target.local_addr().unwrap().port());
-    let mut c = Cluster::start(1, 1, &db.url, Timings::default());
+    let mut c = Cluster::builder(crate::BIN, &db.url).workers(1).start();
     c.wait_acting(0, true, Duration::from_secs(30));
     let (epoch, _) = c.current().unwrap();
 
     let key = node_key("p1");
-    let p1 = c.add_custom_worker("p1", Some("[default]\n"), &format!("key = \"{key}\"\n"), "");
+    let p1 = c.add_custom_worker(
+        "p1",
+        Some(Table::new()),
+        keys([("key", key.clone().into())]),
+        None,
+    );
     wait_until(
         Duration::from_secs(30),
         "p1's results to be recorded",
@@ -79,7 +84,12 @@ fn a_probe_worker_with_its_node_key_speaks_only_as_itself() {
     );
 
     // p1's key under the id w9: every heartbeat and poll is refused.
-    let liar = c.add_custom_worker("w9", Some("[default]\n"), &format!("key = \"{key}\"\n"), "");
+    let liar = c.add_custom_worker(
+        "w9",
+        Some(Table::new()),
+        keys([("key", key.clone().into())]),
+        None,
+    );
     wait_until(
         Duration::from_secs(20),
         "w9's heartbeats to be refused",
@@ -183,12 +193,14 @@ fn a_probe_worker_with_its_node_key_speaks_only_as_itself() {
     let caddr = format!("127.0.0.1:{}", free_port());
     let p2 = c.add_custom_worker(
         "p2",
-        Some("[default]\n"),
-        &format!("key = \"{}\"\n", node_key("p2")),
-        &format!(
-            "[controller]\naddr = \"{caddr}\"\ndatabase = [\"{}\"]\n",
-            db.url
-        ),
+        Some(Table::new()),
+        keys([("key", node_key("p2").into())]),
+        Some(ControllerSection {
+            addr: caddr,
+            database: vec![db.url.clone()],
+            reload_period: None,
+            extra: Table::new(),
+        }),
     );
     wait_until(Duration::from_secs(20), "p2 to heartbeat", || {
         (metric_or_zero(&c, p2, "gobearmon_heartbeats_answered_total") > 2.0).then_some(())
@@ -227,26 +239,41 @@ fn a_relay_that_rewrites_the_epoch_in_a_reply_is_refused() {
     let relay = format!("127.0.0.1:{}", free_port());
     // The member knows itself by the relay's address, as behind a NAT or a proxy.
     let vs_config = dir.path().join("vs1.toml");
-    std::fs::write(
-        &vs_config,
-        format!(
-            "[default]\npassword = \"{SECRET}\"\n[viewserver]\nid = 1\naddr = \"{real}\"\npeers = {}\ndata_dir = \"{}\"\ncontroller_timeout = \"2s\"\nraft_heartbeat = \"100ms\"\nraft_election_timeout = \"500ms\"\n",
-            toml_list(std::slice::from_ref(&relay)),
-            dir.path().join("vs1-data").display()
-        ),
-    )
-    .unwrap();
+    NodeFile {
+        viewserver: Some(ViewserverSection {
+            id: 1,
+            addr: real.clone(),
+            peers: vec![relay.clone()],
+            data_dir: dir.path().join("vs1-data"),
+            controller_timeout: Some(Ms(2000)),
+            raft_heartbeat: Some(Ms(100)),
+            raft_election_timeout: Some(Ms(500)),
+        }),
+        ..NodeFile::with_secret(SECRET)
+    }
+    .write(&vs_config);
     let waddr = format!("127.0.0.1:{}", free_port());
     let caddr = format!("127.0.0.1:{}", free_port());
     let w_config = dir.path().join("w1.toml");
-    std::fs::write(
-        &w_config,
-        format!(
-            "[default]\npassword = \"{SECRET}\"\n[worker]\nid = \"w1\"\naddr = \"{waddr}\"\nview_addr = [\"{relay}\"]\nheartbeat_interval = \"250ms\"\nlease = \"1500ms\"\n[controller]\naddr = \"{caddr}\"\ndatabase = [\"{}\"]\nreload_period = \"500ms\"\n",
-            db.url
-        ),
-    )
-    .unwrap();
+    NodeFile {
+        worker: Some(WorkerSection {
+            id: "w1".into(),
+            addr: waddr.clone(),
+            view_addr: vec![relay.clone()],
+            heartbeat_interval: Some(Ms(250)),
+            lease: Some(Ms(1500)),
+            disconnect_pause: None,
+            extra: Table::new(),
+        }),
+        controller: Some(ControllerSection {
+            addr: caddr,
+            database: vec![db.url.clone()],
+            reload_period: Some(Ms(500)),
+            extra: Table::new(),
+        }),
+        ..NodeFile::with_secret(SECRET)
+    }
+    .write(&w_config);
 
     let rewrite = Arc::new(AtomicBool::new(false));
     let rewritten = Arc::new(AtomicU64::new(0));
@@ -257,8 +284,9 @@ fn a_relay_that_rewrites_the_epoch_in_a_reply_is_refused() {
         rewrite.clone(),
         rewritten.clone(),
     ));
-    let mut vs = Proc::spawn("vs1", vs_config, dir.path().join("vs1.log"), None);
-    let mut w1 = Proc::spawn("w1", w_config, dir.path().join("w1.log"), None);
+    let bin = std::path::Path::new(crate::BIN);
+    let mut vs = Proc::spawn(bin, "vs1", vs_config, dir.path().join("vs1.log"), None);
+    let mut w1 = Proc::spawn(bin, "w1", w_config, dir.path().join("w1.log"), None);
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(2))
         .no_proxy()
@@ -406,7 +434,10 @@ fn captured_requests_cannot_be_replayed_to_another_member_or_after_a_restart() {
     let _serial = serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("identity_replay"));
-    let mut c = Cluster::start(3, 1, &db.url, Timings::default());
+    let mut c = Cluster::builder(crate::BIN, &db.url)
+        .viewservers(3)
+        .workers(1)
+        .start();
     wait_until(Duration::from_secs(30), "a controller", || {
         match c.current() {
             Some((_, Some(n))) => Some(n),
@@ -471,7 +502,7 @@ fn slow_and_oversized_clients_do_not_stop_heartbeats() {
     let _serial = serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("identity_hostile"));
-    let c = Cluster::start(1, 1, &db.url, Timings::default());
+    let c = Cluster::builder(crate::BIN, &db.url).workers(1).start();
     c.wait_acting(0, true, Duration::from_secs(30));
     let view_before = c.current().unwrap();
     let addr = c.vs_addrs[0].clone();
@@ -619,7 +650,7 @@ fn a_redirect_to_the_workers_own_disconnect_changes_nothing() {
     let _serial = serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("identity_redirect"));
-    let c = Cluster::start(1, 1, &db.url, Timings::default());
+    let c = Cluster::builder(crate::BIN, &db.url).workers(1).start();
     c.wait_acting(0, true, Duration::from_secs(30));
     let before = c.current().unwrap();
     let disconnect = format!("http://{}/disconnect", c.worker_addrs[0]);

@@ -4,10 +4,6 @@
 //! one browser serve every step, in order; every page visited is screenshotted into
 //! `target/screenshots/`.
 
-#[path = "notify_support/mod.rs"]
-mod notify_support;
-mod support;
-
 use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -15,9 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use notify_support::{Behaviour, Receiver};
-use support::TestDb;
-use support::cluster::{Cluster, Timings, free_port, wait_until};
+use testkit::cluster::{Cluster, free_port, wait_until};
+use testkit::config::{Ms, keys};
+use testkit::db::TestDb;
+use testkit::notify::{Behaviour, Receiver};
 
 const SECRET: &str = "s3cret-in-the-check-data";
 const OPERATOR_PW: &str = "operator-password-1";
@@ -38,12 +35,9 @@ impl World {
         self.rt.block_on(self.db.as_ref().unwrap().exec(sql))
     }
 
-    /// The `[web] addr` of worker `i`, from its config file.
+    /// The `[web] addr` of worker `i`.
     fn web_addr(&self, i: usize) -> String {
-        let text = std::fs::read_to_string(&self.cluster.workers[i].config).unwrap();
-        let web = text.split("[web]").nth(1).expect("a [web] section");
-        let line = web.lines().find(|l| l.starts_with("addr")).unwrap();
-        line.split('"').nth(1).unwrap().to_string()
+        self.cluster.web_addr(i).to_string()
     }
 
     /// `gobearmon user add NAME --role ROLE` with the password on stdin.
@@ -210,15 +204,20 @@ async fn row_state(c: &Client, id: i64) -> Option<String> {
 
 #[test]
 fn the_dashboard_in_a_browser_logs_in_shows_live_state_and_lets_only_operators_pause() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (db, store) = rt.block_on(TestDb::installed("dash"));
     rt.block_on(store.close());
-    let extra = "confirmations = 2\ndelivery_backoff = \"200ms\"\ndelivery_timeout = \"3s\"\n\
-                 [web]\naddr = \"127.0.0.1:{free_port}\"\napi_tokens = [\"dash-api-token-0123456789\"]\n";
-    let mut cluster = Cluster::start_with(1, 0, &db.url, Timings::default(), extra);
-    cluster.add_worker(&db.url, "location = \"eu-west\"");
-    cluster.add_worker(&db.url, "location = \"us-east\"");
+    let mut cluster = Cluster::builder(crate::BIN, &db.url)
+        .controller_keys(keys([
+            ("confirmations", 2.into()),
+            ("delivery_backoff", Ms(200).into()),
+            ("delivery_timeout", Ms(3000).into()),
+        ]))
+        .web(&["dash-api-token-0123456789"])
+        .start();
+    cluster.add_worker(keys([("location", "eu-west".into())]));
+    cluster.add_worker(keys([("location", "us-east".into())]));
     let mut w = World {
         rt,
         db: Some(db),

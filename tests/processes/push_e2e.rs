@@ -5,10 +5,6 @@
 //! flips at once on `status=fail`. A wrong token is 404 and writes nothing; pushes are
 //! rate-limited; `gobearmon push-url` prints the URL and `gobearmon probe push` explains.
 
-#[path = "notify_support/mod.rs"]
-mod notify_support;
-mod support;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,9 +12,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use notify_support::{Behaviour, Receiver};
-use support::TestDb;
-use support::cluster::{Cluster, Timings, wait_until};
+use testkit::cluster::{Cluster, wait_until};
+use testkit::config::{Ms, keys};
+use testkit::db::TestDb;
+use testkit::notify::{Behaviour, Receiver};
 
 const API_TOKEN: &str = "push-e2e-api-token-0123456789";
 const PUSH_TOKEN: &str = "nightly-backup-7f3a9c21d4e8b605";
@@ -38,11 +35,15 @@ impl World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (db, store) = rt.block_on(TestDb::installed(tag));
         rt.block_on(store.close());
-        let extra = format!(
-            "delivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\n\
-             [web]\naddr = \"127.0.0.1:{{free_port}}\"\napi_tokens = [\"{API_TOKEN}\"]\n"
-        );
-        let cluster = Cluster::start_with(1, 2, &db.url, Timings::default(), &extra);
+        let cluster = Cluster::builder(crate::BIN, &db.url)
+            .workers(2)
+            .controller_keys(keys([
+                ("delivery_backoff", Ms(200).into()),
+                ("delivery_backoff_max", Ms(1000).into()),
+                ("delivery_timeout", Ms(3000).into()),
+            ]))
+            .web(&[API_TOKEN])
+            .start();
         let http = reqwest::blocking::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(10))
@@ -56,9 +57,9 @@ impl World {
         }
     }
 
-    /// The `[web] addr` of worker `i`, from its config file.
+    /// The `[web] addr` of worker `i`.
     fn web_addr(&self, i: usize) -> String {
-        web_addr_of(&self.cluster, i)
+        self.cluster.web_addr(i).to_string()
     }
 
     /// GETs (or POSTs) `path` on worker `i`'s web listener: status, `Retry-After`, body.
@@ -92,13 +93,6 @@ impl Drop for World {
             self.rt.block_on(db.drop_db());
         }
     }
-}
-
-fn web_addr_of(cluster: &Cluster, i: usize) -> String {
-    let text = std::fs::read_to_string(&cluster.workers[i].config).unwrap();
-    let web = text.split("[web]").nth(1).expect("a [web] section");
-    let line = web.lines().find(|l| l.starts_with("addr")).unwrap();
-    line.split('"').nth(1).unwrap().to_string()
 }
 
 fn push_call(
@@ -155,13 +149,13 @@ impl Job {
     }
 }
 
-fn body_of(r: &notify_support::Received) -> serde_json::Value {
+fn body_of(r: &testkit::notify::Received) -> serde_json::Value {
     serde_json::from_slice(&r.body).unwrap()
 }
 
 #[test]
 fn a_push_check_follows_its_job_through_any_worker_and_pages_once() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let w = World::start("push_e2e");
     let hook = w.rt.block_on(Receiver::start(Behaviour::Status(200)));
     w.sql(&format!(

@@ -1,5 +1,5 @@
-//! Shared test fixtures: a fresh MariaDB database per test.
-#![allow(dead_code)]
+//! A fresh MariaDB database per test (the cluster and store tests' kind; the notification
+//! tests' kind, with the fence raised, is `crate::notify::TestDb`).
 
 use gobearmon::config::Secret;
 use gobearmon::store::Store;
@@ -136,9 +136,10 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
 /// Waits (bounded) until the fence holds at least `epoch`, and returns what it holds.
 pub fn wait_fence(rt: &tokio::runtime::Runtime, db: &TestDb, epoch: u64) -> u64 {
-    cluster::wait_until(
+    crate::cluster::wait_until(
         std::time::Duration::from_secs(10),
         &format!("the fence to reach epoch {epoch}"),
         || {
@@ -147,8 +148,3 @@ pub fn wait_fence(rt: &tokio::runtime::Runtime, db: &TestDb, epoch: u64) -> u64 
         },
     )
 }
-
-pub mod cluster;
-pub mod partition;
-#[allow(clippy::duplicate_mod)] // also loaded by tests/notify_support when both are used
-pub mod ports;

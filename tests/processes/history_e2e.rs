@@ -3,19 +3,16 @@
 //! controller's own write path fills the raw history, and the incidents and the uptime read
 //! back match what the test saw.
 
-#[path = "notify_support/mod.rs"]
-mod notify_support;
-mod support;
-
 use std::net::TcpListener;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gobearmon::model::CheckId;
 use gobearmon::store::timeline;
 use mysql_async::prelude::Queryable;
-use notify_support::{Behaviour, Receiver};
-use support::TestDb;
-use support::cluster::{Cluster, Timings, wait_until};
+use testkit::cluster::{Cluster, wait_until};
+use testkit::config::{Ms, keys};
+use testkit::db::TestDb;
+use testkit::notify::{Behaviour, Receiver};
 
 fn now_f() -> f64 {
     SystemTime::now()
@@ -38,11 +35,16 @@ impl World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (db, store) = rt.block_on(TestDb::installed(tag));
         rt.block_on(store.close());
-        let extra = format!(
-            "confirmations = 2\ndelivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\n\
-             [web]\naddr = \"127.0.0.1:{{free_port}}\"\napi_tokens = [\"{TOKEN}\"]\n"
-        );
-        let cluster = Cluster::start_with(1, 3, &db.url, Timings::default(), &extra);
+        let cluster = Cluster::builder(crate::BIN, &db.url)
+            .workers(3)
+            .controller_keys(keys([
+                ("confirmations", 2.into()),
+                ("delivery_backoff", Ms(200).into()),
+                ("delivery_backoff_max", Ms(1000).into()),
+                ("delivery_timeout", Ms(3000).into()),
+            ]))
+            .web(&[TOKEN])
+            .start();
         World {
             rt,
             db: Some(db),
@@ -50,12 +52,9 @@ impl World {
         }
     }
 
-    /// The `[web] addr` of worker `i`, from its config file.
+    /// The `[web] addr` of worker `i`.
     fn web_addr(&self, i: usize) -> String {
-        let text = std::fs::read_to_string(&self.cluster.workers[i].config).unwrap();
-        let web = text.split("[web]").nth(1).expect("a [web] section");
-        let line = web.lines().find(|l| l.starts_with("addr")).unwrap();
-        line.split('"').nth(1).unwrap().to_string()
+        self.cluster.web_addr(i).to_string()
     }
 
     /// GETs `path` from worker `i`'s JSON API.
@@ -99,10 +98,10 @@ impl Drop for World {
 
 #[test]
 fn two_outages_make_two_incidents_with_their_notifications_and_the_uptime_to_the_second() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let w = World::start("hist_e2e");
     let hook = w.rt.block_on(Receiver::start(Behaviour::Status(200)));
-    let port = support::cluster::free_port();
+    let port = testkit::cluster::free_port();
     let mut listener = Some(TcpListener::bind(("127.0.0.1", port)).unwrap());
     let web = http_server(418);
     w.sql(&format!(
@@ -247,7 +246,7 @@ fn two_outages_make_two_incidents_with_their_notifications_and_the_uptime_to_the
     };
     let mut bodies = String::new();
     let openapi: serde_json::Value =
-        serde_json::from_str(include_str!("../openapi.v1.json")).unwrap();
+        serde_json::from_str(include_str!("../../openapi.v1.json")).unwrap();
     let live_schema = jsonschema::validator_for(&openapi["components"]["schemas"]["Live"]).unwrap();
     for i in [other, acting] {
         let (code, body) = w.api(i, "/api/v1/checks/1/incidents", Some(TOKEN));

@@ -6,8 +6,6 @@
 //! ICMP and namespace tests need root (CI runs as root); dnsmasq and nftables come from
 //! `scripts/test.sh`. A missing one fails the test, it is never skipped.
 
-mod probe_support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,14 +13,14 @@ use gobearmon::model::CheckStatus;
 use gobearmon::probe::{self, CheckSpec, ProbeContext, ProbeOutcome};
 use serde_json::json;
 
-use probe_support::certs::{Ca, ServerCert, hours_from_now};
-use probe_support::dns::{Dnsmasq, Hostile, HostileDns};
-use probe_support::http::{start_http, start_https, start_https_with};
-use probe_support::netns::Netns;
-use probe_support::openssl::{self, CertVersion, KeyKind};
-use probe_support::resolver::ResolverNetns;
-use probe_support::tcp::{self as tcpsrv, Behaviour};
-use probe_support::{
+use testkit::probe::certs::{Ca, ServerCert, hours_from_now};
+use testkit::probe::dns::{Dnsmasq, Hostile, HostileDns};
+use testkit::probe::http::{start_http, start_https, start_https_with};
+use testkit::probe::netns::Netns;
+use testkit::probe::openssl::{self, CertVersion, KeyKind};
+use testkit::probe::resolver::ResolverNetns;
+use testkit::probe::tcp::{self as tcpsrv, Behaviour};
+use testkit::probe::{
     assert_offline, assert_offline_prefix, assert_online, probe, probe_with, require_root,
     require_tool, wait_until,
 };
@@ -166,10 +164,7 @@ async fn http_status_mismatch_and_redirects() {
 #[tokio::test]
 async fn http_transport_errors_and_bad_requests() {
     // A closed port.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = testkit::ports::free_port();
     let out = probe(
         "http",
         &data(json!({ "url": format!("http://127.0.0.1:{port}/") })),
@@ -199,10 +194,7 @@ async fn http_transport_errors_and_bad_requests() {
 /// The password in a URL never reaches a message.
 #[tokio::test]
 async fn http_messages_do_not_leak_url_passwords() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = testkit::ports::free_port();
     let out = probe(
         "http",
         &data(json!({ "url": format!("http://user:s3cretpw@127.0.0.1:{port}/") })),
@@ -217,10 +209,7 @@ async fn http_messages_do_not_leak_url_passwords() {
 /// fragment): the names stay, every value is `redacted`.
 #[tokio::test]
 async fn http_messages_show_urls_without_query_values() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = testkit::ports::free_port();
     let url = format!("http://user:pw9@127.0.0.1:{port}/p?token=QT0K3N&page=PG2718#frag");
     let out = probe("http", &data(json!({ "url": url }))).await;
     assert_offline_prefix(
@@ -833,10 +822,7 @@ async fn tcp_read_errors() {
 
 #[tokio::test]
 async fn tcp_connection_errors_and_force_ip() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = testkit::ports::free_port();
     let out = probe(
         "tcp",
         &data(json!({ "address": format!("127.0.0.1:{port}") })),
@@ -1260,10 +1246,8 @@ async fn dns_hostile_servers() {
     assert_online(&out);
 
     // Nothing listening: the port-unreachable comes back as a refused connection.
-    let port = {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap().port()
-    };
+    let port =
+        testkit::ports::free_port_where(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok());
     let out = probe(
         "dns",
         &data(json!({ "server": format!("127.0.0.1:{port}"), "name": "a.test", "type": "a" })),
@@ -1413,7 +1397,8 @@ const MULTI: &str = "host-record=multi.test,127.0.0.2\nhost-record=multi.test,12
 fn ip_policy_every_address() {
     require_root("network namespaces");
     let ns = ResolverNetns::start(MULTI);
-    let out = ns.run_test("ip_policy_child_in_netns");
+    // Test names in this binary carry their module (tests/in_process/main.rs).
+    let out = ns.run_test("probes::ip_policy_child_in_netns");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -1434,7 +1419,7 @@ fn ip_policy_every_address() {
 #[ignore = "run inside a namespace by ip_policy_every_address"]
 async fn ip_policy_child_in_netns() {
     assert!(
-        std::env::var_os(probe_support::resolver::CHILD_ENV).is_some(),
+        std::env::var_os(testkit::probe::resolver::CHILD_ENV).is_some(),
         "run by ip_policy_every_address inside its namespace, not by hand"
     );
     // dnsmasq was just started: wait (bounded) until it serves all three addresses.
@@ -1477,9 +1462,9 @@ async fn ip_policy_child_in_netns() {
     assert_eq!(out.details.address.as_deref(), Some("127.0.0.4"));
 
     // http: each address is asked with the URL's host
-    let h2 = probe_support::http::start_http_on("127.0.0.2:0").await;
+    let h2 = testkit::probe::http::start_http_on("127.0.0.2:0").await;
     let port = h2.addr.port();
-    let h3 = probe_support::http::start_http_on(&format!("127.0.0.3:{port}")).await;
+    let h3 = testkit::probe::http::start_http_on(&format!("127.0.0.3:{port}")).await;
     let [first, any, all] = policies(json!({ "url": format!("http://multi.test:{port}/ok") }));
     assert_online(&probe("http", &first).await);
     assert_online(&probe("http", &any).await);
@@ -1503,9 +1488,9 @@ async fn ip_policy_child_in_netns() {
 
     // ssl_expire: SNI stays the name
     let cert = || ServerCert::self_signed("multi.test", hours_from_now(24 * 90));
-    let s2 = probe_support::http::start_https_on("127.0.0.2:0", cert()).await;
+    let s2 = testkit::probe::http::start_https_on("127.0.0.2:0", cert()).await;
     let port = s2.addr.port();
-    let s3 = probe_support::http::start_https_on(&format!("127.0.0.3:{port}"), cert()).await;
+    let s3 = testkit::probe::http::start_https_on(&format!("127.0.0.3:{port}"), cert()).await;
     let [first, any, all] = policies(json!({ "address": format!("multi.test:{port}"), "days": 7 }));
     assert_online(&probe("ssl_expire", &first).await);
     assert_online(&probe("ssl_expire", &any).await);

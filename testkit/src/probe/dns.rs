@@ -83,19 +83,14 @@ fn caa_rdata(flags: u8, tag: &str, value: &str) -> Vec<u8> {
     out
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1 and ::1 right now, from below the ephemeral
-/// range (19000-19999), so that no outgoing socket takes it before dnsmasq binds it.
+/// A port free for both UDP and TCP on 127.0.0.1 and ::1 right now, from the shared allocator
+/// (below the ephemeral range), so that no outgoing socket takes it before dnsmasq binds it.
 fn free_port() -> u16 {
-    for _ in 0..1000 {
-        let port = super::ports::low_range_port(19000, 1000);
-        let ok = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+    crate::ports::free_port_where(|port| {
+        UdpSocket::bind(("127.0.0.1", port)).is_ok()
             && UdpSocket::bind(("::1", port)).is_ok()
-            && std::net::TcpListener::bind(("::1", port)).is_ok();
-        if ok {
-            return port;
-        }
-    }
-    panic!("no free port for dnsmasq");
+            && std::net::TcpListener::bind(("::1", port)).is_ok()
+    })
 }
 
 impl Dnsmasq {

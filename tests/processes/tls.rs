@@ -4,10 +4,6 @@
 //! checked under TLS; unusable certificate files stop a node at start; `[smtp] ca` lets mail
 //! through STARTTLS to a server signed by that CA.
 
-#[path = "notify_support/mod.rs"]
-mod notify_support;
-mod support;
-
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
@@ -17,9 +13,10 @@ use gobearmon::config::{Secret, SmtpTls};
 use gobearmon::notify::admin::{AdminKind, AdminNotifier, AdminOutcome};
 use gobearmon::notify::email::EmailSender;
 use gobearmon::rpc::sign::Signer;
-use notify_support::{SmtpOptions, SmtpServer, TestPki, smtp_config};
-use support::TestDb;
-use support::cluster::{Cluster, ClusterPki, SECRET, Timings, wait_until};
+use testkit::cluster::{Cluster, ClusterPki, SECRET, wait_until};
+use testkit::config::{NodeFile, TlsSection, ViewserverSection};
+use testkit::db::TestDb;
+use testkit::notify::{SmtpOptions, SmtpServer, TestPki, smtp_config};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gobearmon"));
@@ -64,7 +61,7 @@ fn client_with(trusted: &str, identity: Option<(&Path, &Path)>) -> reqwest::bloc
 
 #[test]
 fn a_tls_cluster_elects_runs_checks_and_fails_over() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (db, _store) = rt.block_on(TestDb::installed("tls_cluster"));
     // A port the check finds open, so both workers report results to the controller.
@@ -73,7 +70,11 @@ fn a_tls_cluster_elects_runs_checks_and_fails_over() {
     rt.block_on(db.exec(&format!(
         r#"INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES (1,'tcp over tls','tcp','{{"address":"127.0.0.1:{port}","timeout":3}}',1,0)"#
     )));
-    let mut c = Cluster::start_tls(3, 2, &db.url, Timings::default());
+    let mut c = Cluster::builder(crate::BIN, &db.url)
+        .viewservers(3)
+        .workers(2)
+        .tls()
+        .start();
 
     // Phase 1: Raft between the members and heartbeats from the workers run over TLS, so a
     // controller is named and takes control.
@@ -165,7 +166,7 @@ fn a_tls_cluster_elects_runs_checks_and_fails_over() {
     assert_eq!(second, c.worker_ids[other]);
     c.wait_acting(other, true, Duration::from_secs(10));
     // The lease makes it act; the fence write follows just after.
-    support::wait_fence(&rt, &db, e2);
+    testkit::db::wait_fence(&rt, &db, e2);
     // Every node said it serves TLS, and the plain-HTTP attempt was logged with its peer.
     for p in c.viewservers.iter().chain(&c.workers) {
         assert!(p.log_text().contains("tls=true"), "{}", p.name);
@@ -184,9 +185,11 @@ fn a_tls_cluster_elects_runs_checks_and_fails_over() {
 
 #[test]
 fn foreign_certificates_are_refused_and_the_secret_is_still_checked() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     // One viewserver member is enough: it serves Raft and heartbeats on one TLS listener.
-    let c = Cluster::start_tls(1, 0, "mysql://unused@127.0.0.1:1/none", Timings::default());
+    let c = Cluster::builder(crate::BIN, "mysql://unused@127.0.0.1:1/none")
+        .tls()
+        .start();
     let addr = c.vs_addrs[0].clone();
     wait_until(Duration::from_secs(20), "the member to be ready", || {
         let (code, _) = c.get(&addr, "/ready")?;
@@ -249,17 +252,23 @@ fn foreign_certificates_are_refused_and_the_secret_is_still_checked() {
     assert_eq!(send(&right), 200);
 }
 
-fn viewserver_config(dir: &Path, tls: &str) -> std::path::PathBuf {
-    let port = support::cluster::free_port();
+fn viewserver_config(dir: &Path, tls: TlsSection) -> std::path::PathBuf {
+    let addr = format!("127.0.0.1:{}", testkit::cluster::free_port());
     let path = dir.join("vs.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[default]\npassword = \"{SECRET}\"\n[viewserver]\nid = 1\naddr = \"127.0.0.1:{port}\"\npeers = [\"127.0.0.1:{port}\"]\ndata_dir = \"{}\"\n{tls}",
-            dir.join("data").display()
-        ),
-    )
-    .unwrap();
+    NodeFile {
+        viewserver: Some(ViewserverSection {
+            id: 1,
+            addr: addr.clone(),
+            peers: vec![addr],
+            data_dir: dir.join("data"),
+            controller_timeout: None,
+            raft_heartbeat: None,
+            raft_election_timeout: None,
+        }),
+        tls: Some(tls),
+        ..NodeFile::with_secret(SECRET)
+    }
+    .write(&path);
     path
 }
 
@@ -276,13 +285,10 @@ fn unusable_tls_files_stop_the_node_with_64_naming_the_file() {
     .unwrap();
     let (_, other_key) = pki.issue("someone-else");
     let missing = dir.path().join("missing.crt");
-    let section = |cert: &Path, key: &Path| {
-        format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
-            cert.display(),
-            key.display(),
-            pki.ca_path.display()
-        )
+    let section = |cert: &Path, key: &Path| TlsSection {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        ca: pki.ca_path.clone(),
     };
     let cases = [
         (section(&cert, &garbage), "[tls] key", &garbage),
@@ -290,7 +296,7 @@ fn unusable_tls_files_stop_the_node_with_64_naming_the_file() {
         (section(&cert, &other_key), "[tls] key", &other_key),
     ];
     for (tls, what, file) in cases {
-        let config = viewserver_config(dir.path(), &tls);
+        let config = viewserver_config(dir.path(), tls);
         for command in ["run", "check-config"] {
             let out = bin().arg(command).arg(&config).output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
@@ -303,7 +309,7 @@ fn unusable_tls_files_stop_the_node_with_64_naming_the_file() {
         }
     }
     // And with good files the same config validates.
-    let config = viewserver_config(dir.path(), &section(&cert, &key));
+    let config = viewserver_config(dir.path(), section(&cert, &key));
     let out = bin().arg("check-config").arg(&config).output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -316,7 +322,7 @@ fn unusable_tls_files_stop_the_node_with_64_naming_the_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_ca_lets_mail_through_starttls_to_a_private_server() {
     gobearmon::tlsutil::install_default_provider();
-    let pki = TestPki::new();
+    let pki = TestPki::generate();
     let server = SmtpServer::start(SmtpOptions {
         tls: Some((pki.cert_path.clone(), pki.key_path.clone())),
         require_auth: true,
@@ -353,7 +359,7 @@ async fn smtp_ca_lets_mail_through_starttls_to_a_private_server() {
 
     // `gobearmon contact test` reads [smtp] ca from the node's file, and stops with 64 on a
     // CA file it cannot use.
-    let db = notify_support::TestDb::create("tls_smtp_ca").await;
+    let db = testkit::notify::TestDb::create("tls_smtp_ca").await;
     let contact = db.add_contact("email", "contact-test@test").await;
     let dir = tempfile::tempdir().unwrap();
     let write = |ca: &Path| {

@@ -1,10 +1,8 @@
 //! Column widths against what can reach them, on real MariaDB: `install.sql` widens the
 //! outbox payload in place on a database installed before, keeping its rows.
 
-mod support;
-
 use mysql_async::prelude::Queryable;
-use support::TestDb;
+use testkit::db::TestDb;
 
 /// The outbox table as `install.sql` created it before the payload became a MEDIUMTEXT.
 const OLD_OUTBOX: &str = "CREATE TABLE notification_outbox (

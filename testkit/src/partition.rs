@@ -67,7 +67,8 @@ fn sweep_stale(root: &std::path::Path) {
 }
 
 impl Cgroup {
-    pub fn new() -> Cgroup {
+    /// Creates a cgroup of its own under the cgroup2 root.
+    pub fn create() -> Cgroup {
         let root = cgroup2_mount();
         static SWEEP: std::sync::Once = std::sync::Once::new();
         SWEEP.call_once(|| sweep_stale(&root));
@@ -95,7 +96,7 @@ impl Cgroup {
 }
 
 impl Drop for Cgroup {
-    /// Its process has been killed by then ([`super::cluster::Proc`] drops it last).
+    /// Its process has been killed by then ([`crate::cluster::Proc`] drops it last).
     fn drop(&mut self) {
         remove_cgroup(&self.dir);
     }

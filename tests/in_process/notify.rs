@@ -4,8 +4,6 @@
 //! Needs: MariaDB at `GBM_TEST_MYSQL` (default `mysql://root@127.0.0.1:3306/`) and aiosmtpd
 //! for `/usr/bin/python3` (Debian `python3-aiosmtpd`; or `GBM_TEST_PYTHON`).
 
-mod notify_support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +16,7 @@ use gobearmon::notify::outbox::Dispatcher;
 use gobearmon::notify::{Channels, Deliverer, text, webhook};
 use gobearmon::store::{StoreError, fence};
 use mysql_async::prelude::Queryable;
-use notify_support::*;
+use testkit::notify::*;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -116,7 +114,7 @@ fn body_of(m: &serde_json::Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_reaches_a_real_smtp_server_through_every_tls_mode() {
-    let pki = TestPki::new();
+    let pki = TestPki::generate();
     let tls_files = Some((pki.cert_path.clone(), pki.key_path.clone()));
     let starttls = SmtpServer::start(SmtpOptions {
         tls: tls_files.clone(),
@@ -308,7 +306,7 @@ async fn auto_tls_never_sends_credentials_over_an_unencrypted_connection() {
     assert!(!wire[before..].iter().any(|(_, l)| is_command(l, "AUTH")));
 
     // Phase 4: a server that offers STARTTLS: auto authenticates, but only after it.
-    let pki = TestPki::new();
+    let pki = TestPki::generate();
     let starttls = SmtpServer::start(SmtpOptions {
         tls: Some((pki.cert_path.clone(), pki.key_path.clone())),
         require_auth: true,

@@ -2,12 +2,6 @@
 //! server (child process), axum HTTP receivers standing in for webhooks and Twilio, and a test
 //! CA. Every helper fails loudly, naming what is missing.
 
-#![allow(dead_code)]
-
-#[allow(clippy::duplicate_mod)] // also loaded by tests/support when both are used
-#[path = "../support/ports.rs"]
-mod ports;
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -373,10 +367,9 @@ pub fn twilio_config(base_url: &str) -> TwilioConfig {
     }
 }
 
-/// A port nothing listens on now, for a server the test starts on it later (or never): 26000
-/// to 31999 (tests/support/cluster.rs takes 20000 to 25999).
+/// A port nothing listens on now, for a server the test starts on it later (or never).
 pub fn closed_port() -> u16 {
-    ports::low_range_port(26000, 6000)
+    crate::ports::free_port()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -393,7 +386,8 @@ pub struct TestPki {
 }
 
 impl TestPki {
-    pub fn new() -> TestPki {
+    /// A fresh CA and a server certificate from it, written under a temporary directory.
+    pub fn generate() -> TestPki {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();

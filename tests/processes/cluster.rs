@@ -1,17 +1,16 @@
 //! The viewserver group and the controller lease with real processes on loopback: three
 //! viewserver members and three workers, killed, stopped and restarted.
 
-mod support;
-
 use std::time::Duration;
 
 use gobearmon::config::Secret;
 use gobearmon::rpc::sign::Signer;
-use support::cluster::{
+use testkit::cluster::{
     Cluster, FENCE_ALONE, LEASE_START, LEASE_STOP, NOT_ACTING, SECRET, Timings, lease_intervals,
     log_number, wait_until,
 };
-use support::{TestDb, wait_fence};
+use testkit::config::{Ms, keys};
+use testkit::db::{TestDb, wait_fence};
 
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
@@ -30,7 +29,10 @@ fn fence_epoch(rt: &tokio::runtime::Runtime, db: &TestDb) -> u64 {
 
 fn start(db: &TestDb) -> Cluster {
     gobearmon::tlsutil::install_default_provider();
-    Cluster::start(3, 3, &db.url, Timings::default())
+    Cluster::builder(crate::BIN, &db.url)
+        .viewservers(3)
+        .workers(3)
+        .start()
 }
 
 /// Waits for a view naming a controller with an epoch above `above`.
@@ -77,7 +79,7 @@ fn assert_no_overlap(c: &Cluster, killed: &[(String, u64)]) {
 
 #[test]
 fn a_controller_is_named_and_replaced_after_kill_9() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("cluster_failover"));
     let mut c = start(&db);
@@ -86,7 +88,7 @@ fn a_controller_is_named_and_replaced_after_kill_9() {
     c.wait_acting(w, true, Duration::from_secs(10));
     let killed_at = wall_ms();
     c.workers[w].kill9();
-    let t = c.timings.controller_timeout_ms;
+    let t = c.timings.controller_timeout_ms();
     let (e2, second) = controller_after(&c, e1, Duration::from_millis(t + 2000));
     assert_ne!(second, first);
     assert!(e2 > e1);
@@ -104,7 +106,7 @@ fn a_controller_is_named_and_replaced_after_kill_9() {
 
 #[test]
 fn the_group_survives_its_leader_and_members_rejoin() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("cluster_leader"));
     let mut c = start(&db);
@@ -162,7 +164,7 @@ fn the_group_survives_its_leader_and_members_rejoin() {
 
 #[test]
 fn a_frozen_controller_stops_before_another_starts() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("cluster_freeze"));
     let c = start(&db);
@@ -197,24 +199,30 @@ fn a_frozen_controller_stops_before_another_starts() {
 
 #[test]
 fn a_controller_cut_off_from_the_group_stops_before_another_starts() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("cluster_cut"));
     gobearmon::tlsutil::install_default_provider();
     // A controller timeout of 3 s: a successor raises the fence about one timeout after the
     // cut, the old controller looks at it two timeouts after; the margin is one timeout.
     let timings = Timings {
-        controller_timeout_ms: 3000,
-        heartbeat_ms: 250,
-        lease_ms: 2000,
+        controller_timeout: Some(Ms(3000)),
+        heartbeat: Some(Ms(250)),
+        lease: Some(Ms(2000)),
+        ..Timings::default()
     };
-    let c = Cluster::start_isolable(3, 3, &db.url, timings);
+    let c = Cluster::builder(crate::BIN, &db.url)
+        .viewservers(3)
+        .workers(3)
+        .timings(timings)
+        .isolable()
+        .start();
     let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
     let w = c.worker_index(&first);
     let mut fences = vec![wait_fence(&rt, &db, e1)];
     // Every packet the controller sends to a viewserver member is dropped; it still runs, and
     // still reaches MySQL, the other workers and their polls.
-    let cut = support::partition::Cut::new(c.workers[w].cgroup.as_ref().unwrap(), &c.vs_ports());
+    let cut = testkit::partition::Cut::new(c.workers[w].cgroup.as_ref().unwrap(), &c.vs_ports());
     let (e2, second) = controller_after(&c, e1, Duration::from_secs(15));
     assert_ne!(second, first);
     let w2 = c.worker_index(&second);
@@ -276,7 +284,7 @@ fn a_controller_cut_off_from_the_group_stops_before_another_starts() {
 
 #[test]
 fn sigusr1_hands_over_and_the_old_controller_returns_as_a_worker() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("cluster_usr1"));
     let c = start(&db);
@@ -316,7 +324,7 @@ fn sigusr1_hands_over_and_the_old_controller_returns_as_a_worker() {
 
 #[test]
 fn unsigned_stale_and_replayed_requests_get_401_and_change_nothing() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("cluster_auth"));
     let c = start(&db);
@@ -383,7 +391,9 @@ fn unsigned_stale_and_replayed_requests_get_401_and_change_nothing() {
     assert_eq!(logged, 1, "{log}");
     assert!(log.contains("peer=127.0.0.1 "), "{log}");
     // Nothing changed: the controller that was not really stepping down is still in place.
-    std::thread::sleep(Duration::from_millis(c.timings.controller_timeout_ms + 500));
+    std::thread::sleep(Duration::from_millis(
+        c.timings.controller_timeout_ms() + 500,
+    ));
     assert_eq!(c.current().unwrap(), (e1, Some(first)));
     rt.block_on(db.drop_db());
 }
@@ -396,10 +406,10 @@ fn unsigned_stale_and_replayed_requests_get_401_and_change_nothing() {
 /// the controller of the view; nobody was named again.)
 #[test]
 fn a_group_that_lost_its_data_names_a_controller_past_the_fence() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("cluster_wiped"));
-    let mut c = Cluster::start(1, 2, &db.url, Timings::default());
+    let mut c = Cluster::builder(crate::BIN, &db.url).workers(2).start();
     let (e1, _) = controller_after(&c, 0, Duration::from_secs(20));
     wait_fence(&rt, &db, e1);
     let history = 57;
@@ -436,7 +446,7 @@ fn the_dead_mans_switch_beats_only_while_the_controller_is_healthy() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("cluster_beat"));
     let beats = Arc::new(AtomicU64::new(0));
@@ -458,8 +468,13 @@ fn the_dead_mans_switch_beats_only_while_the_controller_is_healthy() {
         );
         let _ = axum::serve(receiver, app).await;
     });
-    let extra = format!("heartbeat_url = \"{url}\"\nheartbeat_interval = \"500ms\"\n");
-    let mut c = Cluster::start_with(1, 2, &db.url, Timings::default(), &extra);
+    let mut c = Cluster::builder(crate::BIN, &db.url)
+        .workers(2)
+        .controller_keys(keys([
+            ("heartbeat_url", url.into()),
+            ("heartbeat_interval", Ms(500).into()),
+        ]))
+        .start();
     let (e1, first) = controller_after(&c, 0, Duration::from_secs(20));
     wait_fence(&rt, &db, e1);
     let at = |n: u64, what: &str| {
@@ -518,19 +533,23 @@ fn the_dead_mans_switch_beats_only_while_the_controller_is_healthy() {
 fn distinct_locations_put_ams_in_every_round() {
     use mysql_async::prelude::Queryable;
 
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = rt();
     let (db, _store) = rt.block_on(TestDb::installed("cluster_locations"));
-    let port = support::cluster::free_port();
+    let port = testkit::cluster::free_port();
     let mut target = Some(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
     rt.block_on(db.exec(&format!(
         "INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES \
          (1,'svc','tcp','{{\"address\":\"127.0.0.1:{port}\"}}',1,0)"
     )));
-    let extra = "confirmations = 2\ndistinct_locations = true\n";
-    let mut c = Cluster::start_with(1, 0, &db.url, Timings::default(), extra);
+    let mut c = Cluster::builder(crate::BIN, &db.url)
+        .controller_keys(keys([
+            ("confirmations", 2.into()),
+            ("distinct_locations", true.into()),
+        ]))
+        .start();
     for location in ["fra", "fra", "ams"] {
-        c.add_worker(&db.url, &format!("location = \"{location}\"\n"));
+        c.add_worker(keys([("location", location.into())]));
     }
     controller_after(&c, 0, Duration::from_secs(20));
     // Every worker connected (and its location known): before that, a round can only be

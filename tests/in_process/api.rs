@@ -3,8 +3,6 @@
 //! requests without a token or with a wrong one get 401, and no secret of a check or a
 //! contact appears in any answer.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -15,7 +13,7 @@ use gobearmon::store::history::{self, RawResult};
 use gobearmon::store::results::{self, LatestResult};
 use gobearmon::store::{Store, fence};
 use serde_json::Value;
-use support::TestDb;
+use testkit::db::TestDb;
 use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "api-token-0123456789abcdef";

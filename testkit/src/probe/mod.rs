@@ -1,18 +1,13 @@
-//! Real servers and network fixtures for `tests/probes.rs`: HTTP and HTTPS (axum, rustls,
+//! Real servers and network fixtures for `tests/in_process/probes.rs`: HTTP and HTTPS (axum, rustls,
 //! rcgen certificates), TCP dialogue servers, dnsmasq and hostile UDP DNS servers, and network
 //! namespaces with nftables packet loss, and a namespace whose system resolver is dnsmasq. Every fixture stops (or is removed) on drop; a
 //! missing tool fails the test with a message naming the Debian package.
-
-#![allow(dead_code)]
 
 pub mod certs;
 pub mod dns;
 pub mod http;
 pub mod netns;
 pub mod openssl;
-#[allow(clippy::duplicate_mod)] // also loaded by the other support modules
-#[path = "../support/ports.rs"]
-mod ports;
 pub mod resolver;
 pub mod tcp;
 

@@ -6,8 +6,6 @@
 //!
 //! Needs root and nftables (as the partition tests); without them the test fails and says so.
 
-mod support;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,9 +13,10 @@ use std::time::{Duration, Instant};
 use gobearmon::config::Secret;
 use gobearmon::rpc::RpcClient;
 use gobearmon::rpc::sign::Signer;
-use support::TestDb;
-use support::cluster::{Cluster, SECRET, Timings, wait_until};
-use support::partition::nft_apply;
+use testkit::cluster::{Cluster, SECRET, wait_until};
+use testkit::config::keys;
+use testkit::db::TestDb;
+use testkit::partition::nft_apply;
 
 /// An nftables table of this test that drops every packet sent to `127.0.0.1:port`, so a
 /// connection attempt hangs (no answer at all, not a refusal). Removed on drop.
@@ -84,14 +83,16 @@ fn status(
 
 #[test]
 fn a_worker_with_every_permit_waiting_on_black_holed_targets_stays_alive() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     gobearmon::tlsutil::install_default_provider();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (db, _store) = rt.block_on(TestDb::installed("busy_worker"));
-    let port = support::cluster::free_port();
+    let port = testkit::cluster::free_port();
     let _hole = BlackHole::new(port);
-    let mut c = Cluster::start_with(1, 0, &db.url, Timings::default(), "confirmations = 1\n");
-    c.add_worker(&db.url, "num_threads = 2");
+    let mut c = Cluster::builder(crate::BIN, &db.url)
+        .controller_keys(keys([("confirmations", 1.into())]))
+        .start();
+    c.add_worker(keys([("num_threads", 2.into())]));
     let ctl = &c.controller_addrs[0];
     c.wait_acting(0, true, Duration::from_secs(20));
     wait_until(Duration::from_secs(20), "the worker to connect", || {

@@ -81,7 +81,7 @@ impl ResolverNetns {
         }
     }
 
-    /// Runs the test `name` of this test binary inside the namespace (it must be
+    /// Runs the test `name` (its full path in the binary) of this test binary inside the namespace (it must be
     /// `#[ignore]`d so ordinary runs skip it) and returns what it printed.
     pub fn run_test(&self, name: &str) -> Output {
         let exe = std::env::current_exe().expect("current test binary");

@@ -1,7 +1,5 @@
 //! The schema and the store against a real MariaDB, each test in its own database.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -11,7 +9,7 @@ use gobearmon::store::catalog::Catalog;
 use gobearmon::store::fence::{self, FencedTx, Raise};
 use gobearmon::store::{Store, StoreError, schema};
 use mysql_async::prelude::Queryable;
-use support::TestDb;
+use testkit::db::TestDb;
 
 /// gobearmon's original install.sql, verbatim in structure (its five tables, no new ones).
 const ORIGINAL_SCHEMA: &str = "

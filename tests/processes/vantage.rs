@@ -1,11 +1,7 @@
 //! Vantage health and meta-alerts end to end (issue 15), with real processes: one viewserver
 //! member, three controller-capable workers, real MariaDB, the aiosmtpd capture server and a
 //! webhook receiver. Workers are cut off from the check target and the canary target with an
-//! nftables rule on their cgroup (`support::partition`).
-
-#[path = "notify_support/mod.rs"]
-mod notify_support;
-mod support;
+//! nftables rule on their cgroup (`testkit::partition`).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -15,11 +11,13 @@ use gobearmon::config::Secret;
 use gobearmon::rpc::RpcClient;
 use gobearmon::rpc::sign::Signer;
 use mysql_async::prelude::Queryable;
-use notify_support::{Behaviour, Receiver, SmtpOptions, SmtpServer};
 use serde_json::Value;
-use support::TestDb;
-use support::cluster::{Cluster, SECRET, Timings, wait_until};
-use support::partition::Cut;
+use testkit::cluster::{Cluster, SECRET, wait_until};
+use testkit::config::{Ms, SmtpSection, keys, section};
+use testkit::db::TestDb;
+use testkit::notify::{Behaviour, Receiver, SmtpOptions, SmtpServer};
+use testkit::partition::Cut;
+use toml::Table;
 
 const TOKEN: &str = "vantage-api-token-0123";
 
@@ -41,22 +39,32 @@ struct World {
 impl World {
     /// A group of one and three workers, worker i with `worker_keys[i]` in `[worker]`, `keys` in
     /// `[controller]`, mail to `admin@test`, and the JSON API on a port of its own.
-    fn start(tag: &str, worker_keys: [&str; 3], keys: &str, seed: &[String]) -> World {
+    fn start(tag: &str, worker_keys: [Table; 3], more: Table, seed: &[String]) -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (db, _) = rt.block_on(TestDb::installed(tag));
         for sql in seed {
             rt.block_on(db.exec(sql));
         }
         let smtp = rt.block_on(SmtpServer::start(SmtpOptions::default()));
-        let extra = format!(
-            "confirmations = 2\ndelivery_backoff = \"200ms\"\ndelivery_timeout = \"3s\"\n{keys}\n\
-             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"gobearmon@test\"\nadmin = \"admin@test\"\ntls = \"none\"\ntimeout = \"5s\"\n\
-             [web]\naddr = \"127.0.0.1:{{free_port}}\"\napi_tokens = [\"{TOKEN}\"]\n",
-            smtp.port
-        );
-        let mut cluster = Cluster::start_isolable_with(1, 0, &db.url, Timings::default(), &extra);
+        let mut cluster = Cluster::builder(crate::BIN, &db.url)
+            .isolable()
+            .controller_keys(keys([
+                ("confirmations", 2.into()),
+                ("delivery_backoff", Ms(200).into()),
+                ("delivery_timeout", Ms(3000).into()),
+            ]))
+            .controller_keys(more)
+            .section(
+                "smtp",
+                section(SmtpSection {
+                    timeout: Some(Ms(5000)),
+                    ..SmtpSection::capture(smtp.port)
+                }),
+            )
+            .web(&[TOKEN])
+            .start();
         for extra in worker_keys {
-            cluster.add_worker(&db.url, extra);
+            cluster.add_worker(extra);
         }
         let signer = Arc::new(Signer::cluster(&Secret::new(SECRET), "vantage-test"));
         let client = RpcClient::with_tls(signer, None).unwrap();
@@ -102,11 +110,9 @@ impl World {
             .cloned()
     }
 
-    /// `GET /api/v1/workers` of worker 3 (whose `[web] addr` is in its file).
+    /// `GET /api/v1/workers` of worker 3.
     fn api_workers(&self) -> Option<Value> {
-        let text = std::fs::read_to_string(&self.cluster.workers[2].config).ok()?;
-        let web = text.split("[web]").nth(1)?;
-        let addr = web.split('"').nth(1)?;
+        let addr = self.cluster.web_addr(2);
         let r = reqwest::blocking::Client::new()
             .get(format!("http://{addr}/api/v1/workers"))
             .bearer_auth(TOKEN)
@@ -173,7 +179,7 @@ fn seed(target: u16) -> Vec<String> {
 /// A TCP target that accepts (and closes) every connection, so that a backlog of probes never
 /// fills; it lives as long as the test (the thread ends with the process).
 fn listener() -> (u16, ()) {
-    let port = support::cluster::free_port();
+    let port = testkit::cluster::free_port();
     let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
     std::thread::spawn(move || {
         for conn in l.incoming() {
@@ -190,19 +196,27 @@ fn listener() -> (u16, ()) {
 /// recovered notice for each.
 #[test]
 fn canaries_turn_cut_workers_impaired_and_nobody_is_paged() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let (target, _target) = listener();
     let (canary, _canary) = listener();
     // w1 has the canary in its file; every worker gets it from the table `canaries` too
     // (w1 runs it once: the same URL).
     let url = format!("tcp://127.0.0.1:{canary}");
-    let own = format!("canaries = [\"{url}\"]\ncanary_interval = \"200ms\"\n");
-    let shared = "canary_interval = \"200ms\"\n";
+    let own = keys([
+        ("canaries", vec![url.clone()].into()),
+        ("canary_interval", Ms(200).into()),
+    ]);
+    let shared = || keys([("canary_interval", Ms(200).into())]);
     let mut rows = seed(target);
     rows.push(format!("INSERT INTO canaries (url) VALUES ('{url}')"));
     // A row no worker can run: skipped, and the admin is told (once).
     rows.push("INSERT INTO canaries (url) VALUES ('gopher://127.0.0.1:7/bad-canary')".into());
-    let w = World::start("vantage_canaries", [&own, shared, shared], "", &rows);
+    let w = World::start(
+        "vantage_canaries",
+        [own, shared(), shared()],
+        Table::new(),
+        &rows,
+    );
     w.wait_reporting();
     for id in ["w1", "w2", "w3"] {
         wait_until(Duration::from_secs(20), "canary reports", || {
@@ -333,9 +347,14 @@ fn canaries_turn_cut_workers_impaired_and_nobody_is_paged() {
 /// paged for an outage that is only theirs.
 #[test]
 fn the_same_cut_without_canaries_pages() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let (target, _target) = listener();
-    let w = World::start("vantage_nocanary", ["", "", ""], "", &seed(target));
+    let w = World::start(
+        "vantage_nocanary",
+        Default::default(),
+        Table::new(),
+        &seed(target),
+    );
     w.wait_reporting();
     let _cuts: Vec<Cut> = (0..2)
         .map(|i| Cut::new(w.cluster.workers[i].cgroup.as_ref().unwrap(), &[target]))
@@ -359,16 +378,22 @@ fn the_same_cut_without_canaries_pages() {
 /// each sees the outage: the alert still goes out once.
 #[test]
 fn no_controller_is_alerted_once_then_resolved() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     // Its own runtime, kept for the whole test: the receiver runs on it.
     let hook_rt = tokio::runtime::Runtime::new().unwrap();
     let hook = hook_rt.block_on(Receiver::start(Behaviour::Status(200)));
     let (target, _target) = listener();
-    let keys = format!(
-        "no_controller_alert = \"3s\"\nadmin_webhook = \"{}\"\nadmin_webhook_secret = \"hook-secret\"\n",
-        hook.url("/meta")
+    let more = keys([
+        ("no_controller_alert", Ms(3000).into()),
+        ("admin_webhook", hook.url("/meta").into()),
+        ("admin_webhook_secret", "hook-secret".into()),
+    ]);
+    let mut w = World::start(
+        "vantage_nocontroller",
+        Default::default(),
+        more,
+        &seed(target),
     );
-    let mut w = World::start("vantage_nocontroller", ["", "", ""], &keys, &seed(target));
     w.wait_reporting();
     let stamp = wait_until(
         Duration::from_secs(20),

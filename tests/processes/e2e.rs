@@ -2,19 +2,17 @@
 //! viewserver members, three workers), real MariaDB, a real SMTP server (aiosmtpd), webhook
 //! receivers and a Twilio stand-in on loopback.
 
-#[path = "notify_support/mod.rs"]
-mod notify_support;
-mod support;
-
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use notify_support::{Behaviour, Receiver, SmtpOptions, SmtpServer};
-use support::TestDb;
-use support::cluster::{Cluster, Timings, wait_until};
+use testkit::cluster::{Cluster, wait_until};
+use testkit::config::{Ms, SmtpSection, TwilioSection, keys, section};
+use testkit::db::TestDb;
+use testkit::notify::{Behaviour, Receiver, SmtpOptions, SmtpServer};
+use toml::Table;
 
 /// A TCP port a check watches, switched up and down by the test.
 struct Port {
@@ -25,7 +23,7 @@ struct Port {
 impl Port {
     fn new() -> Port {
         // Below the ephemeral range, so it is still free when `up` binds it again.
-        let port = support::cluster::free_port();
+        let port = testkit::cluster::free_port();
         Port {
             port,
             listener: Some(TcpListener::bind(("127.0.0.1", port)).unwrap()),
@@ -49,7 +47,7 @@ struct World {
 impl World {
     /// A cluster of 3 viewservers and 3 workers with `confirmations` and fast timings.
     fn start(tag: &str, confirmations: u32, twilio: Option<&str>) -> World {
-        World::start_seeded(tag, confirmations, twilio, "", &[])
+        World::start_seeded(tag, confirmations, twilio, Table::new(), &[])
     }
 
     /// Like [`World::start`], with more `[controller]` keys, and `seed` run on the database
@@ -58,7 +56,7 @@ impl World {
         tag: &str,
         confirmations: u32,
         twilio: Option<&str>,
-        keys: &str,
+        more: Table,
         seed: &[&str],
     ) -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -68,13 +66,34 @@ impl World {
         }
         let smtp = rt.block_on(SmtpServer::start(SmtpOptions::default()));
         let twilio = twilio.unwrap_or("http://127.0.0.1:9");
-        let extra = format!(
-            "{keys}\nconfirmations = {confirmations}\ndelivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\ndelivery_attempts = 100\n\
-             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"gobearmon@test\"\nadmin = \"admin@test\"\ntls = \"none\"\ntimeout = \"5s\"\n\
-             [twilio]\naccount_sid = \"ACtest\"\nauth_token = \"twilio-token\"\nfrom = \"+15005550006\"\nbase_url = \"{twilio}\"\n",
-            smtp.port
-        );
-        let cluster = Cluster::start_with(3, 3, &db.url, Timings::default(), &extra);
+        let cluster = Cluster::builder(crate::BIN, &db.url)
+            .viewservers(3)
+            .workers(3)
+            .controller_keys(more)
+            .controller_keys(keys([
+                ("confirmations", confirmations.into()),
+                ("delivery_backoff", Ms(200).into()),
+                ("delivery_backoff_max", Ms(1000).into()),
+                ("delivery_timeout", Ms(3000).into()),
+                ("delivery_attempts", 100.into()),
+            ]))
+            .section(
+                "smtp",
+                section(SmtpSection {
+                    timeout: Some(Ms(5000)),
+                    ..SmtpSection::capture(smtp.port)
+                }),
+            )
+            .section(
+                "twilio",
+                section(TwilioSection {
+                    account_sid: "ACtest".into(),
+                    auth_token: "twilio-token".into(),
+                    from: "+15005550006".into(),
+                    base_url: twilio.into(),
+                }),
+            )
+            .start();
         World {
             rt,
             db: Some(db),
@@ -139,7 +158,7 @@ impl Drop for World {
 }
 
 /// Waits until `r` has received `n` requests, and returns them.
-fn requests(r: &Receiver, n: usize, secs: u64) -> Vec<notify_support::Received> {
+fn requests(r: &Receiver, n: usize, secs: u64) -> Vec<testkit::notify::Received> {
     wait_until(
         Duration::from_secs(secs),
         &format!("{n} request(s) at {}", r.addr),
@@ -157,7 +176,7 @@ fn settle() {
 
 #[test]
 fn s1_s4_s13_flips_are_recorded_and_notify_the_selected_contacts_once() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let w = World::start("e2e_s1", 2, None);
     let mut port = Port::new();
     let a = w.receiver(Behaviour::Status(200)); // http, both
@@ -256,7 +275,7 @@ fn s1_s4_s13_flips_are_recorded_and_notify_the_selected_contacts_once() {
 
 #[test]
 fn s2_flip_after_exactly_confirmations_times_delay_plus_one_results() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let w = World::start("e2e_s2", 2, None);
     let target = w.receiver(Behaviour::Status(500));
     let hook = w.receiver(Behaviour::Status(200));
@@ -319,7 +338,7 @@ fn alternating(rt: &tokio::runtime::Runtime) -> (String, Arc<AtomicUsize>) {
 
 #[test]
 fn s3_s5_s9_agreeing_results_reset_rounds_and_edits_take_effect() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let w = World::start("e2e_s3", 2, None);
     let (url, hits) = alternating(&w.rt);
     let hook = w.receiver(Behaviour::Status(200));
@@ -380,12 +399,12 @@ fn s3_s5_s9_agreeing_results_reset_rounds_and_edits_take_effect() {
 
 #[test]
 fn s10_s11_failing_contacts_are_retried_and_twilio_is_charged() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let twilio = rt.block_on(Receiver::start(Behaviour::Twilio));
     let w = World::start("e2e_s10", 2, Some(&format!("http://{}", twilio.addr)));
     // A webhook to a closed port, opened later.
-    let hook_port = support::cluster::free_port();
+    let hook_port = testkit::cluster::free_port();
     let mut port = Port::new();
     w.sql(&format!(
         r#"INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES (1,'svc','tcp','{{"address":"127.0.0.1:{}"}}',1,0);
@@ -464,7 +483,7 @@ fn s10_s11_failing_contacts_are_retried_and_twilio_is_charged() {
 
 #[test]
 fn s12_s14_failover_and_viewserver_outage_notify_exactly_once() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let mut w = World::start("e2e_s12", 2, None);
     let mut port = Port::new();
     let mut port2 = Port::new();
@@ -513,7 +532,7 @@ fn s12_s14_failover_and_viewserver_outage_notify_exactly_once() {
     settle();
     assert_eq!(hook.count(), 2);
     let log = w.cluster.workers[new].log_text();
-    assert!(log.contains(support::cluster::FENCE_ALONE), "{log}");
+    assert!(log.contains(testkit::cluster::FENCE_ALONE), "{log}");
     let events: Vec<(i64, String)> = w.query("SELECT check_id, type FROM check_events ORDER BY id");
     assert_eq!(events, vec![(1, "offline".into()), (2, "offline".into())]);
     port.up();
@@ -521,10 +540,16 @@ fn s12_s14_failover_and_viewserver_outage_notify_exactly_once() {
 
 #[test]
 fn kill_9_of_the_controller_around_flips_loses_and_repeats_nothing() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     // 20 flips in a few minutes would be flapping (`flap_flips` 5 per hour): this test counts
     // the delivery of every flip, so flapping is kept out of its way.
-    let mut w = World::start_seeded("e2e_kill_flips", 2, None, "flap_flips = 10000", &[]);
+    let mut w = World::start_seeded(
+        "e2e_kill_flips",
+        2,
+        None,
+        keys([("flap_flips", 10000.into())]),
+        &[],
+    );
     let mut port = Port::new();
     let hook = w.receiver(Behaviour::Status(200));
     w.sql(&format!(
@@ -607,16 +632,18 @@ fn kill_9_of_the_controller_around_flips_loses_and_repeats_nothing() {
 
 #[test]
 fn a_single_worker_runs_every_interval_and_a_short_quorum_is_reported_then_resumes() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (db, _) = rt.block_on(TestDb::installed("e2e_quorum"));
     let smtp = rt.block_on(SmtpServer::start(SmtpOptions::default()));
-    let extra = format!(
-        "confirmations = 2\ndelivery_backoff = \"200ms\"\n\
-         [smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"gobearmon@test\"\nadmin = \"admin@test\"\ntls = \"none\"\n",
-        smtp.port
-    );
-    let mut cluster = Cluster::start_with(1, 1, &db.url, Timings::default(), &extra);
+    let mut cluster = Cluster::builder(crate::BIN, &db.url)
+        .workers(1)
+        .controller_keys(keys([
+            ("confirmations", 2.into()),
+            ("delivery_backoff", Ms(200).into()),
+        ]))
+        .section("smtp", section(SmtpSection::capture(smtp.port)))
+        .start();
     let target = rt.block_on(Receiver::start(Behaviour::Status(200)));
     let hook = rt.block_on(Receiver::start(Behaviour::Status(200)));
     rt.block_on(db.exec(&format!(
@@ -662,7 +689,7 @@ fn a_single_worker_runs_every_interval_and_a_short_quorum_is_reported_then_resum
     assert_eq!(mails[0]["subject"], "gobearmon: insufficient quorum");
     assert_eq!(hook.count(), 0);
     // A second worker arrives: the check resumes by itself and flips.
-    cluster.add_worker(&db.url, "");
+    cluster.add_worker(Table::new());
     let got = wait_until(
         Duration::from_secs(30),
         "the flip once quorum is back",
@@ -691,7 +718,7 @@ fn a_single_worker_runs_every_interval_and_a_short_quorum_is_reported_then_resum
 /// table would be unchanged in production.)
 #[test]
 fn flips_of_one_check_are_recorded_in_order_when_a_write_is_retried() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let mut port = Port::new();
     let data = format!(r#"{{"address":"127.0.0.1:{}","timeout":2}}"#, port.port);
     let checks = format!(
@@ -703,7 +730,7 @@ fn flips_of_one_check_are_recorded_in_order_when_a_write_is_retried() {
         "e2e_order",
         1,
         None,
-        "reload_period = \"10m\"",
+        keys([("reload_period", "10m".into())]),
         &[
             // A fault the test switches on and off: inserting an "offline" event fails while
             // it is on.
@@ -769,7 +796,7 @@ fn flips_of_one_check_are_recorded_in_order_when_a_write_is_retried() {
 /// spread over the interval. (Before, all were due the moment the term loaded them.)
 #[test]
 fn a_new_controller_spreads_the_first_runs_over_the_interval() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let arrivals = Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
@@ -790,7 +817,7 @@ fn a_new_controller_spreads_the_first_runs_over_the_interval() {
         "INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES {};",
         checks.join(",")
     );
-    let w = World::start_seeded("e2e_spread", 1, None, "", &[&seed]);
+    let w = World::start_seeded("e2e_spread", 1, None, Table::new(), &[&seed]);
     w.wait_ready();
     let first: Vec<Instant> = wait_until(Duration::from_secs(40), "30 first runs", || {
         let got = arrivals.lock().unwrap().clone();
@@ -822,11 +849,11 @@ fn a_new_controller_spreads_the_first_runs_over_the_interval() {
 /// takes over once the holder lets go. (Before, it only logged each failed attempt.)
 #[test]
 fn a_new_controller_that_cannot_raise_the_fence_tells_the_admin() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let mut w = World::start("e2e_fence_held", 1, None);
     let old = w.wait_ready();
     let (e1, _) = w.cluster.current().unwrap();
-    support::wait_fence(&w.rt, w.db(), e1);
+    testkit::db::wait_fence(&w.rt, w.db(), e1);
     // A session that locks the fence row and marks it with a newer epoch, uncommitted.
     let mut holder = w.rt.block_on(w.db().conn());
     w.rt.block_on(async {
@@ -860,7 +887,7 @@ fn a_new_controller_that_cannot_raise_the_fence_tells_the_admin() {
     drop(holder);
     let (e2, _) = w.cluster.current().unwrap();
     assert!(e2 > e1);
-    let fence = support::wait_fence(&w.rt, w.db(), e2);
+    let fence = testkit::db::wait_fence(&w.rt, w.db(), e2);
     assert_eq!(fence, e2);
     wait_until(Duration::from_secs(20), "the new controller to act", || {
         w.cluster.acting_controller().filter(|c| *c != old)
@@ -873,17 +900,23 @@ fn a_new_controller_that_cannot_raise_the_fence_tells_the_admin() {
 /// them. The message in each notification quotes the URL without its query values.
 #[test]
 fn secrets_in_check_data_reach_no_notification_status_or_log() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (db, _) = rt.block_on(TestDb::installed("e2e_redact"));
     let smtp = rt.block_on(SmtpServer::start(SmtpOptions::default()));
     let hook = rt.block_on(Receiver::start(Behaviour::Status(200)));
-    let extra = format!(
-        "confirmations = 1\n[smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"gobearmon@test\"\ntls = \"none\"\n",
-        smtp.port
-    );
-    let cluster = Cluster::start_with(1, 1, &db.url, Timings::default(), &extra);
-    let closed = support::cluster::free_port();
+    let cluster = Cluster::builder(crate::BIN, &db.url)
+        .workers(1)
+        .controller_keys(keys([("confirmations", 1.into())]))
+        .section(
+            "smtp",
+            section(SmtpSection {
+                admin: None,
+                ..SmtpSection::capture(smtp.port)
+            }),
+        )
+        .start();
+    let closed = testkit::cluster::free_port();
     let secrets = [
         "URLPW2",
         "QTOKEN2",

@@ -3,17 +3,15 @@
 //! 3 workers as separate processes), real MariaDB, webhook receivers on loopback and a real
 //! SMTP server for the admin's notices.
 
-#[path = "notify_support/mod.rs"]
-mod notify_support;
-mod support;
-
 use std::net::TcpListener;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use notify_support::{Behaviour, Receiver, SmtpOptions, SmtpServer};
-use support::TestDb;
-use support::cluster::{Cluster, Timings, wait_until};
+use testkit::cluster::{Cluster, wait_until};
+use testkit::config::{Ms, SmtpSection, keys, section};
+use testkit::db::TestDb;
+use testkit::notify::{Behaviour, Receiver, SmtpOptions, SmtpServer};
+use toml::Table;
 
 /// A TCP port a check watches, switched up and down by the test.
 struct Port {
@@ -23,7 +21,7 @@ struct Port {
 
 impl Port {
     fn new() -> Port {
-        let port = support::cluster::free_port();
+        let port = testkit::cluster::free_port();
         Port {
             port,
             listener: Some(TcpListener::bind(("127.0.0.1", port)).unwrap()),
@@ -47,20 +45,32 @@ struct World {
 
 impl World {
     fn start(tag: &str) -> World {
-        World::start_with(tag, "")
+        World::start_with(tag, Table::new())
     }
 
     /// With more `[controller]` keys.
-    fn start_with(tag: &str, keys: &str) -> World {
+    fn start_with(tag: &str, more: Table) -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (db, _) = rt.block_on(TestDb::installed(tag));
         let smtp = rt.block_on(SmtpServer::start(SmtpOptions::default()));
-        let extra = format!(
-            "{keys}\nconfirmations = 1\ndelivery_backoff = \"200ms\"\ndelivery_backoff_max = \"1s\"\ndelivery_timeout = \"3s\"\n\
-             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"gobearmon@test\"\nadmin = \"admin@test\"\ntls = \"none\"\ntimeout = \"5s\"\n",
-            smtp.port
-        );
-        let cluster = Cluster::start_with(3, 3, &db.url, Timings::default(), &extra);
+        let cluster = Cluster::builder(crate::BIN, &db.url)
+            .viewservers(3)
+            .workers(3)
+            .controller_keys(more)
+            .controller_keys(keys([
+                ("confirmations", 1.into()),
+                ("delivery_backoff", Ms(200).into()),
+                ("delivery_backoff_max", Ms(1000).into()),
+                ("delivery_timeout", Ms(3000).into()),
+            ]))
+            .section(
+                "smtp",
+                section(SmtpSection {
+                    timeout: Some(Ms(5000)),
+                    ..SmtpSection::capture(smtp.port)
+                }),
+            )
+            .start();
         World {
             rt,
             db: Some(db),
@@ -161,7 +171,7 @@ fn tcp_check(id: i64, port: u16) -> String {
 
 #[test]
 fn a_maintenance_window_holds_the_offline_notice_and_releases_it_once_at_its_end() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let w = World::start("policy_maint");
     let mut a = Port::new();
     let mut b = Port::new();
@@ -223,7 +233,7 @@ fn a_maintenance_window_holds_the_offline_notice_and_releases_it_once_at_its_end
 
 #[test]
 fn escalation_notifies_only_a_lasting_outage_and_fires_once_across_a_kill_9() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let mut w = World::start("policy_escalate");
     let mut a = Port::new();
     let first = w.receiver();
@@ -311,7 +321,7 @@ fn escalation_notifies_only_a_lasting_outage_and_fires_once_across_a_kill_9() {
 
 #[test]
 fn reminders_repeat_until_gobearmon_ack_stops_them() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let w = World::start("policy_remind");
     let mut a = Port::new();
     let hook = w.receiver();
@@ -380,7 +390,7 @@ fn reminders_repeat_until_gobearmon_ack_stops_them() {
 #[test]
 fn a_parent_and_three_children_down_make_one_message_and_its_recovery_notifies_a_child_still_down()
 {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     let w = World::start("policy_deps");
     let mut ports: Vec<Port> = (0..4).map(|_| Port::new()).collect();
     let spare = Port::new();
@@ -448,8 +458,11 @@ fn a_parent_and_three_children_down_make_one_message_and_its_recovery_notifies_a
 
 #[test]
 fn a_flapping_check_sends_one_flapping_message_then_its_state_once_stable() {
-    let _serial = support::cluster::serial();
-    let w = World::start_with("policy_flap", "flap_flips = 3\nflap_window = \"20s\"");
+    let _serial = testkit::cluster::serial();
+    let w = World::start_with(
+        "policy_flap",
+        keys([("flap_flips", 3.into()), ("flap_window", Ms(20_000).into())]),
+    );
     let mut a = Port::new();
     let hook = w.receiver();
     // No policy rows: the first flips go straight to the outbox as today.
@@ -496,10 +509,10 @@ fn a_flapping_check_sends_one_flapping_message_then_its_state_once_stable() {
 
 #[test]
 fn forty_checks_down_together_reach_each_contact_as_one_digest() {
-    let _serial = support::cluster::serial();
+    let _serial = testkit::cluster::serial();
     // The defaults (storm_flips 20, storm_window 60 s), gathering 5 s so that the first flips
     // of the storm fold with the rest.
-    let w = World::start_with("policy_storm", "storm_wait = \"5s\"");
+    let w = World::start_with("policy_storm", keys([("storm_wait", Ms(5000).into())]));
     let mut shared = Port::new();
     let ops = w.receiver();
     let oncall = w.receiver();
