@@ -110,7 +110,7 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
             let mut conn = store.conn().await?;
             // Flapping candidates: the checks whose flip the flip path found suppressed
             // (`flapping_checks`), until this task has told their state once stable.
-            let checks: Vec<(i64, String, String, String, bool)> = conn
+            let checks: Vec<CheckRow> = conn
                 .query(format!(
                     "SELECT c.id, c.name, c.type, c.data, p.id IS NOT NULL FROM checks c \
                      LEFT JOIN ({POLICY_IDS}) p ON p.id = c.id \
@@ -120,157 +120,14 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
                 .await?;
             let mut out = Vec::with_capacity(checks.len());
             let mut not_flapping = Vec::new();
-            for (id, name, check_type, data, has_policy) in checks {
-                let events: Vec<EventRow> = conn
-                    .exec(
-                        format!(
-                            "SELECT id, type, CAST(UNIX_TIMESTAMP(time) * 1000 AS SIGNED), message, confirmed_by \
-                             FROM check_events WHERE check_id = ? ORDER BY id DESC LIMIT {}",
-                            flap::EVENTS
-                        ),
-                        (id,),
-                    )
-                    .await?;
-                let ev = |e: &EventRow| Event {
-                    id: e.0,
-                    offline: e.1 == "offline",
-                    time_ms: e.2,
-                };
-                let latest = events.first().map(ev);
-                let previous = events.get(1).map(ev);
-                let oldest_first: Vec<Event> = events.iter().rev().map(ev).collect();
-                let flapping = flap_state(&oldest_first, rule);
-                if !has_policy && flapping.latest.is_none() {
-                    // No longer flapping (the flap rule changed, or a flip after the run).
-                    if let Some(l) = latest {
-                        not_flapping.push((CheckId(id), l.id));
-                    }
-                    continue;
+            for row in checks {
+                match load_check(&mut conn, row, now, rule).await? {
+                    Ok(loaded) => out.push(loaded),
+                    Err(stale) => not_flapping.extend(stale),
                 }
-                let alerts: Vec<AlertRow> = conn
-                    .exec(
-                        "SELECT contact_id, type, `after`, remind_every FROM alerts \
-                         WHERE check_id = ? AND enabled = 1 ORDER BY id",
-                        (id,),
-                    )
-                    .await?;
-                let alerts = alerts
-                    .into_iter()
-                    .map(|(c, t, after, every)| Alert {
-                        contact: ContactId(c),
-                        selects: Selects::parse(t.as_deref().unwrap_or("both")),
-                        after_ms: after.map(|s| i64::from(s) * 1000),
-                        remind_every_ms: every.map(|s| i64::from(s) * 1000),
-                    })
-                    .collect();
-                type WindowRow = (
-                    i32,
-                    Option<i64>,
-                    Option<i64>,
-                    Option<i32>,
-                    Option<i64>,
-                    Option<i32>,
-                    String,
-                );
-                let rows: Vec<WindowRow> = conn
-                    .exec(
-                        "SELECT id, \
-                           TIMESTAMPDIFF(MICROSECOND, '1970-01-01', starts_at) DIV 1000, \
-                           TIMESTAMPDIFF(MICROSECOND, '1970-01-01', ends_at) DIV 1000, \
-                           weekday, TIME_TO_SEC(start_time), duration, time_zone \
-                         FROM maintenance WHERE check_id = ? OR check_id IS NULL",
-                        (id,),
-                    )
-                    .await?;
-                let from = previous
-                    .or(latest)
-                    .map_or(now, |e| e.time_ms.min(now))
-                    .saturating_sub(86_400_000);
-                let mut maintenance = Vec::new();
-                let mut bad_windows = Vec::new();
-                for (mid, start, end, weekday, start_s, duration, tz) in rows {
-                    match window(start, end, weekday, start_s, duration, &tz) {
-                        Ok(w) => maintenance.extend(w.intervals(from, now + 1)),
-                        Err(e) => bad_windows.push(format!("maintenance row {mid}: {e}")),
-                    }
-                }
-                let mut acked = false;
-                let mut written = HashSet::new();
-                let mut recorded = HashMap::new();
-                if let Some(l) = latest {
-                    let a: Option<i64> = conn
-                        .exec_first("SELECT event_id FROM incident_acks WHERE event_id = ?", (l.id,))
-                        .await?;
-                    acked = a.is_some();
-                    let mut ids: Vec<i64> = events.iter().take(2).map(|e| e.0).collect();
-                    ids.extend(flapping.latest.and_then(|ep| ep.trigger));
-                    let placeholders = vec!["?"; ids.len()].join(",");
-                    type RecordedRow = (i64, i64, i32, String, Option<String>, bool);
-                    let rows: Vec<RecordedRow> = conn
-                        .exec(
-                            format!(
-                                "SELECT event_id, contact_id, slot, CAST(state AS CHAR), reason, \
-                                   held_until IS NULL FROM notification_outbox \
-                                 WHERE event_id IN ({placeholders})"
-                            ),
-                            Params::Positional(ids.iter().map(|&i| Value::from(i)).collect()),
-                        )
-                        .await?;
-                    for (e, c, s, state, reason, unbounded) in rows {
-                        let key = (e, ContactId(c), s.max(0) as u32);
-                        // A row this task holds or dropped is a decision, not a send.
-                        if !(state == "dropped" || state == "held" && unbounded) {
-                            written.insert(key);
-                        }
-                        recorded.insert(key, (state, reason));
-                    }
-                }
-                let (message, confirmed_by) = events
-                    .first()
-                    .map(|e| (e.3.clone().unwrap_or_default(), e.4.clone().unwrap_or_default()))
-                    .unwrap_or_default();
-                out.push(Loaded {
-                    check: CheckId(id),
-                    state: CheckState {
-                        latest,
-                        previous,
-                        alerts,
-                        maintenance,
-                        acked,
-                        written,
-                        deps: Dependency::default(),
-                        flap: flapping,
-                    },
-                    name,
-                    check_type,
-                    data,
-                    message,
-                    confirmed_by,
-                    bad_windows,
-                    also_affected: Vec::new(),
-                    recorded,
-                    flap_only: !has_policy,
-                    flap_window_ms: rule.window_ms,
-                });
             }
             let refused = dependencies(&mut conn, &mut out).await?;
-            let held: Vec<(i64, i64)> = conn
-                .query(
-                    "SELECT DISTINCT check_id, event_id FROM notification_outbox \
-                     WHERE state = 'held' AND held_until IS NULL",
-                )
-                .await?;
-            let latest: HashMap<i64, i64> = out
-                .iter()
-                .filter_map(|l| Some((l.check.0, l.state.latest?.id)))
-                .collect();
-            // A held row of a check not loaded is left alone (its check was deleted, or the
-            // next round loads it); one of an older event than the latest is superseded.
-            let superseded = held
-                .into_iter()
-                .filter(|(c, e)| latest.get(c).is_some_and(|l| l != e))
-                .map(|(_, e)| e)
-                .collect();
+            let superseded = superseded(&mut conn, &out).await?;
             Ok(Snapshot {
                 checks: out,
                 refused,
@@ -279,6 +136,212 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
             })
         })
         .await
+}
+
+/// `checks` (id, name, type, data, has policy rows).
+type CheckRow = (i64, String, String, String, bool);
+
+/// One check's policy state; `Err` with its latest flip for a flapping candidate that no
+/// longer flaps (the flap rule changed, or a flip after the run): nothing to load.
+async fn load_check(
+    conn: &mut mysql_async::Conn,
+    (id, name, check_type, data, has_policy): CheckRow,
+    now: i64,
+    rule: FlapRule,
+) -> Result<Result<Loaded, Option<(CheckId, i64)>>, StoreError> {
+    let events: Vec<EventRow> = conn
+        .exec(
+            format!(
+                "SELECT id, type, CAST(UNIX_TIMESTAMP(time) * 1000 AS SIGNED), message, confirmed_by \
+                 FROM check_events WHERE check_id = ? ORDER BY id DESC LIMIT {}",
+                flap::EVENTS
+            ),
+            (id,),
+        )
+        .await?;
+    let ev = |e: &EventRow| Event {
+        id: e.0,
+        offline: e.1 == "offline",
+        time_ms: e.2,
+    };
+    let latest = events.first().map(ev);
+    let previous = events.get(1).map(ev);
+    let oldest_first: Vec<Event> = events.iter().rev().map(ev).collect();
+    let flapping = flap_state(&oldest_first, rule);
+    if !has_policy && flapping.latest.is_none() {
+        return Ok(Err(latest.map(|l| (CheckId(id), l.id))));
+    }
+    let alerts = alerts_of(conn, id).await?;
+    let from = previous
+        .or(latest)
+        .map_or(now, |e| e.time_ms.min(now))
+        .saturating_sub(86_400_000);
+    let (maintenance, bad_windows) = maintenance_of(conn, id, from, now).await?;
+    let mut acked = false;
+    let mut rows = Rows::default();
+    if let Some(l) = latest {
+        let a: Option<i64> = conn
+            .exec_first(
+                "SELECT event_id FROM incident_acks WHERE event_id = ?",
+                (l.id,),
+            )
+            .await?;
+        acked = a.is_some();
+        let mut ids: Vec<i64> = events.iter().take(2).map(|e| e.0).collect();
+        ids.extend(flapping.latest.and_then(|ep| ep.trigger));
+        rows = outbox_rows(conn, &ids).await?;
+    }
+    let (message, confirmed_by) = events
+        .first()
+        .map(|e| {
+            (
+                e.3.clone().unwrap_or_default(),
+                e.4.clone().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
+    Ok(Ok(Loaded {
+        check: CheckId(id),
+        state: CheckState {
+            latest,
+            previous,
+            alerts,
+            maintenance,
+            acked,
+            written: rows.written,
+            deps: Dependency::default(),
+            flap: flapping,
+        },
+        name,
+        check_type,
+        data,
+        message,
+        confirmed_by,
+        bad_windows,
+        also_affected: Vec::new(),
+        recorded: rows.recorded,
+        flap_only: !has_policy,
+        flap_window_ms: rule.window_ms,
+    }))
+}
+
+/// The check's enabled alerts.
+async fn alerts_of(conn: &mut mysql_async::Conn, id: i64) -> Result<Vec<Alert>, StoreError> {
+    let alerts: Vec<AlertRow> = conn
+        .exec(
+            "SELECT contact_id, type, `after`, remind_every FROM alerts \
+             WHERE check_id = ? AND enabled = 1 ORDER BY id",
+            (id,),
+        )
+        .await?;
+    Ok(alerts
+        .into_iter()
+        .map(|(c, t, after, every)| Alert {
+            contact: ContactId(c),
+            selects: Selects::parse(t.as_deref().unwrap_or("both")),
+            after_ms: after.map(|s| i64::from(s) * 1000),
+            remind_every_ms: every.map(|s| i64::from(s) * 1000),
+        })
+        .collect())
+}
+
+/// `maintenance` (check_id or id, starts_at ms, ends_at ms, weekday, start_time s, duration,
+/// time_zone).
+type WindowRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i32>,
+    Option<i64>,
+    Option<i32>,
+    String,
+);
+
+/// The columns of [`WindowRow`] after the first.
+const WINDOW_COLUMNS: &str = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01', starts_at) DIV 1000, \
+     TIMESTAMPDIFF(MICROSECOND, '1970-01-01', ends_at) DIV 1000, \
+     weekday, TIME_TO_SEC(start_time), duration, time_zone";
+
+/// The maintenance intervals covering check `id` between `from` and `now`, and the rows that
+/// cannot be read, described.
+async fn maintenance_of(
+    conn: &mut mysql_async::Conn,
+    id: i64,
+    from: i64,
+    now: i64,
+) -> Result<(Vec<(i64, i64)>, Vec<String>), StoreError> {
+    let rows: Vec<WindowRow> = conn
+        .exec(
+            format!(
+                "SELECT id, {WINDOW_COLUMNS} FROM maintenance WHERE check_id = ? OR check_id IS NULL"
+            ),
+            (id,),
+        )
+        .await?;
+    let mut maintenance = Vec::new();
+    let mut bad = Vec::new();
+    for (mid, start, end, weekday, start_s, duration, tz) in rows {
+        match window(start, end, weekday, start_s, duration, &tz) {
+            Ok(w) => maintenance.extend(w.intervals(from, now + 1)),
+            Err(e) => bad.push(format!("maintenance row {}: {e}", mid.unwrap_or(0))),
+        }
+    }
+    Ok((maintenance, bad))
+}
+
+/// The outbox rows of some events: the sends (`written`) and every row with its state and
+/// reason (`recorded`).
+#[derive(Default)]
+struct Rows {
+    written: HashSet<(i64, ContactId, u32)>,
+    recorded: HashMap<(i64, ContactId, u32), (String, Option<String>)>,
+}
+
+async fn outbox_rows(conn: &mut mysql_async::Conn, events: &[i64]) -> Result<Rows, StoreError> {
+    let placeholders = vec!["?"; events.len()].join(",");
+    type RecordedRow = (i64, i64, i32, String, Option<String>, bool);
+    let found: Vec<RecordedRow> = conn
+        .exec(
+            format!(
+                "SELECT event_id, contact_id, slot, CAST(state AS CHAR), reason, \
+                   held_until IS NULL FROM notification_outbox WHERE event_id IN ({placeholders})"
+            ),
+            Params::Positional(events.iter().map(|&i| Value::from(i)).collect()),
+        )
+        .await?;
+    let mut rows = Rows::default();
+    for (e, c, s, state, reason, unbounded) in found {
+        let key = (e, ContactId(c), s.max(0) as u32);
+        // A row this task holds or dropped is a decision, not a send.
+        if !(state == "dropped" || state == "held" && unbounded) {
+            rows.written.insert(key);
+        }
+        rows.recorded.insert(key, (state, reason));
+    }
+    Ok(rows)
+}
+
+/// The events whose rows this task holds though their check flipped since (a held row of a
+/// check not loaded is left alone: its check was deleted, or the next round loads it).
+async fn superseded(
+    conn: &mut mysql_async::Conn,
+    loaded: &[Loaded],
+) -> Result<Vec<i64>, StoreError> {
+    let held: Vec<(i64, i64)> = conn
+        .query(
+            "SELECT DISTINCT check_id, event_id FROM notification_outbox \
+             WHERE state = 'held' AND held_until IS NULL",
+        )
+        .await?;
+    let latest: HashMap<i64, i64> = loaded
+        .iter()
+        .filter_map(|l| Some((l.check.0, l.state.latest?.id)))
+        .collect();
+    Ok(held
+        .into_iter()
+        .filter(|(c, e)| latest.get(c).is_some_and(|l| l != e))
+        .map(|(_, e)| e)
+        .collect())
 }
 
 /// The flapping of the latest of `events` (oldest first; the newest [`flap::EVENTS`]).
@@ -655,24 +718,12 @@ pub async fn ack(
 /// Every readable `maintenance` row with its check (`None`: every check); rows that cannot be
 /// read are left out (the policy task tells the admin of them).
 pub async fn windows(store: &Store) -> Result<Vec<(Option<i64>, Window)>, StoreError> {
-    type Row = (
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i32>,
-        Option<i64>,
-        Option<i32>,
-        String,
-    );
-    let rows: Vec<Row> = store
+    let rows: Vec<WindowRow> = store
         .conn()
         .await?
-        .query(
-            "SELECT check_id, \
-               TIMESTAMPDIFF(MICROSECOND, '1970-01-01', starts_at) DIV 1000, \
-               TIMESTAMPDIFF(MICROSECOND, '1970-01-01', ends_at) DIV 1000, \
-               weekday, TIME_TO_SEC(start_time), duration, time_zone FROM maintenance",
-        )
+        .query(format!(
+            "SELECT check_id, {WINDOW_COLUMNS} FROM maintenance"
+        ))
         .await?;
     Ok(rows
         .into_iter()

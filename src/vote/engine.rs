@@ -473,7 +473,13 @@ impl Engine {
             return;
         }
         let live_before = self.core.workers.live_count() as u32;
-        let mut held = self.core.workers.down(slot);
+        let held = self.core.workers.down(slot);
+        self.release_all(slot, held, now);
+        self.lost_a_worker(live_before);
+    }
+
+    /// Releases what worker `slot` held of `held` (in check order) and asks again.
+    fn release_all(&mut self, slot: Slot, mut held: Vec<CheckId>, now: Instant) {
         held.sort_unstable();
         for id in held {
             let Some(c) = self.checks.get_mut(&id) else {
@@ -485,7 +491,6 @@ impl Engine {
             }
             self.core.pump(id, c, now);
         }
-        self.lost_a_worker(live_before);
     }
 
     /// The checks that needed exactly `live_before` workers have lost their quorum.
@@ -519,20 +524,10 @@ impl Engine {
     pub fn set_impaired(&mut self, node: &NodeId, impaired: bool, now: Instant) {
         let slot = self.core.workers.register(node);
         let live_before = self.core.workers.live_count() as u32;
-        let Some((counted, mut held)) = self.core.workers.set_impaired(slot, impaired) else {
+        let Some((counted, held)) = self.core.workers.set_impaired(slot, impaired) else {
             return;
         };
-        held.sort_unstable();
-        for id in held {
-            let Some(c) = self.checks.get_mut(&id) else {
-                continue;
-            };
-            if let Some(pos) = c.in_flight.iter().position(|h| h.worker == slot) {
-                let h = c.in_flight.swap_remove(pos);
-                self.core.release(id, &h);
-            }
-            self.core.pump(id, c, now);
-        }
+        self.release_all(slot, held, now);
         if !counted {
             return;
         }
