@@ -57,17 +57,25 @@ fn term_for(slot: &ControllerSlot, epoch: u64) -> Result<TermHandle, Response> {
     Ok(term)
 }
 
+/// A worker's request: the signed sender as the node it names, and the term of its epoch.
+// The error is the response itself, returned straight to axum on a cold path.
+#[allow(clippy::result_large_err)]
+fn worker_term(
+    slot: &ControllerSlot,
+    sender: Sender,
+    named: &str,
+    epoch: u64,
+) -> Result<(NodeId, TermHandle), Response> {
+    Ok((as_sender(sender, named)?, term_for(slot, epoch)?))
+}
+
 pub(super) async fn poll(
     State(slot): State<ControllerSlot>,
     Extension(sender): Extension<Sender>,
     Json(req): Json<PollRequest>,
 ) -> Response {
-    let node = match as_sender(sender, &req.node) {
-        Ok(n) => n,
-        Err(refusal) => return refusal,
-    };
-    let term = match term_for(&slot, req.epoch) {
-        Ok(t) => t,
+    let (node, term) = match worker_term(&slot, sender, &req.node, req.epoch) {
+        Ok(found) => found,
         Err(refusal) => return refusal,
     };
     let deadline = Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_POLL_WAIT);
@@ -108,12 +116,8 @@ pub(super) async fn results(
     Extension(sender): Extension<Sender>,
     Json(req): Json<ResultsRequest>,
 ) -> Response {
-    let node = match as_sender(sender, &req.node) {
-        Ok(n) => n,
-        Err(refusal) => return refusal,
-    };
-    let term = match term_for(&slot, req.epoch) {
-        Ok(t) => t,
+    let (node, term) = match worker_term(&slot, sender, &req.node, req.epoch) {
+        Ok(found) => found,
         Err(refusal) => return refusal,
     };
     let results = req.results;
