@@ -204,13 +204,22 @@ impl StatusAnswer {
     /// Readable tables: the controller, the workers, the checks (offline and short of
     /// workers first).
     pub fn text(&self) -> String {
+        let mut out = self.headline();
+        out.push_str(&self.workers_text());
+        out.push_str(&self.checks_text());
+        out.push_str(&self.alerts_text());
+        out
+    }
+
+    /// The first line: controller, epoch, viewserver leader, live workers.
+    fn headline(&self) -> String {
         let live = self.workers.iter().filter(|w| !w.stale).count();
         let impaired = self
             .workers
             .iter()
             .filter(|w| !w.stale && w.impaired)
             .count();
-        let mut out = format!(
+        format!(
             "controller {} (epoch {}), viewserver leader {}, {} of {} workers live{}\n\n",
             self.controller,
             self.epoch,
@@ -222,7 +231,12 @@ impl StatusAnswer {
             } else {
                 String::new()
             }
-        );
+        )
+    }
+
+    /// The workers' table, then their failing canaries.
+    fn workers_text(&self) -> String {
+        let mut out = String::new();
         let mut workers = table(&[
             "WORKER",
             "LOCATION",
@@ -258,6 +272,12 @@ impl StatusAnswer {
             }
         }
         out.push('\n');
+        out
+    }
+
+    /// The checks' table, offline and short of workers first.
+    fn checks_text(&self) -> String {
+        let mut out = String::new();
         let mut checks: Vec<&CheckStatusView> = self.checks.iter().collect();
         checks.sort_by_key(|c| {
             (
@@ -297,6 +317,12 @@ impl StatusAnswer {
         }
         out.push_str(&t.trim_fmt());
         out.push('\n');
+        out
+    }
+
+    /// The open meta-alerts, if any.
+    fn alerts_text(&self) -> String {
+        let mut out = String::new();
         if !self.alerts.is_empty() {
             out.push_str("\nOPEN ALERTS\n");
             for a in &self.alerts {
