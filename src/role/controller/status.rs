@@ -365,52 +365,46 @@ fn ago(ms: u64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tables_put_offline_and_short_checks_first() {
-        let answer = StatusAnswer {
+    /// A live, unimpaired worker with nothing in flight.
+    fn worker(id: &str, location: &str, last_seen_ms_ago: u64) -> WorkerStatus {
+        WorkerStatus {
+            id: id.into(),
+            location: location.into(),
+            last_seen_ms_ago,
+            stale: false,
+            checks_in_flight: 0,
+            queued: 0,
+            impaired: false,
+            canaries: 0,
+            failing_canaries: vec![],
+            runs_per_second: 0.0,
+        }
+    }
+
+    /// Three workers (one stale, one impaired), one open alert, three checks.
+    fn sample_answer() -> StatusAnswer {
+        StatusAnswer {
             epoch: 4,
             controller: "w2".into(),
             viewserver_leader: Some("127.0.0.1:7001".into()),
             live_workers: 1,
             workers: vec![
                 WorkerStatus {
-                    id: "w1".into(),
-                    location: "fra".into(),
-                    last_seen_ms_ago: 1_500,
-                    stale: false,
                     checks_in_flight: 2,
-                    queued: 0,
-                    impaired: false,
-                    canaries: 0,
-                    failing_canaries: vec![],
-                    runs_per_second: 0.0,
+                    ..worker("w1", "fra", 1_500)
                 },
                 WorkerStatus {
-                    id: "w3".into(),
-                    location: "ams".into(),
-                    last_seen_ms_ago: 125_000,
                     stale: true,
-                    checks_in_flight: 0,
-                    queued: 0,
-                    impaired: false,
-                    canaries: 0,
-                    failing_canaries: vec![],
-                    runs_per_second: 0.0,
+                    ..worker("w3", "ams", 125_000)
                 },
                 WorkerStatus {
-                    id: "w4".into(),
-                    location: "nyc".into(),
-                    last_seen_ms_ago: 300,
-                    stale: false,
-                    checks_in_flight: 0,
-                    queued: 0,
                     impaired: true,
                     canaries: 2,
                     failing_canaries: vec![FailingCanary {
                         url: "tcp://192.0.2.1:443".into(),
                         message: "TCP connection error: timed out".into(),
                     }],
-                    runs_per_second: 0.0,
+                    ..worker("w4", "nyc", 300)
                 },
             ],
             alerts: vec![OpenAlert {
@@ -442,7 +436,12 @@ mod tests {
                 }],
             })
             .collect(),
-        };
+        }
+    }
+
+    #[test]
+    fn tables_put_offline_and_short_checks_first() {
+        let answer = sample_answer();
         let text = answer.text();
         assert!(
             text.starts_with(
