@@ -34,6 +34,7 @@
 //!   moment of the stop (stepping down, a newer view): the interval in which the node may
 //!   have acted, so that intervals can be compared across nodes.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -205,60 +206,104 @@ impl Supervisor {
         now: Instant,
     ) -> Vec<Action> {
         let mut out = Vec::new();
-        let read = |epoch: u64| reading.filter(|r| r.epoch == epoch).map(|r| r.fence);
         if inputs.shutdown {
             if let Some((epoch, _)) = self.acting {
                 self.stop(&mut out, epoch, StopReason::ShuttingDown, now);
             }
             return out;
         }
-        // Rule 6.
-        if let (true, Some((epoch, _))) = (inputs.term_ended, self.acting) {
-            let reason = match read(epoch) {
-                None => {
-                    out.push(Action::ReadFence { epoch });
-                    return out;
-                }
-                Some(Fence::Newer) => {
-                    self.superseded = self.superseded.max(epoch);
-                    StopReason::NewerFence
-                }
-                Some(_) => StopReason::StoppedItself,
-            };
-            self.stop(&mut out, epoch, reason, now);
+        if self.term_ended(inputs, reading, &mut out, now).is_break() {
+            return out;
         }
         let lease = inputs.lease.filter(|l| l.epoch > self.superseded);
+        self.refuse_superseded(inputs, &mut out);
+        if self
+            .decide(inputs, lease, reading, &mut out, now)
+            .is_break()
+        {
+            return out;
+        }
+        if let Some(at) = self.wake_at(inputs, lease, now) {
+            out.push(Action::WakeAt(at));
+        }
+        out
+    }
+
+    /// Rule 6: a term that ended by itself stops, after a fence read says why. `Break` while
+    /// that read is asked for.
+    fn term_ended(
+        &mut self,
+        inputs: &Inputs,
+        reading: Option<FenceReading>,
+        out: &mut Vec<Action>,
+        now: Instant,
+    ) -> ControlFlow<()> {
+        let (true, Some((epoch, _))) = (inputs.term_ended, self.acting) else {
+            return ControlFlow::Continue(());
+        };
+        let reason = match read(reading, epoch) {
+            None => {
+                out.push(Action::ReadFence { epoch });
+                return ControlFlow::Break(());
+            }
+            Some(Fence::Newer) => {
+                self.superseded = self.superseded.max(epoch);
+                StopReason::NewerFence
+            }
+            Some(_) => StopReason::StoppedItself,
+        };
+        self.stop(out, epoch, reason, now);
+        ControlFlow::Continue(())
+    }
+
+    /// Named for an epoch the fence has ruled out (a group that lost its data counts from
+    /// zero again): say so, once per epoch, so the group names a controller past the fence.
+    fn refuse_superseded(&mut self, inputs: &Inputs, out: &mut Vec<Action>) {
         if let Some(l) = inputs
             .lease
             .filter(|l| l.epoch <= self.superseded && l.epoch > self.refused)
         {
-            // Named for an epoch the fence has ruled out (a group that lost its data counts
-            // from zero again): say so, so the group names a controller past the fence.
             self.refused = l.epoch;
             out.push(Action::NotActing { epoch: l.epoch });
         }
-        let alone = |epoch: u64| {
-            inputs.view_epoch == epoch && inputs.fence_alone_at.is_some_and(|at| now >= at)
-        };
+    }
+
+    /// Whether the fence alone lets this node act for `epoch` now.
+    fn alone(inputs: &Inputs, epoch: u64, now: Instant) -> bool {
+        inputs.view_epoch == epoch && inputs.fence_alone_at.is_some_and(|at| now >= at)
+    }
+
+    /// Start, keep or stop acting from the valid `lease` and what this node does now.
+    /// `Break` while a fence read is asked for.
+    fn decide(
+        &mut self,
+        inputs: &Inputs,
+        lease: Option<Lease>,
+        reading: Option<FenceReading>,
+        out: &mut Vec<Action>,
+        now: Instant,
+    ) -> ControlFlow<()> {
         match (lease, self.acting) {
             (Some(l), Some((epoch, _))) if l.epoch == epoch => {
                 self.held = Some(l);
                 self.acting = Some((epoch, Mode::Lease));
             }
-            (None, Some((epoch, _))) if alone(epoch) => match read(epoch) {
-                None => {
-                    out.push(Action::ReadFence { epoch });
-                    return out;
+            (None, Some((epoch, _))) if Self::alone(inputs, epoch, now) => {
+                match read(reading, epoch) {
+                    None => {
+                        out.push(Action::ReadFence { epoch });
+                        return ControlFlow::Break(());
+                    }
+                    Some(Fence::Newer) => {
+                        self.superseded = self.superseded.max(epoch);
+                        self.stop(out, epoch, StopReason::NewerFence, now);
+                    }
+                    Some(_) => self.acting = Some((epoch, Mode::FenceAlone)),
                 }
-                Some(Fence::Newer) => {
-                    self.superseded = self.superseded.max(epoch);
-                    self.stop(&mut out, epoch, StopReason::NewerFence, now);
-                }
-                Some(_) => self.acting = Some((epoch, Mode::FenceAlone)),
-            },
+            }
             (Some(l), acting) => {
                 if let Some((epoch, _)) = acting {
-                    self.stop(&mut out, epoch, StopReason::NewerView, now);
+                    self.stop(out, epoch, StopReason::NewerView, now);
                 }
                 self.acting = Some((l.epoch, Mode::Lease));
                 self.held = Some(l);
@@ -277,35 +322,52 @@ impl Supervisor {
                 } else {
                     StopReason::OtherController
                 };
-                self.stop(&mut out, epoch, reason, now);
+                self.stop(out, epoch, reason, now);
             }
-            (None, None) => {
-                let epoch = inputs.view_epoch;
-                if epoch > self.superseded && alone(epoch) {
-                    match read(epoch) {
-                        None => {
-                            out.push(Action::ReadFence { epoch });
-                            return out;
-                        }
-                        Some(Fence::Newer) => {
-                            self.superseded = epoch;
-                            out.push(Action::NotActing { epoch });
-                        }
-                        Some(Fence::Unreadable) => {}
-                        Some(Fence::NotNewer) => {
-                            self.acting = Some((epoch, Mode::FenceAlone));
-                            self.held = None;
-                            out.push(Action::Start {
-                                epoch,
-                                mode: Mode::FenceAlone,
-                            });
-                        }
-                    }
-                }
+            (None, None) => return self.start_alone(inputs, reading, out, now),
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Neither a lease nor a term: start under the fence alone when it allows. `Break` while
+    /// a fence read is asked for.
+    fn start_alone(
+        &mut self,
+        inputs: &Inputs,
+        reading: Option<FenceReading>,
+        out: &mut Vec<Action>,
+        now: Instant,
+    ) -> ControlFlow<()> {
+        let epoch = inputs.view_epoch;
+        if epoch <= self.superseded || !Self::alone(inputs, epoch, now) {
+            return ControlFlow::Continue(());
+        }
+        match read(reading, epoch) {
+            None => {
+                out.push(Action::ReadFence { epoch });
+                return ControlFlow::Break(());
+            }
+            Some(Fence::Newer) => {
+                self.superseded = epoch;
+                out.push(Action::NotActing { epoch });
+            }
+            Some(Fence::Unreadable) => {}
+            Some(Fence::NotNewer) => {
+                self.acting = Some((epoch, Mode::FenceAlone));
+                self.held = None;
+                out.push(Action::Start {
+                    epoch,
+                    mode: Mode::FenceAlone,
+                });
             }
         }
+        ControlFlow::Continue(())
+    }
+
+    /// When to be woken for the next step.
+    fn wake_at(&self, inputs: &Inputs, lease: Option<Lease>, now: Instant) -> Option<Instant> {
         let beat = now + self.heartbeat;
-        let wake = match (lease, self.acting) {
+        match (lease, self.acting) {
             (Some(l), _) => Some(l.until),
             // Under the fence alone: read it again each heartbeat interval.
             (None, Some(_)) => Some(beat),
@@ -313,11 +375,7 @@ impl Supervisor {
                 .fence_alone_at
                 .filter(|_| inputs.view_epoch > self.superseded)
                 .map(|at| at.max(beat)),
-        };
-        if let Some(at) = wake {
-            out.push(Action::WakeAt(at));
         }
-        out
     }
 
     fn stop(&mut self, out: &mut Vec<Action>, epoch: u64, reason: StopReason, now: Instant) {
@@ -330,4 +388,9 @@ impl Supervisor {
             lease_end,
         });
     }
+}
+
+/// The fence as `reading` found it for `epoch`, if it was read for that epoch.
+fn read(reading: Option<FenceReading>, epoch: u64) -> Option<Fence> {
+    reading.filter(|r| r.epoch == epoch).map(|r| r.fence)
 }

@@ -71,6 +71,42 @@ pub struct HttpSpec {
     /// When set, response headers (after any redirects) later than this many ms fail.
     #[serde(default)]
     pub max_response_ms: Option<u64>,
+    /// `url` and `method` parsed once, by [`HttpSpec::validate`], which every definition
+    /// goes through (a row parsed, a spec a peer sent). Not sent: a peer's copy parses its own.
+    #[serde(skip)]
+    target: Target,
+}
+
+/// What a run requests, parsed from `url` and `method` when the spec is loaded. A URL or
+/// method that cannot be used still loads: each run reports it (Go's wording), as before.
+#[derive(Clone, Debug, Default)]
+enum Target {
+    /// Not parsed yet: a spec built without [`HttpSpec::validate`]; runs parse it themselves.
+    #[default]
+    Unparsed,
+    Parsed(Result<(reqwest::Url, reqwest::Method), String>),
+}
+
+/// A target is a function of `url` and `method`, which [`HttpSpec`]'s equality compares.
+impl PartialEq for Target {
+    fn eq(&self, _: &Target) -> bool {
+        true
+    }
+}
+
+/// The URL and method of a request, or the message of a request that cannot be made
+/// (Go's wording).
+fn parse_target(url: &str, method: &str) -> Result<(reqwest::Url, reqwest::Method), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        format!(
+            "error creating HTTP request: parse \"{}\": {e}",
+            redact::message_url(url)
+        )
+    })?;
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| {
+        format!("error creating HTTP request: net/http: invalid method \"{method}\"")
+    })?;
+    Ok((parsed, method))
 }
 
 impl HttpSpec {
@@ -125,13 +161,24 @@ impl HttpSpec {
             ip_policy,
             expect_json,
             max_response_ms,
+            target: Target::Unparsed,
         })
     }
 
     pub(crate) fn validate(&mut self) -> Result<(), String> {
         self.timeout_secs = clamp_timeout_secs(self.timeout_secs);
         self.max_response_ms = clamp_response_ms(self.max_response_ms);
+        self.target = Target::Parsed(parse_target(&self.url, &self.method));
         Ok(())
+    }
+
+    /// The request's URL and method, parsed when the spec was loaded; or the message a run
+    /// reports when they cannot be used.
+    fn target(&self) -> std::borrow::Cow<'_, Result<(reqwest::Url, reqwest::Method), String>> {
+        match &self.target {
+            Target::Parsed(parsed) => std::borrow::Cow::Borrowed(parsed),
+            Target::Unparsed => std::borrow::Cow::Owned(parse_target(&self.url, &self.method)),
+        }
     }
 }
 
@@ -360,9 +407,11 @@ fn pinned_client(
 
 pub(crate) async fn run(spec: &HttpSpec, clients: &Clients) -> Result<Finding, ProbeError> {
     let deadline = deadline_in(Duration::from_secs(spec.timeout_secs));
-    let target = reqwest::Url::parse(&spec.url)
+    let parsed = spec.target();
+    let target = (*parsed)
+        .as_ref()
         .ok()
-        .and_then(|u| Some((u.host_str()?.to_owned(), u.port_or_known_default()?)));
+        .and_then(|(u, _)| Some((u.host_str()?.to_owned(), u.port_or_known_default()?)));
     let lookup = async {
         match &target {
             Some((host, port)) => addrs::lookup(host, *port, IpFamily::Any, deadline).await,
@@ -437,18 +486,7 @@ async fn run_at(
 /// The URL, method and headers of the request, or the message of a request that cannot be
 /// made (Go's wording).
 fn request_parts(spec: &HttpSpec) -> Result<(reqwest::Url, reqwest::Method, HeaderMap), String> {
-    let url = reqwest::Url::parse(&spec.url).map_err(|e| {
-        format!(
-            "error creating HTTP request: parse \"{}\": {e}",
-            redact::message_url(&spec.url)
-        )
-    })?;
-    let method = reqwest::Method::from_bytes(spec.method.as_bytes()).map_err(|_| {
-        format!(
-            "error creating HTTP request: net/http: invalid method \"{}\"",
-            spec.method
-        )
-    })?;
+    let (url, method) = spec.target().into_owned()?;
     let headers = request_headers(spec).map_err(|e| format!("error creating HTTP request: {e}"))?;
     Ok((url, method, headers))
 }
@@ -698,6 +736,51 @@ impl WithoutUrlRef for reqwest::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn loaded(data: &str) -> HttpSpec {
+        match crate::probe::CheckSpec::parse("http", data) {
+            crate::probe::CheckSpec::Http(spec) => *spec,
+            other => panic!("not an http spec: {other:?}"),
+        }
+    }
+
+    /// URL and method are parsed when a spec is loaded, from a row or from a peer's copy;
+    /// one that cannot be used still loads and keeps the message each run reports.
+    #[test]
+    fn url_and_method_are_parsed_once_when_loaded() {
+        let ok = loaded(r#"{"url":"http://a.test:81/x","method":"PUT"}"#);
+        let Target::Parsed(Ok((url, method))) = &ok.target else {
+            panic!("not parsed at load: {:?}", ok.target);
+        };
+        assert_eq!(
+            (url.as_str(), method.as_str()),
+            ("http://a.test:81/x", "PUT")
+        );
+
+        let bad_url = loaded(r#"{"url":"not a url"}"#);
+        let Target::Parsed(Err(message)) = &bad_url.target else {
+            panic!("not parsed at load: {:?}", bad_url.target);
+        };
+        assert_eq!(
+            message,
+            "error creating HTTP request: parse \"not a url\": relative URL without a base"
+        );
+        let bad_method = loaded(r#"{"url":"http://a/","method":"GE T"}"#);
+        assert_eq!(
+            request_parts(&bad_method).err().as_deref(),
+            Some("error creating HTTP request: net/http: invalid method \"GE T\"")
+        );
+
+        let sent = serde_json::to_string(&crate::probe::CheckSpec::Http(Box::new(ok))).unwrap();
+        let crate::probe::CheckSpec::Http(received) = serde_json::from_str(&sent).unwrap() else {
+            panic!("not an http spec: {sent}");
+        };
+        assert!(
+            matches!(received.target, Target::Parsed(Ok(_))),
+            "{:?}",
+            received.target
+        );
+    }
 
     #[test]
     fn substring_search() {

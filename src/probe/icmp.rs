@@ -283,6 +283,34 @@ async fn run_at(
     // Validated definitions hold 1..=20; the clamp keeps any other from allocating a
     // future per packet beyond that.
     let count = spec.count.clamp(1, MAX_PING_COUNT);
+    let rtts = ping_series(&pinger, ip, count, deadline).await?;
+    let mean = (!rtts.is_empty()).then(|| rtts.iter().sum::<Duration>() / rtts.len() as u32);
+    let lost = count - rtts.len() as u32;
+    describe_replies(&mut details, count, &rtts);
+    if fails(spec.loss_rule, count, lost) {
+        // ping prints whole percents for whole results; truncate like it does.
+        let percent = lost * 100 / count;
+        Ok(Finding::offline(
+            format!("ping: {percent}% packet loss"),
+            details,
+        ))
+    } else {
+        Ok(online_within(
+            spec.max_response_ms,
+            mean.unwrap_or_default(),
+            details,
+        ))
+    }
+}
+
+/// `count` echo requests to `ip`, spaced to fit before `deadline`: the round trip of each
+/// reply (lost packets have none).
+async fn ping_series(
+    pinger: &Pinger,
+    ip: std::net::IpAddr,
+    count: u32,
+    deadline: Instant,
+) -> Result<Vec<Duration>, ProbeError> {
     // Every packet, and the wait for its reply, must fit before the deadline.
     let room = RUN_DEADLINE.saturating_sub(PACKET_TIMEOUT + Duration::from_secs(1));
     let interval = PACKET_INTERVAL.min(room / count);
@@ -318,7 +346,11 @@ async fn run_at(
         }
     }
 
-    let mean = (!rtts.is_empty()).then(|| rtts.iter().sum::<Duration>() / rtts.len() as u32);
+    Ok(rtts)
+}
+
+/// Packets sent and received, loss and round trips, for the details.
+fn describe_replies(details: &mut Details, count: u32, rtts: &[Duration]) {
     let received = rtts.len() as u32;
     let lost = count - received;
     details.packets_sent = Some(count);
@@ -331,21 +363,6 @@ async fn run_at(
         details.rtt_min_ms = rtts.iter().copied().min().map(ms);
         details.rtt_max_ms = rtts.iter().copied().max().map(ms);
         details.rtt_avg_ms = Some(ms(total / rtts.len() as u32));
-    }
-
-    if fails(spec.loss_rule, count, lost) {
-        // ping prints whole percents for whole results; truncate like it does.
-        let percent = lost * 100 / count;
-        Ok(Finding::offline(
-            format!("ping: {percent}% packet loss"),
-            details,
-        ))
-    } else {
-        Ok(online_within(
-            spec.max_response_ms,
-            mean.unwrap_or_default(),
-            details,
-        ))
     }
 }
 

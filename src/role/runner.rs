@@ -182,31 +182,11 @@ impl Runner {
                     .await;
                 continue;
             };
-            let mut reserved = self.reserve();
-            if reserved.is_empty() && Instant::now() < next_busy_poll {
-                // Poll again as soon as a run ends, or at BUSY_POLL to stay alive.
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    p = self.permits.clone().acquire_owned() => reserved.extend(p.ok()),
-                    _ = tokio::time::sleep_until(next_busy_poll) => {}
-                }
-                reserved.extend(self.reserve());
-            }
-            let capacity = reserved.len();
-            next_busy_poll = Instant::now() + BUSY_POLL;
-            let req = PollRequest {
-                node: self.membership.node.clone(),
-                epoch,
-                location: self.location.clone(),
-                capacity: capacity as u32,
-                // Nothing to wait for without a free permit: the answer only proves liveness.
-                wait_ms: if capacity == 0 {
-                    0
-                } else {
-                    POLL_WAIT.as_millis() as u64
-                },
-                canaries: self.canaries.report(),
+            let Some(mut reserved) = self.reserve_for_poll(&shutdown, next_busy_poll).await else {
+                return;
             };
+            next_busy_poll = Instant::now() + BUSY_POLL;
+            let req = self.poll_request(epoch, reserved.len());
             let current = (addr.clone(), epoch);
             let mut standing = self.membership.subscribe();
             let answer = tokio::select! {
@@ -218,26 +198,7 @@ impl Runner {
             match answer {
                 Ok(reply) => {
                     backoff = Duration::from_millis(100);
-                    if let Some(urls) = reply.canaries {
-                        self.canaries.set_shared(urls);
-                    }
-                    self.membership.controller_answers(true);
-                    self.stats
-                        .last_contact_ms
-                        .store(super::membership::wall_ms(), Ordering::Relaxed);
-                    for item in reply.assignments {
-                        let current = self.membership.standing().view.epoch;
-                        // More than asked for (a controller that ignores `capacity`) cannot
-                        // start now; dropped, the controller hands the run out again.
-                        let permit = (item.epoch == current).then(|| reserved.pop()).flatten();
-                        let Some(permit) = permit else {
-                            self.stats
-                                .assignments_dropped
-                                .fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        };
-                        self.start(item, permit);
-                    }
+                    self.answered(reply, &mut reserved);
                 }
                 Err(e) => {
                     if e.status() == Some(StatusCode::CONFLICT) {
@@ -263,6 +224,69 @@ impl Runner {
                     }
                 }
             }
+        }
+    }
+
+    /// The permits a poll offers: those free now; with none free before `next_busy_poll`,
+    /// waits for a run to end or for that instant (a poll that proves liveness). `None` on
+    /// shutdown.
+    async fn reserve_for_poll(
+        &self,
+        shutdown: &CancellationToken,
+        next_busy_poll: Instant,
+    ) -> Option<Vec<OwnedSemaphorePermit>> {
+        let mut reserved = self.reserve();
+        if reserved.is_empty() && Instant::now() < next_busy_poll {
+            // Poll again as soon as a run ends, or at BUSY_POLL to stay alive.
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                p = self.permits.clone().acquire_owned() => reserved.extend(p.ok()),
+                _ = tokio::time::sleep_until(next_busy_poll) => {}
+            }
+            reserved.extend(self.reserve());
+        }
+        Some(reserved)
+    }
+
+    /// A poll for `epoch` offering `capacity` runs.
+    fn poll_request(&self, epoch: u64, capacity: usize) -> PollRequest {
+        PollRequest {
+            node: self.membership.node.clone(),
+            epoch,
+            location: self.location.clone(),
+            capacity: capacity as u32,
+            // Nothing to wait for without a free permit: the answer only proves liveness.
+            wait_ms: if capacity == 0 {
+                0
+            } else {
+                POLL_WAIT.as_millis() as u64
+            },
+            canaries: self.canaries.report(),
+        }
+    }
+
+    /// The controller answered a poll: its canaries kept, its assignments started on the
+    /// `reserved` permits.
+    fn answered(self: &Arc<Self>, reply: PollReply, reserved: &mut Vec<OwnedSemaphorePermit>) {
+        if let Some(urls) = reply.canaries {
+            self.canaries.set_shared(urls);
+        }
+        self.membership.controller_answers(true);
+        self.stats
+            .last_contact_ms
+            .store(super::membership::wall_ms(), Ordering::Relaxed);
+        for item in reply.assignments {
+            let current = self.membership.standing().view.epoch;
+            // More than asked for (a controller that ignores `capacity`) cannot
+            // start now; dropped, the controller hands the run out again.
+            let permit = (item.epoch == current).then(|| reserved.pop()).flatten();
+            let Some(permit) = permit else {
+                self.stats
+                    .assignments_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            self.start(item, permit);
         }
     }
 

@@ -536,29 +536,52 @@ async fn disconnect_now(State(n): State<Arc<Node>>) -> Response {
 const CHECK_METRICS_WAIT: Duration = Duration::from_secs(3);
 
 async fn metrics(State(n): State<Arc<Node>>) -> Response {
-    // A controller-capable worker adds the per-check series (from MySQL, and live state when
-    // it acts); a database that does not answer costs those series, not the node's own.
-    let mut more: Option<Box<dyn prometheus_client::collector::Collector>> = None;
-    let mut check_metrics_up = None;
-    if let Some(host) = &n.host {
-        // Bounded well inside a scrape timeout: a hung database costs the per-check series,
-        // never the node's own.
-        let gathering = crate::role::controller::metrics::gather(host, &n.slot);
-        match tokio::time::timeout(CHECK_METRICS_WAIT, gathering).await {
-            Ok(Ok(m)) => {
-                more = Some(Box::new(m));
-                check_metrics_up = Some(1.0);
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "per-check metrics unavailable");
-                check_metrics_up = Some(0.0);
-            }
-            Err(_) => {
-                tracing::warn!("per-check metrics unavailable: the database took over 3 s");
-                check_metrics_up = Some(0.0);
-            }
+    let (more, check_metrics_up) = check_metrics(&n).await;
+    metrics_response(
+        node_samples(&n)
+            .into_iter()
+            .chain(check_metrics_up.map(|v| {
+                Sample::Gauge(
+                    "check_metrics_up",
+                    "1 when the per-check series could be read from MySQL for this scrape, 0 when not.",
+                    v,
+                )
+            }))
+            .collect(),
+        more,
+    )
+}
+
+/// The per-check series of a controller-capable worker (from MySQL, and live state when it
+/// acts), and `check_metrics_up`; a database that does not answer costs those series, not
+/// the node's own.
+async fn check_metrics(
+    n: &Node,
+) -> (
+    Option<Box<dyn prometheus_client::collector::Collector>>,
+    Option<f64>,
+) {
+    let Some(host) = &n.host else {
+        return (None, None);
+    };
+    // Bounded well inside a scrape timeout: a hung database costs the per-check series,
+    // never the node's own.
+    let gathering = crate::role::controller::metrics::gather(host, &n.slot);
+    match tokio::time::timeout(CHECK_METRICS_WAIT, gathering).await {
+        Ok(Ok(m)) => (Some(Box::new(m)), Some(1.0)),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "per-check metrics unavailable");
+            (None, Some(0.0))
+        }
+        Err(_) => {
+            tracing::warn!("per-check metrics unavailable: the database took over 3 s");
+            (None, Some(0.0))
         }
     }
+}
+
+/// The node's own series: view, lease, runner and heartbeats.
+fn node_samples(n: &Node) -> Vec<Sample> {
     let m = &n.membership;
     let standing = m.standing();
     let lease_left = m.current_lease().map_or(0.0, |l| {
@@ -566,73 +589,61 @@ async fn metrics(State(n): State<Arc<Node>>) -> Response {
             .saturating_duration_since(Instant::now())
             .as_secs_f64()
     });
-    metrics_response(
-        vec![
-            Sample::Gauge(
-                "view_epoch",
-                "Epoch of the latest view received.",
-                standing.view.epoch as f64,
-            ),
-            Sample::Gauge(
-                "is_controller",
-                "1 while this node acts as controller.",
-                f64::from(u8::from(n.slot.epoch().is_some())),
-            ),
-            Sample::Gauge(
-                "lease_remaining_seconds",
-                "Time left on the controller lease.",
-                lease_left,
-            ),
-            Sample::Gauge(
-                "checks_running",
-                "Checks running now.",
-                n.runner.running(n.num_threads) as f64,
-            ),
-            Sample::Gauge(
-                "results_buffered",
-                "Results waiting for a controller.",
-                n.runner.buffered() as f64,
-            ),
-            Sample::Counter(
-                "checks_run",
-                "Checks run.",
-                n.runner.stats.runs.load(Ordering::Relaxed),
-            ),
-            Sample::Counter(
-                "results_sent",
-                "Results delivered to a controller.",
-                n.runner.stats.results_sent.load(Ordering::Relaxed),
-            ),
-            Sample::Counter(
-                "results_dropped",
-                "Results dropped (buffer full, or their epoch ended).",
-                n.runner.stats.results_dropped.load(Ordering::Relaxed),
-            ),
-            Sample::Counter(
-                "heartbeats_sent",
-                "Heartbeats sent to viewserver members.",
-                m.stats.sent.load(Ordering::Relaxed),
-            ),
-            Sample::Counter(
-                "heartbeats_answered",
-                "Heartbeats answered.",
-                m.stats.answered.load(Ordering::Relaxed),
-            ),
-            Sample::Counter(
-                "heartbeats_failed",
-                "Heartbeats refused or unanswered.",
-                m.stats.failed.load(Ordering::Relaxed),
-            ),
-        ]
-        .into_iter()
-        .chain(check_metrics_up.map(|v| {
-            Sample::Gauge(
-                "check_metrics_up",
-                "1 when the per-check series could be read from MySQL for this scrape, 0 when not.",
-                v,
-            )
-        }))
-        .collect(),
-        more,
-    )
+    vec![
+        Sample::Gauge(
+            "view_epoch",
+            "Epoch of the latest view received.",
+            standing.view.epoch as f64,
+        ),
+        Sample::Gauge(
+            "is_controller",
+            "1 while this node acts as controller.",
+            f64::from(u8::from(n.slot.epoch().is_some())),
+        ),
+        Sample::Gauge(
+            "lease_remaining_seconds",
+            "Time left on the controller lease.",
+            lease_left,
+        ),
+        Sample::Gauge(
+            "checks_running",
+            "Checks running now.",
+            n.runner.running(n.num_threads) as f64,
+        ),
+        Sample::Gauge(
+            "results_buffered",
+            "Results waiting for a controller.",
+            n.runner.buffered() as f64,
+        ),
+        Sample::Counter(
+            "checks_run",
+            "Checks run.",
+            n.runner.stats.runs.load(Ordering::Relaxed),
+        ),
+        Sample::Counter(
+            "results_sent",
+            "Results delivered to a controller.",
+            n.runner.stats.results_sent.load(Ordering::Relaxed),
+        ),
+        Sample::Counter(
+            "results_dropped",
+            "Results dropped (buffer full, or their epoch ended).",
+            n.runner.stats.results_dropped.load(Ordering::Relaxed),
+        ),
+        Sample::Counter(
+            "heartbeats_sent",
+            "Heartbeats sent to viewserver members.",
+            m.stats.sent.load(Ordering::Relaxed),
+        ),
+        Sample::Counter(
+            "heartbeats_answered",
+            "Heartbeats answered.",
+            m.stats.answered.load(Ordering::Relaxed),
+        ),
+        Sample::Counter(
+            "heartbeats_failed",
+            "Heartbeats refused or unanswered.",
+            m.stats.failed.load(Ordering::Relaxed),
+        ),
+    ]
 }

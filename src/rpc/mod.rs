@@ -293,9 +293,29 @@ impl RpcClient {
             .bytes()
             .await
             .map_err(|e| classify(addr, timeout, &e))?;
-        let authentic = tag.as_deref().is_some_and(|t| {
+        let reply = Reply {
+            status,
+            responder,
+            tag,
+            body,
+        };
+        self.judge_reply(&signed, addr, path, &reply)
+    }
+
+    /// A reply as the caller sees it: refused unless signed by the node asked, then its
+    /// status, then its body decoded.
+    fn judge_reply<Resp: DeserializeOwned>(
+        &self,
+        signed: &Signed,
+        addr: &str,
+        path: &str,
+        reply: &Reply,
+    ) -> Result<Resp, RpcError> {
+        let (status, responder, body) = (reply.status, reply.responder.as_str(), &reply.body[..]);
+        let tag = reply.tag.as_deref();
+        let authentic = tag.is_some_and(|t| {
             self.signer
-                .reply_is_authentic(&signed, status.as_u16(), &responder, &body, t)
+                .reply_is_authentic(signed, status.as_u16(), responder, body, t)
         });
         if !authentic {
             // A refusal before the request was authenticated cannot be signed; it is passed
@@ -307,7 +327,7 @@ impl RpcClient {
                 return Err(RpcError::Status {
                     addr: addr.to_string(),
                     status,
-                    body: text_of(&body),
+                    body: text_of(body),
                 });
             }
             let why = if tag.is_none() {
@@ -325,14 +345,24 @@ impl RpcClient {
             return Err(RpcError::Status {
                 addr: addr.to_string(),
                 status,
-                body: text_of(&body),
+                body: text_of(body),
             });
         }
-        serde_json::from_slice(&body).map_err(|e| RpcError::Decode {
+        serde_json::from_slice(body).map_err(|e| RpcError::Decode {
             addr: addr.to_string(),
             message: e.to_string(),
         })
     }
+}
+
+/// What came back for a request, before it is judged.
+struct Reply {
+    status: StatusCode,
+    /// `HEADER_REPLY_NODE`: who says it answered.
+    responder: String,
+    /// `HEADER_REPLY_SIGNATURE`, if any.
+    tag: Option<String>,
+    body: Bytes,
 }
 
 fn text_of(body: &[u8]) -> String {
@@ -432,32 +462,9 @@ pub async fn verify_layer(State(guard): State<Guard>, request: Request, next: Ne
         insert_reply_headers(response.headers_mut(), &responder, &tag);
         response
     };
-    let limit = body_limit(parts.uri.path());
-    let declared =
-        header(&parts.headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        signer.note_refused(peer, &path, &"body over the path's limit");
-        return signed_reply(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Bytes::from(format!("body over this path's limit of {limit} bytes\n")),
-        );
-    }
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            signer.note_refused(peer, &path, &"body over the path's limit");
-            return signed_reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Bytes::from(format!("body over this path's limit of {limit} bytes\n")),
-            );
-        }
-        Err(_) => {
-            signer.note_refused(peer, &path, &"body not sent in time");
-            return signed_reply(
-                StatusCode::REQUEST_TIMEOUT,
-                Bytes::from_static(b"body not sent in time\n"),
-            );
-        }
+    let bytes = match read_body(&parts, body, |why| signer.note_refused(peer, &path, &why)).await {
+        Ok(b) => b,
+        Err((status, text)) => return signed_reply(status, text),
     };
     if let Err(why) = auth.check_body(&bytes) {
         return refuse(&why);
@@ -481,6 +488,39 @@ pub async fn verify_layer(State(guard): State<Guard>, request: Request, next: Ne
     let tag = auth.sign_reply(head.status.as_u16(), &responder, &body);
     insert_reply_headers(&mut head.headers, &responder, &tag);
     Response::from_parts(head, Body::from(body))
+}
+
+/// The body of a request, within its path's [`body_limit`] and [`BODY_TIMEOUT`]; or the
+/// refusal to sign and send, after telling `refused` why.
+async fn read_body(
+    parts: &axum::http::request::Parts,
+    body: Body,
+    refused: impl Fn(&'static str),
+) -> Result<Bytes, (StatusCode, Bytes)> {
+    let limit = body_limit(parts.uri.path());
+    let over = || {
+        refused("body over the path's limit");
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Bytes::from(format!("body over this path's limit of {limit} bytes\n")),
+        )
+    };
+    let declared =
+        header(&parts.headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(over());
+    }
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(over()),
+        Err(_) => {
+            refused("body not sent in time");
+            Err((
+                StatusCode::REQUEST_TIMEOUT,
+                Bytes::from_static(b"body not sent in time\n"),
+            ))
+        }
+    }
 }
 
 fn insert_reply_headers(headers: &mut HeaderMap, responder: &str, tag: &str) {

@@ -385,31 +385,7 @@ impl ViewGroup {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(tick) => {}
             }
-            let (state, term) = {
-                let m = self.raft.metrics();
-                let m = m.borrow();
-                (m.state, m.current_term)
-            };
-            if state != ServerState::Leader {
-                leading_since = None;
-                continue;
-            }
-            match leading_since {
-                Some((t, _)) if t == term => {}
-                _ => {
-                    tracing::info!(
-                        term,
-                        "leading the group; learning who is alive for one controller timeout"
-                    );
-                    self.liveness
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clear();
-                    leading_since = Some((term, Instant::now()));
-                    continue;
-                }
-            }
-            if leading_since.is_some_and(|(_, since)| since.elapsed() < timeout) {
+            if !self.may_elect(&mut leading_since, timeout) {
                 continue;
             }
             let view = self.sm.view();
@@ -417,17 +393,7 @@ impl ViewGroup {
                 continue;
             };
             if epoch.saturating_sub(view.epoch) > 1 {
-                tracing::error!(view_epoch = view.epoch, epoch, %reason, "the view is behind the epoch fence; naming a controller past it");
-                let _ = self.admin.send((
-                    "gobearmon: the viewserver group was behind the epoch fence".into(),
-                    format!(
-                        "The viewserver group's view was at epoch {}, but the epoch fence in \
-                         MySQL is further ({reason}). The group has probably lost its data (an \
-                         empty data_dir). It names a controller for epoch {epoch}, past the \
-                         fence, so monitoring goes on; check the members' data dirs.",
-                        view.epoch
-                    ),
-                ));
+                self.tell_behind_fence(view.epoch, epoch, &reason);
             }
             if controller.is_none() {
                 if view.controller.is_none() {
@@ -451,20 +417,68 @@ impl ViewGroup {
                             .controller
                             .as_ref()
                             .map_or("none".to_string(), |c| format!("{} ({})", c.node, c.addr));
-                        let _ = self.admin.send((
-                            "gobearmon: controller failed without replacement".into(),
-                            format!(
-                                "controller {old} failed without replacement ({reason}); \
-                                 epoch {epoch} has no controller, so nothing is monitored \
-                                 until a controller-capable worker sends heartbeats again"
-                            ),
-                        ));
+                        self.tell_no_replacement(&old, epoch, &reason);
                     }
                 }
                 Ok(_) => tracing::debug!("view proposal lost a race; retrying"),
                 Err(e) => tracing::warn!(error = %e, "could not commit a new view"),
             }
         }
+    }
+
+    /// Whether this member may name a controller now: it leads the group, and has led it
+    /// (in this term) for a controller timeout, long enough to learn who is alive.
+    fn may_elect(&self, leading_since: &mut Option<(u64, Instant)>, timeout: Duration) -> bool {
+        let (state, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.state, m.current_term)
+        };
+        if state != ServerState::Leader {
+            *leading_since = None;
+            return false;
+        }
+        match *leading_since {
+            Some((t, since)) if t == term => since.elapsed() >= timeout,
+            _ => {
+                tracing::info!(
+                    term,
+                    "leading the group; learning who is alive for one controller timeout"
+                );
+                self.liveness
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                *leading_since = Some((term, Instant::now()));
+                false
+            }
+        }
+    }
+
+    /// The view was behind the epoch fence (a group that lost its data): the admin is told.
+    fn tell_behind_fence(&self, view_epoch: u64, epoch: u64, reason: &str) {
+        tracing::error!(view_epoch, epoch, %reason, "the view is behind the epoch fence; naming a controller past it");
+        let _ = self.admin.send((
+            "gobearmon: the viewserver group was behind the epoch fence".into(),
+            format!(
+                "The viewserver group's view was at epoch {view_epoch}, but the epoch fence in \
+                 MySQL is further ({reason}). The group has probably lost its data (an \
+                 empty data_dir). It names a controller for epoch {epoch}, past the \
+                 fence, so monitoring goes on; check the members' data dirs."
+            ),
+        ));
+    }
+
+    /// Controller `old` failed and no worker can take over for `epoch`: the admin is told.
+    fn tell_no_replacement(&self, old: &str, epoch: u64, reason: &str) {
+        let _ = self.admin.send((
+            "gobearmon: controller failed without replacement".into(),
+            format!(
+                "controller {old} failed without replacement ({reason}); \
+                 epoch {epoch} has no controller, so nothing is monitored \
+                 until a controller-capable worker sends heartbeats again"
+            ),
+        ));
     }
 
     /// No epoch past `at` exists: no controller can be named again until an operator resets

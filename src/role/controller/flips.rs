@@ -14,6 +14,7 @@
 //! - A fenced write ends the term.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -44,37 +45,14 @@ pub(super) async fn run(
     // Checks whose flip was given up, with its generation: later flips of that generation
     // were decided on a status the database never got, and are dropped as they arrive.
     let mut given_up: HashMap<CheckId, u32> = HashMap::new();
-    // After a failed batch: one flip at a time until the failing one is written or given up.
-    let mut single = false;
-    let mut failing_since: Option<Instant> = None;
-    let mut attempts = 0u32;
+    let mut retry = Retry::default();
     loop {
-        if queue.is_empty() {
-            tokio::select! {
-                _ = term.token.cancelled() => return,
-                next = inbox.recv() => match next {
-                    Some(f) => admit(&mut queue, &given_up, f),
-                    None => return,
-                },
-            }
+        match gather(&term, &mut inbox, &mut queue, &given_up).await {
+            Next::Stop => return,
+            Next::Again => continue,
+            Next::Write => {}
         }
-        while let Ok(f) = inbox.try_recv() {
-            admit(&mut queue, &given_up, f);
-        }
-        if queue.is_empty() {
-            continue;
-        }
-        if term.token.is_cancelled() {
-            return;
-        }
-        if !term.may_act() {
-            // The lease lapsed; the supervisor ends the term. Nothing is written meanwhile.
-            tokio::select! {
-                _ = term.token.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
-            }
-        }
-        let n = if single { 1 } else { batch_len(&queue) };
+        let n = if retry.single { 1 } else { batch_len(&queue) };
         let batch: Vec<FlipWrite> = queue.iter().take(n).map(|p| p.write.clone()).collect();
         let host = term.host();
         match flips::record(
@@ -91,9 +69,7 @@ pub(super) async fn run(
                 for (flip, outcome) in done.into_iter().zip(outcomes) {
                     recorded(&term, flip, outcome).await;
                 }
-                single = false;
-                failing_since = None;
-                attempts = 0;
+                retry = Retry::default();
                 outbox.wake();
             }
             Err(StoreError::Fenced { ours, stored }) => {
@@ -104,30 +80,98 @@ pub(super) async fn run(
             }
             Err(e) if n > 1 => {
                 tracing::warn!(flips = n, error = %e, "cannot record flips; trying them one by one");
-                single = true;
+                retry.single = true;
             }
             Err(e) => {
-                attempts += 1;
-                let since = *failing_since.get_or_insert_with(Instant::now);
-                if !e.is_retryable() || since.elapsed() >= GIVE_UP_AFTER {
-                    if let Some(flip) = queue.pop_front() {
-                        given_up.insert(flip.write.check, flip.generation);
-                        give_up(&term, &mut queue, flip, &e, attempts).await;
-                    }
-                    single = false;
-                    failing_since = None;
-                    attempts = 0;
-                    continue;
-                }
-                let check = queue.front().map(|f| f.write.check);
-                tracing::warn!(?check, error = %e, attempts, "cannot record flip yet");
-                let wait = (Duration::from_millis(200) * attempts).min(MAX_BACKOFF);
-                tokio::select! {
-                    _ = term.token.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
+                let failed = failed_one(&term, &mut queue, &mut given_up, &mut retry, &e);
+                if failed.await.is_break() {
+                    return;
                 }
             }
         }
+    }
+}
+
+/// After a failed batch: one flip at a time until the failing one is written or given up.
+#[derive(Default)]
+struct Retry {
+    single: bool,
+    failing_since: Option<Instant>,
+    attempts: u32,
+}
+
+/// What the writer does next.
+enum Next {
+    /// The term ended or the owner is gone.
+    Stop,
+    /// Nothing to write yet: look again.
+    Again,
+    /// Write the queue's front.
+    Write,
+}
+
+/// Waits for flips while the queue is empty, takes every flip waiting, and holds off while
+/// the lease lapsed (the supervisor ends the term; nothing is written meanwhile).
+async fn gather(
+    term: &TermHandle,
+    inbox: &mut mpsc::UnboundedReceiver<PendingFlip>,
+    queue: &mut VecDeque<PendingFlip>,
+    given_up: &HashMap<CheckId, u32>,
+) -> Next {
+    if queue.is_empty() {
+        tokio::select! {
+            _ = term.token.cancelled() => return Next::Stop,
+            next = inbox.recv() => match next {
+                Some(f) => admit(queue, given_up, f),
+                None => return Next::Stop,
+            },
+        }
+    }
+    while let Ok(f) = inbox.try_recv() {
+        admit(queue, given_up, f);
+    }
+    if queue.is_empty() {
+        return Next::Again;
+    }
+    if term.token.is_cancelled() {
+        return Next::Stop;
+    }
+    if !term.may_act() {
+        tokio::select! {
+            _ = term.token.cancelled() => return Next::Stop,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => return Next::Again,
+        }
+    }
+    Next::Write
+}
+
+/// The queue's front flip failed alone: given up when the error is not worth retrying or it
+/// has failed for [`GIVE_UP_AFTER`], else retried after a backoff. `Break` when the term
+/// ends meanwhile.
+async fn failed_one(
+    term: &TermHandle,
+    queue: &mut VecDeque<PendingFlip>,
+    given_up: &mut HashMap<CheckId, u32>,
+    retry: &mut Retry,
+    e: &StoreError,
+) -> ControlFlow<()> {
+    retry.attempts += 1;
+    let attempts = retry.attempts;
+    let since = *retry.failing_since.get_or_insert_with(Instant::now);
+    if !e.is_retryable() || since.elapsed() >= GIVE_UP_AFTER {
+        if let Some(flip) = queue.pop_front() {
+            given_up.insert(flip.write.check, flip.generation);
+            give_up(term, queue, flip, e, attempts).await;
+        }
+        *retry = Retry::default();
+        return ControlFlow::Continue(());
+    }
+    let check = queue.front().map(|f| f.write.check);
+    tracing::warn!(?check, error = %e, attempts, "cannot record flip yet");
+    let wait = (Duration::from_millis(200) * attempts).min(MAX_BACKOFF);
+    tokio::select! {
+        _ = term.token.cancelled() => ControlFlow::Break(()),
+        _ = tokio::time::sleep(wait) => ControlFlow::Continue(()),
     }
 }
 

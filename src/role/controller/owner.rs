@@ -257,17 +257,7 @@ impl Owner {
                 canaries,
                 reply,
             } => {
-                // Before `seen`: an impaired worker must not count as live for a moment.
-                self.canaries(&node, canaries.as_ref());
-                let wake = self.seen(&node, Some(location));
-                if let Some(w) = self.workers.get_mut(&node) {
-                    w.canaries = canaries;
-                }
-                if capacity == 0 {
-                    self.bounce(&node);
-                }
-                let items = self.take(&node, capacity);
-                let _ = reply.send(Taken { items, wake });
+                let _ = reply.send(self.poll(&node, location, capacity, canaries));
             }
             Msg::Results {
                 node,
@@ -298,18 +288,7 @@ impl Owner {
                 let _ = reply.send(self.live());
             }
             Msg::Workers { reply } => {
-                let now = Instant::now();
-                let health = self
-                    .workers
-                    .iter()
-                    .map(|(node, w)| WorkerHealth {
-                        node: node.clone(),
-                        since_seen: now.saturating_duration_since(w.last_seen),
-                        live: w.live,
-                        canaries: w.canaries.clone(),
-                    })
-                    .collect();
-                let _ = reply.send(health);
+                let _ = reply.send(self.worker_health(Instant::now()));
             }
             Msg::Quorum { reply } => {
                 let _ = reply.send((
@@ -322,24 +301,7 @@ impl Owner {
             }
             Msg::Apply { fetched } => self.apply(fetched),
             Msg::TakeLatest { reply } => {
-                // Taken whole, not drained: the map grows to a due burst and would keep that
-                // capacity.
-                let workers = &self.workers;
-                let batch = std::mem::take(&mut self.latest)
-                    .into_iter()
-                    .map(|((check, node), l)| LatestResult {
-                        check,
-                        location: location_of(workers, &node),
-                        node,
-                        status: run_status(l.status),
-                        message: l.message,
-                        duration_ms: l.duration_ms,
-                        http_status: l.http_status,
-                        cert_expiry: l.cert_expiry,
-                        timing: l.timing,
-                    })
-                    .collect();
-                let _ = reply.send(batch);
+                let _ = reply.send(self.take_latest());
             }
             Msg::TakeHistory { reply } => {
                 let batch = self
@@ -349,29 +311,91 @@ impl Owner {
                     .unwrap_or_default();
                 let _ = reply.send((batch, std::mem::take(&mut self.history_dropped)));
             }
-            Msg::Pushes { rows, read_at } => {
-                for f in self.pushes.observe(&rows, read_at) {
-                    let flip = Flip {
-                        check: f.check,
-                        from: f.from,
-                        to: f.to,
-                        confirmed_by: Vec::new(),
-                    };
-                    self.flipped(flip, &f.message);
-                }
-            }
+            Msg::Pushes { rows, read_at } => self.observe_pushes(&rows, read_at),
             Msg::NotRecorded {
                 check,
                 status,
                 generation,
-            } => {
-                let current = self.generations.get(&check).copied().unwrap_or(0);
-                if generation == current {
-                    self.generations.insert(check, current.wrapping_add(1));
-                    self.engine.reset_status(check, status, Instant::now());
-                    self.pushes.reset_status(check, status);
-                }
-            }
+            } => self.not_recorded(check, status, generation),
+        }
+    }
+
+    /// A worker's poll: its canaries and liveness noted, then up to `capacity` runs for it.
+    fn poll(
+        &mut self,
+        node: &NodeId,
+        location: String,
+        capacity: usize,
+        canaries: Option<CanaryReport>,
+    ) -> Taken {
+        // Before `seen`: an impaired worker must not count as live for a moment.
+        self.canaries(node, canaries.as_ref());
+        let wake = self.seen(node, Some(location));
+        if let Some(w) = self.workers.get_mut(node) {
+            w.canaries = canaries;
+        }
+        if capacity == 0 {
+            self.bounce(node);
+        }
+        let items = self.take(node, capacity);
+        Taken { items, wake }
+    }
+
+    /// Every known worker: when it was last seen, whether it is live, its canaries.
+    fn worker_health(&self, now: Instant) -> Vec<WorkerHealth> {
+        self.workers
+            .iter()
+            .map(|(node, w)| WorkerHealth {
+                node: node.clone(),
+                since_seen: now.saturating_duration_since(w.last_seen),
+                live: w.live,
+                canaries: w.canaries.clone(),
+            })
+            .collect()
+    }
+
+    /// The latest result per check and worker since the last call, for `check_results`.
+    fn take_latest(&mut self) -> Vec<LatestResult> {
+        // Taken whole, not drained: the map grows to a due burst and would keep that
+        // capacity.
+        let workers = &self.workers;
+        std::mem::take(&mut self.latest)
+            .into_iter()
+            .map(|((check, node), l)| LatestResult {
+                check,
+                location: location_of(workers, &node),
+                node,
+                status: run_status(l.status),
+                message: l.message,
+                duration_ms: l.duration_ms,
+                http_status: l.http_status,
+                cert_expiry: l.cert_expiry,
+                timing: l.timing,
+            })
+            .collect()
+    }
+
+    /// Push checks' rows as read at `read_at`: their flips.
+    fn observe_pushes(&mut self, rows: &[crate::push::PushRow], read_at: Instant) {
+        for f in self.pushes.observe(rows, read_at) {
+            let flip = Flip {
+                check: f.check,
+                from: f.from,
+                to: f.to,
+                confirmed_by: Vec::new(),
+            };
+            self.flipped(flip, &f.message);
+        }
+    }
+
+    /// A flip of `generation` could not be written: the check goes back to its stored
+    /// `status`, unless a later flip superseded it.
+    fn not_recorded(&mut self, check: CheckId, status: CheckStatus, generation: u32) {
+        let current = self.generations.get(&check).copied().unwrap_or(0);
+        if generation == current {
+            self.generations.insert(check, current.wrapping_add(1));
+            self.engine.reset_status(check, status, Instant::now());
+            self.pushes.reset_status(check, status);
         }
     }
 

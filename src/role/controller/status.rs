@@ -302,13 +302,22 @@ impl StatusAnswer {
     /// Readable tables: the controller, the workers, the checks (offline and short of
     /// workers first).
     pub fn text(&self) -> String {
+        let mut out = self.headline();
+        out.push_str(&self.workers_text());
+        out.push_str(&self.checks_text());
+        out.push_str(&self.alerts_text());
+        out
+    }
+
+    /// The first line: controller, epoch, viewserver leader, live workers.
+    fn headline(&self) -> String {
         let live = self.workers.iter().filter(|w| !w.stale).count();
         let impaired = self
             .workers
             .iter()
             .filter(|w| !w.stale && w.impaired)
             .count();
-        let mut out = format!(
+        format!(
             "controller {} (epoch {}), viewserver leader {}, {} of {} workers live{}\n\n",
             self.controller,
             self.epoch,
@@ -320,7 +329,12 @@ impl StatusAnswer {
             } else {
                 String::new()
             }
-        );
+        )
+    }
+
+    /// The workers' table, then their failing canaries.
+    fn workers_text(&self) -> String {
+        let mut out = String::new();
         let mut workers = table(&[
             "WORKER",
             "LOCATION",
@@ -356,6 +370,12 @@ impl StatusAnswer {
             }
         }
         out.push('\n');
+        out
+    }
+
+    /// The checks' table, offline and short of workers first.
+    fn checks_text(&self) -> String {
+        let mut out = String::new();
         let mut checks: Vec<&CheckStatusView> = self.checks.iter().collect();
         checks.sort_by_key(|c| {
             (
@@ -395,6 +415,12 @@ impl StatusAnswer {
         }
         out.push_str(&t.trim_fmt());
         out.push('\n');
+        out
+    }
+
+    /// The open meta-alerts, if any.
+    fn alerts_text(&self) -> String {
+        let mut out = String::new();
         if !self.alerts.is_empty() {
             out.push_str("\nOPEN ALERTS\n");
             for a in &self.alerts {
@@ -440,52 +466,46 @@ fn ago(ms: u64) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tables_put_offline_and_short_checks_first() {
-        let answer = StatusAnswer {
+    /// A live, unimpaired worker with nothing in flight.
+    fn worker(id: &str, location: &str, last_seen_ms_ago: u64) -> WorkerStatus {
+        WorkerStatus {
+            id: id.into(),
+            location: location.into(),
+            last_seen_ms_ago,
+            stale: false,
+            checks_in_flight: 0,
+            queued: 0,
+            impaired: false,
+            canaries: 0,
+            failing_canaries: vec![],
+            runs_per_second: 0.0,
+        }
+    }
+
+    /// Three workers (one stale, one impaired), one open alert, three checks.
+    fn sample_answer() -> StatusAnswer {
+        StatusAnswer {
             epoch: 4,
             controller: "w2".into(),
             viewserver_leader: Some("127.0.0.1:7001".into()),
             live_workers: 1,
             workers: vec![
                 WorkerStatus {
-                    id: "w1".into(),
-                    location: "fra".into(),
-                    last_seen_ms_ago: 1_500,
-                    stale: false,
                     checks_in_flight: 2,
-                    queued: 0,
-                    impaired: false,
-                    canaries: 0,
-                    failing_canaries: vec![],
-                    runs_per_second: 0.0,
+                    ..worker("w1", "fra", 1_500)
                 },
                 WorkerStatus {
-                    id: "w3".into(),
-                    location: "ams".into(),
-                    last_seen_ms_ago: 125_000,
                     stale: true,
-                    checks_in_flight: 0,
-                    queued: 0,
-                    impaired: false,
-                    canaries: 0,
-                    failing_canaries: vec![],
-                    runs_per_second: 0.0,
+                    ..worker("w3", "ams", 125_000)
                 },
                 WorkerStatus {
-                    id: "w4".into(),
-                    location: "nyc".into(),
-                    last_seen_ms_ago: 300,
-                    stale: false,
-                    checks_in_flight: 0,
-                    queued: 0,
                     impaired: true,
                     canaries: 2,
                     failing_canaries: vec![FailingCanary {
                         url: "tcp://192.0.2.1:443".into(),
                         message: "TCP connection error: timed out".into(),
                     }],
-                    runs_per_second: 0.0,
+                    ..worker("w4", "nyc", 300)
                 },
             ],
             alerts: vec![OpenAlert {
@@ -543,7 +563,12 @@ mod tests {
                 }],
             })
             .collect(),
-        };
+        }
+    }
+
+    #[test]
+    fn tables_put_offline_and_short_checks_first() {
+        let answer = sample_answer();
         let text = answer.text();
         assert!(
             text.starts_with(

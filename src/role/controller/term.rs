@@ -16,7 +16,7 @@ use super::ControllerHost;
 use super::owner::{Msg, Owner};
 use crate::model::Epoch;
 use crate::notify::admin::AdminKind;
-use crate::notify::outbox::Dispatcher;
+use crate::notify::outbox::{Dispatcher, WakeHandle};
 use crate::store::StoreError;
 use crate::store::catalog::Catalog;
 use crate::store::fence::{self, Raise};
@@ -80,17 +80,8 @@ pub(super) async fn act(
     if !raised {
         return;
     }
-    let catalog = loop {
-        match bounded_read(Catalog::load(&host.store, FULL_RELOAD)).await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::warn!(%epoch, error = %e, "cannot load checks yet");
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
+    let Some(catalog) = load_catalog(&host, epoch, &token).await else {
+        return;
     };
     let checks = catalog.check_count();
     let dispatcher = Dispatcher::new(
@@ -123,6 +114,39 @@ pub(super) async fn act(
         "flip writer",
         super::flips::run(handle.clone(), flips_rx, outbox.clone()),
     ));
+    spawn_dispatcher(&tasks, &token, dispatcher);
+    spawn_loops(&tasks, &handle, &outbox);
+    *lock(&published) = Some(handle);
+    token.cancelled().await;
+    *lock(&published) = None;
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!(%epoch, "controller term ended");
+}
+
+/// Checks from the database, retried every second until they load or the term is cancelled
+/// (`None`).
+async fn load_catalog(
+    host: &ControllerHost,
+    epoch: Epoch,
+    token: &CancellationToken,
+) -> Option<Catalog> {
+    loop {
+        match bounded_read(Catalog::load(&host.store, FULL_RELOAD)).await {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                tracing::warn!(%epoch, error = %e, "cannot load checks yet");
+                tokio::select! {
+                    _ = token.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The term's outbox dispatcher.
+fn spawn_dispatcher(tasks: &TaskTracker, token: &CancellationToken, dispatcher: Dispatcher) {
     // A dispatcher that stops on any error ends the term (through `ends_term`), so a new term
     // starts one again instead of leaving the outbox undelivered.
     let t = token.clone();
@@ -136,60 +160,58 @@ pub(super) async fn act(
             Ok(()) => {}
         }
     }));
+}
+
+/// The term's loops beside the owner, the flip writer and the dispatcher.
+fn spawn_loops(tasks: &TaskTracker, handle: &TermHandle, outbox: &WakeHandle) {
     tasks.spawn(ends_term(
-        token.clone(),
+        handle.token.clone(),
         "alert policy",
         super::policy::run(handle.clone(), outbox.clone()),
     ));
     tasks.spawn(ends_term(
-        token.clone(),
+        handle.token.clone(),
         "reload loop",
         reload_loop(handle.clone()),
     ));
     tasks.spawn(ends_term(
-        token.clone(),
+        handle.token.clone(),
         "flush loop",
         flush_loop(handle.clone()),
     ));
     tasks.spawn(ends_term(
-        token.clone(),
+        handle.token.clone(),
         "push reader",
         super::push::poll_loop(handle.clone()),
     ));
-    if let Some(url) = host.config.heartbeat_url.clone() {
+    if let Some(url) = handle.host.config.heartbeat_url.clone() {
         tasks.spawn(ends_term(
-            token.clone(),
+            handle.token.clone(),
             "dead man's switch",
             super::beat::run(
                 handle.clone(),
                 url.expose().to_string(),
-                host.config.heartbeat_interval,
+                handle.host.config.heartbeat_interval,
             ),
         ));
     }
     tasks.spawn(ends_term(
-        token.clone(),
+        handle.token.clone(),
         "meta-alerts",
         super::watch::run(handle.clone()),
     ));
-    if host.history.enabled {
+    if handle.host.history.enabled {
         tasks.spawn(ends_term(
-            token.clone(),
+            handle.token.clone(),
             "history writer",
             super::history::write_loop(handle.clone()),
         ));
         tasks.spawn(ends_term(
-            token.clone(),
+            handle.token.clone(),
             "history upkeep",
             super::history::upkeep_loop(handle.clone()),
         ));
     }
-    *lock(&published) = Some(handle);
-    token.cancelled().await;
-    *lock(&published) = None;
-    tasks.close();
-    tasks.wait().await;
-    tracing::info!(%epoch, "controller term ended");
 }
 
 /// Runs one of the term's tasks; if it ends (or panics) while the term goes on, the term ends

@@ -503,7 +503,6 @@ async fn overview(State(web): State<Web>, headers: HeaderMap, Query(f): Query<Fi
         .iter()
         .map(|s| (s, state_of(s.status, s.enabled, maint.has(s.id))))
         .collect();
-    let sel = |v: &Option<String>, x: &str| v.as_deref() == Some(x);
     let body = html! {
         h1 { "Checks" }
         p class="summary" {
@@ -512,25 +511,7 @@ async fn overview(State(web): State<Web>, headers: HeaderMap, Query(f): Query<Fi
             @else { "Showing " (first + 1) "–" (first + rows.len()) " of " (matching) ", offline first. " }
             span id="live-state" aria-live="polite" { "live updates every 2 s" }
         }
-        form method="get" action="/" class="filter" role="search" {
-            label for="f-status" { "Status" }
-            select id="f-status" name="status" {
-                option value="" { "any" }
-                @for (s, label) in [("online", "online"), ("offline", "offline"), ("paused", "paused"), ("quorum", "no quorum")] {
-                    option value=(s) selected[sel(&f.status, s)] { (label) }
-                }
-            }
-            label for="f-type" { "Type" }
-            select id="f-type" name="type" {
-                option value="" { "any" }
-                @for t in &types {
-                    option value=(t) selected[sel(&f.check_type, t)] { (t) }
-                }
-            }
-            label for="f-q" { "Name" }
-            input id="f-q" name="q" type="search" value=(f.q.clone().unwrap_or_default());
-            button type="submit" { "Filter" }
-        }
+        (filter_html(&f, &types))
         table class="checks" data-live="/dash/live.json" data-down=(down) {
             caption class="sr" { "Checks, offline first" }
             thead { tr {
@@ -554,6 +535,40 @@ async fn overview(State(web): State<Web>, headers: HeaderMap, Query(f): Query<Fi
             }
         }
         p id="more-down" class="warn" hidden { "More checks are offline than when this page was loaded: " a href="/" { "reload to see them first" } "." }
+        (pages_html(&f, at, pages))
+    };
+    page("Checks", Some(&user), body)
+}
+
+/// The overview's filter form, showing `f`; `types` are the check types there are.
+fn filter_html(f: &Filter, types: &[String]) -> Markup {
+    let sel = |v: &Option<String>, x: &str| v.as_deref() == Some(x);
+    html! {
+        form method="get" action="/" class="filter" role="search" {
+            label for="f-status" { "Status" }
+            select id="f-status" name="status" {
+                option value="" { "any" }
+                @for (s, label) in [("online", "online"), ("offline", "offline"), ("paused", "paused"), ("quorum", "no quorum")] {
+                    option value=(s) selected[sel(&f.status, s)] { (label) }
+                }
+            }
+            label for="f-type" { "Type" }
+            select id="f-type" name="type" {
+                option value="" { "any" }
+                @for t in types {
+                    option value=(t) selected[sel(&f.check_type, t)] { (t) }
+                }
+            }
+            label for="f-q" { "Name" }
+            input id="f-q" name="q" type="search" value=(f.q.clone().unwrap_or_default());
+            button type="submit" { "Filter" }
+        }
+    }
+}
+
+/// Links to the overview's other pages (page `at` of `pages`).
+fn pages_html(f: &Filter, at: usize, pages: usize) -> Markup {
+    html! {
         @if pages > 1 {
             nav class="pages" aria-label="pages of checks" {
                 @if at > 1 { a href=(f.href(at - 1)) rel="prev" { "‹ previous" } " " }
@@ -561,8 +576,7 @@ async fn overview(State(web): State<Web>, headers: HeaderMap, Query(f): Query<Fi
                 @if at < pages { " " a href=(f.href(at + 1)) rel="next" id="next-page" { "next ›" } }
             }
         }
-    };
-    page("Checks", Some(&user), body)
+    }
 }
 
 /// What the overview's script polls: each check's state and dots, rendered.
@@ -788,27 +802,46 @@ async fn check_page(
         }
         h2 { "Latest result per location" }
         p class="dots" { (dots_html(&s.last_results)) }
+        (latency_html(id, span.0, &chart))
+        h2 { "Uptime, 90 days" }
+        (PreEscaped(svg::uptime_bar(&days)))
+        p class="muted" { "Oldest left, today right; hover a day for its figure." }
+        (open_round_html(live.as_ref()))
+        h2 { "Parameters" }
+        p class="muted" { "As the workers run it; secrets are redacted." }
+        pre class="params" id="params" { (params) }
+        (incidents_html(&incidents))
+    };
+    page(&s.name, Some(&user), body)
+}
+
+/// The check page's latency chart, with links to its windows (`span` the one shown).
+fn latency_html(id: i64, span: &str, chart: &[(String, Vec<Option<f64>>)]) -> Markup {
+    html! {
         h2 id="latency" { "Latency per location" }
         nav aria-label="chart window" class="spans" {
             @for (k, label) in [("1h", "1 h"), ("24h", "24 h"), ("7d", "7 d"), ("30d", "30 d")] {
-                @if k == span.0 { strong aria-current="true" { (label) } }
+                @if k == span { strong aria-current="true" { (label) } }
                 @else { a href={ "/checks/" (id) "?span=" (k) "#latency" } { (label) } }
             }
         }
         @if chart.is_empty() { p class="muted" { "No results in this window." } }
         @else {
-            (PreEscaped(svg::latency_chart(&chart, span.0)))
+            (PreEscaped(svg::latency_chart(chart, span)))
             ul class="legend" {
                 @for (k, (loc, _)) in chart.iter().enumerate() {
                     li { span class={ "swatch l" (k % 6) } aria-hidden="true" {} (loc) }
                 }
             }
         }
-        h2 { "Uptime, 90 days" }
-        (PreEscaped(svg::uptime_bar(&days)))
-        p class="muted" { "Oldest left, today right; hover a day for its figure." }
+    }
+}
+
+/// The check page's open round, as the acting controller sees it.
+fn open_round_html(live: Option<&v1::Live>) -> Markup {
+    html! {
         h2 { "Open round" }
-        @match &live {
+        @match live {
             None => p class="muted" { "The acting controller did not answer." },
             Some(l) => {
                 @if l.insufficient_quorum { p class="warn" { "Insufficient quorum: too few workers can run this check." } }
@@ -819,9 +852,12 @@ async fn check_page(
                 }
             }
         }
-        h2 { "Parameters" }
-        p class="muted" { "As the workers run it; secrets are redacted." }
-        pre class="params" id="params" { (params) }
+    }
+}
+
+/// The check page's incidents (the latest 50) with their notifications.
+fn incidents_html(incidents: &[timeline::Incident]) -> Markup {
+    html! {
         h2 { "Incidents" }
         @if incidents.is_empty() { p { "None recorded." } }
         @else {
@@ -853,8 +889,7 @@ async fn check_page(
                 }
             }
         }
-    };
-    page(&s.name, Some(&user), body)
+    }
 }
 
 async fn notifications_page(State(web): State<Web>, headers: HeaderMap) -> Response {

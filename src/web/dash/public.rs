@@ -13,11 +13,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use maud::{PreEscaped, html};
+use maud::{Markup, PreEscaped, html};
 
 use super::{duration_words, error_page, ninety_days, page, svg, when};
 use crate::history::rollup::DAY;
 use crate::model::{CheckId, CheckStatus};
+use crate::store::StoreError;
 use crate::store::timeline;
 use crate::store::webusers;
 use crate::web::Web;
@@ -67,32 +68,10 @@ async fn status_page(State(web): State<Web>, Path(slug): Path<String>) -> Respon
         Err(e) => return e.into(),
     };
     let wanted: Vec<i64> = on_page.iter().map(|pc| pc.check.0).collect();
-    let all = match timeline::checks_in(&web.store, &wanted).await {
-        Ok(c) => c,
+    let rows = match services(&web, &on_page, &wanted, now).await {
+        Ok(r) => r,
         Err(e) => return e.into(),
     };
-    let infos: HashMap<i64, timeline::CheckInfo> = all.into_iter().map(|c| (c.id.0, c)).collect();
-    let shown: Vec<(&webusers::PageCheck, &timeline::CheckInfo)> = on_page
-        .iter()
-        .filter_map(|pc| Some((pc, infos.get(&pc.check.0)?)))
-        .collect();
-    let list: Vec<timeline::CheckInfo> = shown.iter().map(|(_, i)| (*i).clone()).collect();
-    let bars = match ninety_days(&web, &list, now).await {
-        Ok(d) => d,
-        Err(e) => return e.into(),
-    };
-    let rows: Vec<_> = shown
-        .into_iter()
-        .zip(bars)
-        .map(|((pc, info), days)| {
-            let name = if pc.display_name.is_empty() {
-                info.name.clone()
-            } else {
-                pc.display_name.clone()
-            };
-            (pc.group.clone(), name, info.clone(), days)
-        })
-        .collect();
     let incidents = match timeline::incidents_of(&web.store, &wanted, now).await {
         Ok(i) => i,
         Err(e) => return e.into(),
@@ -130,11 +109,56 @@ async fn status_page(State(web): State<Web>, Path(slug): Path<String>) -> Respon
                 p class="muted" { "90 days; mean of the last 30 days with data: " (svg::percent(mean_of_days(&days[days.len().saturating_sub(30)..]))) }
             }
         }
+        (recent_html(&recent, &names))
+    };
+    page(&p.title, None, body)
+}
+
+/// One service of a status page: its group, its shown name, the check, its 90 days.
+type Service = (
+    String,
+    String,
+    timeline::CheckInfo,
+    Vec<(String, Option<f64>)>,
+);
+
+/// The page's services in the page's order, with their 90-day bars.
+async fn services(
+    web: &Web,
+    on_page: &[webusers::PageCheck],
+    wanted: &[i64],
+    now: i64,
+) -> Result<Vec<Service>, StoreError> {
+    let all = timeline::checks_in(&web.store, wanted).await?;
+    let infos: HashMap<i64, timeline::CheckInfo> = all.into_iter().map(|c| (c.id.0, c)).collect();
+    let shown: Vec<(&webusers::PageCheck, &timeline::CheckInfo)> = on_page
+        .iter()
+        .filter_map(|pc| Some((pc, infos.get(&pc.check.0)?)))
+        .collect();
+    let list: Vec<timeline::CheckInfo> = shown.iter().map(|(_, i)| (*i).clone()).collect();
+    let bars = ninety_days(web, &list, now).await?;
+    Ok(shown
+        .into_iter()
+        .zip(bars)
+        .map(|((pc, info), days)| {
+            let name = if pc.display_name.is_empty() {
+                info.name.clone()
+            } else {
+                pc.display_name.clone()
+            };
+            (pc.group.clone(), name, info.clone(), days)
+        })
+        .collect())
+}
+
+/// The incidents of the last 7 days, in plain words.
+fn recent_html(recent: &[&timeline::Incident], names: &HashMap<i64, &str>) -> Markup {
+    html! {
         h2 { "Incidents, last 7 days" }
         @if recent.is_empty() { p { "No incidents." } }
         @else {
             ul class="public-incidents" {
-                @for i in &recent {
+                @for i in recent {
                     li {
                         @let name = names.get(&i.check.0).copied().unwrap_or("");
                         @match i.end {
@@ -145,8 +169,7 @@ async fn status_page(State(web): State<Web>, Path(slug): Path<String>) -> Respon
                 }
             }
         }
-    };
-    page(&p.title, None, body)
+    }
 }
 
 /// The mean of the days' ratios that have one.
