@@ -369,7 +369,10 @@ fn init_tracing(debug: bool) {
         .init();
 }
 
-async fn bind(what: &str, addr: &str) -> Result<tokio::net::TcpListener, ExitCode> {
+async fn bind(
+    what: &str,
+    addr: &std::net::SocketAddr,
+) -> Result<tokio::net::TcpListener, ExitCode> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         tracing::error!(%addr, error = %e, "cannot listen on {what}");
         ExitCode::from(Exit::Config)
@@ -380,7 +383,7 @@ async fn bind(what: &str, addr: &str) -> Result<tokio::net::TcpListener, ExitCod
 fn admin_interval(config: &config::Config) -> std::time::Duration {
     config
         .controller()
-        .map_or(std::time::Duration::from_secs(3600), |c| {
+        .map_or(config::ControllerKeys::default().admin_interval, |c| {
             c.delivery.admin_interval
         })
 }
@@ -760,7 +763,7 @@ fn status(path: &std::path::Path, json: bool) -> ExitCode {
         gobearmon::tlsutil::install_default_provider();
         let signer = match (&config.default.password, config.worker()) {
             (Some(secret), _) => Signer::cluster(secret, "status-cli"),
-            (None, Some(w)) => config.signer(w.id.clone()).map_err(|e| e.to_string())?,
+            (None, Some(w)) => config.signer(w.id.as_str()).map_err(|e| e.to_string())?,
             (None, None) => return Err("no cluster secret in the config".to_string()),
         };
         let client =
@@ -897,7 +900,7 @@ fn push_url(check: &str, path: &std::path::Path) -> ExitCode {
     };
     let base = match (&config.web.public_url, &config.web.addr) {
         (Some(url), _) => url.clone(),
-        (None, Some(addr)) => format!("http://{}", public_addr(addr)),
+        (None, Some(addr)) => format!("http://{}", public_addr(&addr.to_string())),
         (None, None) => {
             eprintln!(
                 "{}: no [web] addr, so no node serves push URLs; set [web] addr (and public_url)",
@@ -976,14 +979,14 @@ fn disconnect(path: &std::path::Path) -> ExitCode {
         return ExitCode::from(Exit::Config);
     };
     // A worker listening on every interface is asked over loopback.
-    let addr = match worker.addr.parse::<std::net::SocketAddr>() {
-        Ok(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
-        _ => worker.addr.clone(),
+    let addr = match worker.addr {
+        a if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        a => a.to_string(),
     };
     let run = async {
         gobearmon::tlsutil::install_default_provider();
         let signer = config
-            .signer(worker.id.clone())
+            .signer(worker.id.as_str())
             .map_err(|e| e.to_string())?;
         let client =
             RpcClient::new(Arc::new(signer), config.tls.as_ref()).map_err(|e| e.to_string())?;
