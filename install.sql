@@ -460,6 +460,29 @@ CREATE TABLE IF NOT EXISTS check_dependencies (
 	KEY check_dependencies_parent (depends_on)
 );
 
+-- Storm control and caps (issue 14). contacts.max_per_hour: at most this many messages an
+-- hour to an sms or voice contact (NULL: [twilio] max_per_hour, default 30); past it messages
+-- fold into the next allowed one. notification_outbox.reason: why a row was sent, held, folded
+-- or dropped; folded_into: the row whose message carried a folded row; held_until: when a
+-- row held by storm control or a cap is looked at again. States 'held' (waiting, see
+-- reason), 'folded' (sent inside another row's message) and 'dropped' (never sent).
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'contacts' AND COLUMN_NAME = 'max_per_hour') = 0,
+	'ALTER TABLE contacts ADD COLUMN max_per_hour INT NULL DEFAULT NULL',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'notification_outbox' AND COLUMN_NAME = 'reason') = 0,
+	'ALTER TABLE notification_outbox ADD COLUMN reason VARCHAR(255) NULL DEFAULT NULL, ADD COLUMN folded_into BIGINT NULL DEFAULT NULL, ADD COLUMN held_until TIMESTAMP(3) NULL DEFAULT NULL, MODIFY state ENUM (\'pending\', \'sent\', \'failed\', \'held\', \'folded\', \'dropped\') NOT NULL DEFAULT \'pending\', ADD KEY outbox_contact_sent (contact_id, sent_at)',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
+
 -- Dashboard users (`gobearmon user add`): role 'viewer' (reads) or 'operator' (also pauses,
 -- resumes, acknowledges, sends test notifications). password_hash is argon2id (PHC string).
 CREATE TABLE IF NOT EXISTS web_users (

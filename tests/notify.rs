@@ -1195,3 +1195,249 @@ async fn a_taken_over_claim_records_nothing_and_a_repeated_record_adds_no_charge
     );
     db.drop_db().await;
 }
+
+/// Adds `n` flips of check 1 to `check_events`, now (storm control counts them).
+async fn add_flips(db: &TestDb, n: usize) {
+    let mut conn = db.conn().await;
+    for _ in 0..n {
+        conn.exec_drop(
+            "INSERT INTO check_events (check_id, type) VALUES (1, 'offline')",
+            (),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// (state, reason, folded_into) of every row, by event.
+async fn decisions(db: &TestDb) -> Vec<(i64, i64, String, Option<String>, Option<i64>)> {
+    db.conn()
+        .await
+        .query(
+            "SELECT event_id, contact_id, state, reason, folded_into FROM notification_outbox \
+             ORDER BY id",
+        )
+        .await
+        .unwrap()
+}
+
+/// A dispatcher of epoch 1 sending mail through `smtp` (no Twilio).
+fn start_mailing(db: &TestDb, smtp: &SmtpConfig, cfg: &DeliveryConfig) -> Running {
+    let twilio = twilio_config("http://127.0.0.1:9");
+    start(
+        db,
+        1,
+        NODE,
+        cfg,
+        channels(smtp, &twilio, cfg, None),
+        admin(smtp, cfg),
+    )
+}
+
+fn storm_delivery(flips: u32, wait: Duration) -> DeliveryConfig {
+    let mut cfg = delivery(3, Duration::from_secs(5), 8);
+    cfg.storm = gobearmon::policy::storm::StormRule {
+        flips,
+        window_ms: 60_000,
+        wait_ms: wait.as_millis() as i64,
+    };
+    cfg.paid_max_per_hour = 30;
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_forty_flips_reaches_each_contact_as_one_digest() {
+    let db = TestDb::create("storm").await;
+    let server = SmtpServer::start(SmtpOptions::default()).await;
+    let smtp = anonymous_smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
+    let hook = Receiver::start(Behaviour::Status(200)).await;
+    let mail = db.add_contact("email", "ops@test").await;
+    let web = db
+        .add_contact("webhook", &format!(r#"{{"url":"{}"}}"#, hook.url("/storm")))
+        .await;
+    add_flips(&db, 40).await;
+    let items: Vec<_> = (1..=40)
+        .flat_map(|i| [(flip(i, i), mail), (flip(i, i), web)])
+        .collect();
+    db.enqueue_many(&items).await;
+    let cfg = storm_delivery(20, Duration::ZERO);
+    let run = start_mailing(&db, &smtp, &cfg);
+    let mails = server.wait_messages_to("ops@test", 1).await;
+    wait_for("the webhook digest", WAIT, || async {
+        (!hook.received().is_empty()).then_some(())
+    })
+    .await;
+    wait_for("every row decided", WAIT, || async {
+        let s = db.states().await;
+        (s.get("sent") == Some(&2) && s.get("folded") == Some(&78)).then_some(())
+    })
+    .await;
+    run.stop().await.unwrap();
+
+    assert_eq!(server.messages_to("ops@test").len(), 1, "one digest mail");
+    assert_eq!(
+        mails[0]["subject"],
+        "gobearmon: 40 checks changed (40 offline, 0 online)"
+    );
+    let body = body_of(&mails[0]);
+    for i in 1..=40 {
+        assert!(
+            body.contains(&format!("Check [web {i}] is now offline")),
+            "web {i} missing: {body}"
+        );
+    }
+    assert!(!body.contains("hunter2"), "{body}");
+    let posts = hook.received();
+    assert_eq!(posts.len(), 1, "one digest webhook");
+    let json: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(json["digest"].as_array().unwrap().len(), 40);
+    assert_eq!(
+        posts[0].header("idempotency-key").as_deref(),
+        Some("1-digest39")
+    );
+    // Every folded row says into which row, and why.
+    let rows = decisions(&db).await;
+    let carriers: Vec<_> = rows.iter().filter(|r| r.2 == "sent").collect();
+    assert_eq!(carriers.len(), 2);
+    for c in &carriers {
+        assert_eq!(c.0, 1, "the oldest row carries the digest");
+        assert_eq!(c.3.as_deref(), Some("digest: carries 39 more"));
+    }
+    let ids: HashMap<(i64, i64), i64> = {
+        let all: Vec<(i64, i64, i64)> = db
+            .conn()
+            .await
+            .query("SELECT id, event_id, contact_id FROM notification_outbox")
+            .await
+            .unwrap();
+        all.into_iter().map(|(id, e, c)| ((e, c), id)).collect()
+    };
+    for r in rows.iter().filter(|r| r.2 == "folded") {
+        let carrier = ids[&(1, r.1)];
+        assert_eq!(r.4, Some(carrier), "{r:?}");
+        assert_eq!(
+            r.3.as_deref(),
+            Some(format!("digest: sent inside the storm digest of row {carrier}").as_str())
+        );
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_storm_flips_every_flip_is_its_own_message() {
+    let db = TestDb::create("nostorm").await;
+    let server = SmtpServer::start(SmtpOptions::default()).await;
+    let smtp = anonymous_smtp_config(server.port, SmtpTls::Auto, None);
+    let mail = db.add_contact("email", "ops@test").await;
+    add_flips(&db, 20).await;
+    let items: Vec<_> = (1..=20).map(|i| (flip(i, i), mail)).collect();
+    db.enqueue_many(&items).await;
+    let cfg = storm_delivery(20, Duration::ZERO);
+    let run = start_mailing(&db, &smtp, &cfg);
+    let mails = server.wait_messages_to("ops@test", 20).await;
+    run.stop().await.unwrap();
+    assert_eq!(mails.len(), 20);
+    assert!(mails.iter().all(|m| {
+        m["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("Check offline: web ")
+    }));
+    assert_eq!(db.states().await.get("sent"), Some(&20));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_its_hourly_cap_an_sms_contact_gets_one_message_carrying_the_rest() {
+    let db = TestDb::create("smscap").await;
+    let twilio_server = Receiver::start(Behaviour::Twilio).await;
+    let twilio = twilio_config(&twilio_server.url(""));
+    let server = SmtpServer::start(SmtpOptions::default()).await;
+    let smtp = anonymous_smtp_config(server.port, SmtpTls::Auto, Some("admin@test"));
+    let capped = db.add_contact("sms", "+15557770001").await;
+    let free = db.add_contact("sms", "+15557770002").await;
+    db.conn()
+        .await
+        .exec_drop(
+            "UPDATE contacts SET max_per_hour = 2 WHERE id = ?",
+            (capped.0,),
+        )
+        .await
+        .unwrap();
+    let mut cfg = storm_delivery(1000, Duration::ZERO);
+    // "Told once an hour": the cap notice's rate limit is admin_interval.
+    cfg.admin_interval = Duration::from_secs(3600);
+    let run = start(
+        &db,
+        1,
+        NODE,
+        &cfg,
+        channels(&smtp, &twilio, &cfg, None),
+        admin(&smtp, &cfg),
+    );
+    // One message: under the cap.
+    db.enqueue(&flip(1, 1), &[capped, free]).await;
+    wait_state(&db, 1, capped, "sent").await;
+    // Three at once with one message left this hour: one message carrying all three.
+    let items: Vec<_> = (2..=4)
+        .flat_map(|i| [(flip(i, i), capped), (flip(i, i), free)])
+        .collect();
+    db.enqueue_many(&items).await;
+    wait_state(&db, 2, capped, "sent").await;
+    wait_state(&db, 4, free, "sent").await;
+    // The cap is used up: the next waits, the admin is told once.
+    db.enqueue(&flip(5, 5), &[capped]).await;
+    wait_state(&db, 5, capped, "held").await;
+    db.enqueue(&flip(6, 6), &[capped]).await;
+    wait_state(&db, 6, capped, "held").await;
+    let admin_mail = server.wait_messages_to("admin@test", 1).await;
+    run.stop().await.unwrap();
+
+    let to = |n: &str| -> Vec<String> {
+        twilio_server
+            .received()
+            .iter()
+            .filter(|r| r.field("To").as_deref() == Some(n))
+            .filter_map(|r| r.field("Body"))
+            .collect()
+    };
+    let sent = to("+15557770001");
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[1].starts_with("gobearmon: 3 checks changed (3 offline, 0 online).")
+            && sent[1].contains("web 2")
+            && sent[1].contains("web 4"),
+        "{}",
+        sent[1]
+    );
+    assert_eq!(to("+15557770002").len(), 4, "an uncapped contact gets each");
+    let rows = decisions(&db).await;
+    let of = |event: i64| {
+        rows.iter()
+            .find(|r| r.0 == event && r.1 == capped.0)
+            .unwrap()
+    };
+    assert_eq!(of(3).2, "folded");
+    assert_eq!(
+        of(3).3.as_deref().map(|r| r.starts_with("cap: ")),
+        Some(true)
+    );
+    assert_eq!(
+        of(5).3.as_deref(),
+        Some("cap: the contact's messages per hour are used up")
+    );
+    assert_eq!(
+        admin_mail[0]["subject"],
+        "gobearmon: a contact's hourly message cap was reached"
+    );
+    assert!(body_of(&admin_mail[0]).contains(&capped.to_string()));
+    assert_eq!(server.messages_to("admin@test").len(), 1, "told once");
+    // A held row is not an outbox stuck in the meta-alert's sense.
+    assert_eq!(
+        gobearmon::store::outbox::oldest_pending(&db.store)
+            .await
+            .unwrap(),
+        None
+    );
+    db.drop_db().await;
+}

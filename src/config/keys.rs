@@ -149,6 +149,12 @@ sections! {
         flap_flips: u32 = 5, 1..=10_000;
         /// The window of `flap_flips` (1s to 7 days).
         flap_window: Duration = secs(3600);
+        /// More flips than this within `storm_window` is a storm: notifications become digests.
+        storm_flips: u32 = 20, 1..=1_000_000;
+        /// The window of `storm_flips` (1s to 1 day).
+        storm_window: Duration = secs(60);
+        /// How long a contact's rows wait for more to fold with them (up to 10m).
+        storm_wait: Duration = Duration::ZERO;
         /// A URL that receives every meta-alert as JSON.
         admin_webhook ["adminWebhook"]: Option<Secret> = None;
         /// Signs the admin webhook's body like a contact webhook's `secret`.
@@ -249,6 +255,8 @@ sections! {
         from: String = String::new();
         /// The API's base URL; a test points it at a local stand-in.
         base_url ["baseUrl"]: String = String::from("https://api.twilio.com");
+        /// Messages an hour to one `sms` or `voice` contact without `contacts.max_per_hour`.
+        max_per_hour ["maxPerHour"]: u32 = 30, 1..=100_000;
     }
 
     /// `[tls]`: TLS on every listener and for node-to-node clients (all three required).

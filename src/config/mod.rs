@@ -171,6 +171,11 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
     /// Admin notices of one kind are sent at most once per this period.
     pub admin_interval: Duration,
+    /// `storm_flips`, `storm_window`, `storm_wait`: digests during a storm.
+    pub storm: crate::policy::storm::StormRule,
+    /// Messages an hour to an `sms` or `voice` contact without `contacts.max_per_hour`
+    /// (`[twilio] max_per_hour`; set from `[twilio]` once both sections are read).
+    pub paid_max_per_hour: u32,
 }
 
 /// `[worker]`.
@@ -275,6 +280,8 @@ pub struct TwilioConfig {
     pub from: String,
     /// Default `https://api.twilio.com`; a test points it at a local stand-in.
     pub base_url: String,
+    /// Messages an hour to one `sms` or `voice` contact without `contacts.max_per_hour`.
+    pub max_per_hour: u32,
 }
 
 /// `[tls]`: optional TLS on every listener and for node-to-node clients.

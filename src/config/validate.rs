@@ -148,7 +148,8 @@ impl Reader<'_> {
                 }
                 let worker = self.worker(&f.worker.keys);
                 let controller = if f.controller.present {
-                    Some(self.controller(&f.controller.keys)?)
+                    let paid = f.twilio.keys.max_per_hour;
+                    Some(self.controller(&f.controller.keys, paid)?)
                 } else {
                     None
                 };
@@ -161,7 +162,12 @@ impl Reader<'_> {
         }
     }
 
-    fn controller(&mut self, k: &ControllerKeys) -> Option<ControllerConfig> {
+    /// `paid_max_per_hour` is `[twilio] max_per_hour`, the cap the outbox applies.
+    fn controller(
+        &mut self,
+        k: &ControllerKeys,
+        paid_max_per_hour: u32,
+    ) -> Option<ControllerConfig> {
         let addr = k.addr;
         let advertise_addr = match &k.advertise_addr {
             Some(a) => a.clone(),
@@ -219,12 +225,36 @@ impl Reader<'_> {
                 timeout: k.delivery_timeout,
                 concurrency: k.delivery_concurrency,
                 admin_interval: k.admin_interval,
+                storm: self.storm(k),
+                paid_max_per_hour,
             },
             heartbeat_url: k.heartbeat_url.clone(),
             heartbeat_interval: hb,
             distinct_locations: k.distinct_locations,
             metrics_per_worker: k.metrics_per_worker,
         })
+    }
+
+    /// `storm_flips`, `storm_window`, `storm_wait`.
+    fn storm(&mut self, k: &ControllerKeys) -> crate::policy::storm::StormRule {
+        let (window, wait) = (k.storm_window, k.storm_wait);
+        self.within(
+            "controller.storm_window",
+            window,
+            Duration::from_secs(1)..=Duration::from_secs(86_400),
+            "from 1s to 1 day",
+        );
+        self.within(
+            "controller.storm_wait",
+            wait,
+            ..=Duration::from_secs(600),
+            "from 0s to 10m",
+        );
+        crate::policy::storm::StormRule {
+            flips: k.storm_flips,
+            window_ms: window.as_millis() as i64,
+            wait_ms: wait.as_millis() as i64,
+        }
     }
 
     /// `[controller] database`: at least one URL, each one mysql_async accepts.
@@ -418,6 +448,7 @@ impl Reader<'_> {
             auth_token: k.auth_token,
             from: k.from,
             base_url: k.base_url.trim_end_matches('/').to_string(),
+            max_per_hour: k.max_per_hour,
         }
     }
 

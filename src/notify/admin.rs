@@ -32,6 +32,8 @@ pub enum AdminKind {
     WorkerImpaired,
     /// A meta-alert about the monitor itself (see [`super::meta`]), sent once.
     MetaAlert,
+    /// An `sms` or `voice` contact reached its messages per hour: messages are folded.
+    CapReached,
 }
 
 impl AdminKind {
@@ -48,6 +50,7 @@ impl AdminKind {
             }
             AdminKind::WorkerImpaired => "gobearmon: worker impaired",
             AdminKind::MetaAlert => "gobearmon: alert",
+            AdminKind::CapReached => "gobearmon: a contact's hourly message cap was reached",
         }
     }
 }

@@ -70,6 +70,10 @@ pub struct Notification {
     /// 0 for a flip's notice, k for its k-th reminder (alert policy).
     #[serde(default)]
     pub reminder: u32,
+    /// A digest (storm control, per-contact caps): the other notifications this message
+    /// carries besides its own, oldest first. Empty for a single notification.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folded: Vec<Notification>,
 }
 
 impl Notification {
@@ -89,7 +93,24 @@ impl Notification {
             confirmed_by: Vec::new(),
             test: true,
             reminder: 0,
+            folded: Vec::new(),
         }
+    }
+
+    /// `self` carrying `others` as one digest: every notification of both, flattened (a
+    /// digest folded into another lists each of its own), in the order given.
+    pub fn digest(mut self, others: Vec<Notification>) -> Notification {
+        for mut n in others {
+            let inner = std::mem::take(&mut n.folded);
+            self.folded.push(n);
+            self.folded.extend(inner);
+        }
+        self
+    }
+
+    /// Every notification a message carries: itself, then the folded ones.
+    pub fn all(&self) -> impl Iterator<Item = &Notification> {
+        std::iter::once(self).chain(self.folded.iter())
     }
 
     /// The `Idempotency-Key` header of webhooks: the event id, or a unique `test-<ms>` for a
@@ -98,6 +119,8 @@ impl Notification {
     pub fn idempotency_key(&self) -> String {
         if self.test {
             format!("test-{}", self.time_ms)
+        } else if !self.folded.is_empty() {
+            format!("{}-digest{}", self.event_id, self.folded.len())
         } else if self.reminder > 0 {
             format!("{}-r{}", self.event_id, self.reminder)
         } else {

@@ -52,6 +52,7 @@ use super::{Delivered, Deliverer, DeliveryError, Notification, Retry};
 use crate::config::DeliveryConfig;
 use crate::model::{CheckId, Epoch, NodeId};
 use crate::store::outbox::{self as rows, Attempt, AttemptRecord, ClaimToken, ClaimedRow};
+use crate::store::storm as storm_rows;
 use crate::store::{Store, StoreError};
 
 pub use crate::store::outbox::{enqueue, load_contact, record_charge};
@@ -416,9 +417,74 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Claims up to `limit` due rows for this node, with their contacts.
+    /// Claims up to `limit` due rows for this node, with their contacts, after storm control
+    /// and the caps had their say over the fresh ones ([`Dispatcher::fold_and_hold`]).
     async fn claim(&self, limit: usize) -> Result<Vec<ClaimedRow>, StoreError> {
-        rows::claim_due(&self.store, self.epoch, &self.node, limit, self.lease()).await
+        let upto = match self.fold_and_hold().await {
+            Ok(upto) => upto,
+            Err(e @ StoreError::Fenced { .. }) => return Err(e),
+            Err(e) => {
+                // Delivery goes on without storm control rather than not at all.
+                tracing::warn!(error = %e, "storm control failed; sending rows as they are");
+                if self.admin.is_due(AdminKind::ReloadErrors) {
+                    let admin = self.admin.clone();
+                    let body = format!(
+                        "Storm control and the hourly caps could not run: {e}\n\
+                         Notifications are sent one by one, without digests or caps, until \
+                         it works again (is install.sql applied to this database?).\n"
+                    );
+                    tokio::spawn(async move { admin.notify(AdminKind::ReloadErrors, &body).await });
+                }
+                i64::MAX
+            }
+        };
+        rows::claim_due_upto(
+            &self.store,
+            self.epoch,
+            &self.node,
+            limit,
+            self.lease(),
+            upto,
+        )
+        .await
+    }
+
+    /// Storm control and per-contact caps ([`crate::policy::storm`]) over the fresh due rows:
+    /// folds them into digests or holds them, and tells the admin of capped contacts.
+    /// Returns the newest row it planned for.
+    async fn fold_and_hold(&self) -> Result<i64, StoreError> {
+        let rule = self.config.storm;
+        let inputs = storm_rows::inputs(&self.store, rule, self.config.paid_max_per_hour).await?;
+        if inputs.contacts.is_empty() {
+            return Ok(inputs.upto);
+        }
+        let actions = storm_rows::plan(rule, &inputs);
+        let applied =
+            storm_rows::apply(&self.store, self.epoch, &self.node, &inputs, &actions).await?;
+        if applied != storm_rows::Applied::default() {
+            tracing::info!(
+                held = applied.held,
+                folded = applied.folded,
+                storm = crate::policy::storm::is_storm(rule, inputs.flips_in_window),
+                "storm control folded or held notifications"
+            );
+        }
+        let capped = crate::policy::storm::capped(&inputs.contacts, &actions);
+        if !capped.is_empty() && self.admin.is_due(AdminKind::CapReached) {
+            let list: Vec<String> = capped.iter().map(|c| c.to_string()).collect();
+            let body = format!(
+                "These sms/voice contacts reached their messages per hour \
+                 (contacts.max_per_hour, else [twilio] max_per_hour = {}): {}.\n\
+                 Their further notifications are folded into the next message allowed; \
+                 nothing is lost. See notification_outbox (state 'held' or 'folded', column \
+                 reason).\n",
+                self.config.paid_max_per_hour,
+                list.join(", ")
+            );
+            let admin = self.admin.clone();
+            tokio::spawn(async move { admin.notify(AdminKind::CapReached, &body).await });
+        }
+        Ok(inputs.upto)
     }
 
     /// Writes the outcomes; true when a row became `failed`.
@@ -575,6 +641,8 @@ mod tests {
             timeout: Duration::from_secs(30),
             concurrency: 16,
             admin_interval: Duration::from_secs(3600),
+            storm: crate::policy::storm::StormRule::default(),
+            paid_max_per_hour: 30,
         }
     }
 

@@ -26,8 +26,38 @@ pub const SMS_MAX: usize = 1600;
 pub const SAY_MAX: usize = 3000;
 
 /// `Check offline: NAME` (gobearmon's subject).
+/// A digest's: `gobearmon: 40 checks changed (38 offline, 2 online)`.
 pub fn email_subject(n: &Notification) -> String {
+    if !n.folded.is_empty() {
+        return format!("gobearmon: {}", digest_count(n));
+    }
     format!("Check {}: {}", n.new_status, n.name)
+}
+
+/// `40 checks changed (38 offline, 2 online)`.
+fn digest_count(n: &Notification) -> String {
+    let all = n.all().count();
+    let offline = n
+        .all()
+        .filter(|m| m.new_status == CheckStatus::Offline)
+        .count();
+    format!(
+        "{all} checks changed ({offline} offline, {} online)",
+        all - offline
+    )
+}
+
+/// One line per notification of a digest: its headline, and a reminder's number.
+fn digest_lines(n: &Notification) -> Vec<String> {
+    n.all()
+        .map(|m| {
+            let mut line = headline(m);
+            if m.reminder > 0 {
+                line.push_str(&format!(" (reminder {})", m.reminder));
+            }
+            line
+        })
+        .collect()
 }
 
 /// The first line shared by email and SMS: `Check [NAME] is now online.` or
@@ -45,7 +75,24 @@ fn message(n: &Notification) -> String {
 }
 
 /// gobearmon's email body, with the check data redacted.
+/// A digest's lists each check's headline with its time and id.
 pub fn email_body(n: &Notification) -> String {
+    if !n.folded.is_empty() {
+        let mut body = format!(
+            "{}, folded into one message (storm control or the contact's hourly cap):\n",
+            digest_count(n)
+        );
+        for (m, line) in n.all().zip(digest_lines(n)) {
+            body.push_str(&format!(
+                "\n- {} ({}, ID {})",
+                line,
+                rfc3339_ms(m.time_ms),
+                m.check_id
+            ));
+        }
+        body.push_str("\n\ngobearmon");
+        return body;
+    }
     format!(
         "{}\n\nID: {}\nName: {}\nType: {}\nData: {}\n\ngobearmon",
         headline(n),
@@ -57,13 +104,34 @@ pub fn email_body(n: &Notification) -> String {
 }
 
 /// gobearmon's SMS text, cut to [`SMS_MAX`].
+/// A digest's: the count, then each headline.
 pub fn sms(n: &Notification) -> String {
+    if !n.folded.is_empty() {
+        let text = format!(
+            "gobearmon: {}. {}",
+            digest_count(n),
+            digest_lines(n).join(" ")
+        );
+        return cut_text(&text, SMS_MAX).into_owned();
+    }
     cut_text(&headline(n), SMS_MAX).into_owned()
 }
 
 /// The words a voice call speaks (gobearmon's text; for online the message is usually empty,
 /// so it ends with `Reason is . `).
+/// A digest's speaks the count and the names.
 pub fn voice(n: &Notification) -> String {
+    if !n.folded.is_empty() {
+        let names: Vec<String> = n
+            .all()
+            .map(|m| format!("{} . {}", m.name, m.new_status))
+            .collect();
+        return format!(
+            "This is a monitoring-related call from go bear mon . {} . {} .",
+            digest_count(n),
+            names.join(" . ")
+        );
+    }
     format!(
         "This is a monitoring-related call from go bear mon . The check . {} . has been recorded . {} . Reason is . {}",
         n.name,
@@ -142,11 +210,17 @@ pub fn xml_escape(s: &str) -> String {
 
 /// The form fields of contact type `http` (gobearmon's webhook), in gobearmon's order (keys
 /// sorted): `check_id`, `data` (redacted), `message`, `name`, `status`, `type`.
+/// A digest's are those of its first check, with the digest's lines as `message`.
 pub fn form_fields(n: &Notification) -> Vec<(&'static str, String)> {
+    let message = if n.folded.is_empty() {
+        message(n)
+    } else {
+        format!("{}: {}", digest_count(n), digest_lines(n).join(" "))
+    };
     vec![
         ("check_id", n.check_id.to_string()),
         ("data", redact::check_data(&n.data)),
-        ("message", message(n)),
+        ("message", message),
         ("name", n.name.clone()),
         ("status", n.new_status.to_string()),
         ("type", n.check_type.clone()),
@@ -188,6 +262,10 @@ pub struct WebhookBody<'a> {
     pub message: &'a str,
     pub time: String,
     pub confirmed_by: Vec<&'a str>,
+    /// A digest (storm control, caps): every flip it carries, this one first; absent for a
+    /// single notification.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub digest: Vec<WebhookBody<'a>>,
 }
 
 /// The `check` object of [`WebhookBody`].
@@ -201,8 +279,21 @@ pub struct WebhookCheck<'a> {
 
 /// The [`WebhookBody`] of `n`, serialized.
 pub fn webhook_json(n: &Notification) -> Vec<u8> {
-    let message = message(n);
-    let body = WebhookBody {
+    let messages: Vec<String> = n.all().map(message).collect();
+    let mut body = webhook_body(n, &messages[0]);
+    if !n.folded.is_empty() {
+        body.digest = n
+            .all()
+            .zip(&messages)
+            .map(|(m, text)| webhook_body(m, text))
+            .collect();
+    }
+    // Serializing a struct of strings, integers and enums into memory cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+fn webhook_body<'a>(n: &'a Notification, message: &'a str) -> WebhookBody<'a> {
+    WebhookBody {
         schema: WEBHOOK_SCHEMA,
         event_id: n.event_id.0,
         test: n.test,
@@ -213,12 +304,11 @@ pub fn webhook_json(n: &Notification) -> Vec<u8> {
         },
         old_status: n.old_status,
         new_status: n.new_status,
-        message: &message,
+        message,
         time: rfc3339_ms(n.time_ms),
         confirmed_by: n.confirmed_by.iter().map(|w| w.0.as_str()).collect(),
-    };
-    // Serializing a struct of strings, integers and enums into memory cannot fail.
-    serde_json::to_vec(&body).unwrap_or_default()
+        digest: Vec::new(),
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch (UTC).
@@ -252,6 +342,7 @@ mod tests {
             confirmed_by: vec![NodeId("w1".into()), NodeId("w2".into())],
             test: false,
             reminder: 0,
+            folded: Vec::new(),
         }
     }
 
@@ -373,5 +464,83 @@ mod tests {
         assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
         assert_eq!(rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    fn digest_of_three() -> Notification {
+        let mut b = flip(CheckStatus::Offline, "timeout");
+        b.name = "db".into();
+        b.event_id = EventId(43);
+        let mut c = flip(CheckStatus::Online, "");
+        c.name = "mail".into();
+        c.reminder = 0;
+        let mut d = flip(CheckStatus::Offline, "refused hunter2");
+        d.name = "dns".into();
+        d.reminder = 2;
+        // A digest folded into another is flattened.
+        let inner = b.digest(vec![d]);
+        flip(CheckStatus::Offline, "connection refused").digest(vec![inner, c])
+    }
+
+    #[test]
+    fn a_digest_lists_every_check_in_each_channel() {
+        let n = digest_of_three();
+        assert_eq!(n.folded.len(), 3);
+        assert_eq!(
+            email_subject(&n),
+            "gobearmon: 4 checks changed (3 offline, 1 online)"
+        );
+        let body = email_body(&n);
+        for line in [
+            "Check [my http check] is now offline: connection refused",
+            "Check [db] is now offline: timeout",
+            "Check [dns] is now offline: refused <redacted> (reminder 2)",
+            "Check [mail] is now online.",
+        ] {
+            assert!(body.contains(line), "{line:?} missing from {body}");
+        }
+        assert!(!body.contains("hunter2"), "{body}");
+        let sms = sms(&n);
+        assert!(
+            sms.starts_with(
+                "gobearmon: 4 checks changed (3 offline, 1 online). Check [my http check]"
+            ),
+            "{sms}"
+        );
+        assert!(sms.contains("Check [mail] is now online."), "{sms}");
+        let voice = voice(&n);
+        assert!(
+            voice.contains("4 checks changed")
+                && voice.contains("db . offline")
+                && voice.contains("mail . online"),
+            "{voice}"
+        );
+        let json: serde_json::Value = serde_json::from_slice(&webhook_json(&n)).unwrap();
+        let names: Vec<&str> = json["digest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["check"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["my http check", "db", "dns", "mail"]);
+        assert_eq!(json["event_id"], 42);
+        assert_eq!(n.idempotency_key(), "42-digest3");
+        let single: serde_json::Value =
+            serde_json::from_slice(&webhook_json(&flip(CheckStatus::Offline, "x"))).unwrap();
+        assert!(single.get("digest").is_none());
+        let fields = form_fields(&n);
+        assert!(
+            fields[2].1.starts_with("4 checks changed"),
+            "{:?}",
+            fields[2]
+        );
+    }
+
+    #[test]
+    fn a_digest_survives_the_outbox_payload_round_trip() {
+        let n = digest_of_three();
+        let back: Notification = serde_json::from_str(&serde_json::to_string(&n).unwrap()).unwrap();
+        assert_eq!(back, n);
+        let plain = flip(CheckStatus::Online, "");
+        assert!(!serde_json::to_string(&plain).unwrap().contains("folded"));
     }
 }

@@ -18,6 +18,7 @@
 
 pub mod deps;
 pub mod flap;
+pub mod storm;
 pub mod windows;
 
 use std::collections::HashSet;

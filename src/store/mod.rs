@@ -33,6 +33,7 @@ pub mod results;
 pub mod rows;
 
 pub mod schema;
+pub mod storm;
 pub mod timeline;
 pub mod webusers;
 

@@ -107,19 +107,33 @@ pub async fn claim_due(
     limit: usize,
     lease: Duration,
 ) -> Result<Vec<ClaimedRow>, StoreError> {
+    claim_due_upto(store, epoch, node, limit, lease, i64::MAX).await
+}
+
+/// [`claim_due`], taking no never-attempted row above `upto` (the newest row storm control
+/// planned for; a row written since waits for the next plan).
+pub async fn claim_due_upto(
+    store: &Store,
+    epoch: Epoch,
+    node: &NodeId,
+    limit: usize,
+    lease: Duration,
+    upto: i64,
+) -> Result<Vec<ClaimedRow>, StoreError> {
     store
         .bounded("claiming outbox rows", async {
             let any: Option<i64> = store
                 .conn()
                 .await?
                 .query_first(format!(
-                    "SELECT id FROM notification_outbox WHERE {DUE} LIMIT 1"
+                    "SELECT id FROM notification_outbox WHERE {DUE} \
+                     AND (attempts > 0 OR id <= {upto}) LIMIT 1"
                 ))
                 .await?;
             if any.is_none() || limit == 0 {
                 return Ok(Vec::new());
             }
-            claim_in_fence(store, epoch, node, limit, lease).await
+            claim_in_fence(store, epoch, node, limit, lease, upto).await
         })
         .await
 }
@@ -130,6 +144,7 @@ async fn claim_in_fence(
     node: &NodeId,
     limit: usize,
     lease: Duration,
+    upto: i64,
 ) -> Result<Vec<ClaimedRow>, StoreError> {
     let mut fenced = FencedTx::begin(store, epoch, node).await?;
     let tx = fenced.tx();
@@ -137,7 +152,8 @@ async fn claim_in_fence(
         .exec(
             format!(
                 "SELECT id, check_id, contact_id, attempts, payload FROM notification_outbox \
-                 WHERE {DUE} ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE"
+                 WHERE {DUE} AND (attempts > 0 OR id <= {upto}) \
+                 ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE"
             ),
             (limit as u64,),
         )
@@ -338,7 +354,8 @@ pub async fn oldest_pending(store: &Store) -> Result<Option<std::time::Duration>
             let mut conn = store.conn().await?;
             Ok(conn
                 .query_first(
-                    "SELECT TIMESTAMPDIFF(MICROSECOND, MIN(created_at), NOW(3)) \
+                    "SELECT TIMESTAMPDIFF(MICROSECOND, \
+                       MIN(GREATEST(created_at, COALESCE(held_until, created_at))), NOW(3)) \
                      FROM notification_outbox WHERE state = 'pending'",
                 )
                 .await?)

@@ -422,6 +422,7 @@ pub fn notification(loaded: &Loaded, send: &Send, now: i64) -> Notification {
             .collect(),
         test: false,
         reminder: send.slot,
+        folded: Vec::new(),
     }
 }
 

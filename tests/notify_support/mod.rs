@@ -300,6 +300,7 @@ pub fn flip(event: i64, check: i64) -> Notification {
         confirmed_by: vec![NodeId("w1".into()), NodeId("w2".into())],
         test: false,
         reminder: 0,
+        folded: Vec::new(),
     }
 }
 
@@ -311,6 +312,13 @@ pub fn delivery(attempts: u32, timeout: Duration, concurrency: usize) -> Deliver
         timeout,
         concurrency,
         admin_interval: Duration::from_millis(100),
+        // Storm control is tested on its own (tests/notify.rs, storm_*); here it stays out of
+        // the way of tests that flip many checks.
+        storm: gobearmon::policy::storm::StormRule {
+            flips: 1_000_000,
+            ..Default::default()
+        },
+        paid_max_per_hour: 1_000_000,
     }
 }
 
@@ -361,6 +369,7 @@ pub fn twilio_config(base_url: &str) -> TwilioConfig {
         auth_token: Some(Secret::new(TWILIO_TOKEN)),
         from: TWILIO_FROM.into(),
         base_url: base_url.into(),
+        max_per_hour: 30,
     }
 }
 

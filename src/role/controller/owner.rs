@@ -600,6 +600,7 @@ impl Owner {
             confirmed_by: flip.confirmed_by,
             test: false,
             reminder: 0,
+            folded: Vec::new(),
         };
         let generation = self.generations.get(&flip.check).copied().unwrap_or(0);
         let _ = self.flips.send(PendingFlip {
