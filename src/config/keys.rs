@@ -71,6 +71,17 @@ macro_rules! sections {
             $( pub $section: File<$Keys>, )*
         }
 
+        impl Files {
+            /// Whether every key of `section` holds its declared default.
+            #[cfg(test)]
+            fn is_default(&self, section: &str) -> bool {
+                match section {
+                    $( stringify!($section) => self.$section.keys == $Keys::default(), )*
+                    _ => false,
+                }
+            }
+        }
+
         /// Collects every section first (unknown keys, `${NAME}`), then reads their keys.
         pub(super) fn read(r: &mut Reader<'_>, table: &Table) -> Files {
             $( let $section = r.section(table, stringify!($section), $Keys::KEYS); )*
@@ -287,5 +298,168 @@ sections! {
         api_tokens ["apiTokens"]: Vec<Secret> = Vec::new();
         /// The base URL `gobearmon push-url` prints push URLs with.
         public_url: Option<String> = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{ConfigError, parse};
+
+    /// A file with every section, valid as a worker (or, with `viewserver`, as a member).
+    fn base(viewserver: bool) -> String {
+        let role = if viewserver {
+            "[viewserver]\npeers = [\"a:1\"]\n"
+        } else {
+            "[worker]\nid = \"w1\"\nview_addr = \"a:1\"\n\
+             [controller]\naddr = \"127.0.0.1:1\"\ndatabase = \"mysql://u:p@h/d\"\n\
+             [web]\naddr = \"127.0.0.1:2\"\napi_tokens = \"token-0123456789abcdef\"\n"
+        };
+        format!(
+            "[default]\npassword = \"0123456789abcdef\"\n{role}[smtp]\n[dns]\n[twilio]\n\
+             [tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"\n[history]\n"
+        )
+    }
+
+    /// `text` with `[section] name` set to a table, in place of the key's value in `text`.
+    fn with(text: &str, section: &str, key: &Key, name: &str) -> String {
+        let mut file: Table = text.parse().unwrap();
+        let Some(toml::Value::Table(s)) = file.get_mut(section) else {
+            panic!("no [{section}] in the base file");
+        };
+        s.remove(key.name);
+        let mut odd = Table::new();
+        odd.insert("x".into(), toml::Value::Integer(1));
+        s.insert(name.into(), toml::Value::Table(odd));
+        toml::to_string(&file).unwrap()
+    }
+
+    /// Every declared key is read under its declared name (and its alias): a value no type
+    /// accepts is reported for exactly that key. A key that was declared but looked up under
+    /// another name would read as its default and pass silently.
+    #[test]
+    fn every_declared_key_and_alias_is_read() {
+        assert!(parse(&base(false), Path::new("t"), &|_| None).is_ok());
+        assert!(parse(&base(true), Path::new("t"), &|_| None).is_ok());
+        for (section, keys) in SECTIONS {
+            let text = base(*section == "viewserver");
+            for key in *keys {
+                for name in std::iter::once(key.name).chain(key.aliases.iter().copied()) {
+                    let file = with(&text, section, key, name);
+                    let problems = match parse(&file, Path::new("t"), &|_| None) {
+                        Err(ConfigError::Invalid { problems, .. }) => problems,
+                        other => panic!("{section}.{name} = {{..}} accepted: {other:?}"),
+                    };
+                    let want = format!("{section}.{}", key.name);
+                    assert!(
+                        problems
+                            .iter()
+                            .any(|p| p.key == want && p.found.contains("x = 1") != key.secret),
+                        "{section}.{name}: {problems:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The defaults other types offer are the declared ones, which a file that sets nothing
+    /// gets.
+    #[test]
+    fn other_defaults_are_the_declared_ones() {
+        let c = parse(&base(false), Path::new("t"), &|_| None).unwrap();
+        let ctl = c.controller().unwrap();
+        let vote = crate::vote::VoteConfig::default();
+        assert_eq!(vote.assignment_timeout, ctl.assignment_timeout);
+        assert_eq!(vote.confirmations, ctl.confirmations);
+        assert_eq!(vote.distinct_locations, ctl.distinct_locations);
+        assert_eq!(
+            crate::policy::storm::StormRule::default(),
+            ctl.delivery.storm
+        );
+        assert_eq!(crate::config::HistoryConfig::default(), c.history);
+        let vs = parse(&base(true), Path::new("t"), &|_| None).unwrap();
+        match vs.role {
+            crate::config::Role::Viewserver(v) => {
+                assert_eq!(
+                    v.controller_timeout,
+                    crate::config::DEFAULT_CONTROLLER_TIMEOUT
+                )
+            }
+            _ => panic!("not a viewserver"),
+        }
+    }
+
+    /// `(section, key, value)` for every "Default VALUE" a sample file states in the comment
+    /// right above a key (set or commented out).
+    fn stated_defaults(text: &str) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        let (mut section, mut comment) = (String::new(), String::new());
+        for line in text.lines() {
+            let bare = line.trim_start_matches(['#', ' ']);
+            if let Some(s) = bare.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                section = s.to_string();
+                comment.clear();
+            } else if let Some((key, _)) = bare.split_once(" = ")
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                if let Some(v) = comment.split("Default ").nth(1) {
+                    let v = match v.strip_prefix('"') {
+                        Some(q) => format!("\"{}\"", q.split('"').next().unwrap_or("")),
+                        None => v
+                            .split([' ', ';', ',', ')'])
+                            .next()
+                            .unwrap_or("")
+                            .trim_end_matches('.')
+                            .to_string(),
+                    };
+                    // Only a value, not prose ("Default nameserver of ...").
+                    let value_like = v
+                        .starts_with(|c: char| c.is_ascii_digit() || c == '"' || c == '[')
+                        || v == "true"
+                        || v == "false";
+                    if value_like {
+                        out.push((section.clone(), key.to_string(), v));
+                    }
+                }
+                comment.clear();
+            } else if line.starts_with('#') {
+                comment.push_str(bare);
+                comment.push(' ');
+            } else {
+                comment.clear();
+            }
+        }
+        out
+    }
+
+    /// What a sample file says a key defaults to is what the declaration gives: setting the
+    /// key to the stated value reads as the default section.
+    #[test]
+    fn samples_state_the_declared_defaults() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut checked = 0;
+        for file in ["gobearmon.worker.toml", "gobearmon.viewserver.toml"] {
+            let text = std::fs::read_to_string(root.join(file)).unwrap();
+            for (section, key, value) in stated_defaults(&text) {
+                let unit = |c: char| c.is_ascii_digit() || c == '.';
+                let value = match value.trim_start_matches(unit) {
+                    "ms" | "s" | "m" | "h" | "d" => format!("\"{value}\""),
+                    _ => value,
+                };
+                let table: Table = format!("[{section}]\n{key} = {value}\n")
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{file}: {section}.{key} = {value}: {e}"));
+                let mut r = Reader::new(&|_| None);
+                let files = read(&mut r, &table);
+                assert!(
+                    files.is_default(&section),
+                    "{file} says {section}.{key} defaults to {value}; the declaration disagrees"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 25, "only {checked} stated defaults found");
     }
 }

@@ -81,10 +81,7 @@ pub fn parse(
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
         })?;
-    let mut r = Reader {
-        problems: Vec::new(),
-        env,
-    };
+    let mut r = Reader::new(env);
     let config = r.config(&table, path);
     match config {
         Some(c) if r.problems.is_empty() => Ok(c),
@@ -154,6 +151,15 @@ fn shown(v: &Value, secret: bool) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
         other => other.to_string(),
+    }
+}
+
+impl<'e> Reader<'e> {
+    pub(super) fn new(env: &'e dyn Fn(&str) -> Option<String>) -> Reader<'e> {
+        Reader {
+            problems: Vec::new(),
+            env,
+        }
     }
 }
 
