@@ -16,7 +16,7 @@ use super::keys::{
 use super::read::{Reader, valid_node_id};
 use super::{
     Config, ControllerConfig, DefaultConfig, DeliveryConfig, DnsConfig, HistoryConfig,
-    MetaAlertConfig, Role, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig,
+    MetaAlertConfig, Role, Secret, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig,
     WebConfig, WorkerConfig,
 };
 use crate::model::NodeId;
@@ -71,6 +71,14 @@ impl Reader<'_> {
     /// Reports `key` as missing when nothing usable was set and it was not reported already.
     fn missing(&mut self, missing: bool, key: &str, found: &str, expected: &str) {
         if missing && !self.reported(key) {
+            self.problem(key.into(), found, expected);
+        }
+    }
+
+    /// Reports `key` when its secret value is set and not an http(s) URL.
+    fn secret_url(&mut self, key: &str, url: &Option<Secret>, expected: &str) {
+        if url.as_ref().is_some_and(|u| !is_http_url(u.expose())) {
+            let found = "a value that is not an http(s) URL (value hidden)";
             self.problem(key.into(), found, expected);
         }
     }
@@ -182,15 +190,11 @@ impl Reader<'_> {
             None => addr.to_string(),
         };
         self.databases(k);
-        if let Some(u) = &k.heartbeat_url
-            && !is_http_url(u.expose())
-        {
-            self.problem(
-                "controller.heartbeat_url".into(),
-                "a value that is not an http(s) URL (value hidden)",
-                "the URL a dead man's switch service gave you, like \"https://hc-ping.com/<uuid>\"",
-            );
-        }
+        self.secret_url(
+            "controller.heartbeat_url",
+            &k.heartbeat_url,
+            "the URL a dead man's switch service gave you, like \"https://hc-ping.com/<uuid>\"",
+        );
         let hb = k.heartbeat_interval;
         self.within(
             "controller.heartbeat_interval",
@@ -283,15 +287,11 @@ impl Reader<'_> {
 
     /// The meta-alert keys of `[controller]`.
     fn meta_alerts(&mut self, k: &ControllerKeys) -> MetaAlertConfig {
-        if let Some(u) = &k.admin_webhook
-            && !is_http_url(u.expose())
-        {
-            self.problem(
-                "controller.admin_webhook".into(),
-                "a value that is not an http(s) URL (value hidden)",
-                "the http(s) URL that receives the meta-alerts as JSON",
-            );
-        }
+        self.secret_url(
+            "controller.admin_webhook",
+            &k.admin_webhook,
+            "the http(s) URL that receives the meta-alerts as JSON",
+        );
         MetaAlertConfig {
             admin_webhook: k.admin_webhook.clone(),
             admin_webhook_secret: k.admin_webhook_secret.clone(),
