@@ -483,6 +483,14 @@ PREPARE gbm_stmt FROM @gbm_ddl;
 EXECUTE gbm_stmt;
 DEALLOCATE PREPARE gbm_stmt;
 
+-- Checks whose latest flip is suppressed as flapping, named by the flip path, so the policy task
+-- reads only these (not every check with recent flips); removed once its state is told.
+CREATE TABLE IF NOT EXISTS flapping_checks (
+	check_id INT NOT NULL PRIMARY KEY,
+	event_id INT NOT NULL,
+	since TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+);
+
 -- Dashboard users (`gobearmon user add`): role 'viewer' (reads) or 'operator' (also pauses,
 -- resumes, acknowledges, sends test notifications). password_hash is argon2id (PHC string).
 CREATE TABLE IF NOT EXISTS web_users (

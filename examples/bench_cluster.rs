@@ -6,27 +6,31 @@
 //! ```text
 //! bench_cluster failover  --bin BIN --db URL --dir DIR --timings default|fast --kills N
 //! bench_cluster detection --bin BIN --db URL --dir DIR --outages N [--interval S]
+//! bench_cluster ports N
 //! ```
+//!
+//! `ports` prints N free ports from testkit's allocator, one a line, for the scripts that
+//! start nodes themselves (`scripts/bench-controller-scale`).
 //!
 //! Progress goes to stderr; the result goes to stdout as markdown table rows (the script
 //! prints the header), and every sample to `--csv` when given.
 //!
-//! Child processes get `PR_SET_PDEATHSIG = SIGKILL`, so they die with the driver whatever
-//! ends it; their pids are also appended to `DIR/pids` for the script's trap.
+//! The cluster is testkit's (`testkit::cluster`, the one the integration tests start), with
+//! its files kept under `DIR`: child processes get `PR_SET_PDEATHSIG = SIGKILL`, so they die
+//! with the driver whatever ends it, and their pids are appended to `DIR/pids` for the
+//! script's trap.
 
 use std::io::{BufRead, Write};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use mysql_async::prelude::Queryable;
+use testkit::cluster::{Cluster, LEASE_START, Proc, Timings, wait_until as wait_for};
+use testkit::config::{Ms, keys};
+use testkit::ports::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The cluster secret of the bench clusters.
-const SECRET: &str = "bench-cluster-secret-0123456789";
 
 #[derive(Parser)]
 struct Cli {
@@ -84,6 +88,8 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         confirmations: u32,
     },
+    /// N free ports (testkit's allocator, below the ephemeral range), one a line.
+    Ports { n: usize },
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -169,121 +175,20 @@ fn median_max(v: &[i64]) -> (f64, f64) {
     (med / 1e6, s[n - 1] as f64 / 1e6)
 }
 
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {limit:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
-// Processes
+// The cluster (testkit's, as the tests start it), and what the driver reads from it
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// One gobearmon process.
-struct Node {
-    bin: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    pids: PathBuf,
-    child: Option<Child>,
-}
-
-impl Node {
-    fn new(name: &str, bin: &Path, dir: &Path, config_text: &str) -> Node {
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, config_text).expect("write config");
-        let mut n = Node {
-            bin: bin.to_path_buf(),
-            config,
-            log: dir.join(format!("{name}.log")),
-            pids: dir.join("pids"),
-            child: None,
-        };
-        n.start();
-        n
-    }
-
-    /// Starts (or restarts) the process, appending to its log. Only ever called from the main
-    /// thread: PR_SET_PDEATHSIG fires when the thread that forked the child ends.
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("run")
-            .arg(&self.config)
-            .env("RUST_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("spawn gobearmon");
-        let mut pids = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.pids)
-            .expect("pid list");
-        writeln!(pids, "{}", child.id()).expect("write pid list");
-        self.child = Some(child);
-    }
-
-    /// `kill -9` (SIGKILL) and reap. Returns the wall-clock time just before the signal.
-    fn kill9(&mut self) -> i64 {
-        let mut c = self.child.take().expect("a running process");
-        let t = now_us();
-        c.kill().expect("SIGKILL");
-        let _ = c.wait();
-        t
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
-    }
-
-    /// Log lines containing `needle`, with their time.
-    fn log_lines(&self, needle: &str) -> Vec<(i64, String)> {
-        let Ok(f) = std::fs::File::open(&self.log) else {
-            return Vec::new();
-        };
-        std::io::BufReader::new(f)
-            .lines()
-            .map_while(Result::ok)
-            .filter(|l| l.contains(needle))
-            .filter_map(|l| Some((log_time_us(&l)?, l)))
-            .collect()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// Log lines of `node` containing `needle`, with their time.
+fn log_lines(node: &Proc, needle: &str) -> Vec<(i64, String)> {
+    let Ok(f) = std::fs::File::open(&node.log) else {
+        return Vec::new();
+    };
+    std::io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| Some((log_time_us(&l)?, l)))
+        .collect()
 }
 
 /// The value of `key=` in a log line (up to the next space).
@@ -292,182 +197,95 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line[at..].split(' ').next()
 }
 
-/// Timings written into the configs. `None`: the key is left out (the shipped default).
-#[derive(Clone, Copy, Default)]
-struct Timings {
-    controller_timeout_ms: Option<u64>,
-    heartbeat_ms: Option<u64>,
-    lease_ms: Option<u64>,
-    raft_heartbeat_ms: Option<u64>,
-    raft_election_ms: Option<u64>,
+/// The timing sets: `default` writes no timing key (the shipped defaults), `fast` the fastest
+/// we consider safe.
+fn preset(name: &str) -> Timings {
+    match name {
+        "default" => Timings::shipped(),
+        "fast" => Timings {
+            controller_timeout: Some(Ms(1000)),
+            heartbeat: Some(Ms(200)),
+            lease: Some(Ms(700)),
+            raft_heartbeat: Some(Ms(50)),
+            raft_election_timeout: Some(Ms(250)),
+            ..Timings::shipped()
+        },
+        other => panic!("unknown timings {other:?} (default, fast)"),
+    }
 }
 
-impl Timings {
-    fn preset(name: &str) -> Timings {
-        match name {
-            "default" => Timings::default(),
-            "fast" => Timings {
-                controller_timeout_ms: Some(1000),
-                heartbeat_ms: Some(200),
-                lease_ms: Some(700),
-                raft_heartbeat_ms: Some(50),
-                raft_election_ms: Some(250),
-            },
-            other => panic!("unknown timings {other:?} (default, fast)"),
+/// The timings in force, a key left out shown with its shipped default.
+fn describe(t: &Timings) -> String {
+    let v = |o: Option<Ms>, d: u64| o.map_or(d, |m| m.0);
+    format!(
+        "controller_timeout {} ms, heartbeat {} ms, lease {} ms, raft heartbeat {} ms / election {} ms",
+        v(t.controller_timeout, 4000),
+        v(t.heartbeat, 1000),
+        v(t.lease, 3000),
+        v(t.raft_heartbeat, 250),
+        v(t.raft_election_timeout, 1000),
+    )
+}
+
+/// The bench cluster: `c.viewservers` members and `c.workers` controller-capable workers of
+/// the release binary, files and logs kept under `c.dir`.
+fn start_cluster(c: &Common, t: Timings, controller_keys: toml::Table) -> Cluster {
+    Cluster::builder(&c.bin, &c.db)
+        .viewservers(c.viewservers)
+        .workers(c.workers)
+        .timings(t)
+        .controller_keys(controller_keys)
+        .kept_dir(&c.dir)
+        .start()
+}
+
+fn worker_metric(cl: &Cluster, i: usize, name: &str) -> Option<f64> {
+    cl.metric(&cl.worker_addrs[i], name)
+}
+
+/// The workers acting as controller now, by their own `/metrics`.
+fn acting(cl: &mut Cluster) -> Vec<usize> {
+    let alive: Vec<usize> = (0..cl.workers.len())
+        .filter(|&i| cl.workers[i].is_running())
+        .collect();
+    alive
+        .into_iter()
+        .filter(|&i| worker_metric(cl, i, "gobearmon_is_controller") == Some(1.0))
+        .collect()
+}
+
+/// Every worker has heard of the view of `epoch` (so it asks that controller for work).
+/// Not `/ready`: a worker that had no run for 10 s reports 503 there (see the report).
+fn all_follow(cl: &Cluster, epoch: u64) -> bool {
+    (0..cl.workers.len())
+        .all(|i| worker_metric(cl, i, "gobearmon_view_epoch") == Some(epoch as f64))
+}
+
+/// One controller acts, the view names it, and every worker follows that view.
+fn wait_steady(cl: &mut Cluster, limit: Duration) -> (usize, u64) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let acting = acting(cl);
+        if acting.len() == 1
+            && let Some((epoch, Some(node))) = cl.current()
+            && cl.worker_ids[acting[0]] == node
+            && all_follow(cl, epoch)
+        {
+            return (acting[0], epoch);
         }
-    }
-
-    fn describe(&self) -> String {
-        let v = |o: Option<u64>, d: u64| o.unwrap_or(d);
-        format!(
-            "controller_timeout {} ms, heartbeat {} ms, lease {} ms, raft heartbeat {} ms / election {} ms",
-            v(self.controller_timeout_ms, 4000),
-            v(self.heartbeat_ms, 1000),
-            v(self.lease_ms, 3000),
-            v(self.raft_heartbeat_ms, 250),
-            v(self.raft_election_ms, 1000),
-        )
-    }
-}
-
-fn toml_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|a| format!("\"{a}\"")).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
-struct Cluster {
-    vs_addrs: Vec<String>,
-    viewservers: Vec<Node>,
-    workers: Vec<Node>,
-    worker_ids: Vec<String>,
-    worker_addrs: Vec<String>,
-    http: reqwest::blocking::Client,
-}
-
-impl Cluster {
-    fn start(c: &Common, t: Timings, controller_extra: &str) -> Cluster {
-        std::fs::create_dir_all(&c.dir).expect("bench dir");
-        let vs_addrs: Vec<String> = (0..c.viewservers)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let ms =
-            |key: &str, v: Option<u64>| v.map_or(String::new(), |v| format!("{key} = \"{v}ms\"\n"));
-        let mut viewservers = Vec::new();
-        for (i, addr) in vs_addrs.iter().enumerate() {
-            let id = i + 1;
-            let text = format!(
-                "[default]\npassword = \"{SECRET}\"\n[viewserver]\nid = {id}\naddr = \"{addr}\"\npeers = {}\ndata_dir = \"{}\"\n{}{}{}",
-                toml_list(&vs_addrs),
-                c.dir.join(format!("vs{id}-data")).display(),
-                ms("controller_timeout", t.controller_timeout_ms),
-                ms("raft_heartbeat", t.raft_heartbeat_ms),
-                ms("raft_election_timeout", t.raft_election_ms),
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = cl
+                .workers
+                .iter()
+                .chain(cl.viewservers.iter())
+                .map(|n| n.log.display().to_string())
+                .collect();
+            panic!(
+                "the cluster did not settle within {limit:?} (acting: {acting:?}); logs: {}",
+                logs.join(" ")
             );
-            viewservers.push(Node::new(&format!("vs{id}"), &c.bin, &c.dir, &text));
         }
-        let mut workers = Vec::new();
-        let mut worker_ids = Vec::new();
-        let mut worker_addrs = Vec::new();
-        for i in 0..c.workers {
-            let id = format!("w{}", i + 1);
-            let addr = format!("127.0.0.1:{}", free_port());
-            let caddr = format!("127.0.0.1:{}", free_port());
-            let text = format!(
-                "[default]\npassword = \"{SECRET}\"\n[worker]\nid = \"{id}\"\naddr = \"{addr}\"\nview_addr = {}\n{}{}[controller]\naddr = \"{caddr}\"\ndatabase = [\"{}\"]\n{controller_extra}",
-                toml_list(&vs_addrs),
-                ms("heartbeat_interval", t.heartbeat_ms),
-                ms("lease", t.lease_ms),
-                c.db,
-            );
-            workers.push(Node::new(&id, &c.bin, &c.dir, &text));
-            worker_ids.push(id);
-            worker_addrs.push(addr);
-        }
-        Cluster {
-            vs_addrs,
-            viewservers,
-            workers,
-            worker_ids,
-            worker_addrs,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .no_proxy()
-                .build()
-                .expect("http client"),
-        }
-    }
-
-    fn get(&self, addr: &str, path: &str) -> Option<(u16, String)> {
-        let r = self.http.get(format!("http://{addr}{path}")).send().ok()?;
-        let code = r.status().as_u16();
-        Some((code, r.text().unwrap_or_default()))
-    }
-
-    /// The committed view as the first answering member has applied it: (epoch, node).
-    fn view(&self) -> Option<(u64, Option<String>)> {
-        self.vs_addrs.iter().find_map(|a| {
-            let (_, body) = self.get(a, "/view")?;
-            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-            let epoch = v["view"]["epoch"].as_u64()?;
-            Some((
-                epoch,
-                v["view"]["controller"]["node"].as_str().map(str::to_string),
-            ))
-        })
-    }
-
-    fn metric(&self, i: usize, name: &str) -> Option<f64> {
-        let (_, text) = self.get(&self.worker_addrs[i], "/metrics")?;
-        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-            let (n, v) = l.split_once(' ')?;
-            (n == name).then(|| v.trim().parse().ok())?
-        })
-    }
-
-    /// The workers acting as controller now, by their own `/metrics`.
-    fn acting(&mut self) -> Vec<usize> {
-        let alive: Vec<usize> = (0..self.workers.len())
-            .filter(|&i| self.workers[i].alive())
-            .collect();
-        alive
-            .into_iter()
-            .filter(|&i| self.metric(i, "gobearmon_is_controller") == Some(1.0))
-            .collect()
-    }
-
-    /// Every worker has heard of the view of `epoch` (so it asks that controller for work).
-    /// Not `/ready`: a worker that had no run for 10 s reports 503 there (see the report).
-    fn all_follow(&self, epoch: u64) -> bool {
-        (0..self.workers.len())
-            .all(|i| self.metric(i, "gobearmon_view_epoch") == Some(epoch as f64))
-    }
-
-    /// One controller acts, the view names it, and every worker follows that view.
-    fn wait_steady(&mut self, limit: Duration) -> (usize, u64) {
-        let deadline = Instant::now() + limit;
-        loop {
-            let acting = self.acting();
-            if acting.len() == 1
-                && let Some((epoch, Some(node))) = self.view()
-                && self.worker_ids[acting[0]] == node
-                && self.all_follow(epoch)
-            {
-                return (acting[0], epoch);
-            }
-            if Instant::now() >= deadline {
-                let logs: Vec<String> = self
-                    .workers
-                    .iter()
-                    .chain(self.viewservers.iter())
-                    .map(|n| n.log.display().to_string())
-                    .collect();
-                panic!(
-                    "the cluster did not settle within {limit:?} (acting: {acting:?}); logs: {}",
-                    logs.join(" ")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -565,10 +383,10 @@ struct Receiver {
 
 impl Receiver {
     fn start(rt: &tokio::runtime::Runtime) -> Receiver {
+        let port = free_port();
         let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
             .expect("bind the receiver");
-        let port = listener.local_addr().unwrap().port();
         let got: Arc<Mutex<Vec<Hook>>> = Arc::new(Mutex::new(Vec::new()));
         let g = got.clone();
         let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
@@ -615,7 +433,8 @@ fn sql(rt: &tokio::runtime::Runtime, url: &str, text: &str) {
 struct Kill {
     /// kill -9 -> the new view applied on the first member (from the viewservers' logs).
     view_us: i64,
-    /// kill -9 -> the new controller logs "lease acquired" (its at_ms field).
+    /// kill -9 -> the new controller logs that it acts under a lease (`lease_event="start"`,
+    /// its at_ms field).
     lease_us: i64,
     /// kill -9 -> the new controller logs "controller term started" (fence raised, checks loaded).
     term_us: i64,
@@ -627,7 +446,7 @@ struct Kill {
 }
 
 fn failover(c: &Common, timings: &str, kills: usize) {
-    let t = Timings::preset(timings);
+    let t = preset(timings);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -646,15 +465,15 @@ fn failover(c: &Common, timings: &str, kills: usize) {
         "failover: starting {} viewservers and {} workers ({})",
         c.viewservers,
         c.workers,
-        t.describe()
+        describe(&t)
     );
-    let mut cl = Cluster::start(c, t, "");
+    let mut cl = start_cluster(c, t.clone(), toml::Table::new());
     let mut rng = Rng::new();
     let mut samples: Vec<Kill> = Vec::new();
     let mut spurious = 0u64;
     let mut last_epoch: Option<u64> = None;
     for k in 0..kills {
-        let (ctl, epoch) = cl.wait_steady(Duration::from_secs(60));
+        let (ctl, epoch) = wait_steady(&mut cl, Duration::from_secs(60));
         if let Some(e) = last_epoch
             && epoch > e
         {
@@ -670,13 +489,14 @@ fn failover(c: &Common, timings: &str, kills: usize) {
         // of the new one completes, up to 2 s), which would make every kill look like one just
         // after a heartbeat. Then a random phase against the heartbeats.
         std::thread::sleep(Duration::from_secs(3) + rng.below(Duration::from_millis(1000)));
-        let t_kill = cl.workers[ctl].kill9();
+        let t_kill = now_us();
+        cl.workers[ctl].kill9();
         let killed = ctl;
         // The new view, from the viewservers' logs.
         let (new_epoch, new_node, t_view) = wait_for(Duration::from_secs(30), "a new view", || {
             cl.viewservers
                 .iter()
-                .flat_map(|v| v.log_lines("view applied"))
+                .flat_map(|v| log_lines(v, "view applied"))
                 .filter_map(|(at, line)| {
                     let rest = &line[line.find("view=epoch ")? + "view=epoch ".len()..];
                     let mut it = rest.split(' ');
@@ -697,16 +517,14 @@ fn failover(c: &Common, timings: &str, kills: usize) {
             Duration::from_secs(30),
             "the new controller's lease",
             || {
-                cl.workers[new]
-                    .log_lines("lease acquired")
+                log_lines(&cl.workers[new], LEASE_START)
                     .into_iter()
                     .filter(|(_, l)| field(l, "epoch") == Some(&new_epoch.to_string()))
                     .find_map(|(_, l)| field(&l, "at_ms")?.parse::<i64>().ok())
             },
         ) * 1000;
         let term = wait_for(Duration::from_secs(30), "the new controller's term", || {
-            cl.workers[new]
-                .log_lines("controller term started")
+            log_lines(&cl.workers[new], "controller term started")
                 .into_iter()
                 .find(|(_, l)| field(l, "epoch") == Some(&new_epoch.to_string()))
                 .map(|(at, _)| at)
@@ -749,7 +567,7 @@ fn failover(c: &Common, timings: &str, kills: usize) {
         cl.workers[killed].start();
     }
     // Final check for views nobody asked for.
-    let (_, epoch) = cl.wait_steady(Duration::from_secs(60));
+    let (_, epoch) = wait_steady(&mut cl, Duration::from_secs(60));
     if let Some(e) = last_epoch
         && epoch > e
     {
@@ -785,7 +603,7 @@ fn failover(c: &Common, timings: &str, kills: usize) {
     let (gm, gx) = col(|s| s.first_us - s.term_us);
     println!(
         "| {timings} | {} | {} | **{fm:.2} / {fx:.2}** | {vm:.2} / {vx:.2} | {lm:.2} / {lx:.2} | {tm:.2} / {tx:.2} | {gm:.3} / {gx:.3} | {spurious} |",
-        t.describe(),
+        describe(&t),
         samples.len(),
     );
 }
@@ -807,18 +625,16 @@ struct Outage {
     on_delivery_us: i64,
 }
 
-impl Cluster {
-    /// When some worker logged `flip recorded` for `event` (the controller that recorded it).
-    fn flip_recorded_at(&self, event: i64) -> i64 {
-        wait_for(Duration::from_secs(10), "the flip's log line", || {
-            self.workers.iter().find_map(|w| {
-                w.log_lines("flip recorded")
-                    .into_iter()
-                    .find(|(_, l)| field(l, "event") == Some(event.to_string().as_str()))
-                    .map(|(at, _)| at)
-            })
+/// When some worker logged `flip recorded` for `event` (the controller that recorded it).
+fn flip_recorded_at(cl: &Cluster, event: i64) -> i64 {
+    wait_for(Duration::from_secs(10), "the flip's log line", || {
+        cl.workers.iter().find_map(|w| {
+            log_lines(w, "flip recorded")
+                .into_iter()
+                .find(|(_, l)| field(l, "event") == Some(event.to_string().as_str()))
+                .map(|(at, _)| at)
         })
-    }
+    })
 }
 
 fn detection(c: &Common, outages: usize, interval: u64, delay: u32, confirmations: u32) {
@@ -844,12 +660,12 @@ fn detection(c: &Common, outages: usize, interval: u64, delay: u32, confirmation
         "detection: {} viewservers, {} workers, interval {interval} s, delay {delay}, confirmations {confirmations}",
         c.viewservers, c.workers
     );
-    let mut cl = Cluster::start(
+    let mut cl = start_cluster(
         c,
-        Timings::default(),
-        &format!("confirmations = {confirmations}\n"),
+        Timings::shipped(),
+        keys([("confirmations", confirmations.into())]),
     );
-    cl.wait_steady(Duration::from_secs(60));
+    wait_steady(&mut cl, Duration::from_secs(60));
     let iv = Duration::from_secs(interval).as_micros() as i64;
     // Steady runs first.
     let start_hits = target.hits().len();
@@ -919,8 +735,8 @@ fn detection(c: &Common, outages: usize, interval: u64, delay: u32, confirmation
             required_us: required,
             up_latency_us: on.at - t_up,
             up_required_us: (first_ok - t_up) + iv,
-            off_delivery_us: off.at - cl.flip_recorded_at(off.event_id),
-            on_delivery_us: on.at - cl.flip_recorded_at(on.event_id),
+            off_delivery_us: off.at - flip_recorded_at(&cl, off.event_id),
+            on_delivery_us: on.at - flip_recorded_at(&cl, on.event_id),
         };
         eprintln!(
             "outage {:2}/{outages}: down -> offline notification {:.3} s (rules: {:.3} s, overhead {:.3} s, of which flip recorded -> webhook {:.3} s); up -> online notification {:.3} s (rules: {:.3} s, overhead {:.3} s, of which {:.3} s); events {} {}",
@@ -1018,5 +834,10 @@ fn main() {
             delay,
             confirmations,
         } => detection(&common, outages, interval, delay, confirmations),
+        Cmd::Ports { n } => {
+            for _ in 0..n {
+                println!("{}", free_port());
+            }
+        }
     }
 }

@@ -73,19 +73,6 @@ bench_build() {
     cargo build --release --quiet "$@" || die "cargo build --release $* failed"
 }
 
-# bench_free_port: a TCP port on 127.0.0.1 that nothing listens on.
-bench_free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 30000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
-
 # bench_header TITLE COMMAND: the first lines of a result file.
 bench_header() {
     echo "## $1"

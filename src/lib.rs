@@ -10,6 +10,9 @@
 //! - [`canary`]: worker canaries: URLs parsed into probe specs, and the impaired rule.
 //! - [`vote`]: the controller's scheduling and voting rules (confirmations, delay, quorum) as
 //!   a pure state machine driven with explicit time.
+//! - [`policy`]: alert policy between the flip and the outbox (maintenance, escalation,
+//!   reminders, dependencies, flapping, storm control and caps, why a notice was not sent),
+//!   pure rules on explicit time.
 //! - [`push`]: push checks' rules (online while the job calls in), a pure state machine
 //!   driven with explicit time.
 //! - [`lease`]: when a controller-capable worker acts as controller (the lease and the epoch
@@ -30,7 +33,8 @@
 //! Roles ([`role`]): wiring and loops only: `viewserver`, `worker` (membership, lease,
 //! runner, hand-over), `controller` (one term per epoch).
 //!
-//! The binary (`src/main.rs`) maps the command line to a config and a role, with exit codes.
+//! [`cli`]: every subcommand of `gobearmon`, its output and its exit code; the binary
+//! (`src/main.rs`) only parses the command line and calls [`cli::execute`].
 
 pub mod api;
 pub mod canary;

@@ -213,6 +213,45 @@ impl AdminNotifier {
     }
 }
 
+/// A node's one admin notifier and the channel its roles send notices on. Built once per
+/// node ([`Admin::start`]); clones share the notifier, so every notice of a node is
+/// rate-limited by the same state.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// Notices `(subject, body)` for the notifier's serving task; sending never blocks.
+    pub notices: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    /// The notifier itself, for callers that need the outcome (the outbox's failed
+    /// deliveries report, meta-alerts).
+    pub mail: std::sync::Arc<AdminNotifier>,
+}
+
+impl Admin {
+    /// Builds the notifier for `[smtp]` and spawns the task that serves
+    /// [`Admin::notices`]. When `[smtp]` cannot be used the notices are only logged (an
+    /// ERROR each), and `mail` sends nothing.
+    pub fn start(smtp: &SmtpConfig, interval: Duration) -> Admin {
+        let (notices, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+        let mail = match AdminNotifier::new(smtp, interval) {
+            Ok(notifier) => {
+                let notifier = std::sync::Arc::new(notifier);
+                let serving = notifier.clone();
+                tokio::spawn(async move { serving.serve(rx).await });
+                notifier
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "admin notices cannot be mailed; they are only logged");
+                tokio::spawn(async move {
+                    while let Some((subject, body)) = rx.recv().await {
+                        tracing::error!(%subject, %body, "admin notice");
+                    }
+                });
+                std::sync::Arc::new(AdminNotifier::with_sender(None, None, interval))
+            }
+        };
+        Admin { notices, mail }
+    }
+}
+
 fn due(state: KindState, interval: Duration) -> bool {
     state.last_sent.is_none_or(|t| t.elapsed() >= interval)
 }

@@ -16,6 +16,7 @@
 //! one "flapping" send in its own slot range), storm control (fold sends into digests per
 //! contact, a pass over the output of [`due`] for all checks together).
 
+pub mod decide;
 pub mod deps;
 pub mod flap;
 pub mod storm;

@@ -66,6 +66,9 @@ pub struct Contact {
     pub sent_last_hour: Vec<i64>,
     /// Its due rows, oldest first (not empty).
     pub rows: Vec<Row>,
+    /// When the oldest of its rows still held for later became due: rows due since then
+    /// gather with it rather than start a gathering of their own.
+    pub waiting_since: Option<i64>,
 }
 
 /// Why rows wait.
@@ -133,8 +136,11 @@ fn plan_contact(rule: StormRule, now: i64, storm: bool, c: &Contact, out: &mut V
         until_ms,
         why,
     };
-    if rule.wait_ms > 0 && now < oldest.due_ms + rule.wait_ms {
-        out.push(defer(oldest.due_ms + rule.wait_ms, Wait::Gathering));
+    let since = c
+        .waiting_since
+        .map_or(oldest.due_ms, |w| w.min(oldest.due_ms));
+    if rule.wait_ms > 0 && now < since + rule.wait_ms {
+        out.push(defer(since + rule.wait_ms, Wait::Gathering));
         return;
     }
     let recent: Vec<i64> = c
@@ -234,6 +240,7 @@ mod tests {
                 .iter()
                 .map(|&(id, due_ms)| Row { id, due_ms })
                 .collect(),
+            waiting_since: None,
         }
     }
 
@@ -312,6 +319,23 @@ mod tests {
                 why: Wait::Gathering
             }]
         );
+        // A row due later joins the rows already waiting instead of waiting on its own.
+        let later = Contact {
+            rows: vec![Row {
+                id: 12,
+                due_ms: 4 * S,
+            }],
+            waiting_since: Some(0),
+            ..c.clone()
+        };
+        assert_eq!(
+            plan(r, 4 * S, 2, &[later]),
+            vec![Action::Defer {
+                rows: vec![12],
+                until_ms: 5 * S,
+                why: Wait::Gathering
+            }]
+        );
         // At its end, no storm: each row as it is; a storm: one digest.
         assert_eq!(
             plan(r, 5 * S, 2, std::slice::from_ref(&c)),
@@ -385,5 +409,51 @@ mod tests {
         let c = contact(1, None, &[], &rows(40, 10, 0));
         let p = plan(rule(), 0, 40, std::slice::from_ref(&c));
         assert!(capped(&[c], &p).is_empty());
+    }
+
+    /// The policy's output feeds the plan like any flip's notice: during a storm the
+    /// "flapping" message of a flapping check folds into the digest with the others.
+    #[test]
+    fn a_storm_that_includes_a_flapping_check_folds_its_message_too() {
+        use crate::policy::{Alert, CheckState, Event, Flapping, Selects, due, flap};
+        let flapping = CheckState {
+            latest: Some(Event {
+                id: 30,
+                offline: true,
+                time_ms: 0,
+            }),
+            alerts: vec![Alert {
+                contact: ContactId(1),
+                selects: Selects::Both,
+                after_ms: None,
+                remind_every_ms: None,
+            }],
+            flap: Flapping {
+                latest: Some(flap::Episode {
+                    trigger: Some(29),
+                    stable_at: 3600 * S,
+                }),
+                previous: true,
+            },
+            ..Default::default()
+        };
+        let sends = due(&flapping, S);
+        assert_eq!(sends.len(), 1);
+        assert_eq!(sends[0].slot, flap::FLAP_SLOT);
+        // Its row (id 50) is due with 24 flip notices of other checks for the same contact.
+        let mut rows: Vec<(i64, i64)> = (1..=24).map(|i| (i, 0)).collect();
+        rows.push((50, S));
+        let c = contact(1, None, &[], &rows);
+        let p = plan(rule(), S, 25, &[c]);
+        match &p[..] {
+            [
+                Action::Fold {
+                    carrier: 1,
+                    folded,
+                    why: Fold::Digest,
+                },
+            ] => assert!(folded.contains(&50) && folded.len() == 24, "{folded:?}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,6 +23,7 @@ use super::runner::Runner;
 use crate::api::{NodeListener, Sample, metrics_response, ready_response, serve};
 use crate::config::{Config, ControllerConfig, Role, WorkerConfig};
 use crate::lease::{Action, Fence, FenceReading, Inputs, Supervisor};
+use crate::notify::admin::Admin;
 use crate::probe::ProbeContext;
 use crate::rpc::sign::Signer;
 use crate::rpc::{Allow, RpcClient, SignedRoutes};
@@ -75,7 +76,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: CancellationToken,
     disconnect: Arc<Notify>,
-    admin: mpsc::UnboundedSender<(String, String)>,
+    admin: Admin,
 ) -> Result<(), WorkerError> {
     let Role::Worker { worker, controller } = &config.role else {
         return Err(WorkerError::NotWorkerConfig);
@@ -250,7 +251,7 @@ fn start_controller(
     listener: NodeListener,
     web: Option<NodeListener>,
     parts: &Parts,
-    admin: mpsc::UnboundedSender<(String, String)>,
+    admin: Admin,
     tasks: &Tasks,
 ) -> Result<Arc<ControllerHost>, WorkerError> {
     let host = ControllerHost::new(

@@ -108,9 +108,9 @@ async fn record_one(
     notification.event_id = EventId(event);
     // A check with policy rows, or whose flip is suppressed as flapping, is notified by the
     // policy task (role/controller/policy.rs).
-    if !super::policy::has_policy(tx, flip.check).await?
-        && !super::policy::flapping(tx, flip.check, flap).await?
-    {
+    // `flapping` runs for every flip: it also names a flapping check to the policy task.
+    let flapping = super::policy::flapping(tx, flip.check, flap).await?;
+    if !flapping && !super::policy::has_policy(tx, flip.check).await? {
         super::outbox::enqueue(tx, &notification, &flip.contacts).await?;
     }
     Ok(FlipRecorded::Recorded { event })

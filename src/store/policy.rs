@@ -20,7 +20,20 @@ use crate::policy::{Alert, CheckState, Dependency, Event, Flapping, Selects, Sen
 const HAS_POLICY: &str = "(EXISTS (SELECT 1 FROM alerts a WHERE a.check_id = c.id AND a.enabled = 1 \
        AND (a.`after` > 0 OR a.remind_every IS NOT NULL)) \
      OR EXISTS (SELECT 1 FROM maintenance m WHERE m.check_id = c.id OR m.check_id IS NULL) \
-     OR EXISTS (SELECT 1 FROM check_dependencies d WHERE d.check_id = c.id OR d.depends_on = c.id))";
+     OR EXISTS (SELECT 1 FROM check_dependencies d WHERE d.check_id = c.id OR d.depends_on = c.id) \
+     OR EXISTS (SELECT 1 FROM notification_outbox o WHERE o.state = 'held' AND o.held_until IS NULL \
+       AND o.check_id = c.id))";
+
+/// The ids of the checks with policy rows, as a set (one pass per table: the per-check
+/// `EXISTS` of [`HAS_POLICY`] over every check took a minute at 10,000 checks, since MariaDB
+/// runs a disjunction of correlated subqueries row by row; this takes 0.1 s).
+const POLICY_IDS: &str = "SELECT check_id AS id FROM alerts \
+       WHERE enabled = 1 AND (`after` > 0 OR remind_every IS NOT NULL) \
+     UNION SELECT check_id FROM maintenance WHERE check_id IS NOT NULL \
+     UNION SELECT c2.id FROM checks c2 WHERE EXISTS (SELECT 1 FROM maintenance WHERE check_id IS NULL) \
+     UNION SELECT check_id FROM check_dependencies \
+     UNION SELECT depends_on FROM check_dependencies \
+     UNION SELECT check_id FROM notification_outbox WHERE state = 'held' AND held_until IS NULL";
 
 /// Whether the flips of `check` go through the policy task instead of straight to the outbox.
 pub async fn has_policy(tx: &mut FencedTx, check: CheckId) -> Result<bool, StoreError> {
@@ -57,6 +70,11 @@ pub struct Loaded {
     /// The names of the offline checks that depend on this one (listed in its offline
     /// messages as "also affected").
     pub also_affected: Vec<String>,
+    /// Every outbox row of the events read, with its state and reason (held and dropped rows
+    /// included, unlike `state.written`).
+    pub recorded: HashMap<(i64, ContactId, u32), (String, Option<String>)>,
+    /// Loaded only as a flapping candidate (no policy rows).
+    pub flap_only: bool,
 }
 
 /// What one round of the policy task reads.
@@ -65,6 +83,11 @@ pub struct Snapshot {
     pub checks: Vec<Loaded>,
     /// `check_dependencies` rows refused (self-loops, unknown checks, cycles), described.
     pub refused: Vec<String>,
+    /// Events whose rows this task holds though the check flipped since: they are dropped.
+    pub superseded: Vec<i64>,
+    /// Flapping candidates whose latest flip (the event given) is not suppressed: no longer
+    /// candidates.
+    pub not_flapping: Vec<(CheckId, i64)>,
 }
 
 /// The database's clock, ms since the Unix epoch.
@@ -85,17 +108,18 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
     store
         .bounded("reading alert policy", async {
             let mut conn = store.conn().await?;
-            // Flapping candidates: two flips within the horizon (a suppressed flip has one
-            // within a window before it, and is of interest until a window after it).
-            let horizon_s = (2 * rule.window_ms) / 1000 + LOAD_MARGIN_S;
+            // Flapping candidates: the checks whose flip the flip path found suppressed
+            // (`flapping_checks`), until this task has told their state once stable.
             let checks: Vec<(i64, String, String, String, bool)> = conn
                 .query(format!(
-                    "SELECT c.id, c.name, c.type, c.data, {HAS_POLICY} FROM checks c \
-                     WHERE {HAS_POLICY} OR (SELECT COUNT(*) FROM check_events e \
-                       WHERE e.check_id = c.id AND e.time > NOW() - INTERVAL {horizon_s} SECOND) >= 2"
+                    "SELECT c.id, c.name, c.type, c.data, p.id IS NOT NULL FROM checks c \
+                     LEFT JOIN ({POLICY_IDS}) p ON p.id = c.id \
+                     LEFT JOIN flapping_checks f ON f.check_id = c.id \
+                     WHERE p.id IS NOT NULL OR f.check_id IS NOT NULL"
                 ))
                 .await?;
             let mut out = Vec::with_capacity(checks.len());
+            let mut not_flapping = Vec::new();
             for (id, name, check_type, data, has_policy) in checks {
                 let events: Vec<EventRow> = conn
                     .exec(
@@ -117,6 +141,10 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
                 let oldest_first: Vec<Event> = events.iter().rev().map(ev).collect();
                 let flapping = flap_state(&oldest_first, rule);
                 if !has_policy && flapping.latest.is_none() {
+                    // No longer flapping (the flap rule changed, or a flip after the run).
+                    if let Some(l) = latest {
+                        not_flapping.push((CheckId(id), l.id));
+                    }
                     continue;
                 }
                 let alerts: Vec<AlertRow> = conn
@@ -168,6 +196,7 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
                 }
                 let mut acked = false;
                 let mut written = HashSet::new();
+                let mut recorded = HashMap::new();
                 if let Some(l) = latest {
                     let a: Option<i64> = conn
                         .exec_first("SELECT event_id FROM incident_acks WHERE event_id = ?", (l.id,))
@@ -176,17 +205,24 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
                     let mut ids: Vec<i64> = events.iter().take(2).map(|e| e.0).collect();
                     ids.extend(flapping.latest.and_then(|ep| ep.trigger));
                     let placeholders = vec!["?"; ids.len()].join(",");
-                    let rows: Vec<(i64, i64, i32)> = conn
+                    type RecordedRow = (i64, i64, i32, String, Option<String>, bool);
+                    let rows: Vec<RecordedRow> = conn
                         .exec(
                             format!(
-                                "SELECT event_id, contact_id, slot FROM notification_outbox \
+                                "SELECT event_id, contact_id, slot, CAST(state AS CHAR), reason, \
+                                   held_until IS NULL FROM notification_outbox \
                                  WHERE event_id IN ({placeholders})"
                             ),
                             Params::Positional(ids.iter().map(|&i| Value::from(i)).collect()),
                         )
                         .await?;
-                    for (e, c, s) in rows {
-                        written.insert((e, ContactId(c), s.max(0) as u32));
+                    for (e, c, s, state, reason, unbounded) in rows {
+                        let key = (e, ContactId(c), s.max(0) as u32);
+                        // A row this task holds or dropped is a decision, not a send.
+                        if !(state == "dropped" || state == "held" && unbounded) {
+                            written.insert(key);
+                        }
+                        recorded.insert(key, (state, reason));
                     }
                 }
                 let (message, confirmed_by) = events
@@ -212,22 +248,38 @@ pub async fn load(store: &Store, now: i64, rule: FlapRule) -> Result<Snapshot, S
                     confirmed_by,
                     bad_windows,
                     also_affected: Vec::new(),
+                    recorded,
+                    flap_only: !has_policy,
                     flap_window_ms: rule.window_ms,
                 });
             }
             let refused = dependencies(&mut conn, &mut out).await?;
+            let held: Vec<(i64, i64)> = conn
+                .query(
+                    "SELECT DISTINCT check_id, event_id FROM notification_outbox \
+                     WHERE state = 'held' AND held_until IS NULL",
+                )
+                .await?;
+            let latest: HashMap<i64, i64> = out
+                .iter()
+                .filter_map(|l| Some((l.check.0, l.state.latest?.id)))
+                .collect();
+            // A held row of a check not loaded is left alone (its check was deleted, or the
+            // next round loads it); one of an older event than the latest is superseded.
+            let superseded = held
+                .into_iter()
+                .filter(|(c, e)| latest.get(c).is_some_and(|l| l != e))
+                .map(|(_, e)| e)
+                .collect();
             Ok(Snapshot {
                 checks: out,
                 refused,
+                superseded,
+                not_flapping,
             })
         })
         .await
 }
-
-/// Seconds added to twice the flap window when choosing the flapping checks to load; the
-/// flip path ([`flapping`]) judges the flip itself, so a check it leaves to this task is
-/// always within this horizon.
-const LOAD_MARGIN_S: i64 = 1200;
 
 /// The flapping of the latest of `events` (oldest first; the newest [`flap::EVENTS`]).
 fn flap_state(events: &[Event], rule: FlapRule) -> Flapping {
@@ -240,7 +292,8 @@ fn flap_state(events: &[Event], rule: FlapRule) -> Flapping {
 }
 
 /// Whether the latest flip of `check` (just written in `tx`) is suppressed as flapping: then
-/// the policy task notifies it, not the flip's transaction.
+/// the policy task notifies it, not the flip's transaction, and `flapping_checks` names the
+/// check (with that flip) until the policy task has told its state once stable.
 pub async fn flapping(
     tx: &mut FencedTx,
     check: CheckId,
@@ -266,7 +319,17 @@ pub async fn flapping(
             time_ms: *ms,
         })
         .collect();
-    Ok(flap_state(&events, rule).latest.is_some())
+    let suppressed = flap_state(&events, rule).latest.is_some();
+    if let (true, Some(latest)) = (suppressed, events.last()) {
+        tx.tx()
+            .exec_drop(
+                "INSERT INTO flapping_checks (check_id, event_id) VALUES (?, ?) \
+                 ON DUPLICATE KEY UPDATE event_id = VALUES(event_id)",
+                (check.0, latest.id),
+            )
+            .await?;
+    }
+    Ok(suppressed)
 }
 
 /// Reads `check_dependencies` and sets each loaded check's place in the graph (every check
@@ -426,33 +489,104 @@ pub fn notification(loaded: &Loaded, send: &Send, now: i64) -> Notification {
     }
 }
 
-/// Writes `sends` (with their notifications) under the fence; rows that exist are left
-/// alone. Returns how many were added.
+/// One outbox row the policy task writes: a send (`pending`), or a decision not to send
+/// (`held` until a rule lets it go, `dropped` for good), with its reason.
+#[derive(Debug, Clone)]
+pub struct PolicyRow {
+    pub send: Send,
+    pub notification: Notification,
+    pub state: &'static str,
+    pub reason: Option<String>,
+}
+
+/// Rows this task holds: `held` without `held_until` (storm control's holds have one).
+const OWN_HOLD: &str = "state = 'held' AND held_until IS NULL";
+
+/// Writes `rows` under the fence, and drops the held rows of `superseded` events (the check
+/// flipped again before they were sent). A send turns a row this task held into `pending`
+/// (its reason kept, prefixed "sent after hold"); a decision changes only a row this task
+/// holds; other existing rows are left alone. Returns how many sends became pending.
 pub async fn write(
     store: &Store,
     epoch: Epoch,
     node: &NodeId,
-    sends: &[(Send, Notification)],
+    rows: &[PolicyRow],
+    superseded: &[i64],
+    unflap: &[(CheckId, i64)],
 ) -> Result<u64, StoreError> {
-    if sends.is_empty() {
+    if rows.is_empty() && superseded.is_empty() && unflap.is_empty() {
         return Ok(0);
     }
     store
         .bounded("writing policy sends", async {
             let mut tx = FencedTx::begin(store, epoch, node).await?;
             let mut added = 0;
-            for (send, n) in sends {
-                let payload = serde_json::to_string(n).map_err(|e| {
+            if !superseded.is_empty() {
+                let list = superseded
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",");
+                tx.tx()
+                    .query_drop(format!(
+                        "UPDATE notification_outbox SET reason = CONCAT('dropped: the check \
+                         changed again before it was sent (', COALESCE(reason, 'held'), ')'), \
+                         state = 'dropped' WHERE {OWN_HOLD} AND event_id IN ({list})"
+                    ))
+                    .await?;
+            }
+            for (check, event) in unflap {
+                // Only if no later flip named the check again meanwhile.
+                tx.tx()
+                    .exec_drop(
+                        "DELETE FROM flapping_checks WHERE check_id = ? AND event_id = ?",
+                        (check.0, event),
+                    )
+                    .await?;
+            }
+            for row in rows {
+                let payload = serde_json::to_string(&row.notification).map_err(|e| {
                     StoreError::Schema(format!("notification cannot be serialized: {e}"))
                 })?;
+                let s = &row.send;
                 let t = tx.tx();
-                t.exec_drop(
-                    "INSERT IGNORE INTO notification_outbox (event_id, check_id, contact_id, slot, payload) \
-                     VALUES (?, ?, ?, ?, ?)",
-                    (send.event, n.check_id.0, send.contact.0, send.slot, payload),
-                )
-                .await?;
-                added += t.affected_rows();
+                // MariaDB assigns left to right: `state` last, so the others see the old one.
+                let sql = if row.state == "pending" {
+                    format!(
+                        "INSERT INTO notification_outbox \
+                           (event_id, check_id, contact_id, slot, payload, reason) \
+                         VALUES (?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
+                           payload = IF({OWN_HOLD}, VALUES(payload), payload), \
+                           reason = IF({OWN_HOLD}, CONCAT('sent after hold: ', \
+                             COALESCE(reason, '')), reason), \
+                           next_attempt_at = IF({OWN_HOLD}, NOW(3), next_attempt_at), \
+                           state = IF({OWN_HOLD}, 'pending', state)"
+                    )
+                } else {
+                    format!(
+                        "INSERT INTO notification_outbox \
+                           (event_id, check_id, contact_id, slot, payload, reason, state, \
+                            next_attempt_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, '2037-12-31') ON DUPLICATE KEY UPDATE \
+                           reason = IF({OWN_HOLD}, VALUES(reason), reason), \
+                           state = IF({OWN_HOLD}, VALUES(state), state)"
+                    )
+                };
+                let mut params: Vec<Value> = vec![
+                    s.event.into(),
+                    row.notification.check_id.0.into(),
+                    s.contact.0.into(),
+                    s.slot.into(),
+                    payload.into(),
+                    row.reason.clone().into(),
+                ];
+                if row.state != "pending" {
+                    params.push(row.state.into());
+                }
+                t.exec_drop(sql, Params::Positional(params)).await?;
+                if row.state == "pending" && t.affected_rows() > 0 {
+                    added += 1;
+                }
             }
             tx.commit().await?;
             Ok(added)

@@ -29,6 +29,7 @@ pub const TABLES: &[&str] = &[
     "maintenance",
     "incident_acks",
     "check_dependencies",
+    "flapping_checks",
     "web_users",
     "web_sessions",
     "status_pages",

@@ -98,6 +98,7 @@ pub async fn inputs(store: &Store, rule: StormRule, paid_cap: u32) -> Result<Inp
                         },
                         sent_last_hour: Vec::new(),
                         rows: vec![row],
+                        waiting_since: None,
                     }),
                 }
             }
@@ -117,8 +118,16 @@ pub async fn inputs(store: &Store, rule: StormRule, paid_cap: u32) -> Result<Inp
             for (c, t) in sent {
                 by_contact.entry(c).or_default().push(t);
             }
+            let waiting: Vec<(i64, i64)> = conn
+                .query(format!(
+                    "SELECT contact_id, CAST(UNIX_TIMESTAMP(MIN(created_at)) * 1000 AS SIGNED) \
+                     FROM notification_outbox WHERE contact_id IN ({list}) AND state = 'held' \
+                       AND held_until > NOW(3) AND attempts = 0 GROUP BY contact_id"
+                ))
+                .await?;
             for c in &mut contacts {
                 c.sent_last_hour = by_contact.remove(&c.contact.0).unwrap_or_default();
+                c.waiting_since = waiting.iter().find(|w| w.0 == c.contact.0).map(|w| w.1);
             }
             Ok(Inputs {
                 now_ms,

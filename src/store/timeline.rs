@@ -449,18 +449,24 @@ pub struct NotificationState {
     /// `contacts.type`, or `None` when the contact was deleted. The contact's data (an
     /// address, a URL with a token, a webhook secret) is never read here.
     pub contact_type: Option<String>,
-    /// `pending`, `sent` or `failed`.
+    /// `pending`, `sent`, `failed`, `held` (waiting for a rule), `folded` (sent inside
+    /// another row's message) or `dropped` (never sent).
     pub state: String,
     pub attempts: u32,
     /// Unix milliseconds.
     pub created_ms: i64,
     pub sent_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// Why it was held, folded or dropped, or why it was sent when a rule decided it (a
+    /// reminder, a digest, a release from a hold); `None` for a flip's plain notice.
+    pub reason: Option<String>,
+    /// The row whose message carried this one (`folded`).
+    pub folded_into: Option<i64>,
 }
 
 const NOTIFICATION_COLUMNS: &str = "o.id, o.event_id, o.check_id, o.contact_id, c.type, o.state, \
      o.attempts, CAST(UNIX_TIMESTAMP(o.created_at) * 1000 AS SIGNED), \
-     CAST(UNIX_TIMESTAMP(o.sent_at) * 1000 AS SIGNED), o.last_error \
+     CAST(UNIX_TIMESTAMP(o.sent_at) * 1000 AS SIGNED), o.last_error, o.reason, o.folded_into \
      FROM notification_outbox o LEFT JOIN contacts c ON c.id = o.contact_id";
 
 fn notification(row: mysql_async::Row) -> Result<NotificationState, StoreError> {
@@ -475,10 +481,24 @@ fn notification(row: mysql_async::Row) -> Result<NotificationState, StoreError> 
         Option<i64>,
         Option<i64>,
         Option<String>,
+        Option<String>,
+        Option<i64>,
     );
-    let (id, event_id, check, contact_id, contact_type, state, attempts, created, sent, error): Cols =
-        mysql_async::from_row_opt(row)
-            .map_err(|e| StoreError::Schema(format!("notification_outbox row: {e}")))?;
+    let (
+        id,
+        event_id,
+        check,
+        contact_id,
+        contact_type,
+        state,
+        attempts,
+        created,
+        sent,
+        error,
+        reason,
+        folded_into,
+    ): Cols = mysql_async::from_row_opt(row)
+        .map_err(|e| StoreError::Schema(format!("notification_outbox row: {e}")))?;
     Ok(NotificationState {
         id,
         event_id,
@@ -490,6 +510,8 @@ fn notification(row: mysql_async::Row) -> Result<NotificationState, StoreError> 
         created_ms: created.unwrap_or(0),
         sent_ms: sent,
         last_error: error,
+        reason,
+        folded_into,
     })
 }
 
@@ -511,6 +533,38 @@ pub async fn notifications(
             }
             sql.push_str(&format!(" ORDER BY o.id LIMIT {limit}"));
             let rows: Vec<mysql_async::Row> = conn.exec(sql, Params::Positional(params)).await?;
+            rows.into_iter().map(notification).collect()
+        })
+        .await
+}
+
+/// Outbox rows per state, for the states that have rows.
+pub async fn outbox_states(store: &Store) -> Result<Vec<(String, i64)>, StoreError> {
+    store
+        .bounded("counting outbox rows", async {
+            let mut conn = store.conn().await?;
+            Ok(conn
+                .query(
+                    "SELECT CAST(state AS CHAR), COUNT(*) FROM notification_outbox \
+                     GROUP BY state ORDER BY state",
+                )
+                .await?)
+        })
+        .await
+}
+
+/// The newest `limit` outbox rows a rule decided (a reason is set: held, folded, dropped, or
+/// sent by a rule), newest first.
+pub async fn decisions(store: &Store, limit: usize) -> Result<Vec<NotificationState>, StoreError> {
+    store
+        .bounded("reading notification decisions", async {
+            let mut conn = store.conn().await?;
+            let rows: Vec<mysql_async::Row> = conn
+                .query(format!(
+                    "SELECT {NOTIFICATION_COLUMNS} WHERE o.reason IS NOT NULL \
+                     ORDER BY o.id DESC LIMIT {limit}"
+                ))
+                .await?;
             rows.into_iter().map(notification).collect()
         })
         .await

@@ -533,6 +533,8 @@ struct NotificationJson {
     created: String,
     sent: Option<String>,
     last_error: Option<String>,
+    reason: Option<String>,
+    folded_into: Option<i64>,
 }
 
 impl NotificationJson {
@@ -548,6 +550,8 @@ impl NotificationJson {
             created: rfc3339_ms(n.created_ms),
             sent: n.sent_ms.map(rfc3339_ms),
             last_error: n.last_error,
+            reason: n.reason,
+            folded_into: n.folded_into,
         }
     }
 }
@@ -715,10 +719,10 @@ async fn notifications(
     let after = cursor_i64(q.cursor.as_deref())?.unwrap_or(0);
     let state = match q.state.as_deref() {
         None | Some("") => None,
-        Some(s @ ("pending" | "sent" | "failed")) => Some(s),
+        Some(s @ ("pending" | "sent" | "failed" | "held" | "folded" | "dropped")) => Some(s),
         Some(other) => {
             return Err(ApiError::bad_request(format!(
-                "state: expected pending, sent or failed, found {other:?}"
+                "state: expected pending, sent, failed, held, folded or dropped, found {other:?}"
             )));
         }
     };

@@ -170,6 +170,22 @@ pub(super) async fn summary(State(slot): State<ControllerSlot>) -> Response {
     answer(&slot, |reply| Msg::Summary { reply }).await
 }
 
+/// The term's state, with the outbox's decisions read from the database (left out, with the
+/// error said, when it cannot be read).
 pub(super) async fn status(State(slot): State<ControllerSlot>) -> Response {
-    answer(&slot, |reply| Msg::Status { reply }).await
+    let Some(term) = slot.handle() else {
+        return not_controller();
+    };
+    let Some(mut answer) = term.ask(|reply| Msg::Status { reply }).await else {
+        return not_controller();
+    };
+    answer.outbox = Some(
+        super::status::outbox(&term.host().store)
+            .await
+            .unwrap_or_else(|e| super::status::OutboxStatus {
+                error: Some(e.to_string()),
+                ..Default::default()
+            }),
+    );
+    Json(answer).into_response()
 }

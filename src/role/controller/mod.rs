@@ -41,7 +41,7 @@ use super::membership::{Membership, wall_ms};
 use crate::config::{Config, ControllerConfig, HistoryConfig};
 use crate::model::{Epoch, NodeId};
 use crate::notify::Channels;
-use crate::notify::admin::{AdminKind, AdminNotifier};
+use crate::notify::admin::{Admin, AdminKind, AdminNotifier};
 use crate::rpc::sign::Signer;
 use crate::rpc::work::{PATH_POLL, PATH_RESULTS};
 use crate::rpc::{Allow, SignedRoutes};
@@ -58,9 +58,6 @@ pub enum ControllerError {
     /// The contact delivery channels (SMTP, Twilio) could not be built.
     #[error("{0}")]
     Channels(#[source] crate::notify::NotifyError),
-    /// The admin notice mailer could not be built.
-    #[error("{0}")]
-    AdminMail(#[source] crate::notify::NotifyError),
     /// The admin webhook client could not be built.
     #[error("{0}")]
     AdminWebhook(#[source] crate::notify::NotifyError),
@@ -100,15 +97,15 @@ impl ControllerHost {
         controller: ControllerConfig,
         signer: Arc<Signer>,
         membership: Arc<Membership>,
-        admin: mpsc::UnboundedSender<(String, String)>,
+        admin: Admin,
     ) -> Result<Arc<ControllerHost>, ControllerError> {
         let store = Store::new(&controller.database)?;
         let channels = Channels::new(&config.smtp, &config.twilio, controller.delivery.timeout)
             .map_err(ControllerError::Channels)?;
-        let admin_mail = Arc::new(
-            AdminNotifier::new(&config.smtp, controller.delivery.admin_interval)
-                .map_err(ControllerError::AdminMail)?,
-        );
+        let Admin {
+            notices: admin,
+            mail: admin_mail,
+        } = admin;
         let meta = crate::notify::meta::MetaNotifier::new(
             signer.node(),
             admin_mail.clone(),

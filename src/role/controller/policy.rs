@@ -12,7 +12,7 @@ use super::term::TermHandle;
 use crate::notify::admin::AdminKind;
 use crate::notify::outbox::WakeHandle;
 use crate::store::StoreError;
-use crate::store::policy;
+use crate::store::policy::{self, Loaded, PolicyRow};
 
 /// How often the task looks for due sends.
 const TICK: Duration = Duration::from_secs(1);
@@ -79,6 +79,7 @@ async fn round(term: &TermHandle, told_bad: &mut HashSet<String>) -> Result<u64,
         }
     }
     let mut sends = Vec::new();
+    let mut unflap = snapshot.not_flapping.clone();
     for l in &snapshot.checks {
         for bad in &l.bad_windows {
             if told_bad.insert(bad.clone()) {
@@ -89,16 +90,69 @@ async fn round(term: &TermHandle, told_bad: &mut HashSet<String>) -> Result<u64,
                 );
             }
         }
-        for send in crate::policy::due(&l.state, now) {
-            sends.push((send, policy::notification(l, &send, now)));
+        let due = crate::policy::due(&l.state, now);
+        let unsent = crate::policy::decide::unsent(&l.state, now);
+        // A flapping candidate stable for its window, with its state told: no longer one.
+        if l.flap_only
+            && due.is_empty()
+            && unsent.is_empty()
+            && let (Some(ep), Some(latest)) = (l.state.flap.latest, l.state.latest)
+            && now >= ep.stable_at
+        {
+            unflap.push((l.check, latest.id));
+        }
+        for send in due {
+            sends.push(PolicyRow {
+                send,
+                notification: policy::notification(l, &send, now),
+                state: "pending",
+                reason: sent_reason(l, &send),
+            });
+        }
+        for d in unsent {
+            let reason = d.verdict.reason(crate::notify::text::rfc3339_ms);
+            let key = (d.send.event, d.send.contact, d.send.slot);
+            let recorded = l.recorded.get(&key);
+            if recorded.is_some_and(|(s, r)| s == d.verdict.state() && r.as_ref() == Some(&reason))
+            {
+                continue;
+            }
+            sends.push(PolicyRow {
+                send: d.send,
+                notification: policy::notification(l, &d.send, now),
+                state: d.verdict.state(),
+                reason: Some(reason),
+            });
         }
     }
     if !term.may_act() {
         return Ok(0);
     }
-    let added = policy::write(&host.store, term.epoch, &host.node, &sends).await?;
+    let added = policy::write(
+        &host.store,
+        term.epoch,
+        &host.node,
+        &sends,
+        &snapshot.superseded,
+        &unflap,
+    )
+    .await?;
     if added > 0 {
         tracing::info!(added, "alert policy sends written");
     }
     Ok(added)
+}
+
+/// Why a send of the policy task goes out, for its row's `reason` (`None`: the flip's own
+/// notice, as without policy; one released from a hold keeps the hold's reason).
+fn sent_reason(l: &Loaded, send: &crate::policy::Send) -> Option<String> {
+    if send.slot == crate::policy::flap::FLAP_SLOT {
+        Some("flapping: one message, then none until stable".into())
+    } else if send.slot > 0 {
+        Some(format!("reminder {}", send.slot))
+    } else if l.state.flap.latest.is_some() {
+        Some("stable after flapping: the current state".into())
+    } else {
+        None
+    }
 }

@@ -73,6 +73,103 @@ pub struct StatusAnswer {
     /// Open meta-alerts (the monitor itself impaired, down or stuck).
     #[serde(default)]
     pub alerts: Vec<OpenAlert>,
+    /// The notification outbox: rows per state and the latest decisions of the rules.
+    #[serde(default)]
+    pub outbox: Option<OutboxStatus>,
+}
+
+/// Rows of the notification outbox per state, and the latest rows a rule decided.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    /// (state, rows), for the states that have rows.
+    pub states: Vec<(String, i64)>,
+    /// Newest first.
+    pub decisions: Vec<OutboxDecision>,
+    /// Why the outbox could not be read.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// One outbox row a rule decided.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxDecision {
+    pub id: i64,
+    pub check_id: i64,
+    pub contact_id: i64,
+    pub state: String,
+    pub reason: String,
+    pub folded_into: Option<i64>,
+}
+
+/// Decisions listed by `gobearmon status`.
+const DECISIONS: usize = 20;
+
+/// The outbox part of the status, from the database.
+pub(super) async fn outbox(
+    store: &crate::store::Store,
+) -> Result<OutboxStatus, crate::store::StoreError> {
+    let states = crate::store::timeline::outbox_states(store).await?;
+    let decisions = crate::store::timeline::decisions(store, DECISIONS)
+        .await?
+        .into_iter()
+        .map(|n| OutboxDecision {
+            id: n.id,
+            check_id: n.check.0,
+            contact_id: n.contact_id,
+            state: n.state,
+            reason: n.reason.unwrap_or_default(),
+            folded_into: n.folded_into,
+        })
+        .collect();
+    Ok(OutboxStatus {
+        states,
+        decisions,
+        error: None,
+    })
+}
+
+impl OutboxStatus {
+    /// The readable form: a line of counts, then the decisions.
+    fn text(&self) -> String {
+        let mut out = String::from("\nNOTIFICATIONS\n");
+        if let Some(e) = &self.error {
+            out.push_str(&format!("  the outbox could not be read: {e}\n"));
+            return out;
+        }
+        let counts: Vec<String> = self
+            .states
+            .iter()
+            .map(|(s, n)| format!("{n} {s}"))
+            .collect();
+        out.push_str(&format!(
+            "  {}\n",
+            if counts.is_empty() {
+                "none".to_string()
+            } else {
+                counts.join(", ")
+            }
+        ));
+        if !self.decisions.is_empty() {
+            let mut t = table(&["ROW", "CHECK", "CONTACT", "STATE", "WHY"]);
+            for d in &self.decisions {
+                let why = match d.folded_into {
+                    Some(into) if !d.reason.contains(&format!("row {into}")) => {
+                        format!("{} (row {into})", d.reason)
+                    }
+                    _ => d.reason.clone(),
+                };
+                t.add_row(vec![
+                    d.id.to_string(),
+                    d.check_id.to_string(),
+                    d.contact_id.to_string(),
+                    d.state.clone(),
+                    why,
+                ]);
+            }
+            out.push_str(&format!("{t}\n"));
+        }
+        out
+    }
 }
 
 /// The path of one check's live state on the controller API (signed, cluster secret only).
@@ -197,6 +294,7 @@ pub(super) fn answer(
         workers,
         checks,
         alerts: host.vantage.alerts(),
+        outbox: None,
     }
 }
 
@@ -311,6 +409,9 @@ impl StatusAnswer {
                 ));
             }
         }
+        if let Some(o) = &self.outbox {
+            out.push_str(&o.text());
+        }
         out
     }
 }
@@ -394,6 +495,32 @@ mod tests {
                 opened_by: "w2".into(),
                 message: "w4's canaries fail".into(),
             }],
+            outbox: Some(OutboxStatus {
+                states: vec![
+                    ("sent".into(), 40),
+                    ("folded".into(), 39),
+                    ("held".into(), 1),
+                ],
+                decisions: vec![
+                    OutboxDecision {
+                        id: 80,
+                        check_id: 2,
+                        contact_id: 5,
+                        state: "held".into(),
+                        reason: "maintenance: held until the window ends".into(),
+                        folded_into: None,
+                    },
+                    OutboxDecision {
+                        id: 79,
+                        check_id: 3,
+                        contact_id: 1,
+                        state: "folded".into(),
+                        reason: "digest".into(),
+                        folded_into: Some(41),
+                    },
+                ],
+                error: None,
+            }),
             checks: [
                 (1, "api", CheckStatus::Online, false),
                 (2, "shop", CheckStatus::Offline, false),
@@ -446,6 +573,18 @@ mod tests {
             text.contains("OPEN ALERTS\n  impaired_worker w4 since 2026-12-02T04:00:00Z (opened by w2): w4's canaries fail\n"),
             "{text}"
         );
+        assert!(
+            text.contains("NOTIFICATIONS\n  40 sent, 39 folded, 1 held\n"),
+            "{text}"
+        );
+        assert!(
+            lines[row("80 ")].contains("held")
+                && lines[row("80 ")]
+                    .trim_end()
+                    .ends_with("maintenance: held until the window ends"),
+            "{text}"
+        );
+        assert!(lines[row("79 ")].trim_end().ends_with("(row 41)"), "{text}");
         // Columns line up: every check row has its status where the header has STATUS.
         let at = lines[row("STATUS")].find("STATUS").unwrap();
         assert_eq!(lines[row("shop")].find("OFFLINE"), Some(at), "{text}");

@@ -843,6 +843,7 @@ async fn check_page(
                                         " #" (n.contact_id) ": " strong { (n.state) }
                                         @if n.attempts > 1 { " after " (n.attempts) " attempts" }
                                         @if let Some(e) = &n.last_error { " — " (e) }
+                                        @if let Some(r) = &n.reason { " — " span class="reason" { (r) } }
                                     }
                                 }
                                 @if i.notifications.is_empty() { li class="muted" { "none" } }
@@ -861,13 +862,15 @@ async fn notifications_page(State(web): State<Web>, headers: HeaderMap) -> Respo
         Ok(u) => u,
         Err(r) => return r,
     };
-    let (pending, failed) = tokio::join!(
+    let (pending, held, failed, decided) = tokio::join!(
         timeline::notifications(&web.store, Some("pending"), 0, 500),
-        timeline::notifications(&web.store, Some("failed"), 0, 500)
+        timeline::notifications(&web.store, Some("held"), 0, 500),
+        timeline::notifications(&web.store, Some("failed"), 0, 500),
+        timeline::decisions(&web.store, 100)
     );
-    let (pending, failed) = match (pending, failed) {
-        (Ok(p), Ok(f)) => (p, f),
-        (Err(e), _) | (_, Err(e)) => return e.into(),
+    let (pending, held, failed, decided) = match (pending, held, failed, decided) {
+        (Ok(p), Ok(h), Ok(f), Ok(d)) => (p, h, f, d),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => return e.into(),
     };
     let body = html! {
         h1 { "Notifications" }
@@ -879,19 +882,27 @@ async fn notifications_page(State(web): State<Web>, headers: HeaderMap) -> Respo
                 button type="submit" id="do-test" { "Send" }
             }
         }
-        @for (title, rows) in [("Pending", &pending), ("Failed", &failed)] {
+        @for (title, id, rows) in [("Pending", "pending", &pending), ("Held", "held", &held),
+            ("Failed", "failed", &failed), ("Latest decisions", "decisions", &decided)] {
             h2 { (title) " (" (rows.len()) ")" }
             @if rows.is_empty() { p { "None." } }
             @else {
-                table class="notifications" {
-                    thead { tr { th scope="col" { "Check" } th scope="col" { "Contact" } th scope="col" { "Queued" }
-                        th scope="col" { "Attempts" } th scope="col" { "Last error" } } }
+                table class="notifications" id=(id) {
+                    thead { tr { th scope="col" { "Row" } th scope="col" { "Check" } th scope="col" { "Contact" }
+                        th scope="col" { "Queued" } th scope="col" { "State" } th scope="col" { "Attempts" }
+                        th scope="col" { "Why" } th scope="col" { "Last error" } } }
                     tbody { @for n in rows.iter() {
-                        tr {
+                        tr class={ "n-" (n.state) } {
+                            td class="num" { (n.id) }
                             td { a href={ "/checks/" (n.check.0) } { "check " (n.check.0) } }
                             td { (n.contact_type.clone().unwrap_or_else(|| "deleted contact".into())) " #" (n.contact_id) }
                             td { (when(n.created_ms / 1000)) }
+                            td { (n.state) }
                             td class="num" { (n.attempts) }
+                            td class="reason" {
+                                (n.reason.clone().unwrap_or_default())
+                                @if let Some(into) = n.folded_into { " (row " (into) ")" }
+                            }
                             td { (n.last_error.clone().unwrap_or_default()) }
                         }
                     } }

@@ -1,0 +1,19 @@
+//! The harness of gobearmon's integration tests (`tests/`) and benchmark drivers
+//! (`examples/`), one crate so that both start nodes, pick ports and make databases the same
+//! way. Not published; a dev-dependency of the main crate.
+//!
+//! - [`ports`]: the one port allocator (below the ephemeral range).
+//! - [`config`]: node config files as typed values, serialized.
+//! - [`cluster`]: a local cluster of real `gobearmon` processes ([`cluster::Cluster::builder`]).
+//! - [`partition`]: cutting a node process off from chosen ports (cgroup + nftables).
+//! - [`db`]: a fresh MariaDB database per test.
+//! - [`notify`]: the notification tests' servers (SMTP capture, HTTP receivers, a test CA).
+//! - [`probe`]: the probe tests' servers and network fixtures (HTTP/TLS, TCP, DNS, netns).
+
+pub mod cluster;
+pub mod config;
+pub mod db;
+pub mod notify;
+pub mod partition;
+pub mod ports;
+pub mod probe;
