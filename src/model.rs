@@ -25,6 +25,12 @@ pub struct AlertId(pub i64);
 #[serde(transparent)]
 pub struct NodeId(pub String);
 
+impl NodeId {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// The view number: it only grows, and every controller acts under exactly one.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,

@@ -42,7 +42,7 @@ async fn controller_status(config: &Config) -> Result<serde_json::Value, String>
     crate::tlsutil::install_default_provider();
     let signer = match (&config.default.password, config.worker()) {
         (Some(secret), _) => Signer::cluster(secret, "status-cli"),
-        (None, Some(w)) => config.signer(w.id.clone()).map_err(|e| e.to_string())?,
+        (None, Some(w)) => config.signer(w.id.as_str()).map_err(|e| e.to_string())?,
         (None, None) => return Err("no cluster secret in the config".to_string()),
     };
     let client =
@@ -108,14 +108,14 @@ pub(super) fn disconnect(path: &Path) -> Result<(), Error> {
         ));
     };
     // A worker listening on every interface is asked over loopback.
-    let addr = match worker.addr.parse::<std::net::SocketAddr>() {
-        Ok(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
-        _ => worker.addr.clone(),
+    let addr = match worker.addr {
+        a if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+        a => a.to_string(),
     };
     let ask = async {
         crate::tlsutil::install_default_provider();
         let signer = config
-            .signer(worker.id.clone())
+            .signer(worker.id.as_str())
             .map_err(|e| e.to_string())?;
         let client =
             RpcClient::new(Arc::new(signer), config.tls.as_ref()).map_err(|e| e.to_string())?;

@@ -231,7 +231,7 @@ pub(super) fn push_url(check: &str, path: &Path) -> Result<(), Error> {
     let (config, controller) = controller_config(path, "push checks")?;
     let base = match (&config.web.public_url, &config.web.addr) {
         (Some(url), _) => url.clone(),
-        (None, Some(addr)) => format!("http://{}", public_addr(addr)),
+        (None, Some(addr)) => format!("http://{}", public_addr(*addr)),
         (None, None) => {
             return Err(Error::new(
                 Exit::Config,
@@ -253,9 +253,9 @@ pub(super) fn push_url(check: &str, path: &Path) -> Result<(), Error> {
 
 /// `addr` as a job elsewhere reaches it: an unspecified address (`0.0.0.0`, `[::]`) becomes
 /// this machine's host name.
-fn public_addr(addr: &str) -> String {
-    match addr.parse::<std::net::SocketAddr>() {
-        Ok(a) if a.ip().is_unspecified() => {
+fn public_addr(addr: std::net::SocketAddr) -> String {
+    match addr {
+        a if a.ip().is_unspecified() => {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .ok()
@@ -263,6 +263,6 @@ fn public_addr(addr: &str) -> String {
                 .unwrap_or_else(|| "localhost".into());
             format!("{host}:{}", a.port())
         }
-        _ => addr.to_string(),
+        a => a.to_string(),
     }
 }

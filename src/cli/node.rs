@@ -1,6 +1,7 @@
 //! `gobearmon run` and `gobearmon check-config`: a node's config checked, its dependencies
 //! built in one place ([`NodeDeps`]), its listeners bound, its role run until a signal.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -172,7 +173,7 @@ impl NodeDeps {
     }
 
     /// Binds `addr`, served with the node's TLS; exit 64 when it cannot be bound.
-    async fn listen(&self, what: &str, addr: &str) -> Result<NodeListener, Error> {
+    async fn listen(&self, what: &str, addr: &SocketAddr) -> Result<NodeListener, Error> {
         match tokio::net::TcpListener::bind(addr).await {
             Ok(l) => Ok(NodeListener::new(l, self.tls.clone())),
             Err(e) => {
@@ -187,7 +188,7 @@ impl NodeDeps {
 fn admin_interval(config: &Config) -> std::time::Duration {
     config
         .controller()
-        .map_or(std::time::Duration::from_secs(3600), |c| {
+        .map_or(config::ControllerKeys::default().admin_interval, |c| {
             c.delivery.admin_interval
         })
 }

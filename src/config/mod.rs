@@ -2,15 +2,26 @@
 //! (`${NAME}` from the environment, gobearmon's camelCase aliases, every problem reported at
 //! once), and the [`Secret`] wrapper that keeps passwords out of `Debug`, logs and errors.
 //!
-//! Reading happens in [`load`] / [`parse`] (see `read.rs`); the structs here are what the rest
-//! of the program sees, with every default already applied.
+//! Layout: `keys.rs` declares every key once (type, default, bounds, alias, doc); `read.rs`
+//! reads a file against that declaration ([`load`] / [`parse`]); `validate.rs` checks what
+//! spans keys and builds the structs here, which are what the rest of the program sees, with
+//! every default applied and ids and addresses in their domain types.
 
+mod keys;
 mod read;
 mod secret;
+mod validate;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::model::NodeId;
+
+pub use keys::{
+    ControllerKeys, DefaultKeys, DnsKeys, HistoryKeys, SmtpKeys, TlsKeys, TwilioKeys,
+    ViewserverKeys, WebKeys, WorkerKeys,
+};
 pub use read::{ConfigError, Problem, known_keys, load, parse, parse_duration, valid_node_id};
 pub use secret::Secret;
 
@@ -19,7 +30,6 @@ pub const DEFAULT_CONTROLLER_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A whole node configuration.
 #[derive(Debug, Clone)]
-
 pub struct Config {
     /// The file it came from, for messages.
     pub path: PathBuf,
@@ -40,7 +50,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default)]
 pub struct WebConfig {
     /// Listen address; no API listener when `None`.
-    pub addr: Option<String>,
+    pub addr: Option<SocketAddr>,
     /// Bearer tokens that may read the API (at least one when `addr` is set).
     pub api_tokens: Vec<Secret>,
     /// The base URL `gobearmon push-url` prints push URLs with (a load balancer in front of
@@ -60,12 +70,14 @@ pub struct HistoryConfig {
     pub rollup_retention: Option<Duration>,
 }
 
+/// The declared defaults ([`HistoryKeys`]).
 impl Default for HistoryConfig {
     fn default() -> HistoryConfig {
+        let k = HistoryKeys::default();
         HistoryConfig {
-            enabled: true,
-            raw_retention: Duration::from_secs(7 * 86_400),
-            rollup_retention: None,
+            enabled: k.enabled,
+            raw_retention: k.raw_retention,
+            rollup_retention: k.rollup_retention,
         }
     }
 }
@@ -98,7 +110,7 @@ pub struct DefaultConfig {
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
     /// Listen address of the controller API (workers and `gobearmon status`).
-    pub addr: String,
+    pub addr: SocketAddr,
     /// The address other nodes use to reach the controller API (default: `addr`; required
     /// when `addr` listens on all interfaces).
     pub advertise_addr: String,
@@ -170,7 +182,7 @@ pub struct DeliveryConfig {
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Stable node id; results and votes are counted per id.
-    pub id: String,
+    pub id: NodeId,
     /// Where the worker runs, shown in `gobearmon status`.
     pub location: String,
     /// The viewserver group members (`host:port`).
@@ -178,7 +190,7 @@ pub struct WorkerConfig {
     /// Checks run at once (gobearmon's `numThreads`).
     pub num_threads: usize,
     /// Listen address for `/ready`, `/metrics` and `/disconnect`.
-    pub addr: String,
+    pub addr: SocketAddr,
     /// How often the worker heartbeats the viewserver group.
     pub heartbeat_interval: Duration,
     /// A controller acts only while its last heartbeat reply is younger than this.
@@ -202,12 +214,13 @@ pub struct ViewserverConfig {
     /// This member's Raft id (1-based; its position in `peers`).
     pub id: u64,
     /// Listen address (Raft RPC and heartbeats).
-    pub addr: String,
+    pub addr: SocketAddr,
     /// The whole group, this node included, in id order: `peers[id - 1]` is this node.
     pub peers: Vec<String>,
     /// Raft log, vote and snapshots.
     pub data_dir: PathBuf,
-    /// Optional allow-list of worker ids that may be named controller (empty: any).
+    /// Optional allow-list of the workers that may be named controller, by id or by
+    /// advertised address (empty: any).
     pub controller: Vec<String>,
     /// A controller silent for this long is replaced.
     pub controller_timeout: Duration,

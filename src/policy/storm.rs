@@ -36,12 +36,14 @@ pub struct StormRule {
     pub wait_ms: i64,
 }
 
+/// The declared defaults of `[controller]` ([`crate::config::ControllerKeys`]).
 impl Default for StormRule {
     fn default() -> Self {
+        let k = crate::config::ControllerKeys::default();
         StormRule {
-            flips: 20,
-            window_ms: 60_000,
-            wait_ms: 0,
+            flips: k.storm_flips,
+            window_ms: k.storm_window.as_millis() as i64,
+            wait_ms: k.storm_wait.as_millis() as i64,
         }
     }
 }

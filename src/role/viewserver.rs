@@ -76,7 +76,7 @@ pub async fn run(
         return Err(ViewserverError::NoClusterSecret);
     };
     // Members answer to the address the group knows them by and the one they listen on.
-    let own = [vs.peers[(vs.id - 1) as usize].clone(), vs.addr.clone()];
+    let own = [vs.peers[(vs.id - 1) as usize].clone(), vs.addr.to_string()];
     let signer = Arc::new(Signer::cluster(secret, member_id(vs.id)).answering_to(&own));
     let members: Arc<[String]> = (1..=vs.peers.len() as u64).map(member_id).collect();
     let client = RpcClient::new(signer.clone(), config.tls.as_ref())

@@ -85,7 +85,7 @@ pub async fn run(
     let client = RpcClient::new(signer.clone(), config.tls.as_ref())
         .map_err(|e| WorkerError::Client(e.to_string()))?;
     let membership = Membership::new(
-        worker.id.clone(),
+        worker.id.0.clone(),
         controller.as_ref().map(|c| c.advertise_addr.clone()),
         worker.view_addr.clone(),
         worker.heartbeat_interval,
@@ -181,12 +181,12 @@ fn node_signer(
     worker: &WorkerConfig,
     controller: Option<&ControllerConfig>,
 ) -> Result<Arc<Signer>, WorkerError> {
-    let mut own = vec![worker.addr.clone()];
+    let mut own = vec![worker.addr.to_string()];
     if let Some(c) = controller {
-        own.extend([c.addr.clone(), c.advertise_addr.clone()]);
+        own.extend([c.addr.to_string(), c.advertise_addr.clone()]);
     }
     let signer = config
-        .signer(worker.id.clone())
+        .signer(worker.id.as_str())
         .map_err(|e| WorkerError::Client(format!("worker.key: {e}")))?
         .answering_to(&own);
     if controller.is_some() && !signer.holds_cluster_secret() {
@@ -223,7 +223,7 @@ fn start_runner(
         .collect();
     let probe_ctx = ProbeContext::new(config.dns.server.clone()).with_own_listeners(own_listeners);
     let canaries = Arc::new(Canaries::new(
-        &worker.id,
+        worker.id.as_str(),
         worker.canaries.clone(),
         worker.canary_interval,
     ));

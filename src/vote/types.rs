@@ -32,12 +32,14 @@ pub struct VoteConfig {
     pub distinct_locations: bool,
 }
 
+/// The declared defaults of `[controller]` ([`crate::config::ControllerKeys`]).
 impl Default for VoteConfig {
     fn default() -> VoteConfig {
+        let k = crate::config::ControllerKeys::default();
         VoteConfig {
-            confirmations: 2,
-            assignment_timeout: Duration::from_secs(60),
-            distinct_locations: false,
+            confirmations: k.confirmations,
+            assignment_timeout: k.assignment_timeout,
+            distinct_locations: k.distinct_locations,
         }
     }
 }

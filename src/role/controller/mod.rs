@@ -99,8 +99,6 @@ impl ControllerHost {
         membership: Arc<Membership>,
         admin: Admin,
     ) -> Result<Arc<ControllerHost>, ControllerError> {
-        let mut controller = controller;
-        controller.delivery.paid_max_per_hour = config.twilio.max_per_hour;
         let store = Store::new(&controller.database)?;
         let channels = Channels::new(&config.smtp, &config.twilio, controller.delivery.timeout)
             .map_err(ControllerError::Channels)?;
