@@ -576,26 +576,37 @@ mod tests {
     }
 
     fn runner() -> Arc<Runner> {
+        runner_with(Vec::new(), Duration::from_secs(1), 100_000).0
+    }
+
+    /// A runner of worker w1 with viewservers `view`, heartbeats every `beat` and `queue`
+    /// results kept, and its membership.
+    fn runner_with(
+        view: Vec<String>,
+        beat: Duration,
+        queue: usize,
+    ) -> (Arc<Runner>, Arc<Membership>) {
         let client =
             RpcClient::with_tls(Arc::new(Signer::cluster(&Secret::new(SECRET), "w1")), None)
                 .unwrap();
         let membership = Membership::new(
             "w1".into(),
             None,
-            Vec::new(),
-            Duration::from_secs(1),
+            view,
+            beat,
             Duration::from_secs(1),
             client.clone(),
         );
-        Runner::new(
-            membership,
+        let runner = Runner::new(
+            membership.clone(),
             client,
             ProbeContext::default(),
             "here".into(),
             2,
-            100_000,
+            queue,
             Arc::new(Canaries::new("w1", Vec::new(), Duration::from_secs(10))),
-        )
+        );
+        (runner, membership)
     }
 
     fn result(check: i64, message: String) -> WorkResult {
@@ -717,26 +728,7 @@ mod tests {
                 "expect": "", "timeout_secs": u64::MAX, "max_response_ms": u64::MAX}},
         ]);
         let (addr, results, stop_controller) = hostile_controller(items).await;
-        let client =
-            RpcClient::with_tls(Arc::new(Signer::cluster(&Secret::new(SECRET), "w1")), None)
-                .unwrap();
-        let membership = Membership::new(
-            "w1".into(),
-            None,
-            vec![addr],
-            Duration::from_millis(200),
-            Duration::from_secs(1),
-            client.clone(),
-        );
-        let r = Runner::new(
-            membership.clone(),
-            client,
-            ProbeContext::default(),
-            "here".into(),
-            2,
-            100,
-            Arc::new(Canaries::new("w1", Vec::new(), Duration::from_secs(10))),
-        );
+        let (r, membership) = runner_with(vec![addr], Duration::from_millis(200), 100);
         let shutdown = CancellationToken::new();
         tokio::spawn(membership.run(shutdown.clone()));
         tokio::spawn(r.clone().poll_loop(shutdown.clone()));
