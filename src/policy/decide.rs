@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use super::{CheckState, Send, due, in_maintenance};
+use super::{CheckState, Send, in_maintenance};
 use crate::model::ContactId;
 
 /// Why a notice waits.
@@ -90,13 +90,14 @@ pub struct Decision {
     pub verdict: Verdict,
 }
 
-/// The notices of the latest flip that are neither written nor due at `now`, with why.
-pub fn unsent(state: &CheckState, now: i64) -> Vec<Decision> {
+/// The notices of the latest flip that are neither written nor due at `now`, with why;
+/// `due_now` is what [`due`] gave for the same state and instant.
+pub fn unsent(state: &CheckState, now: i64, due_now: &[Send]) -> Vec<Decision> {
     let Some(latest) = state.latest else {
         return Vec::new();
     };
-    let due_now: HashSet<ContactId> = due(state, now)
-        .into_iter()
+    let due_now: HashSet<ContactId> = due_now
+        .iter()
         .filter(|s| s.event == latest.id && s.slot == 0)
         .map(|s| s.contact)
         .collect();
@@ -159,7 +160,7 @@ pub fn unsent(state: &CheckState, now: i64) -> Vec<Decision> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Alert, Dependency, Event, Flapping, Selects, flap};
+    use super::super::{Alert, Dependency, Event, Flapping, Selects, due, flap};
     use super::*;
 
     const S: i64 = 1000;
@@ -186,7 +187,7 @@ mod tests {
     }
 
     fn verdicts(st: &CheckState, now: i64) -> Vec<(i64, Verdict)> {
-        unsent(st, now)
+        unsent(st, now, &due(st, now))
             .into_iter()
             .map(|d| (d.send.contact.0, d.verdict))
             .collect()
@@ -196,12 +197,12 @@ mod tests {
     fn a_notice_due_or_written_has_no_decision() {
         let st = offline_at(0, vec![alert(1, Selects::Both, None)]);
         assert!(
-            unsent(&st, 0).is_empty(),
+            unsent(&st, 0, &due(&st, 0)).is_empty(),
             "due now: the outbox row says sent"
         );
         let mut st = st;
         st.written.insert((10, ContactId(1), 0));
-        assert!(unsent(&st, 5 * S).is_empty());
+        assert!(unsent(&st, 5 * S, &due(&st, 5 * S)).is_empty());
     }
 
     #[test]
@@ -211,7 +212,10 @@ mod tests {
             verdicts(&st, 10 * S),
             vec![(1, Verdict::Held(Hold::Escalation { due_at: 30 * S }))]
         );
-        assert!(unsent(&st, 30 * S).is_empty(), "due at 30 s");
+        assert!(
+            unsent(&st, 30 * S, &due(&st, 30 * S)).is_empty(),
+            "due at 30 s"
+        );
         st.acked = true;
         assert_eq!(
             verdicts(&st, 31 * S),

@@ -21,6 +21,8 @@
 //! - A contact with one due row during a storm still waits for its window: "one message per
 //!   window" holds whatever the number of rows.
 
+use std::collections::HashSet;
+
 use crate::model::ContactId;
 
 /// One hour, the cap's period.
@@ -188,33 +190,30 @@ fn fold(ids: &[i64], why: Fold) -> Action {
     }
 }
 
-/// The contacts whose cap held or folded rows in `actions` (the admin is told of them).
+/// The contacts whose cap held or folded rows in `actions` (the admin is told of them), in
+/// the order of `contacts`.
 pub fn capped(contacts: &[Contact], actions: &[Action]) -> Vec<ContactId> {
-    let mut out = Vec::new();
-    for a in actions {
-        let rows = match a {
+    let rows: HashSet<i64> = actions
+        .iter()
+        .filter_map(|a| match a {
             Action::Defer {
                 rows,
                 why: Wait::Cap,
                 ..
-            } => rows.first(),
+            } => rows.first().copied(),
             Action::Fold {
                 carrier,
                 why: Fold::Cap,
                 ..
-            } => Some(carrier),
+            } => Some(*carrier),
             _ => None,
-        };
-        if let Some(row) = rows
-            && let Some(c) = contacts
-                .iter()
-                .find(|c| c.rows.iter().any(|r| r.id == *row))
-            && !out.contains(&c.contact)
-        {
-            out.push(c.contact);
-        }
-    }
-    out
+        })
+        .collect();
+    contacts
+        .iter()
+        .filter(|c| c.rows.iter().any(|r| rows.contains(&r.id)))
+        .map(|c| c.contact)
+        .collect()
 }
 
 #[cfg(test)]

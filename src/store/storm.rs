@@ -53,16 +53,14 @@ pub async fn inputs(store: &Store, rule: StormRule, paid_cap: u32) -> Result<Inp
                      WHERE {FRESH} ORDER BY o.id LIMIT {FRESH_LIMIT}"
                 ))
                 .await?;
+            // Idle (the common case): one query, as before storm control.
+            if rows.is_empty() {
+                return Ok(Inputs::default());
+            }
             let now: Option<i64> = conn
                 .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)")
                 .await?;
             let now_ms = now.unwrap_or(0);
-            if rows.is_empty() {
-                return Ok(Inputs {
-                    now_ms,
-                    ..Inputs::default()
-                });
-            }
             // The (storm_flips + 1)-th newest flip: a storm if it is within the window. Ids
             // grow with time, so this reads storm_flips + 1 rows whatever the table's size.
             let nth: Option<i64> = conn
@@ -77,6 +75,7 @@ pub async fn inputs(store: &Store, rule: StormRule, paid_cap: u32) -> Result<Inp
                 _ => 0,
             };
             let mut contacts: Vec<Contact> = Vec::new();
+            let mut index: HashMap<i64, usize> = HashMap::new();
             let mut held = HashSet::new();
             for (id, contact, kind, max, created, is_held) in &rows {
                 if *is_held {
@@ -86,20 +85,23 @@ pub async fn inputs(store: &Store, rule: StormRule, paid_cap: u32) -> Result<Inp
                     id: *id,
                     due_ms: *created,
                 };
-                match contacts.iter_mut().find(|c| c.contact.0 == *contact) {
-                    Some(c) => c.rows.push(row),
-                    None => contacts.push(Contact {
-                        contact: ContactId(*contact),
-                        cap: match kind.as_deref() {
-                            Some("sms" | "voice") => {
-                                Some(max.map_or(paid_cap, |m| m.max(0) as u32))
-                            }
-                            _ => None,
-                        },
-                        sent_last_hour: Vec::new(),
-                        rows: vec![row],
-                        waiting_since: None,
-                    }),
+                match index.get(contact) {
+                    Some(&i) => contacts[i].rows.push(row),
+                    None => {
+                        index.insert(*contact, contacts.len());
+                        contacts.push(Contact {
+                            contact: ContactId(*contact),
+                            cap: match kind.as_deref() {
+                                Some("sms" | "voice") => {
+                                    Some(max.map_or(paid_cap, |m| m.max(0) as u32))
+                                }
+                                _ => None,
+                            },
+                            sent_last_hour: Vec::new(),
+                            rows: vec![row],
+                            waiting_since: None,
+                        })
+                    }
                 }
             }
             let list = contacts
@@ -118,16 +120,18 @@ pub async fn inputs(store: &Store, rule: StormRule, paid_cap: u32) -> Result<Inp
             for (c, t) in sent {
                 by_contact.entry(c).or_default().push(t);
             }
-            let waiting: Vec<(i64, i64)> = conn
+            let waiting: HashMap<i64, i64> = conn
                 .query(format!(
                     "SELECT contact_id, CAST(UNIX_TIMESTAMP(MIN(created_at)) * 1000 AS SIGNED) \
                      FROM notification_outbox WHERE contact_id IN ({list}) AND state = 'held' \
                        AND held_until > NOW(3) AND attempts = 0 GROUP BY contact_id"
                 ))
-                .await?;
+                .await?
+                .into_iter()
+                .collect();
             for c in &mut contacts {
                 c.sent_last_hour = by_contact.remove(&c.contact.0).unwrap_or_default();
-                c.waiting_since = waiting.iter().find(|w| w.0 == c.contact.0).map(|w| w.1);
+                c.waiting_since = waiting.get(&c.contact.0).copied();
             }
             Ok(Inputs {
                 now_ms,

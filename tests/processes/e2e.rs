@@ -12,30 +12,8 @@ use testkit::cluster::{Cluster, wait_until};
 use testkit::config::{Ms, SmtpSection, TwilioSection, keys, section};
 use testkit::db::TestDb;
 use testkit::notify::{Behaviour, Receiver, SmtpOptions, SmtpServer};
+use testkit::probe::tcp::Port;
 use toml::Table;
-
-/// A TCP port a check watches, switched up and down by the test.
-struct Port {
-    port: u16,
-    listener: Option<TcpListener>,
-}
-
-impl Port {
-    fn new() -> Port {
-        // Below the ephemeral range, so it is still free when `up` binds it again.
-        let port = testkit::cluster::free_port();
-        Port {
-            port,
-            listener: Some(TcpListener::bind(("127.0.0.1", port)).unwrap()),
-        }
-    }
-    fn down(&mut self) {
-        self.listener = None;
-    }
-    fn up(&mut self) {
-        self.listener = Some(TcpListener::bind(("127.0.0.1", self.port)).unwrap());
-    }
-}
 
 struct World {
     rt: tokio::runtime::Runtime,

@@ -91,7 +91,7 @@ async fn round(term: &TermHandle, told_bad: &mut HashSet<String>) -> Result<u64,
             }
         }
         let due = crate::policy::due(&l.state, now);
-        let unsent = crate::policy::decide::unsent(&l.state, now);
+        let unsent = crate::policy::decide::unsent(&l.state, now, &due);
         // A flapping candidate stable for its window, with its state told: no longer one.
         if l.flap_only
             && due.is_empty()

@@ -111,3 +111,34 @@ async fn serve(stream: TcpStream, behaviour: Behaviour) -> Vec<u8> {
     }
     got
 }
+
+/// A TCP port on loopback that a check watches, switched up and down by the test. From the
+/// allocator (below the ephemeral range), so it is still free when [`Port::up`] binds it
+/// again.
+pub struct Port {
+    pub port: u16,
+    listener: Option<std::net::TcpListener>,
+}
+
+impl Port {
+    /// Up (listening).
+    pub fn new() -> Port {
+        let port = crate::cluster::free_port();
+        Port {
+            port,
+            listener: Some(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap()),
+        }
+    }
+    pub fn down(&mut self) {
+        self.listener = None;
+    }
+    pub fn up(&mut self) {
+        self.listener = Some(std::net::TcpListener::bind(("127.0.0.1", self.port)).unwrap());
+    }
+}
+
+impl Default for Port {
+    fn default() -> Self {
+        Port::new()
+    }
+}
