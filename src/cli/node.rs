@@ -51,9 +51,10 @@ pub(super) fn run(path: &Path) -> Result<(), Error> {
     runtime.block_on(run_node(config, tls))
 }
 
-/// Raises the soft limit on open files to the hard limit: each listener serves up to
-/// `gobearmon::api::MAX_CONNECTIONS` connections, more than the usual soft limit of 1024
-/// leaves room for beside the node's own sockets.
+/// Raises the soft limit on open files to the hard limit: each listener holds up to
+/// `[listen] max_connections` unauthenticated connections (4,096 by default) besides the
+/// nodes' own, more than the usual soft limit of 1024 leaves room for. When descriptors run
+/// out anyway, a listener sheds an unauthenticated connection to accept the next.
 fn raise_open_file_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -125,6 +126,8 @@ enum NodeError {
 /// delivery channels of a controller-capable worker are its [`role::controller::ControllerHost`]'s.)
 struct NodeDeps {
     tls: ServerTls,
+    /// What every listener admits.
+    listen: config::ListenConfig,
     admin: Admin,
     /// Cancelled by `SIGTERM` or `SIGINT`: drain and stop.
     shutdown: CancellationToken,
@@ -139,6 +142,7 @@ impl NodeDeps {
         let admin = Admin::start(&config.smtp, admin_interval(config));
         let deps = NodeDeps {
             tls,
+            listen: config.listen,
             admin,
             shutdown: CancellationToken::new(),
             disconnect: Arc::new(Notify::new()),
@@ -172,10 +176,13 @@ impl NodeDeps {
         Ok(())
     }
 
-    /// Binds `addr`, served with the node's TLS; exit 64 when it cannot be bound.
+    /// Binds `addr`, served with the node's TLS and admitting by `[listen]`; exit 64 when it
+    /// cannot be bound.
     async fn listen(&self, what: &str, addr: &SocketAddr) -> Result<NodeListener, Error> {
         match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => Ok(NodeListener::new(l, self.tls.clone())),
+            Ok(l) => Ok(NodeListener::new(l, self.tls.clone())
+                .with_limits(self.listen)
+                .reporting(what, self.admin.notices.clone())),
             Err(e) => {
                 tracing::error!(%addr, error = %e, "cannot listen on {what}");
                 Err(Error::logged(Exit::Config))

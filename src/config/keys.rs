@@ -228,6 +228,23 @@ sections! {
         raft_election_timeout ["raftElectionTimeout"]: Duration = ms(1000);
     }
 
+    /// `[listen]`: what every listener of the node admits (see README, "Security").
+    listen => ListenKeys {
+        /// Unauthenticated connections one listener holds; beyond, the least recently active
+        /// one is closed for the newcomer.
+        max_connections: usize = 4096, 16..=1_000_000;
+        /// Unauthenticated connections one listener holds from one source address; beyond,
+        /// that source's new connections are closed at once.
+        max_per_source: usize = 128, 1..=1_000_000;
+        /// Accept to a complete first request head: TLS handshake, protocol sniff, headers.
+        head_timeout: Duration = secs(10);
+        /// An unauthenticated connection with no request in flight, or making no progress, for
+        /// this long is closed (node connections: 2 minutes).
+        idle_timeout: Duration = secs(60);
+        /// Bound on reading one request body.
+        body_timeout: Duration = secs(30);
+    }
+
     /// `[smtp]`: email contacts and admin notices.
     smtp => SmtpKeys {
         /// SMTP server host; email is not configured without it.
@@ -319,7 +336,7 @@ mod tests {
         };
         format!(
             "[default]\npassword = \"0123456789abcdef\"\n{role}[smtp]\n[dns]\n[twilio]\n\
-             [tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"\n[history]\n"
+             [tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"\n[history]\n[listen]\n"
         )
     }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::model::NodeId;
 
 pub use keys::{
-    ControllerKeys, DefaultKeys, DnsKeys, HistoryKeys, SmtpKeys, TlsKeys, TwilioKeys,
+    ControllerKeys, DefaultKeys, DnsKeys, HistoryKeys, ListenKeys, SmtpKeys, TlsKeys, TwilioKeys,
     ViewserverKeys, WebKeys, WorkerKeys,
 };
 pub use read::{ConfigError, Problem, known_keys, load, parse, parse_duration, valid_node_id};
@@ -44,6 +44,44 @@ pub struct Config {
     pub history: HistoryConfig,
     /// `[web]`: the read-only JSON API of a controller-capable worker.
     pub web: WebConfig,
+    /// `[listen]`: what every listener of the node admits.
+    pub listen: ListenConfig,
+}
+
+/// `[listen]`: connection admission on every listener of a node (see `crate::api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenConfig {
+    /// Unauthenticated connections one listener holds at once; a newcomer beyond it closes
+    /// the least recently active of them.
+    pub max_connections: usize,
+    /// Unauthenticated connections one listener holds from one source address; beyond it,
+    /// that source's new connections are closed at once.
+    pub max_per_source: usize,
+    /// Accept to a complete first request head (TLS handshake, protocol sniff, headers).
+    pub head_timeout: Duration,
+    /// An unauthenticated connection idle (no request in flight) or making no progress for
+    /// this long is closed.
+    pub idle_timeout: Duration,
+    /// Bound on reading one request body.
+    pub body_timeout: Duration,
+}
+
+impl Default for ListenConfig {
+    fn default() -> ListenConfig {
+        ListenConfig::from(ListenKeys::default())
+    }
+}
+
+impl From<ListenKeys> for ListenConfig {
+    fn from(k: ListenKeys) -> ListenConfig {
+        ListenConfig {
+            max_connections: k.max_connections,
+            max_per_source: k.max_per_source,
+            head_timeout: k.head_timeout,
+            idle_timeout: k.idle_timeout,
+            body_timeout: k.body_timeout,
+        }
+    }
 }
 
 /// `[web]`: the JSON API (`/api/v1/...`), served by controller-capable workers only.

@@ -10,14 +10,14 @@ use std::time::Duration;
 use toml::Table;
 
 use super::keys::{
-    self, ControllerKeys, DefaultKeys, Files, HistoryKeys, SmtpKeys, TlsKeys, TwilioKeys,
-    ViewserverKeys, WebKeys, WorkerKeys,
+    self, ControllerKeys, DefaultKeys, Files, HistoryKeys, ListenKeys, SmtpKeys, TlsKeys,
+    TwilioKeys, ViewserverKeys, WebKeys, WorkerKeys,
 };
 use super::read::{Reader, valid_node_id};
 use super::{
     Config, ControllerConfig, DefaultConfig, DeliveryConfig, DnsConfig, HistoryConfig,
-    MetaAlertConfig, Role, Secret, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig, ViewserverConfig,
-    WebConfig, WorkerConfig,
+    ListenConfig, MetaAlertConfig, Role, Secret, SmtpConfig, SmtpTls, TlsConfig, TwilioConfig,
+    ViewserverConfig, WebConfig, WorkerConfig,
 };
 use crate::model::NodeId;
 
@@ -40,6 +40,7 @@ impl Reader<'_> {
         let tls = f.tls.present.then(|| self.tls(f.tls.keys)).flatten();
         let history = self.history(f.history.keys);
         let web = self.web(f.web.keys, f.controller.present);
+        let listen = self.listen(f.listen.keys);
         Some(Config {
             path: path.to_path_buf(),
             default: default?,
@@ -52,6 +53,7 @@ impl Reader<'_> {
             tls,
             history,
             web,
+            listen,
         })
     }
 
@@ -466,6 +468,31 @@ impl Reader<'_> {
             raw_retention: k.raw_retention,
             rollup_retention: k.rollup_retention,
         }
+    }
+
+    fn listen(&mut self, k: ListenKeys) -> ListenConfig {
+        let at_least = |r: &mut Self, key: &str, v: Duration, min: Duration| {
+            r.within(key, v, min.., &format!("at least {min:?}"));
+        };
+        at_least(
+            self,
+            "listen.head_timeout",
+            k.head_timeout,
+            Duration::from_millis(100),
+        );
+        at_least(
+            self,
+            "listen.idle_timeout",
+            k.idle_timeout,
+            Duration::from_secs(1),
+        );
+        at_least(
+            self,
+            "listen.body_timeout",
+            k.body_timeout,
+            Duration::from_millis(100),
+        );
+        ListenConfig::from(k)
     }
 
     fn web(&mut self, k: WebKeys, controller: bool) -> WebConfig {

@@ -322,6 +322,42 @@ pub fn rfc3339_ms(unix_ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The counters behind a listener's connection-pressure notice.
+#[derive(Debug, Clone, Copy)]
+pub struct PressureCounts {
+    /// Connections closed at once because their source was at its cap (since start).
+    pub refused: u64,
+    /// Unauthenticated connections closed to make room (since start).
+    pub shed: u64,
+    /// Unauthenticated connections open now.
+    pub open: usize,
+    /// Node connections open now.
+    pub nodes: usize,
+    pub max_connections: usize,
+    pub max_per_source: usize,
+}
+
+/// The admin notice of a listener that sheds or refuses connections: `(subject, body)`.
+pub fn listener_pressure(what: &str, addr: &str, c: PressureCounts) -> (String, String) {
+    let subject = "gobearmon: a listener is shedding connections".to_string();
+    let body = format!(
+        "{what} at {addr} is under connection pressure: clients without credentials hold \
+         {open} of its {max} unauthenticated slots.\n\
+         Since start: {refused} connections closed at once because their source address \
+         already held {per} ([listen] max_per_source), {shed} idle ones closed to make room \
+         ([listen] max_connections).\n\
+         Node traffic is still served: {nodes} node connections are open, and they are never \
+         shed. If this is not an attack, raise the [listen] limits.\n",
+        open = c.open,
+        max = c.max_connections,
+        refused = c.refused,
+        per = c.max_per_source,
+        shed = c.shed,
+        nodes = c.nodes,
+    );
+    (subject, body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

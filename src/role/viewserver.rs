@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{NodeListener, Sample, metrics_response, ready_response, serve};
+use crate::api::{ListenerMetrics, NodeListener, Sample, metrics_response, ready_response, serve};
 use crate::config::{Config, Role};
 use crate::rpc::sign::Signer;
 use crate::rpc::{Allow, RpcClient, Sender, SignedRoutes};
@@ -31,6 +31,8 @@ struct Node {
     signer: Arc<Signer>,
     /// The members' node ids.
     members: Arc<[String]>,
+    /// The member listener's connection counters.
+    listeners: ListenerMetrics,
 }
 
 /// The node id a member signs with.
@@ -107,10 +109,13 @@ pub async fn run(
             tracing::info!(view = %v, "view applied");
         }
     });
+    let mut listeners = ListenerMetrics::default();
+    listeners.add("viewserver", &listener);
     let node = Arc::new(Node {
         group: group.clone(),
         signer: signer.clone(),
         members: members.clone(),
+        listeners,
     });
     let raft = Router::new()
         .route(PATH_APPEND, post(append))
@@ -267,6 +272,6 @@ async fn metrics(State(n): State<Shared>) -> Response {
                 n.signer.refused(),
             ),
         ],
-        None,
+        vec![Box::new(n.listeners.clone())],
     )
 }

@@ -20,7 +20,7 @@ use super::canaries::Canaries;
 use super::controller::{ControllerError, ControllerHost, ControllerSlot};
 use super::membership::{Membership, wall_ms};
 use super::runner::Runner;
-use crate::api::{NodeListener, Sample, metrics_response, ready_response, serve};
+use crate::api::{ListenerMetrics, NodeListener, Sample, metrics_response, ready_response, serve};
 use crate::config::{Config, ControllerConfig, Role, WorkerConfig};
 use crate::lease::{Action, Fence, FenceReading, Inputs, Supervisor};
 use crate::notify::admin::Admin;
@@ -68,6 +68,8 @@ struct Node {
     slot: ControllerSlot,
     disconnect: Arc<Notify>,
     disconnect_pause: Duration,
+    /// The connection counters of this node's listeners.
+    listeners: ListenerMetrics,
 }
 
 /// Runs a worker until `shutdown`. `disconnect` is notified by `SIGUSR1`.
@@ -93,6 +95,7 @@ pub async fn run(
         client.clone(),
     );
     log_listening(worker, &listeners)?;
+    let listener_metrics = listener_metrics(&listeners);
     let tasks = Tasks {
         tracker: TaskTracker::new(),
         shutdown,
@@ -135,6 +138,7 @@ pub async fn run(
         slot: parts.slot.clone(),
         disconnect,
         disconnect_pause: worker.disconnect_pause,
+        listeners: listener_metrics,
     });
     let router = worker_router(node, parts.signer.clone());
     let served = serve(listeners.worker, router, tasks.shutdown.clone()).await;
@@ -143,6 +147,19 @@ pub async fn run(
     tasks.tracker.close();
     tasks.tracker.wait().await;
     served.map_err(WorkerError::Serve)
+}
+
+/// The connection counters of the worker's listeners, by name.
+fn listener_metrics(listeners: &Listeners) -> ListenerMetrics {
+    let mut m = ListenerMetrics::default();
+    m.add("worker", &listeners.worker);
+    if let Some(l) = &listeners.controller {
+        m.add("controller", l);
+    }
+    if let Some(l) = &listeners.web {
+        m.add("web", l);
+    }
+    m
 }
 
 /// The node's tasks and the token that stops them.
@@ -548,7 +565,9 @@ async fn metrics(State(n): State<Arc<Node>>) -> Response {
                 )
             }))
             .collect(),
-        more,
+        more.into_iter()
+            .chain([Box::new(n.listeners.clone()) as Box<dyn prometheus_client::collector::Collector>])
+            .collect(),
     )
 }
 

@@ -469,6 +469,11 @@ pub async fn verify_layer(State(guard): State<Guard>, request: Request, next: Ne
     if let Err(why) = auth.check_body(&bytes) {
         return refuse(&why);
     }
+    // A node proved itself on this connection: admission never sheds it
+    // (`crate::api::admit`, rule 2).
+    if let Some(mark) = parts.extensions.get::<crate::api::ConnMark>() {
+        mark.mark_node();
+    }
     parts.extensions.insert(auth.sender.clone());
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
