@@ -314,6 +314,8 @@ pub struct ClusterBuilder {
     isolable: bool,
     controller_keys: Table,
     sections: Table,
+    /// `[listen]` of every node.
+    listen: Option<Table>,
     web_tokens: Option<Vec<String>>,
     dir: Option<PathBuf>,
 }
@@ -359,6 +361,14 @@ impl ClusterBuilder {
     /// A whole section (`[smtp]`, `[twilio]`) in every worker's file.
     pub fn section(mut self, name: &str, keys: Table) -> Self {
         self.sections.insert(name.to_string(), keys.into());
+        self
+    }
+
+    /// `[listen]` with `keys` on every node, viewserver members included.
+    pub fn listen(mut self, keys: Table) -> Self {
+        self.sections
+            .insert("listen".to_string(), keys.clone().into());
+        self.listen = Some(keys);
         self
     }
 
@@ -409,6 +419,9 @@ impl ClusterBuilder {
                 raft_election_timeout: t.raft_election_timeout,
             });
             file.tls = pki.as_ref().map(|p| p.section(&name));
+            if let Some(listen) = &self.listen {
+                file.sections.insert("listen".into(), listen.clone().into());
+            }
             let config = dir.path().join(format!("{name}.toml"));
             file.write(&config);
             viewservers.push(Proc::spawn_listed(
@@ -529,6 +542,7 @@ impl Cluster {
             isolable: false,
             controller_keys: Table::new(),
             sections: Table::new(),
+            listen: None,
             web_tokens: None,
             dir: None,
         }

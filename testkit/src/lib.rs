@@ -7,12 +7,14 @@
 //! - [`cluster`]: a local cluster of real `gobearmon` processes ([`cluster::Cluster::builder`]).
 //! - [`partition`]: cutting a node process off from chosen ports (cgroup + nftables).
 //! - [`db`]: a fresh MariaDB database per test.
+//! - [`flood`]: hostile clients holding many bad connections against node listeners.
 //! - [`notify`]: the notification tests' servers (SMTP capture, HTTP receivers, a test CA).
 //! - [`probe`]: the probe tests' servers and network fixtures (HTTP/TLS, TCP, DNS, netns).
 
 pub mod cluster;
 pub mod config;
 pub mod db;
+pub mod flood;
 pub mod notify;
 pub mod partition;
 pub mod ports;

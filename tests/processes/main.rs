@@ -16,6 +16,7 @@ mod cli;
 mod cluster;
 mod dashboard;
 mod e2e;
+mod edges;
 mod history_e2e;
 mod identity;
 mod policy_e2e;
