@@ -1,11 +1,12 @@
-//! Benchmark driver for `scripts/bench-failover` and `scripts/bench-detection` (not part of
-//! the product). It starts a local cluster of the real `gobearmon` binary (viewserver members
+//! Benchmark driver for `scripts/bench-failover`, `scripts/bench-detection` and
+//! `scripts/bench-edges` (not part of the product). It starts a local cluster of the real `gobearmon` binary (viewserver members
 //! and controller-capable workers, each its own process with its own config file and log),
 //! owns the servers the checks and the notifications talk to, and measures from the outside.
 //!
 //! ```text
 //! bench_cluster failover  --bin BIN --db URL --dir DIR --timings default|fast --kills N
 //! bench_cluster detection --bin BIN --db URL --dir DIR --outages N [--interval S]
+//! bench_cluster edges     --bin BIN --db URL --dir DIR --outages N [--per-listener N]
 //! bench_cluster ports N
 //! ```
 //!
@@ -87,6 +88,21 @@ enum Cmd {
         /// [controller] confirmations.
         #[arg(long, default_value_t = 2)]
         confirmations: u32,
+    },
+    /// Detection and heartbeats with every listener flooded by hostile clients, against the
+    /// same cluster unflooded, in one run.
+    Edges {
+        #[command(flatten)]
+        common: Common,
+        /// Outages per phase.
+        #[arg(long, default_value_t = 5)]
+        outages: usize,
+        /// check_interval of the check, seconds.
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+        /// Hostile connections held against each listener.
+        #[arg(long, default_value_t = 1030)]
+        per_listener: usize,
     },
     /// N free ports (testkit's allocator, below the ephemeral range), one a line.
     Ports { n: usize },
@@ -637,6 +653,79 @@ fn flip_recorded_at(cl: &Cluster, event: i64) -> i64 {
     })
 }
 
+/// One outage at a random phase of the check's schedule, and its recovery, measured from the
+/// outside: (the sample, the offline and online webhooks, when the target stopped and when it
+/// started again).
+fn measure_outage(
+    cl: &Cluster,
+    target: &mut Target,
+    hook: &Receiver,
+    rng: &mut Rng,
+    interval: u64,
+) -> (Outage, Hook, Hook, i64, i64) {
+    let iv = Duration::from_secs(interval).as_micros() as i64;
+    // A random phase against the check's schedule.
+    std::thread::sleep(rng.below(Duration::from_secs(interval)));
+    let seen = hook.got().len();
+    target.stop();
+    let t_down = now_us();
+    let last_ok = target
+        .hits()
+        .into_iter()
+        .filter(|&h| h <= t_down)
+        .max()
+        .expect("a run before");
+    let off = wait_for(
+        Duration::from_secs(interval * 4 + 30),
+        "the offline notification",
+        || {
+            hook.got()
+                .into_iter()
+                .skip(seen)
+                .find(|h| h.new_status == "offline")
+        },
+    );
+    // The first failing run is the regular run due one interval after the last good one
+    // (it cannot be seen: the port refuses connections). If that time had already passed
+    // when the target stopped, the next one is.
+    let mut first_fail = last_ok + iv;
+    while first_fail < t_down {
+        first_fail += iv;
+    }
+    let required = (first_fail - t_down) + iv;
+    let latency = off.at - t_down;
+    // Recovery, measured the same way (at a random phase too): the first good run is
+    // visible at the target.
+    std::thread::sleep(rng.below(Duration::from_secs(interval)));
+    let seen = hook.got().len();
+    let t_up = now_us();
+    target.start();
+    let on = wait_for(
+        Duration::from_secs(interval * 4 + 30),
+        "the online notification",
+        || {
+            hook.got()
+                .into_iter()
+                .skip(seen)
+                .find(|h| h.new_status == "online")
+        },
+    );
+    let first_ok = target
+        .hits()
+        .into_iter()
+        .find(|&h| h >= t_up)
+        .expect("a good run");
+    let s = Outage {
+        latency_us: latency,
+        required_us: required,
+        up_latency_us: on.at - t_up,
+        up_required_us: (first_ok - t_up) + iv,
+        off_delivery_us: off.at - flip_recorded_at(cl, off.event_id),
+        on_delivery_us: on.at - flip_recorded_at(cl, on.event_id),
+    };
+    (s, off, on, t_down, t_up)
+}
+
 fn detection(c: &Common, outages: usize, interval: u64, delay: u32, confirmations: u32) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -666,7 +755,6 @@ fn detection(c: &Common, outages: usize, interval: u64, delay: u32, confirmation
         keys([("confirmations", confirmations.into())]),
     );
     wait_steady(&mut cl, Duration::from_secs(60));
-    let iv = Duration::from_secs(interval).as_micros() as i64;
     // Steady runs first.
     let start_hits = target.hits().len();
     wait_for(
@@ -679,65 +767,8 @@ fn detection(c: &Common, outages: usize, interval: u64, delay: u32, confirmation
     let mut down_periods = Vec::new();
     let measured_from = now_us();
     for k in 0..outages {
-        // A random phase against the check's schedule.
-        std::thread::sleep(rng.below(Duration::from_secs(interval)));
-        let seen = hook.got().len();
-        target.stop();
-        let t_down = now_us();
-        let last_ok = target
-            .hits()
-            .into_iter()
-            .filter(|&h| h <= t_down)
-            .max()
-            .expect("a run before");
-        let off = wait_for(
-            Duration::from_secs(interval * 4 + 30),
-            "the offline notification",
-            || {
-                hook.got()
-                    .into_iter()
-                    .skip(seen)
-                    .find(|h| h.new_status == "offline")
-            },
-        );
-        // The first failing run is the regular run due one interval after the last good one
-        // (it cannot be seen: the port refuses connections). If that time had already passed
-        // when the target stopped, the next one is.
-        let mut first_fail = last_ok + iv;
-        while first_fail < t_down {
-            first_fail += iv;
-        }
-        let required = (first_fail - t_down) + iv;
-        let latency = off.at - t_down;
-        // Recovery, measured the same way (at a random phase too): the first good run is
-        // visible at the target.
-        std::thread::sleep(rng.below(Duration::from_secs(interval)));
-        let seen = hook.got().len();
-        let t_up = now_us();
-        target.start();
-        let on = wait_for(
-            Duration::from_secs(interval * 4 + 30),
-            "the online notification",
-            || {
-                hook.got()
-                    .into_iter()
-                    .skip(seen)
-                    .find(|h| h.new_status == "online")
-            },
-        );
-        let first_ok = target
-            .hits()
-            .into_iter()
-            .find(|&h| h >= t_up)
-            .expect("a good run");
-        let s = Outage {
-            latency_us: latency,
-            required_us: required,
-            up_latency_us: on.at - t_up,
-            up_required_us: (first_ok - t_up) + iv,
-            off_delivery_us: off.at - flip_recorded_at(&cl, off.event_id),
-            on_delivery_us: on.at - flip_recorded_at(&cl, on.event_id),
-        };
+        let (s, off, on, t_down, t_up) =
+            measure_outage(&cl, &mut target, &hook, &mut rng, interval);
         eprintln!(
             "outage {:2}/{outages}: down -> offline notification {:.3} s (rules: {:.3} s, overhead {:.3} s, of which flip recorded -> webhook {:.3} s); up -> online notification {:.3} s (rules: {:.3} s, overhead {:.3} s, of which {:.3} s); events {} {}",
             k + 1,
@@ -818,6 +849,200 @@ fn detection(c: &Common, outages: usize, interval: u64, delay: u32, confirmation
     drop(cl);
 }
 
+/// What one phase of `edges` measured.
+struct EdgePhase {
+    samples: Vec<Outage>,
+    /// Mean heartbeat round trip over the phase, both workers (µs).
+    heartbeat_rtt_us: f64,
+    heartbeats_answered: f64,
+    heartbeats_failed: f64,
+    /// Resident memory of every node at the end of the phase, summed (KiB).
+    rss_kib: u64,
+}
+
+/// Sums a counter over the live workers.
+fn workers_sum(cl: &Cluster, name: &str) -> f64 {
+    (0..cl.workers.len())
+        .filter_map(|i| worker_metric(cl, i, name))
+        .sum()
+}
+
+/// Resident memory of every node process (KiB), from /proc.
+fn nodes_rss_kib(cl: &Cluster) -> u64 {
+    cl.workers
+        .iter()
+        .chain(cl.viewservers.iter())
+        .filter_map(|p| {
+            let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid()?)).ok()?;
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+fn edge_phase(
+    cl: &Cluster,
+    target: &mut Target,
+    hook: &Receiver,
+    rng: &mut Rng,
+    interval: u64,
+    outages: usize,
+    name: &str,
+) -> EdgePhase {
+    let (rtt0, ans0, fail0) = (
+        workers_sum(cl, "gobearmon_heartbeat_rtt_microseconds_total"),
+        workers_sum(cl, "gobearmon_heartbeats_answered_total"),
+        workers_sum(cl, "gobearmon_heartbeats_failed_total"),
+    );
+    let mut samples = Vec::new();
+    for k in 0..outages {
+        let (s, ..) = measure_outage(cl, target, hook, rng, interval);
+        eprintln!(
+            "{name} {:2}/{outages}: down -> offline {:.3} s (overhead {:.3} s), up -> online {:.3} s (overhead {:.3} s)",
+            k + 1,
+            secs(s.latency_us),
+            secs(s.latency_us - s.required_us),
+            secs(s.up_latency_us),
+            secs(s.up_latency_us - s.up_required_us),
+        );
+        samples.push(s);
+    }
+    let answered = workers_sum(cl, "gobearmon_heartbeats_answered_total") - ans0;
+    let rtt = workers_sum(cl, "gobearmon_heartbeat_rtt_microseconds_total") - rtt0;
+    EdgePhase {
+        samples,
+        heartbeat_rtt_us: rtt / answered.max(1.0),
+        heartbeats_answered: answered,
+        heartbeats_failed: workers_sum(cl, "gobearmon_heartbeats_failed_total") - fail0,
+        rss_kib: nodes_rss_kib(cl),
+    }
+}
+
+fn edges(c: &Common, outages: usize, interval: u64, per_listener: usize) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The flood runs on a runtime of its own, so that it never delays the target or the
+    // receiver the measurement depends on.
+    let flood_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut target = Target::new(&rt);
+    let hook = Receiver::start(&rt);
+    sql(
+        &rt,
+        &c.db,
+        &format!(
+            r#"INSERT INTO checks (id, name, type, data, check_interval, delay) VALUES (1, 'bench target', 'http', '{{"url":"{}","expect_status":200,"timeout":3}}', {interval}, 1);
+               INSERT INTO contacts (id, type, data) VALUES (1, 'webhook', 'http://127.0.0.1:{}/hook');
+               INSERT INTO alerts (check_id, contact_id, type) VALUES (1, 1, 'both');"#,
+            target.url(),
+            hook.port
+        ),
+    );
+    let confirmations = c.workers.min(2) as u32;
+    let mut cl = start_cluster(
+        c,
+        Timings::shipped(),
+        keys([("confirmations", confirmations.into())]),
+    );
+    wait_steady(&mut cl, Duration::from_secs(60));
+    let mut rng = Rng::new();
+    let quiet = edge_phase(
+        &cl,
+        &mut target,
+        &hook,
+        &mut rng,
+        interval,
+        outages,
+        "unflooded",
+    );
+    let listeners: Vec<std::net::SocketAddr> = cl
+        .vs_addrs
+        .iter()
+        .chain(&cl.worker_addrs)
+        .chain(&cl.controller_addrs)
+        .map(|a| a.parse().expect("a listener address"))
+        .collect();
+    let flood = {
+        let _in = flood_rt.enter();
+        use testkit::flood::{Flood, Kind, Plan};
+        let kinds = vec![
+            Kind::Idle,
+            Kind::Idle,
+            Kind::Idle,
+            Kind::SlowHead,
+            Kind::SlowBody,
+            Kind::IdleHttp2,
+            Kind::PartialTls,
+        ];
+        let mut plan = Plan::new(per_listener, 10, kinds);
+        plan.reopen_after = Duration::from_secs(1);
+        Flood::start(&listeners, &plan)
+    };
+    wait_for(
+        Duration::from_secs(120),
+        "the flood to open its connections",
+        || {
+            (flood
+                .stats
+                .opened
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= (listeners.len() * per_listener) as u64)
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "flood: {} connections held against each of {} listeners",
+        per_listener,
+        listeners.len()
+    );
+    let flooded = edge_phase(
+        &cl,
+        &mut target,
+        &hook,
+        &mut rng,
+        interval,
+        outages,
+        "flooded",
+    );
+    let held = flood.stats.open.load(std::sync::atomic::Ordering::Relaxed);
+    flood_rt.block_on(flood.stop());
+    for (name, p) in [("unflooded", &quiet), ("flooded", &flooded)] {
+        let col =
+            |f: &dyn Fn(&Outage) -> i64| median_max(&p.samples.iter().map(f).collect::<Vec<_>>());
+        let (lm, lx) = col(&|s| s.latency_us);
+        let (om, ox) = col(&|s| s.latency_us - s.required_us);
+        let (um, ux) = col(&|s| s.up_latency_us - s.up_required_us);
+        println!(
+            "| {name} | {} | {lm:.2} / {lx:.2} | **{om:.3} / {ox:.3}** | {um:.3} / {ux:.3} | {:.2} | {:.0} / {:.0} | {:.0} |",
+            p.samples.len(),
+            p.heartbeat_rtt_us / 1000.0,
+            p.heartbeats_answered,
+            p.heartbeats_failed,
+            p.rss_kib as f64 / 1024.0,
+        );
+    }
+    let ratio = |f: &dyn Fn(&EdgePhase) -> f64| f(&flooded) / f(&quiet);
+    println!();
+    println!(
+        "Flooded / unflooded: heartbeat round trip x{:.2}, median detection overhead x{:.2}; {held} hostile connections open at the end.",
+        ratio(&|p| p.heartbeat_rtt_us),
+        ratio(&|p| median_max(
+            &p.samples
+                .iter()
+                .map(|s| s.latency_us - s.required_us)
+                .collect::<Vec<_>>()
+        )
+        .0),
+    );
+    drop(cl);
+}
+
 fn main() {
     gobearmon::tlsutil::install_default_provider();
     let cli = Cli::parse();
@@ -834,6 +1059,12 @@ fn main() {
             delay,
             confirmations,
         } => detection(&common, outages, interval, delay, confirmations),
+        Cmd::Edges {
+            common,
+            outages,
+            interval,
+            per_listener,
+        } => edges(&common, outages, interval, per_listener),
         Cmd::Ports { n } => {
             for _ in 0..n {
                 println!("{}", free_port());

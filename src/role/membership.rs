@@ -87,6 +87,9 @@ pub struct HeartbeatStats {
     pub sent: AtomicU64,
     pub answered: AtomicU64,
     pub failed: AtomicU64,
+    /// Round trips of the answered heartbeats, summed (microseconds): divided by `answered`,
+    /// the mean round trip over any window.
+    pub answered_rtt_us: AtomicU64,
     /// When a refused heartbeat was last logged (Unix ms).
     pub refused_warned_ms: AtomicU64,
 }
@@ -341,6 +344,8 @@ impl Membership {
             {
                 Ok(reply) => {
                     self.stats.answered.fetch_add(1, Ordering::Relaxed);
+                    let rtt = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    self.stats.answered_rtt_us.fetch_add(rtt, Ordering::Relaxed);
                     return Some((sent_at, reply));
                 }
                 Err(e) => {

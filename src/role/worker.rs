@@ -660,6 +660,11 @@ fn node_samples(n: &Node) -> Vec<Sample> {
             m.stats.answered.load(Ordering::Relaxed),
         ),
         Sample::Counter(
+            "heartbeat_rtt_microseconds",
+            "Round trips of the answered heartbeats, summed; over heartbeats_answered, the mean.",
+            m.stats.answered_rtt_us.load(Ordering::Relaxed),
+        ),
+        Sample::Counter(
             "heartbeats_failed",
             "Heartbeats refused or unanswered.",
             m.stats.failed.load(Ordering::Relaxed),

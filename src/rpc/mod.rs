@@ -607,6 +607,7 @@ mod tests {
         let addr = tcp.local_addr().unwrap().to_string();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let listener = crate::api::NodeListener::new(tcp, None);
+        let connections = listener.stats();
         tokio::spawn(crate::api::serve(listener, router, shutdown.clone()));
         let signer = Arc::new(Signer::cluster(&secret, "n1"));
         let client = RpcClient::with_tls(signer.clone(), None).unwrap();
@@ -617,6 +618,17 @@ mod tests {
         let body = vec!["x".repeat(1024 * 1024); 3];
         let n: usize = client.post(&addr, path, &body, t).await.unwrap();
         assert_eq!(n, 3 * 1024 * 1024);
+        // The verified request made its connection a node's: admission never sheds it.
+        assert_eq!(
+            connections.nodes.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            connections
+                .open_unauthenticated
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
         // Just under the limit once encoded (`["` and `"]`).
         let body = vec!["y".repeat(MAX_BODY - 4)];
         let n: usize = client.post(&addr, path, &body, t).await.unwrap();

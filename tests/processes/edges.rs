@@ -4,6 +4,7 @@
 //! paged, the controller must not change, a worker's `/ready` must keep answering, and a
 //! controller killed under the flood must be replaced and the recovery paged.
 
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -97,23 +98,36 @@ impl Edge {
             .collect()
     }
 
-    /// Starts the flood: `PER_LISTENER` connections from ten addresses (each under its
-    /// per-source cap), plus 200 idle ones from an address over its cap.
-    fn flood(&self, kinds: Vec<Kind>) -> (Flood, Flood) {
+    /// Starts the flood against every listener: `PER_LISTENER` idle connections from ten
+    /// addresses (each under its per-source cap), 200 idle ones from one address over its cap,
+    /// and 100 more of each of `kinds` from ten other addresses. Returns once every
+    /// connection has been opened at least once.
+    fn flood(&self, kinds: Vec<Kind>) -> Vec<Flood> {
         let _in_rt = self.rt.enter();
         let targets = self.listeners();
-        let mut wide = Plan::new(PER_LISTENER, 10, kinds);
-        wide.reopen_after = Duration::from_secs(1);
-        let mut one = Plan::new(200, 1, vec![Kind::Idle]);
-        one.sources = vec![std::net::Ipv4Addr::new(127, 0, 0, 20)];
-        one.reopen_after = Duration::from_secs(1);
-        let floods = (Flood::start(&targets, &wide), Flood::start(&targets, &one));
-        // Every listener is saturated: the flood has opened its connections, and the
-        // acting controller's listeners have had to shed.
-        wait_until(Duration::from_secs(60), "the flood to saturate", || {
-            let opened = floods.0.stats.opened.load(Ordering::Relaxed);
-            (opened >= (targets.len() * PER_LISTENER) as u64).then_some(())
-        });
+        let addrs = |first: u8, n: u8| {
+            (0..n)
+                .map(|i| Ipv4Addr::new(127, 0, 0, first + i))
+                .collect()
+        };
+        let plan = |per_target, sources, kinds| Plan {
+            per_target,
+            sources,
+            kinds,
+            reopen_after: Duration::from_secs(1),
+        };
+        let plans = [
+            plan(PER_LISTENER, addrs(2, 10), vec![Kind::Idle]),
+            plan(200, addrs(20, 1), vec![Kind::Idle]),
+            plan(100 * kinds.len(), addrs(30, 10), kinds),
+        ];
+        let floods: Vec<Flood> = plans.iter().map(|p| Flood::start(&targets, p)).collect();
+        for (f, p) in floods.iter().zip(&plans) {
+            wait_until(Duration::from_secs(60), "the flood to open", || {
+                let opened = f.stats.opened.load(Ordering::Relaxed);
+                (opened >= (targets.len() * p.per_target) as u64).then_some(())
+            });
+        }
         floods
     }
 
@@ -248,9 +262,6 @@ fn a_flooded_cluster_pages_outages_keeps_its_controller_and_fails_over() {
     let (epoch, controller) = e.wait_ready();
     let fence = e.fence();
     let flood = e.flood(vec![
-        Kind::Idle,
-        Kind::Idle,
-        Kind::Idle,
         Kind::SlowHead,
         Kind::SlowBody,
         Kind::IdleHttp2,
@@ -310,8 +321,9 @@ fn a_flooded_cluster_pages_outages_keeps_its_controller_and_fails_over() {
         "outage paged {paged_after:?} after the target went down; slowest /ready {slowest:?}"
     );
     e.rt.block_on(async {
-        flood.0.stop().await;
-        flood.1.stop().await;
+        for f in flood {
+            f.stop().await;
+        }
     });
 }
 
@@ -324,7 +336,6 @@ fn half_open_tls_floods_do_not_silence_a_tls_cluster() {
     // Handshakes that never start, that stop inside the ClientHello, and finished ones that
     // then say nothing.
     let flood = e.flood(vec![
-        Kind::Idle,
         Kind::PartialTls,
         Kind::TlsIdle(testkit::flood::tls_client(&ca)),
     ]);
@@ -348,7 +359,8 @@ fn half_open_tls_floods_do_not_silence_a_tls_cluster() {
         "/ready unanswered under the flood: {failures:?}"
     );
     e.rt.block_on(async {
-        flood.0.stop().await;
-        flood.1.stop().await;
+        for f in flood {
+            f.stop().await;
+        }
     });
 }
