@@ -463,11 +463,7 @@ struct Kill {
 
 fn failover(c: &Common, timings: &str, kills: usize) {
     let t = preset(timings);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = small_runtime();
     let target = Target::new(&rt);
     sql(
         &rt,
@@ -726,17 +722,27 @@ fn measure_outage(
     (s, off, on, t_down, t_up)
 }
 
-fn detection(c: &Common, outages: usize, interval: u64, delay: u32, confirmations: u32) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+/// A one-thread runtime for the driver's servers.
+fn small_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
-        .expect("runtime");
-    let mut target = Target::new(&rt);
-    let hook = Receiver::start(&rt);
+        .expect("runtime")
+}
+
+/// Check 1, an http check of `target` every `interval` s, alerting `hook` both ways.
+fn seed_target(
+    rt: &tokio::runtime::Runtime,
+    db: &str,
+    target: &Target,
+    hook: &Receiver,
+    interval: u64,
+    delay: u32,
+) {
     sql(
-        &rt,
-        &c.db,
+        rt,
+        db,
         &format!(
             r#"INSERT INTO checks (id, name, type, data, check_interval, delay) VALUES (1, 'bench target', 'http', '{{"url":"{}","expect_status":200,"timeout":3}}', {interval}, {delay});
                INSERT INTO contacts (id, type, data) VALUES (1, 'webhook', 'http://127.0.0.1:{}/hook');
@@ -745,6 +751,13 @@ fn detection(c: &Common, outages: usize, interval: u64, delay: u32, confirmation
             hook.port
         ),
     );
+}
+
+fn detection(c: &Common, outages: usize, interval: u64, delay: u32, confirmations: u32) {
+    let rt = small_runtime();
+    let mut target = Target::new(&rt);
+    let hook = Receiver::start(&rt);
+    seed_target(&rt, &c.db, &target, &hook, interval, delay);
     eprintln!(
         "detection: {} viewservers, {} workers, interval {interval} s, delay {delay}, confirmations {confirmations}",
         c.viewservers, c.workers
@@ -919,31 +932,13 @@ fn edge_phase(
 }
 
 fn edges(c: &Common, outages: usize, interval: u64, per_listener: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = small_runtime();
     // The flood runs on a runtime of its own, so that it never delays the target or the
     // receiver the measurement depends on.
-    let flood_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let flood_rt = small_runtime();
     let mut target = Target::new(&rt);
     let hook = Receiver::start(&rt);
-    sql(
-        &rt,
-        &c.db,
-        &format!(
-            r#"INSERT INTO checks (id, name, type, data, check_interval, delay) VALUES (1, 'bench target', 'http', '{{"url":"{}","expect_status":200,"timeout":3}}', {interval}, 1);
-               INSERT INTO contacts (id, type, data) VALUES (1, 'webhook', 'http://127.0.0.1:{}/hook');
-               INSERT INTO alerts (check_id, contact_id, type) VALUES (1, 1, 'both');"#,
-            target.url(),
-            hook.port
-        ),
-    );
+    seed_target(&rt, &c.db, &target, &hook, interval, 1);
     let confirmations = c.workers.min(2) as u32;
     let mut cl = start_cluster(
         c,

@@ -216,6 +216,9 @@ async fn run_node(config: Config, tls: ServerTls) -> Result<(), Error> {
             .map_err(NodeError::from)
         }
         config::Role::Worker { worker, controller } => {
+            if let Some(c) = controller {
+                one_store(&c.database).await?;
+            }
             let listeners = worker_listeners(&config, worker, controller.as_ref(), &deps).await?;
             role::worker::run(
                 config.clone(),
@@ -238,6 +241,22 @@ async fn run_node(config: Config, tls: ServerTls) -> Result<(), Error> {
             Err(Error::logged(Exit::Software))
         }
     }
+}
+
+/// Refuses to start (exit 64) when `[controller] database` lists nodes of two clusters, or a
+/// plain server beside Galera nodes: writing through both would split the store.
+async fn one_store(urls: &[config::Secret]) -> Result<(), Error> {
+    if urls.len() < 2 {
+        return Ok(());
+    }
+    let store =
+        crate::store::Store::new(urls).map_err(|e| Error::new(Exit::Config, e.to_string()))?;
+    let verified = store.verify_nodes().await;
+    store.close().await;
+    verified.map_err(|e| {
+        tracing::error!(error = %e, "refusing to start");
+        Error::logged(Exit::Config)
+    })
 }
 
 /// A worker's listeners: its own, and a controller-capable worker's controller and web API.

@@ -278,6 +278,8 @@ fn start_controller(
         parts.membership.clone(),
         admin,
     )?;
+    // Which database node to use, and whether any answers (see `store::nodes`).
+    host.store.watch(tasks.shutdown.clone());
     tasks.spawn(supervise(
         parts.membership.clone(),
         host.clone(),

@@ -67,8 +67,19 @@ const ER_NO_SUCH_THREAD: u16 = 1094;
 const KILL_ATTEMPTS: usize = 3;
 
 /// Locks the fence row by writing our session into it, then reads it (our own write, so the
-/// latest committed values plus our mark).
-async fn lock_and_mark(tx: &mut Transaction<'static>) -> Result<(Epoch, NodeId), StoreError> {
+/// latest committed values plus our mark). On a Galera node (`galera`), the statements first
+/// wait until the node has applied every write the cluster committed before them
+/// (`wsrep_sync_wait`), so a raise made through another node is seen, not merely refused
+/// later by certification.
+async fn lock_and_mark(
+    tx: &mut Transaction<'static>,
+    galera: bool,
+) -> Result<(Epoch, NodeId), StoreError> {
+    if galera {
+        // 1: reads, 2: updates and deletes. Reset with the session when the connection
+        // goes back to the pool.
+        tx.query_drop("SET SESSION wsrep_sync_wait = 3").await?;
+    }
     tx.query_drop(
         "UPDATE epoch_fence SET holder_connection = CONNECTION_ID(), holder_seq = holder_seq + 1 \
          WHERE id = 1",
@@ -120,7 +131,7 @@ pub async fn raise(store: &Store, epoch: Epoch, controller: &NodeId) -> Result<R
 
 async fn try_raise(store: &Store, epoch: Epoch, controller: &NodeId) -> Result<Raise, StoreError> {
     let mut tx = store.transaction().await?;
-    let (stored, holder) = lock_and_mark(&mut tx).await?;
+    let (stored, holder) = lock_and_mark(&mut tx, store.nodes().is_galera()).await?;
     let outcome = if stored < epoch {
         tx.exec_drop(
             "UPDATE epoch_fence SET epoch = ?, controller = ?, raised_at = CURRENT_TIMESTAMP(3) WHERE id = 1",
@@ -221,7 +232,7 @@ impl FencedTx {
         store
             .bounded("opening a fenced transaction", async {
                 let mut tx = store.transaction().await?;
-                let (stored, holder) = lock_and_mark(&mut tx).await?;
+                let (stored, holder) = lock_and_mark(&mut tx, store.nodes().is_galera()).await?;
                 if stored != epoch || holder != *node {
                     tx.rollback().await?;
                     if stored == epoch {

@@ -1,6 +1,8 @@
 //! MySQL/MariaDB access for the controller (mysql_async over rustls).
 //!
 //! - [`Store`]: one pool per configured URL, tried in turn when one is down.
+//! - [`nodes`]: which node of a Galera cluster (or list of addresses) is in use, probed by
+//!   the watcher; a node that dies, hangs or leaves the primary component is abandoned.
 //! - [`schema`]: the embedded `install.sql`, applied idempotently.
 //! - [`rows`]: lenient decoding of `checks`, `contacts` and `alerts` rows: a bad row is kept and
 //!   reported, never a crash.
@@ -26,6 +28,7 @@ pub mod flips;
 pub mod history;
 pub mod meta;
 pub mod metrics;
+pub mod nodes;
 pub mod outbox;
 pub mod policy;
 pub mod push;
@@ -157,12 +160,16 @@ struct Inner {
     /// Index of the pool that answered last; tried first.
     current: AtomicUsize,
     timeouts: StoreTimeouts,
+    /// What the watcher knows of each node.
+    nodes: nodes::Nodes,
 }
 
 struct Pooled {
     pool: Pool,
     /// The pool's `pool_max`.
     max: usize,
+    /// The options the pool connects with, for the watcher's own connection.
+    opts: Opts,
 }
 
 impl Pooled {
@@ -216,9 +223,11 @@ impl Store {
                 .setup(vec![session_setup()])
                 // Drop idle connections before the server's shorter wait_timeout ends them.
                 .conn_ttl(Some(Duration::from_secs(SESSION_WAIT_TIMEOUT_SECS * 3 / 4)));
+            let opts = Opts::from(opts);
             pools.push(Pooled {
-                pool: Pool::new(opts),
+                pool: Pool::new(opts.clone()),
                 max,
+                opts,
             });
         }
         if pools.is_empty() {
@@ -226,6 +235,7 @@ impl Store {
         }
         Ok(Store {
             inner: std::sync::Arc::new(Inner {
+                nodes: nodes::Nodes::new(pools.len()),
                 pools,
                 current: AtomicUsize::new(0),
                 timeouts,
@@ -247,9 +257,111 @@ impl Store {
         op: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let after = self.inner.timeouts.operation;
-        match tokio::time::timeout(after, op).await {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout { what, after }),
+        // Cut short when the watcher abandons the node in use (it died, hung or left the
+        // primary component): the caller retries on the next one.
+        let node = self.inner.current.load(Ordering::Relaxed);
+        let abandoned = self.inner.nodes.abandon_token(node);
+        tokio::select! {
+            r = tokio::time::timeout(after, op) => match r {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Timeout { what, after }),
+            },
+            _ = abandoned.cancelled() => Err(StoreError::Unreachable {
+                tried: 1,
+                last: format!("database #{node} was abandoned during {what}"),
+            }),
+        }
+    }
+
+    /// The health of the configured nodes (known once [`Store::watch`] runs).
+    pub fn nodes(&self) -> &nodes::Nodes {
+        &self.inner.nodes
+    }
+
+    /// Probes every node each [`nodes::PROBE_EVERY`] until `stop`, switching away from a
+    /// node that stops being ready (see [`nodes`]).
+    pub fn watch(&self, stop: tokio_util::sync::CancellationToken) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            let n = store.inner.pools.len();
+            let mut conns: Vec<Option<Conn>> = (0..n).map(|_| None).collect();
+            loop {
+                let probes = futures_util::future::join_all(
+                    conns
+                        .iter_mut()
+                        .enumerate()
+                        .map(|(i, c)| probe_node(&store.inner.pools[i].opts, c)),
+                )
+                .await;
+                store.after_probes(&probes);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(nodes::PROBE_EVERY) => {}
+                }
+            }
+        });
+    }
+
+    /// Probes every node once and fails when one that answers belongs to another cluster than
+    /// the others, or is a plain server among Galera nodes: writing through it would split
+    /// the store. Nodes that do not answer now are not judged.
+    pub async fn verify_nodes(&self) -> Result<(), StoreError> {
+        let mut conns: Vec<Option<Conn>> = (0..self.inner.pools.len()).map(|_| None).collect();
+        let probes = futures_util::future::join_all(
+            conns
+                .iter_mut()
+                .enumerate()
+                .map(|(i, c)| probe_node(&self.inner.pools[i].opts, c)),
+        )
+        .await;
+        self.after_probes(&probes);
+        for c in conns.into_iter().flatten() {
+            let _ = c.disconnect().await;
+        }
+        let nodes = &self.inner.nodes;
+        let foreign: Vec<String> = (0..probes.len())
+            .filter(|&i| nodes.health(i) == nodes::Health::Foreign)
+            .map(|i| format!("#{i}"))
+            .collect();
+        if foreign.is_empty() {
+            return Ok(());
+        }
+        let what = if nodes.is_galera() {
+            "not a node of the Galera cluster the others belong to"
+        } else {
+            "a Galera node listed beside a plain server"
+        };
+        Err(StoreError::Schema(format!(
+            "[controller] database: URL {} is {what}; list the nodes of one cluster, or one \
+             server's addresses",
+            foreign.join(", ")
+        )))
+    }
+
+    fn after_probes(&self, probes: &[Option<nodes::Probe>]) {
+        let nodes = &self.inner.nodes;
+        for (i, p) in probes.iter().enumerate() {
+            let before = nodes.health(i);
+            let now = nodes.record(i, p.as_ref());
+            if now != before && before != nodes::Health::Unknown {
+                tracing::warn!(database = i, ?before, ?now, "database node changed state");
+            }
+            if now == nodes::Health::Foreign && before != now {
+                tracing::error!(
+                    database = i,
+                    "database URL #{i} is not a node of the same cluster as the others; it is never used"
+                );
+            }
+        }
+        let current = self.inner.current.load(Ordering::Relaxed);
+        let next = nodes.choose(current, std::time::Instant::now());
+        if next != current {
+            tracing::warn!(
+                from = current,
+                to = next,
+                "switched to another database node"
+            );
+            self.inner.current.store(next, Ordering::Relaxed);
         }
     }
 
@@ -272,9 +384,17 @@ impl Store {
     {
         let n = self.inner.pools.len();
         let start = self.inner.current.load(Ordering::Relaxed);
+        let nodes = &self.inner.nodes;
+        // Nodes the watcher found ready (or not yet probed) first; when none is, every node
+        // but a foreign one, in turn.
+        let any_usable = (0..n).any(|i| nodes.health(i).usable());
         let mut last = String::new();
         for k in 0..n {
             let i = (start + k) % n;
+            let health = nodes.health(i);
+            if health == nodes::Health::Foreign || (any_usable && !health.usable()) {
+                continue;
+            }
             match self.open_on(i, &open).await {
                 Ok(value) => {
                     if i != start {
@@ -340,6 +460,39 @@ impl Store {
             for pooled in inner.pools {
                 let _ = pooled.pool.disconnect().await;
             }
+        }
+    }
+}
+
+/// One probe of a node over the watcher's own connection `conn` (opened or re-opened as
+/// needed): `None` when it does not answer within [`nodes::PROBE_TIMEOUT`].
+async fn probe_node(opts: &Opts, conn: &mut Option<Conn>) -> Option<nodes::Probe> {
+    use mysql_async::prelude::Queryable;
+    let probe = async {
+        if conn.is_none() {
+            *conn = Some(Conn::new(opts.clone()).await?);
+        }
+        let c = conn.as_mut().expect("opened above");
+        // Empty on a plain server; the three variables on a Galera node.
+        let rows: Vec<(String, String)> = c
+            .query(
+                "SHOW GLOBAL STATUS WHERE Variable_name IN \
+                 ('wsrep_ready', 'wsrep_cluster_status', 'wsrep_cluster_state_uuid')",
+            )
+            .await?;
+        Ok::<_, mysql_async::Error>(nodes::Probe::from_status(&rows))
+    };
+    match tokio::time::timeout(nodes::PROBE_TIMEOUT, probe).await {
+        Ok(Ok(p)) => Some(p),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "database probe failed");
+            *conn = None;
+            None
+        }
+        Err(_) => {
+            // A hung server: drop the connection, open a new one next round.
+            *conn = None;
+            None
         }
     }
 }

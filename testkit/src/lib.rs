@@ -7,6 +7,7 @@
 //! - [`cluster`]: a local cluster of real `gobearmon` processes ([`cluster::Cluster::builder`]).
 //! - [`partition`]: cutting a node process off from chosen ports (cgroup + nftables).
 //! - [`db`]: a fresh MariaDB database per test.
+//! - [`galera`]: a three-node MariaDB Galera cluster on loopback.
 //! - [`flood`]: hostile clients holding many bad connections against node listeners.
 //! - [`notify`]: the notification tests' servers (SMTP capture, HTTP receivers, a test CA).
 //! - [`probe`]: the probe tests' servers and network fixtures (HTTP/TLS, TCP, DNS, netns).
@@ -15,6 +16,7 @@ pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod flood;
+pub mod galera;
 pub mod notify;
 pub mod partition;
 pub mod ports;

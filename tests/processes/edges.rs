@@ -205,15 +205,24 @@ impl ReadyPoll {
                 let now = a.lock().unwrap();
                 for addr in now.iter() {
                     let started = Instant::now();
-                    let r = client.get(format!("{scheme}://{addr}/ready")).send();
+                    // On a thread of its own, waited for 4 s at most: a request that hangs
+                    // past its client's timeout is a failure, not a stuck test.
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    let (c, url) = (client.clone(), format!("{scheme}://{addr}/ready"));
+                    std::thread::spawn(move || {
+                        let _ = tx.send(c.get(url).send().map(|r| r.status()));
+                    });
+                    let r = rx.recv_timeout(Duration::from_secs(4));
                     let took = started.elapsed();
                     slow.fetch_max(took.as_millis() as u64, Ordering::Relaxed);
-                    if let Err(e) = r {
-                        f.lock()
-                            .unwrap()
-                            .push(format!("{addr} after {took:?}: {e}"));
-                    }
+                    let failure = match r {
+                        Ok(Ok(_)) => continue,
+                        Ok(Err(e)) => format!("{addr} after {took:?}: {e}"),
+                        Err(_) => format!("{addr}: no answer in 4 s"),
+                    };
+                    f.lock().unwrap().push(failure);
                 }
+                drop(now);
                 std::thread::sleep(Duration::from_millis(500));
             }
         });
