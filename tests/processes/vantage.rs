@@ -478,6 +478,7 @@ fn no_controller_is_alerted_once_then_resolved() {
 #[test]
 fn meta_alerts_open_once_per_outage_and_resolve_once() {
     use gobearmon::store::meta::{self, Opening};
+    const CHANNELS: &[&str] = &["email", "webhook"];
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (db, store) = rt.block_on(TestDb::installed("vantage_meta_store"));
     rt.block_on(async {
@@ -489,6 +490,7 @@ fn meta_alerts_open_once_per_outage_and_resolve_once() {
             node: "w1",
             message: "w9 is stale",
             detail: None,
+            channels: CHANNELS,
         };
         assert!(meta::open(&store, &o(1000)).await.unwrap());
         assert!(!meta::open(&store, &o(1000)).await.unwrap(), "open already");
@@ -499,12 +501,12 @@ fn meta_alerts_open_once_per_outage_and_resolve_once() {
             (open[0].started_ms, open[0].opened_by.as_str()),
             (1000, "w1")
         );
-        let row = meta::resolve(&store, "stale_worker", "w9", 5000)
+        let row = meta::resolve(&store, "stale_worker", "w9", 5000, "w1", CHANNELS)
             .await
             .unwrap();
         assert_eq!(row.map(|r| r.started_ms), Some(1000));
         assert!(
-            meta::resolve(&store, "stale_worker", "w9", 5001)
+            meta::resolve(&store, "stale_worker", "w9", 5001, "w1", CHANNELS)
                 .await
                 .unwrap()
                 .is_none()
@@ -518,7 +520,7 @@ fn meta_alerts_open_once_per_outage_and_resolve_once() {
 
         // No controller ever acted: nothing to say.
         assert_eq!(
-            meta::open_no_controller(&store, 10_000, 10_000, "w1")
+            meta::open_no_controller(&store, 10_000, 10_000, "w1", CHANNELS)
                 .await
                 .unwrap(),
             None
@@ -527,32 +529,32 @@ fn meta_alerts_open_once_per_outage_and_resolve_once() {
             .await
             .unwrap();
         assert_eq!(
-            meta::open_no_controller(&store, 4_000, 10_000, "w1")
+            meta::open_no_controller(&store, 4_000, 10_000, "w1", CHANNELS)
                 .await
                 .unwrap(),
             None
         );
         assert_eq!(
-            meta::open_no_controller(&store, 6_000, 10_000, "w1")
+            meta::open_no_controller(&store, 6_000, 10_000, "w1", CHANNELS)
                 .await
                 .unwrap(),
             Some(5_000)
         );
         assert_eq!(
-            meta::open_no_controller(&store, 6_000, 10_000, "w3")
+            meta::open_no_controller(&store, 6_000, 10_000, "w3", CHANNELS)
                 .await
                 .unwrap(),
             None
         );
         assert!(
-            meta::resolve(&store, meta::NO_CONTROLLER, "", 11_000)
+            meta::resolve(&store, meta::NO_CONTROLLER, "", 11_000, "w1", CHANNELS)
                 .await
                 .unwrap()
                 .is_some()
         );
         // Resolved, and the stamp unchanged: the same outage is not opened again.
         assert_eq!(
-            meta::open_no_controller(&store, 6_000, 12_000, "w3")
+            meta::open_no_controller(&store, 6_000, 12_000, "w3", CHANNELS)
                 .await
                 .unwrap(),
             None
@@ -567,7 +569,95 @@ fn meta_alerts_open_once_per_outage_and_resolve_once() {
             .await
             .unwrap();
         assert_eq!(at, Some((5_000, "w2".to_string())));
+        // Each opening and resolving queued one notice per channel, and only those.
+        let queued: Vec<(String, i64, String, String)> = conn
+            .query(
+                "SELECT kind, started_ms, event, channel FROM meta_alert_deliveries \
+                 ORDER BY id",
+            )
+            .await
+            .unwrap();
+        let want = |kind: &str, started: i64, event: &str| {
+            ["email", "webhook"].map(|c| (kind.to_string(), started, event.to_string(), c.into()))
+        };
+        let expected: Vec<_> = [
+            want("stale_worker", 1000, "opened"),
+            want("stale_worker", 1000, "resolved"),
+            want("stale_worker", 7000, "opened"),
+            want("no_controller", 5000, "opened"),
+            want("no_controller", 5000, "resolved"),
+        ]
+        .concat();
+        assert_eq!(queued, expected);
         drop(conn);
+        db.drop_db().await;
+    });
+}
+
+/// The delivery queue on real MariaDB: a claimed row is not claimed again while its lease
+/// runs, a retry comes back when due, an outcome is recorded only under its own claim, and a
+/// sent row is done.
+#[test]
+fn meta_alert_deliveries_are_claimed_once_retried_and_recorded_under_their_claim() {
+    use gobearmon::store::meta::{self, Opening};
+    use gobearmon::store::meta_queue::{self, Outcome};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (db, store) = rt.block_on(TestDb::installed("vantage_meta_queue"));
+    rt.block_on(async {
+        let o = Opening {
+            kind: "stale_worker",
+            subject: "w9",
+            started_ms: 1000,
+            now_ms: 1010,
+            node: "w1",
+            message: "w9 is stale",
+            detail: None,
+            channels: &["email", "webhook"],
+        };
+        assert!(meta::open(&store, &o).await.unwrap());
+        let lease = Duration::from_secs(60);
+        let (first, rows) = meta_queue::claim(&store, "w1", 16, lease).await.unwrap();
+        let channels: Vec<&str> = rows.iter().map(|d| d.channel.as_str()).collect();
+        assert_eq!(channels, ["email", "webhook"]);
+        assert_eq!(
+            (rows[0].attempts, rows[0].message.as_str()),
+            (0, "w9 is stale")
+        );
+        let (_, again) = meta_queue::claim(&store, "w2", 16, lease).await.unwrap();
+        assert!(again.is_empty(), "claimed twice: {again:?}");
+        // The email went; the webhook is to be tried again at once.
+        let sent = Outcome::Sent;
+        assert!(
+            meta_queue::record(&store, rows[0].id, first, &sent)
+                .await
+                .unwrap()
+        );
+        let retry = Outcome::Retry {
+            wait: Duration::ZERO,
+            error: "answered 503".into(),
+        };
+        assert!(
+            meta_queue::record(&store, rows[1].id, first, &retry)
+                .await
+                .unwrap()
+        );
+        let (second, rows) = meta_queue::claim(&store, "w2", 16, lease).await.unwrap();
+        assert_eq!(rows.len(), 1, "only the webhook is due again: {rows:?}");
+        assert_eq!((rows[0].channel.as_str(), rows[0].attempts), ("webhook", 1));
+        // The first claim is over: its late record writes nothing.
+        assert!(
+            !meta_queue::record(&store, rows[0].id, first, &sent)
+                .await
+                .unwrap()
+        );
+        assert!(
+            meta_queue::record(&store, rows[0].id, second, &sent)
+                .await
+                .unwrap()
+        );
+        let (_, rows) = meta_queue::claim(&store, "w3", 16, lease).await.unwrap();
+        assert!(rows.is_empty(), "{rows:?}");
+        assert_eq!(meta_queue::counts(&store).await.unwrap(), (0, 0));
         db.drop_db().await;
     });
 }
