@@ -371,6 +371,22 @@ pub fn meta_undelivered(channel: &str, subject: &str, message: &str, error: &str
     )
 }
 
+/// Why an acknowledgement of incident `event` was refused: it is no longer the open one
+/// (`open`: the incident open now). `how` says how to acknowledge the open one, where the
+/// person is (the command line, the dashboard).
+pub fn stale_ack(check: &str, event: i64, open: Option<i64>, how: &str) -> String {
+    match open {
+        Some(open) => format!(
+            "Incident {event} of check {check} is no longer open: nothing was acknowledged. \
+             Incident {open} is open now; {how}"
+        ),
+        None => format!(
+            "Incident {event} of check {check} is no longer open and the check has no open \
+             incident: nothing was acknowledged."
+        ),
+    }
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch (UTC).
 pub fn rfc3339_ms(unix_ms: i64) -> String {
     const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(

@@ -661,3 +661,116 @@ fn meta_alert_deliveries_are_claimed_once_retried_and_recorded_under_their_claim
         db.drop_db().await;
     });
 }
+
+/// Kills a worker that is not the acting controller (there are three) and returns its id.
+fn kill_a_standby(w: &mut World) -> String {
+    let acting = w.cluster.acting_controller().unwrap();
+    let victim = (0..3).find(|&i| i != acting).unwrap();
+    w.cluster.workers[victim].kill9();
+    w.cluster.worker_ids[victim].clone()
+}
+
+/// The requests of `hook` about a stale-worker alert being opened, with their answers.
+fn stale_opened(hook: &Receiver) -> Vec<u16> {
+    hook.received()
+        .iter()
+        .filter(|r| {
+            let b: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            b["kind"] == "stale_worker" && b["event"] == "opened"
+        })
+        .map(|r| r.status)
+        .collect()
+}
+
+/// An admin webhook that takes the connection and never answers: the controller's alive stamp
+/// goes on, so the standby raises no false "no controller", while the webhook is tried (and
+/// retried) and the alert reaches the admin by mail.
+#[test]
+fn a_blackholed_admin_webhook_raises_no_false_no_controller_alert() {
+    let _serial = testkit::cluster::serial();
+    let hook_rt = tokio::runtime::Runtime::new().unwrap();
+    let hook = hook_rt.block_on(Receiver::start(Behaviour::Hang));
+    let (target, _target) = listener();
+    let more = keys([
+        ("no_controller_alert", Ms(3000).into()),
+        ("stale_worker_alert", Ms(2000).into()),
+        ("admin_webhook", hook.url("/meta").into()),
+    ]);
+    let mut w = World::start("vantage_blackhole", Default::default(), more, &seed(target));
+    w.wait_reporting();
+    let victim = kill_a_standby(&mut w);
+    // Three attempts, each held for the whole delivery_timeout (3 s): at least 6 s in which a
+    // stamp waiting behind them would have aged past no_controller_alert (3 s).
+    wait_until(Duration::from_secs(60), "three webhook attempts", || {
+        (stale_opened(&hook).len() >= 3).then_some(())
+    });
+    let stamp: Vec<i64> = w.query("SELECT at_ms FROM controller_alive WHERE id = 1");
+    assert!(stamp[0] > wall_ms() - 3000, "stale stamp: {stamp:?}");
+    let raised: Vec<u64> = w
+        .query("SELECT COUNT(*) FROM meta_alerts WHERE kind = 'no_controller' AND started_ms >= 0");
+    assert_eq!(raised, [0], "{:?}", w.admin_subjects());
+    assert_eq!(
+        w.count_subjects("no controller"),
+        0,
+        "{:?}",
+        w.admin_subjects()
+    );
+    // The mail channel is not held up by the webhook: the alert went out by mail, once.
+    let stale = format!("worker {victim} is stale");
+    wait_until(Duration::from_secs(20), "the stale-worker mail", || {
+        (w.count_subjects(&stale) >= 1).then_some(())
+    });
+    assert_eq!(w.count_subjects(&stale), 1, "{:?}", w.admin_subjects());
+}
+
+/// An admin webhook that answers 503 for 20 s, then recovers: the alert is retried with
+/// backoff until the webhook takes it, and arrives there once (and once by mail).
+#[test]
+fn an_admin_webhook_down_for_a_while_gets_the_alert_once_it_recovers() {
+    let _serial = testkit::cluster::serial();
+    let hook_rt = tokio::runtime::Runtime::new().unwrap();
+    let hook = hook_rt.block_on(Receiver::start(Behaviour::FailFirst(
+        503,
+        Duration::from_secs(20),
+    )));
+    let (target, _target) = listener();
+    let more = keys([
+        ("stale_worker_alert", Ms(2000).into()),
+        ("admin_webhook", hook.url("/meta").into()),
+        ("delivery_attempts", 60.into()),
+        ("delivery_backoff_max", Ms(1000).into()),
+    ]);
+    let mut w = World::start("vantage_hook503", Default::default(), more, &seed(target));
+    w.wait_reporting();
+    let victim = kill_a_standby(&mut w);
+    wait_until(
+        Duration::from_secs(60),
+        "the webhook to take the alert",
+        || stale_opened(&hook).contains(&200).then_some(()),
+    );
+    // Requests already on their way land; then nothing more comes for the alert.
+    hook_rt.block_on(hook.settled_count(Duration::from_secs(3)));
+    let answers = stale_opened(&hook);
+    assert_eq!(
+        answers.iter().filter(|&&s| s == 200).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().filter(|&&s| s == 503).count() >= 3,
+        "retried while down: {answers:?}"
+    );
+    let stale = format!("worker {victim} is stale");
+    assert_eq!(w.count_subjects(&stale), 1, "{:?}", w.admin_subjects());
+    let rows: Vec<(String, String)> = w.query(
+        "SELECT channel, CAST(state AS CHAR) FROM meta_alert_deliveries \
+         WHERE kind = 'stale_worker' AND event = 'opened' ORDER BY channel",
+    );
+    assert_eq!(
+        rows,
+        [
+            ("email".into(), "sent".into()),
+            ("webhook".into(), "sent".into())
+        ]
+    );
+}
