@@ -1005,6 +1005,15 @@ fn a_contact_capped_at_zero_gets_the_default_cap_and_the_admin_is_told_once() {
             })
             .collect::<Vec<_>>()
     };
+    // The SMS goes out at once: the default cap (30) is far from used up.
+    port.down();
+    let calls = rt.block_on(twilio.wait_count(1));
+    assert_eq!(calls[0].field("To").as_deref(), Some("+15550001111"));
+    wait_until(Duration::from_secs(10), "the SMS recorded as sent", || {
+        let rows: Vec<String> =
+            w.query("SELECT CAST(state AS CHAR) FROM notification_outbox WHERE contact_id = 2");
+        (rows == ["sent"]).then_some(())
+    });
     let mail = wait_until(
         Duration::from_secs(30),
         "the admin told of contact 2",
@@ -1015,14 +1024,17 @@ fn a_contact_capped_at_zero_gets_the_default_cap_and_the_admin_is_told_once() {
         body.contains("max_per_hour = 0") && body.contains("30"),
         "{body}"
     );
-    port.down();
-    let calls = rt.block_on(twilio.wait_count(1));
-    assert_eq!(calls[0].field("To").as_deref(), Some("+15550001111"));
-    wait_until(Duration::from_secs(10), "the SMS recorded as sent", || {
-        let rows: Vec<String> =
-            w.query("SELECT CAST(state AS CHAR) FROM notification_outbox WHERE contact_id = 2");
-        (rows == ["sent"]).then_some(())
-    });
     // The row is still bad and reread every reload period: told once all the same.
     assert_eq!(told(&w).len(), 1, "{:?}", w.smtp.messages_to("admin@test"));
+    // And counted on the acting controller's /metrics.
+    let acting = w.cluster.acting_controller().unwrap();
+    let (_, metrics) = w
+        .cluster
+        .get(&w.cluster.worker_addrs[acting], "/metrics")
+        .unwrap();
+    let bad_rows = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gobearmon_bad_rows "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(bad_rows, Some(1.0), "{metrics}");
 }
