@@ -204,6 +204,12 @@ pub fn judge(seen: &Seen, cfg: &MetaAlertConfig) -> (Wants, Keys) {
             );
         }
     }
+    judge_bad_rows(seen, &mut wanted, &mut judged);
+    (wanted, judged)
+}
+
+/// Each bad row read this round is wanted open.
+fn judge_bad_rows(seen: &Seen, wanted: &mut Wants, judged: &mut Keys) {
     for (subject, message) in seen.bad_rows.iter().flatten() {
         judged.insert((AlertKind::BadRow, subject.clone()));
         wanted.insert(
@@ -216,7 +222,6 @@ pub fn judge(seen: &Seen, cfg: &MetaAlertConfig) -> (Wants, Keys) {
             },
         );
     }
-    (wanted, judged)
 }
 
 /// The open alerts [`judge`] could not know of but judged all the same: with the bad rows
