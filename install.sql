@@ -398,6 +398,34 @@ CREATE TABLE IF NOT EXISTS controller_alive (
 );
 INSERT IGNORE INTO controller_alive (id, epoch, node, at_ms) VALUES (1, 0, '', 0);
 
+-- meta_alert_deliveries: each meta-alert event (opened, resolved) to send, one row per channel
+-- (email to [smtp] admin, the admin_webhook), written in the transaction that opened or
+-- resolved the meta_alerts row, so it is sent once whichever node saw it. Every
+-- controller-capable worker delivers: it claims due rows (claim_token, claimed_until), sends,
+-- and records the outcome; a failed attempt is retried with the outbox's backoff
+-- ([controller] delivery_*) until it is sent or its attempts are used up ('failed').
+CREATE TABLE IF NOT EXISTS meta_alert_deliveries (
+	id BIGINT NOT NULL PRIMARY KEY AUTO_INCREMENT,
+	kind VARCHAR(32) NOT NULL,
+	subject VARCHAR(255) NOT NULL DEFAULT '',
+	started_ms BIGINT NOT NULL,
+	event VARCHAR(16) NOT NULL,
+	channel VARCHAR(16) NOT NULL,
+	reported_by VARCHAR(64) NOT NULL DEFAULT '',
+	message VARCHAR(2048) NOT NULL DEFAULT '',
+	state ENUM ('pending', 'sent', 'failed') NOT NULL DEFAULT 'pending',
+	attempts INT NOT NULL DEFAULT 0,
+	next_attempt_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+	claimed_by VARCHAR(64) NULL,
+	claimed_until TIMESTAMP(3) NULL,
+	claim_token BIGINT UNSIGNED NULL,
+	last_error VARCHAR(1024) NULL,
+	sent_at TIMESTAMP(3) NULL,
+	created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+	UNIQUE KEY meta_delivery_once (kind, subject, started_ms, event, channel),
+	KEY meta_delivery_due (state, next_attempt_at)
+);
+
 -- Alert policy (issue 14). A database without policy rows behaves exactly as before.
 -- alerts.after: notify an outage only if the check is still offline this many seconds after
 -- the flip (NULL or 0: at once). alerts.remind_every: while offline and unacknowledged, tell

@@ -133,22 +133,34 @@ pub fn parse(url: &str) -> Result<Canary, CanaryError> {
 /// Parses every URL of `urls` (duplicates dropped, at most [`MAX_CANARIES`]); the ones that
 /// cannot be used come back as errors beside the usable ones.
 pub fn parse_all<'a>(urls: impl IntoIterator<Item = &'a str>) -> (Vec<Canary>, Vec<CanaryError>) {
+    let (good, bad) = parse_each(urls);
+    (good, bad.into_iter().map(|(_, e)| e).collect())
+}
+
+/// [`parse_all`], each error with the position in `urls` of the URL it is about (so that a
+/// table's bad rows can be named by id).
+pub fn parse_each<'a>(
+    urls: impl IntoIterator<Item = &'a str>,
+) -> (Vec<Canary>, Vec<(usize, CanaryError)>) {
     let mut good: Vec<Canary> = Vec::new();
     let mut bad = Vec::new();
-    for url in urls {
+    for (i, url) in urls.into_iter().enumerate() {
         if good.iter().any(|c| c.url == url.trim()) {
             continue;
         }
         if good.len() == MAX_CANARIES {
-            bad.push(CanaryError {
-                url: crate::notify::redact::message_url(url),
-                why: format!("more than {MAX_CANARIES} canaries; this one is not run"),
-            });
+            bad.push((
+                i,
+                CanaryError {
+                    url: crate::notify::redact::message_url(url),
+                    why: format!("more than {MAX_CANARIES} canaries; this one is not run"),
+                },
+            ));
             continue;
         }
         match parse(url) {
             Ok(c) => good.push(c),
-            Err(e) => bad.push(e),
+            Err(e) => bad.push((i, e)),
         }
     }
     (good, bad)

@@ -95,10 +95,16 @@ pub enum Command {
     },
     /// Acknowledge CHECK's open incident: records who (`--by`, else `$USER`) and why, and stops
     /// its reminders and pending escalations. Exits 0, 1 when the check or the database cannot
-    /// be found or the check has no open incident.
+    /// be found, the check has no open incident, or `--event` names one that is no longer open.
     Ack {
         /// The check: its id or its exact name.
         check: String,
+        /// The incident: the id of the flip event that opened it (as the dashboard, the API
+        /// and the notifications show it). Refused when that incident is no longer the open
+        /// one, so a late acknowledgement never silences a newer incident. Without it: the
+        /// incident open now.
+        #[arg(long)]
+        event: Option<i64>,
         /// A note kept with the acknowledgement.
         #[arg(long, default_value = "")]
         comment: String,

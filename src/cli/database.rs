@@ -39,9 +39,10 @@ fn with_store<T>(
     .map_err(Error::failed)
 }
 
-/// `gobearmon ack CHECK [--comment TEXT] [--by NAME] --config FILE`.
+/// `gobearmon ack CHECK [--event ID] [--comment TEXT] [--by NAME] --config FILE`.
 pub(super) fn ack(
     check: &str,
+    event: Option<i64>,
     comment: &str,
     by: Option<String>,
     path: &Path,
@@ -56,7 +57,7 @@ pub(super) fn ack(
         let info = crate::report::find_check(store, check)
             .await
             .map_err(|e| e.to_string())?;
-        crate::store::policy::ack(store, info.id, &by, comment)
+        crate::store::policy::ack(store, info.id, event, &by, comment)
             .await
             .map_err(|e| e.to_string())
     })?;
@@ -68,6 +69,14 @@ pub(super) fn ack(
         Acked::Already { event, by } => {
             println!("incident {event} of check {check} was acknowledged already by {by}");
             Ok(())
+        }
+        Acked::Stale { event, open } => {
+            let how = open.map_or(String::new(), |o| {
+                format!("to acknowledge it: gobearmon ack {check} --event {o}")
+            });
+            Err(Error::failed(crate::notify::text::stale_ack(
+                check, event, open, &how,
+            )))
         }
         Acked::NoIncident => Err(Error::failed(format!(
             "check {check} is not offline: no open incident to acknowledge"

@@ -132,10 +132,11 @@ fn dispatch(cli: Cli) -> Result<Exit, Error> {
         Command::PushUrl { check, config } => done(database::push_url(&check, &config)),
         Command::Ack {
             check,
+            event,
             comment,
             by,
             config,
-        } => done(database::ack(&check, &comment, by, &config)),
+        } => done(database::ack(&check, event, &comment, by, &config)),
         Command::Contact {
             action: ContactAction::Test { id, config },
         } => done(database::contact_test(id, &config)),

@@ -1,10 +1,11 @@
 //! Meta-alerts: the monitor telling `[smtp] admin` and `[controller] admin_webhook` that it is
 //! itself impaired, down or stuck, once per outage and once more when it recovers.
 //!
-//! [`AlertKind`] names what is wrong; [`MetaNotifier`] sends an opened or resolved alert by
-//! email (without the admin rate limit: [`crate::store::meta`] already makes each go out
-//! once) and as a JSON webhook signed like a contact webhook
-//! ([`super::webhook::signature`]). The body:
+//! [`AlertKind`] names what is wrong; [`MetaNotifier`] makes one attempt to deliver an opened
+//! or resolved alert on one [`Channel`]: by email (without the admin rate limit:
+//! [`crate::store::meta`] already makes each go out once) or as a JSON webhook signed like a
+//! contact webhook ([`super::webhook::signature`]). Attempts are made, retried and recorded
+//! by [`super::meta_delivery`] from the queue in MySQL. The body:
 //!
 //! ```json
 //! {"schema": "gobearmon.meta.v1", "event": "opened", "kind": "worker_impaired",
@@ -38,16 +39,25 @@ pub enum AlertKind {
     /// A viewserver member has not answered for `viewserver_down_alert` (subject: its
     /// address).
     ViewserverDown,
+    /// A row that cannot be used as written (subject: `canaries ID`, `contacts ID`).
+    BadRow,
+    /// Check results were dropped from the result history (its buffer was full).
+    HistoryDropped,
+    /// A history round keeps failing (subject: `write` or `upkeep`).
+    HistoryFailing,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 6] = [
+    pub const ALL: [AlertKind; 9] = [
         AlertKind::NoController,
         AlertKind::StaleWorker,
         AlertKind::WorkerImpaired,
         AlertKind::FenceNotRaised,
         AlertKind::OutboxStuck,
         AlertKind::ViewserverDown,
+        AlertKind::BadRow,
+        AlertKind::HistoryDropped,
+        AlertKind::HistoryFailing,
     ];
 
     /// The name in `meta_alerts.kind`, the webhook and `status`.
@@ -59,6 +69,9 @@ impl AlertKind {
             AlertKind::FenceNotRaised => "fence_not_raised",
             AlertKind::OutboxStuck => "outbox_stuck",
             AlertKind::ViewserverDown => "viewserver_down",
+            AlertKind::BadRow => "bad_row",
+            AlertKind::HistoryDropped => "history_dropped",
+            AlertKind::HistoryFailing => "history_failing",
         }
     }
 
@@ -81,6 +94,9 @@ impl AlertKind {
             AlertKind::FenceNotRaised => format!("{subject} cannot raise the epoch fence"),
             AlertKind::OutboxStuck => "notifications are stuck in the outbox".to_string(),
             AlertKind::ViewserverDown => format!("viewserver member {subject} is down"),
+            AlertKind::BadRow => format!("a row cannot be used: {subject}"),
+            AlertKind::HistoryDropped => "check results were dropped from the history".into(),
+            AlertKind::HistoryFailing => format!("history {subject} keeps failing"),
         };
         let prefix = AdminKind::MetaAlert.subject();
         if resolved {
@@ -101,9 +117,40 @@ pub enum AlertEvent {
 impl AlertEvent {
     pub fn as_str(self) -> &'static str {
         match self {
-            AlertEvent::Opened => "opened",
-            AlertEvent::Resolved => "resolved",
+            AlertEvent::Opened => crate::store::meta::OPENED,
+            AlertEvent::Resolved => crate::store::meta::RESOLVED,
         }
+    }
+
+    pub fn parse(s: &str) -> Option<AlertEvent> {
+        [AlertEvent::Opened, AlertEvent::Resolved]
+            .into_iter()
+            .find(|e| e.as_str() == s)
+    }
+}
+
+/// Where a meta-alert goes: each channel is delivered (and retried) on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// `[smtp] admin`.
+    Email,
+    /// `[controller] admin_webhook`.
+    Webhook,
+}
+
+impl Channel {
+    /// The name in `meta_alert_deliveries.channel`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::Webhook => "webhook",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        [Channel::Email, Channel::Webhook]
+            .into_iter()
+            .find(|c| c.as_str() == s)
     }
 }
 
@@ -132,6 +179,8 @@ struct WebhookBody<'a> {
 /// Sends meta-alerts by email and to the admin webhook. Share it behind an `Arc`.
 pub struct MetaNotifier {
     node: String,
+    /// Bound on one attempt (`delivery_timeout`).
+    timeout: Duration,
     admin: std::sync::Arc<AdminNotifier>,
     webhook: Option<(Secret, Option<Secret>, reqwest::Client)>,
 }
@@ -159,71 +208,81 @@ impl MetaNotifier {
         };
         Ok(MetaNotifier {
             node: node.to_string(),
+            timeout,
             admin,
             webhook,
         })
     }
 
-    /// Sends `alert` everywhere it goes, each channel tried up to three times. True when at
-    /// least one channel took it (or none is configured: then it is only logged).
-    pub async fn send(&self, alert: &MetaAlert, event: AlertEvent) -> bool {
+    /// The channels configured on this node, by name (what an alert it opens is queued for).
+    /// Empty when neither `[smtp] admin` nor `admin_webhook` is set: alerts are then only
+    /// logged.
+    pub fn channels(&self) -> &'static [&'static str] {
+        match (self.admin.is_configured(), self.webhook.is_some()) {
+            (true, true) => &["email", "webhook"],
+            (true, false) => &["email"],
+            (false, true) => &["webhook"],
+            (false, false) => &[],
+        }
+    }
+
+    /// The email subject and body of `alert`.
+    pub fn email(
+        &self,
+        alert: &MetaAlert,
+        event: AlertEvent,
+        reported_by: &str,
+    ) -> (String, String) {
         let resolved = event == AlertEvent::Resolved;
         let subject = alert.kind.subject(&alert.subject, resolved);
+        let since = crate::history::rfc3339_ms(alert.started_ms);
         let body = if resolved {
-            format!(
-                "Resolved: {}\n\nIt had started at {} (reported by {}).",
-                subject,
-                crate::history::rfc3339_ms(alert.started_ms),
-                self.node
-            )
+            format!("Resolved: {subject}\n\nIt had started at {since} (reported by {reported_by}).")
         } else {
             format!(
-                "{}\n\nSince {} (reported by {}).",
-                alert.message,
-                crate::history::rfc3339_ms(alert.started_ms),
-                self.node
+                "{}\n\nSince {since} (reported by {reported_by}).",
+                alert.message
             )
         };
-        tracing::warn!(
-            kind = alert.kind.as_str(),
-            subject = %alert.subject,
-            event = event.as_str(),
-            "meta-alert"
-        );
-        let mut delivered = !self.admin.is_configured() && self.webhook.is_none();
-        if self.admin.is_configured() {
-            for attempt in 0..3u32 {
-                match self.admin.send_once(&subject, &body).await {
-                    AdminOutcome::Sent => {
-                        delivered = true;
-                        break;
-                    }
-                    _ => tokio::time::sleep(Duration::from_secs(1 << attempt)).await,
-                }
-            }
-        }
-        if let Some((url, secret, http)) = &self.webhook {
-            for attempt in 0..3u32 {
-                match self.post(url, secret.as_ref(), http, alert, event).await {
-                    Ok(()) => {
-                        delivered = true;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, attempt, "admin_webhook did not take the alert");
-                        tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+        (subject, body)
+    }
+
+    /// One attempt to deliver `alert` on `channel`, within the delivery timeout. `Err` says
+    /// why it was not taken; every attempt may be repeated (the webhook carries an
+    /// `Idempotency-Key`).
+    pub async fn attempt(
+        &self,
+        channel: Channel,
+        alert: &MetaAlert,
+        event: AlertEvent,
+        reported_by: &str,
+    ) -> Result<(), String> {
+        let attempt = async {
+            match channel {
+                Channel::Email => {
+                    let (subject, body) = self.email(alert, event, reported_by);
+                    match self.admin.send_once(&subject, &body).await {
+                        AdminOutcome::Sent => Ok(()),
+                        AdminOutcome::Failed(e) => Err(e.to_string()),
+                        AdminOutcome::NotConfigured => {
+                            Err("[smtp] host or admin is not set on this node".into())
+                        }
+                        AdminOutcome::Suppressed => Err("suppressed".into()),
                     }
                 }
+                Channel::Webhook => match &self.webhook {
+                    Some((url, secret, http)) => {
+                        self.post(url, secret.as_ref(), http, alert, event, reported_by)
+                            .await
+                    }
+                    None => Err("admin_webhook is not set on this node".into()),
+                },
             }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         }
-        if !delivered {
-            tracing::error!(
-                kind = alert.kind.as_str(),
-                subject = %alert.subject,
-                "a meta-alert reached neither [smtp] admin nor admin_webhook"
-            );
-        }
-        delivered
     }
 
     async fn post(
@@ -233,6 +292,7 @@ impl MetaNotifier {
         http: &reqwest::Client,
         alert: &MetaAlert,
         event: AlertEvent,
+        reported_by: &str,
     ) -> Result<(), String> {
         let now = super::unix_ms(SystemTime::now());
         let body = serde_json::to_vec(&WebhookBody {
@@ -242,7 +302,7 @@ impl MetaNotifier {
             subject: &alert.subject,
             started: crate::history::rfc3339_ms(alert.started_ms),
             time: crate::history::rfc3339_ms(now),
-            node: &self.node,
+            node: reported_by,
             message: &alert.message,
         })
         .map_err(|e| e.to_string())?;

@@ -9,11 +9,14 @@
 //! - [`outbox`]: [`outbox::enqueue`] (inside the flip's fenced transaction) and the
 //!   [`outbox::Dispatcher`] that delivers pending rows with retries.
 //! - [`admin`]: rate-limited notices to `[smtp] admin`.
+//! - [`meta`], [`meta_delivery`]: meta-alerts (the monitor about itself), queued in MySQL and
+//!   delivered with retries by email and to the admin webhook.
 //! - [`contact_test`]: one test message to one contact, for `gobearmon contact test`.
 
 pub mod admin;
 pub mod email;
 pub mod meta;
+pub mod meta_delivery;
 pub mod outbox;
 pub mod redact;
 pub mod text;

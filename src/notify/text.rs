@@ -311,6 +311,82 @@ fn webhook_body<'a>(n: &'a Notification, message: &'a str) -> WebhookBody<'a> {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Meta-alerts: the monitor telling the admin about itself.
+
+/// The no-controller alert: no controller has stamped itself alive since `at_ms`.
+pub fn no_controller(at_ms: i64, now_ms: i64) -> String {
+    format!(
+        "No controller has acted since {} (more than {} s): no check is being run or \
+         confirmed, and no notification is sent.",
+        rfc3339_ms(at_ms),
+        (now_ms - at_ms) / 1000
+    )
+}
+
+/// A row of table `canaries` that workers cannot run (`problem` names it, redacted).
+pub fn bad_canary(problem: &str) -> String {
+    format!(
+        "A row of table canaries cannot be used: {problem}\n\
+         Workers skip it and run the others; fix or delete the row."
+    )
+}
+
+/// An `sms` or `voice` contact whose `max_per_hour` is 0 or less.
+pub fn bad_cap(contact: i64, kind: &str, max_per_hour: i64, default_cap: u32) -> String {
+    format!(
+        "Contact {contact} ({kind}) has max_per_hour = {max_per_hour}, which would hold every \
+         message to it forever. It gets the default cap instead ([twilio] max_per_hour = \
+         {default_cap} messages an hour). Set a positive max_per_hour, or NULL for the default."
+    )
+}
+
+/// Results of the result history dropped since `since_ms` (the writer's buffer was full).
+pub fn history_dropped(dropped: u64, since_ms: i64) -> String {
+    format!(
+        "{dropped} check results were dropped from the result history since {} because the \
+         history writer fell behind or the database was away (its buffer is full). Uptime and \
+         charts lack them; alerting is not affected.",
+        rfc3339_ms(since_ms)
+    )
+}
+
+/// A history round (`write` or `upkeep`) that keeps failing.
+pub fn history_failing(round: &str, failures: u32, error: &str) -> String {
+    let what = match round {
+        "write" => "Writing check results to the result history",
+        _ => "Rolling up and pruning the result history",
+    };
+    format!(
+        "{what} has failed {failures} times in a row. Last error: {error}\n\
+         The controller keeps trying; alerting is not affected."
+    )
+}
+
+/// A meta-alert that its channel refused for good.
+pub fn meta_undelivered(channel: &str, subject: &str, message: &str, error: &str) -> String {
+    format!(
+        "A meta-alert could not be delivered to {channel} (attempts used up). Last error: \
+         {error}\n\nThe alert: {subject}\n\n{message}"
+    )
+}
+
+/// Why an acknowledgement of incident `event` was refused: it is no longer the open one
+/// (`open`: the incident open now). `how` says how to acknowledge the open one, where the
+/// person is (the command line, the dashboard).
+pub fn stale_ack(check: &str, event: i64, open: Option<i64>, how: &str) -> String {
+    match open {
+        Some(open) => format!(
+            "Incident {event} of check {check} is no longer open: nothing was acknowledged. \
+             Incident {open} is open now; {how}"
+        ),
+        None => format!(
+            "Incident {event} of check {check} is no longer open and the check has no open \
+             incident: nothing was acknowledged."
+        ),
+    }
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for milliseconds since the Unix epoch (UTC).
 pub fn rfc3339_ms(unix_ms: i64) -> String {
     const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(

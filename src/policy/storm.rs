@@ -20,6 +20,8 @@
 //! - A digest or a folded message counts as one message against a cap.
 //! - A contact with one due row during a storm still waits for its window: "one message per
 //!   window" holds whatever the number of rows.
+//! - A `max_per_hour` of 0 or less is a bad row, not "never": the contact gets the default cap
+//!   ([`cap_of`]) and the admin is told once (a meta-alert of the acting controller).
 
 use std::collections::HashSet;
 
@@ -110,6 +112,17 @@ pub enum Action {
         until_ms: i64,
         why: Wait,
     },
+}
+
+/// The hourly cap of an `sms` or `voice` contact: its `contacts.max_per_hour`, else
+/// `default` (`[twilio] max_per_hour`). A value of 0 or less is a bad row (the acting
+/// controller tells the admin of it): it would hold every message forever, so the default
+/// applies.
+pub fn cap_of(max_per_hour: Option<i32>, default: u32) -> u32 {
+    match max_per_hour {
+        Some(m) if m > 0 => m as u32,
+        _ => default,
+    }
 }
 
 /// Whether `flips_in_window` (flips within the window ending now) make a storm.
@@ -241,6 +254,18 @@ mod tests {
                 .collect(),
             waiting_since: None,
         }
+    }
+
+    #[test]
+    fn a_cap_of_zero_or_less_is_the_default_cap() {
+        assert_eq!(cap_of(None, 30), 30);
+        assert_eq!(cap_of(Some(0), 30), 30);
+        assert_eq!(cap_of(Some(-5), 30), 30);
+        assert_eq!(cap_of(Some(1), 30), 1);
+        assert_eq!(cap_of(Some(100), 30), 100);
+        // The default cap lets a contact's first message go at once.
+        let c = contact(1, Some(cap_of(Some(0), 30)), &[], &[(1, 0)]);
+        assert_eq!(plan(rule(), 10 * S, 0, &[c]), vec![Action::Send(vec![1])]);
     }
 
     fn rows(n: i64, first_id: i64, due_ms: i64) -> Vec<(i64, i64)> {

@@ -291,6 +291,7 @@ fn start_controller(
         parts.slot.clone(),
         tasks.shutdown.clone(),
     ));
+    tasks.spawn(host.clone().deliver_meta_alerts(tasks.shutdown.clone()));
     if let Some(listener) = web {
         tracing::info!(addr = ?listener.local_addr().ok(), "serving the JSON API");
         let web = crate::web::router(
@@ -601,8 +602,17 @@ async fn check_metrics(
     }
 }
 
-/// The node's own series: view, lease, runner and heartbeats.
+/// The node's own series: view, lease, runner and heartbeats, and the controller host's
+/// health on a controller-capable worker.
 fn node_samples(n: &Node) -> Vec<Sample> {
+    let mut samples = own_samples(n);
+    if let Some(host) = &n.host {
+        samples.extend(host.stats.samples());
+    }
+    samples
+}
+
+fn own_samples(n: &Node) -> Vec<Sample> {
     let m = &n.membership;
     let standing = m.standing();
     let lease_left = m.current_lease().map_or(0.0, |l| {

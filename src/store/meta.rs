@@ -10,6 +10,7 @@
 
 use mysql_async::prelude::Queryable;
 
+use super::meta_queue::{Enqueue, enqueue};
 use super::{Store, StoreError};
 use crate::model::Epoch;
 
@@ -36,21 +37,23 @@ pub struct Opening<'a> {
     pub node: &'a str,
     pub message: &'a str,
     pub detail: Option<&'a str>,
+    /// The channels its notice goes to (queued in the same transaction).
+    pub channels: &'a [&'a str],
 }
 
-/// Opens the alert unless it is open or was already opened for this outage (`started_ms`).
-/// True when this call opened it: the caller sends the alert.
+/// Opens the alert unless it is open or was already opened for this outage (`started_ms`),
+/// and queues its notice in the same transaction. True when this call opened it.
 pub async fn open(store: &Store, o: &Opening<'_>) -> Result<bool, StoreError> {
     store
         .bounded("opening a meta-alert", async {
-            let mut conn = store.conn().await?;
-            conn.exec_drop(
+            let mut tx = store.transaction().await?;
+            tx.exec_drop(
                 "INSERT IGNORE INTO meta_alerts (kind, subject, is_open, started_ms) \
                  VALUES (?, ?, 0, -1)",
                 (o.kind, o.subject),
             )
             .await?;
-            conn.exec_drop(
+            tx.exec_drop(
                 "UPDATE meta_alerts SET is_open = 1, started_ms = ?, opened_ms = ?, \
                  resolved_ms = NULL, opened_by = ?, message = ?, detail = ? \
                  WHERE kind = ? AND subject = ? AND is_open = 0 AND started_ms <> ?",
@@ -66,26 +69,47 @@ pub async fn open(store: &Store, o: &Opening<'_>) -> Result<bool, StoreError> {
                 ),
             )
             .await?;
-            Ok(conn.affected_rows() == 1)
+            let opened = tx.affected_rows() == 1;
+            if opened {
+                let e = Enqueue {
+                    kind: o.kind,
+                    subject: o.subject,
+                    started_ms: o.started_ms,
+                    event: OPENED,
+                    reported_by: o.node,
+                    message: o.message,
+                    channels: o.channels,
+                };
+                enqueue(&mut tx, &e).await?;
+            }
+            tx.commit().await?;
+            Ok(opened)
         })
         .await
 }
 
-/// Resolves the alert if it is open; the row it closed when this call closed it (the caller
-/// sends the recovery).
+/// The `event` of an opened alert's notice.
+pub const OPENED: &str = "opened";
+/// The `event` of a resolved alert's notice.
+pub const RESOLVED: &str = "resolved";
+
+/// Resolves the alert if it is open and queues its recovery notice (from `node`, to
+/// `channels`) in the same transaction; the row it closed when this call closed it.
 pub async fn resolve(
     store: &Store,
     kind: &str,
     subject: &str,
     now_ms: i64,
+    node: &str,
+    channels: &[&str],
 ) -> Result<Option<AlertRow>, StoreError> {
     store
         .bounded("resolving a meta-alert", async {
-            let mut conn = store.conn().await?;
-            let row: Option<AlertRow> = conn
+            let mut tx = store.transaction().await?;
+            let row: Option<AlertRow> = tx
                 .exec_first(
                     "SELECT kind, subject, started_ms, opened_ms, opened_by, message, detail \
-                     FROM meta_alerts WHERE kind = ? AND subject = ? AND is_open = 1",
+                     FROM meta_alerts WHERE kind = ? AND subject = ? AND is_open = 1 FOR UPDATE",
                     (kind, subject),
                 )
                 .await?
@@ -93,13 +117,27 @@ pub async fn resolve(
             let Some(row) = row else {
                 return Ok(None);
             };
-            conn.exec_drop(
+            tx.exec_drop(
                 "UPDATE meta_alerts SET is_open = 0, resolved_ms = ? \
                  WHERE kind = ? AND subject = ? AND is_open = 1 AND started_ms = ?",
                 (now_ms, kind, subject, row.started_ms),
             )
             .await?;
-            Ok((conn.affected_rows() == 1).then_some(row))
+            if tx.affected_rows() != 1 {
+                return Ok(None);
+            }
+            let e = Enqueue {
+                kind,
+                subject,
+                started_ms: row.started_ms,
+                event: RESOLVED,
+                reported_by: node,
+                message: &row.message,
+                channels,
+            };
+            enqueue(&mut tx, &e).await?;
+            tx.commit().await?;
+            Ok(Some(row))
         })
         .await
 }
@@ -134,7 +172,7 @@ fn row_of(r: RawRow) -> AlertRow {
     }
 }
 
-fn cut(message: &str) -> String {
+pub(super) fn cut(message: &str) -> String {
     crate::probe::cut_text(message, 2000).into_owned()
 }
 
@@ -143,12 +181,14 @@ pub const NO_CONTROLLER: &str = "no_controller";
 
 /// Opens the no-controller alert when no controller has stamped itself alive since before
 /// `cutoff_ms` (and one ever did), in one statement with the stamp, so that a stamp written
-/// meanwhile wins. The stamp it judged (the outage's start) when this call opened it.
+/// meanwhile wins, and queues its notice to `channels` in the same transaction. The stamp it
+/// judged (the outage's start) when this call opened it.
 pub async fn open_no_controller(
     store: &Store,
     cutoff_ms: i64,
     now_ms: i64,
     node: &str,
+    channels: &[&str],
 ) -> Result<Option<i64>, StoreError> {
     store
         .bounded("checking for a controller", async {
@@ -159,19 +199,16 @@ pub async fn open_no_controller(
             let Some(at) = at.filter(|&at| at > 0 && at < cutoff_ms) else {
                 return Ok(None);
             };
-            conn.exec_drop(
+            drop(conn);
+            let mut tx = store.transaction().await?;
+            tx.exec_drop(
                 "INSERT IGNORE INTO meta_alerts (kind, subject, is_open, started_ms) \
                  VALUES (?, '', 0, -1)",
                 (NO_CONTROLLER,),
             )
             .await?;
-            let message = format!(
-                "No controller has acted since {} (more than {} s): no check is being run \
-                 or confirmed, and no notification is sent.",
-                crate::history::rfc3339_ms(at),
-                (now_ms - at) / 1000
-            );
-            conn.exec_drop(
+            let message = crate::notify::text::no_controller(at, now_ms);
+            tx.exec_drop(
                 "UPDATE meta_alerts a JOIN controller_alive c ON c.id = 1 \
                  SET a.is_open = 1, a.started_ms = c.at_ms, a.opened_ms = ?, \
                  a.resolved_ms = NULL, a.opened_by = ?, a.message = ?, a.detail = NULL \
@@ -180,7 +217,30 @@ pub async fn open_no_controller(
                 (now_ms, node, &message, NO_CONTROLLER, cutoff_ms),
             )
             .await?;
-            Ok((conn.affected_rows() == 1).then_some(at))
+            if tx.affected_rows() != 1 {
+                return Ok(None);
+            }
+            // The stamp the update judged: the one read above unless a newer stamp (also
+            // older than the cutoff) came in between.
+            let started: Option<i64> = tx
+                .exec_first(
+                    "SELECT started_ms FROM meta_alerts WHERE kind = ? AND subject = ''",
+                    (NO_CONTROLLER,),
+                )
+                .await?;
+            let started = started.unwrap_or(at);
+            let e = Enqueue {
+                kind: NO_CONTROLLER,
+                subject: "",
+                started_ms: started,
+                event: OPENED,
+                reported_by: node,
+                message: &message,
+                channels,
+            };
+            enqueue(&mut tx, &e).await?;
+            tx.commit().await?;
+            Ok(Some(started))
         })
         .await
 }
@@ -206,15 +266,32 @@ pub async fn stamp_alive(
         .await
 }
 
-/// The enabled rows of `canaries`, in id order.
-pub async fn canaries(store: &Store) -> Result<Vec<String>, StoreError> {
+/// The enabled rows of `canaries` (id, url), in id order.
+pub async fn canaries(store: &Store) -> Result<Vec<(i64, String)>, StoreError> {
     store
         .bounded("reading canaries", async {
             let mut conn = store.conn().await?;
-            let urls: Vec<String> = conn
-                .query("SELECT url FROM canaries WHERE enabled = 1 ORDER BY id")
+            let rows: Vec<(i64, String)> = conn
+                .query("SELECT id, url FROM canaries WHERE enabled = 1 ORDER BY id")
                 .await?;
-            Ok(urls)
+            Ok(rows)
+        })
+        .await
+}
+
+/// The `sms` and `voice` contacts whose `max_per_hour` is 0 or less (id, type, value): bad
+/// rows, capped at `[twilio] max_per_hour` instead ([`super::storm::inputs`]).
+pub async fn bad_caps(store: &Store) -> Result<Vec<(i64, String, i64)>, StoreError> {
+    store
+        .bounded("reading contacts' caps", async {
+            let mut conn = store.conn().await?;
+            let rows: Vec<(i64, String, i64)> = conn
+                .query(
+                    "SELECT id, type, max_per_hour FROM contacts \
+                     WHERE type IN ('sms', 'voice') AND max_per_hour <= 0 ORDER BY id",
+                )
+                .await?;
+            Ok(rows)
         })
         .await
 }

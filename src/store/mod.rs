@@ -27,6 +27,7 @@ pub mod fence;
 pub mod flips;
 pub mod history;
 pub mod meta;
+pub mod meta_queue;
 pub mod metrics;
 pub mod nodes;
 pub mod outbox;

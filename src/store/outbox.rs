@@ -79,7 +79,7 @@ pub struct ClaimedRow {
 pub struct ClaimToken(pub u64);
 
 impl ClaimToken {
-    fn new() -> ClaimToken {
+    pub(crate) fn new() -> ClaimToken {
         use ring::rand::SecureRandom;
         let mut bytes = [0u8; 8];
         if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
@@ -469,12 +469,12 @@ fn id_list(ids: impl Iterator<Item = i64>) -> String {
     ids.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
-fn micros(d: Duration) -> u64 {
+pub(super) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// `s` cut to what `last_error` holds, on a char boundary.
-fn clip(s: &str) -> String {
+pub(super) fn clip(s: &str) -> String {
     match s.char_indices().nth(MAX_ERROR_CHARS) {
         Some((cut, _)) => format!("{}...", &s[..cut]),
         None => s.to_string(),

@@ -664,16 +664,22 @@ pub enum Acked {
     Recorded { event: i64 },
     /// The incident was acknowledged already, by `by`.
     Already { event: i64, by: String },
+    /// The incident named is no longer the open one: it ended, and `open` (if any) is the
+    /// incident open now. Nothing was recorded.
+    Stale { event: i64, open: Option<i64> },
     /// The check is not offline: no open incident.
     NoIncident,
     /// No such check.
     NoCheck,
 }
 
-/// Records that `by` acknowledged `check`'s open incident.
+/// Records that `by` acknowledged `check`'s open incident: the one that began with `event`
+/// when it is given (refused as [`Acked::Stale`] unless that incident is still the open one),
+/// else whichever is open now.
 pub async fn ack(
     store: &Store,
     check: CheckId,
+    event: Option<i64>,
     by: &str,
     comment: &str,
 ) -> Result<Acked, StoreError> {
@@ -690,14 +696,24 @@ pub async fn ack(
             (check.0,),
         )
         .await?;
-    let Some((event, _)) = latest.filter(|(_, t)| t == "offline") else {
-        return Ok(Acked::NoIncident);
+    let open = latest.filter(|(_, t)| t == "offline").map(|(id, _)| id);
+    let event = match (event, open) {
+        (Some(named), open) if open != Some(named) => {
+            return Ok(Acked::Stale { event: named, open });
+        }
+        (_, Some(open)) => open,
+        (_, None) => return Ok(Acked::NoIncident),
     };
     let by: String = by.chars().take(64).collect();
     let comment: String = comment.chars().take(1024).collect();
+    // Recorded only while `event` is still the check's latest event: a flip written between
+    // the read above and this insert makes it stale, not an acknowledgement of the wrong
+    // incident's escalation.
     conn.exec_drop(
-        "INSERT IGNORE INTO incident_acks (event_id, check_id, acked_by, comment) VALUES (?, ?, ?, ?)",
-        (event, check.0, &by, comment),
+        "INSERT IGNORE INTO incident_acks (event_id, check_id, acked_by, comment) \
+         SELECT ?, ?, ?, ? FROM DUAL WHERE ? = (SELECT MAX(id) FROM check_events \
+         WHERE check_id = ?)",
+        (event, check.0, &by, comment, event, check.0),
     )
     .await?;
     if conn.affected_rows() == 1 {
@@ -709,9 +725,9 @@ pub async fn ack(
             (event,),
         )
         .await?;
-    Ok(Acked::Already {
-        event,
-        by: who.unwrap_or_default(),
+    Ok(match who {
+        Some(by) => Acked::Already { event, by },
+        None => Acked::Stale { event, open: None },
     })
 }
 

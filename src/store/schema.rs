@@ -26,6 +26,7 @@ pub const TABLES: &[&str] = &[
     "canaries",
     "meta_alerts",
     "controller_alive",
+    "meta_alert_deliveries",
     "maintenance",
     "incident_acks",
     "check_dependencies",

@@ -92,9 +92,7 @@ pub async fn inputs(store: &Store, rule: StormRule, paid_cap: u32) -> Result<Inp
                         contacts.push(Contact {
                             contact: ContactId(*contact),
                             cap: match kind.as_deref() {
-                                Some("sms" | "voice") => {
-                                    Some(max.map_or(paid_cap, |m| m.max(0) as u32))
-                                }
+                                Some("sms" | "voice") => Some(storm::cap_of(*max, paid_cap)),
                                 _ => None,
                             },
                             sent_last_hour: Vec::new(),

@@ -973,3 +973,68 @@ fn secrets_in_check_data_reach_no_notification_status_or_log() {
     drop(cluster);
     rt.block_on(db.drop_db());
 }
+
+/// An `sms` contact with `max_per_hour = 0` is a bad row: the admin is told once (a
+/// meta-alert naming the contact), and its SMS goes out under the default cap (`[twilio]
+/// max_per_hour`) instead of being held forever.
+#[test]
+fn a_contact_capped_at_zero_gets_the_default_cap_and_the_admin_is_told_once() {
+    let _serial = testkit::cluster::serial();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let twilio = rt.block_on(Receiver::start(Behaviour::Twilio));
+    let mut port = Port::new();
+    let seed = [
+        format!(
+            r#"INSERT INTO checks (id,name,type,data,check_interval,delay) VALUES (1,'svc','tcp','{{"address":"127.0.0.1:{}"}}',1,0)"#,
+            port.port
+        ),
+        "INSERT INTO contacts (id,type,data,max_per_hour) VALUES (2,'sms','+15550001111',0)".into(),
+        "INSERT INTO alerts (check_id,contact_id,type) VALUES (1,2,'offline')".into(),
+    ];
+    let seed: Vec<&str> = seed.iter().map(String::as_str).collect();
+    let url = format!("http://{}", twilio.addr);
+    let w = World::start_seeded("e2e_cap0", 1, Some(&url), Table::new(), &seed);
+    w.wait_ready();
+    let told = |w: &World| {
+        w.smtp
+            .messages_to("admin@test")
+            .into_iter()
+            .filter(|m| {
+                let s = m["subject"].as_str().unwrap_or("");
+                s.contains("a row cannot be used: contacts 2")
+            })
+            .collect::<Vec<_>>()
+    };
+    // The SMS goes out at once: the default cap (30) is far from used up.
+    port.down();
+    let calls = rt.block_on(twilio.wait_count(1));
+    assert_eq!(calls[0].field("To").as_deref(), Some("+15550001111"));
+    wait_until(Duration::from_secs(10), "the SMS recorded as sent", || {
+        let rows: Vec<String> =
+            w.query("SELECT CAST(state AS CHAR) FROM notification_outbox WHERE contact_id = 2");
+        (rows == ["sent"]).then_some(())
+    });
+    let mail = wait_until(
+        Duration::from_secs(30),
+        "the admin told of contact 2",
+        || told(&w).into_iter().next(),
+    );
+    let body = mail.to_string();
+    assert!(
+        body.contains("max_per_hour = 0") && body.contains("30"),
+        "{body}"
+    );
+    // The row is still bad and reread every reload period: told once all the same.
+    assert_eq!(told(&w).len(), 1, "{:?}", w.smtp.messages_to("admin@test"));
+    // And counted on the acting controller's /metrics.
+    let acting = w.cluster.acting_controller().unwrap();
+    let (_, metrics) = w
+        .cluster
+        .get(&w.cluster.worker_addrs[acting], "/metrics")
+        .unwrap();
+    let bad_rows = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gobearmon_bad_rows "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(bad_rows, Some(1.0), "{metrics}");
+}

@@ -28,10 +28,19 @@ impl World {
 
     /// With more `[controller]` keys.
     fn start_with(tag: &str, more: Table) -> World {
+        World::start_full(tag, more, false)
+    }
+
+    /// With more `[controller]` keys, and `[web]` (the dashboard) on every worker if `web`.
+    fn start_full(tag: &str, more: Table, web: bool) -> World {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (db, _) = rt.block_on(TestDb::installed(tag));
         let smtp = rt.block_on(SmtpServer::start(SmtpOptions::default()));
-        let cluster = Cluster::builder(crate::BIN, &db.url)
+        let mut builder = Cluster::builder(crate::BIN, &db.url);
+        if web {
+            builder = builder.web(&["policy-api-token-0123"]);
+        }
+        let cluster = builder
             .viewservers(3)
             .workers(3)
             .controller_keys(more)
@@ -536,5 +545,169 @@ fn forty_checks_down_together_reach_each_contact_as_one_digest() {
     assert_eq!(
         states,
         vec![("folded".to_string(), 78), ("sent".to_string(), 2)]
+    );
+}
+
+/// A client of the dashboard as a browser uses it: cookies kept, redirects not followed,
+/// forms submitted with the fields the page rendered.
+struct Browser {
+    http: reqwest::blocking::Client,
+    base: String,
+    cookies: std::cell::RefCell<std::collections::BTreeMap<String, String>>,
+}
+
+impl Browser {
+    fn new(addr: &str) -> Browser {
+        let http = reqwest::blocking::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Browser {
+            http,
+            base: format!("http://{addr}"),
+            cookies: Default::default(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        let jar = self.cookies.borrow();
+        let pairs: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        pairs.join("; ")
+    }
+
+    fn keep(&self, r: reqwest::blocking::Response) -> (u16, String) {
+        for c in r.headers().get_all(reqwest::header::SET_COOKIE) {
+            let pair = c.to_str().unwrap().split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.borrow_mut().insert(k.into(), v.into());
+        }
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(reqwest::header::COOKIE, self.cookie_header())
+            .send()
+            .unwrap();
+        self.keep(r)
+    }
+
+    fn post(&self, path: &str, fields: &[(String, String)]) -> (u16, String) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::COOKIE, self.cookie_header())
+            .form(fields)
+            .send()
+            .unwrap();
+        self.keep(r)
+    }
+
+    /// Logs in through the login form (with whatever hidden fields it carries).
+    fn login(&self, name: &str, password: &str) {
+        let (_, page) = self.get("/login");
+        let mut fields = hidden_fields(&page, "/login");
+        fields.push(("name".into(), name.into()));
+        fields.push(("password".into(), password.into()));
+        let (code, body) = self.post("/login", &fields);
+        assert_eq!(code, 303, "login failed: {body}");
+    }
+}
+
+/// The hidden fields of the form posting to `action` in `html`.
+fn hidden_fields(html: &str, action: &str) -> Vec<(String, String)> {
+    let start = html
+        .find(&format!("action=\"{action}\""))
+        .unwrap_or_else(|| panic!("no form for {action} in {html}"));
+    let form = &html[start..start + html[start..].find("</form>").unwrap()];
+    let attr = |tag: &str, name: &str| {
+        let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(tag[at..at + tag[at..].find('"')?].to_string())
+    };
+    form.split("<input")
+        .skip(1)
+        .filter(|tag| attr(tag, "type").as_deref() == Some("hidden"))
+        .filter_map(|tag| Some((attr(tag, "name")?, attr(tag, "value")?)))
+        .collect()
+}
+
+/// A dashboard page left open on an incident that has ended since: its "Acknowledge" button
+/// is refused with a clear message, and the new incident, unacknowledged, still escalates.
+/// The current page's button acknowledges the new one.
+#[test]
+fn a_stale_acknowledge_button_is_refused_and_the_new_incident_still_escalates() {
+    let _serial = testkit::cluster::serial();
+    let w = World::start_full("policy_staleack", Table::new(), true);
+    let mut a = Port::new();
+    let pager = w.receiver();
+    w.sql(&format!(
+        "{}INSERT INTO contacts (id,type,data) VALUES (1,'webhook','{}');
+         INSERT INTO alerts (check_id,contact_id,type,`after`) VALUES (1,1,'offline',15);",
+        tcp_check(1, a.port),
+        pager.url("/hook")
+    ));
+    add_operator(&w, "ops", "operator-password-1");
+    w.wait_ready();
+    let browser = Browser::new(w.cluster.web_addr(0));
+    browser.login("ops", "operator-password-1");
+    // The first incident, with its page open; it ends before its escalation is due.
+    a.down();
+    w.wait_status(1, "offline");
+    let first: i64 = w.query("SELECT MAX(id) FROM check_events WHERE check_id = 1")[0];
+    let (code, page) = browser.get("/checks/1");
+    assert_eq!(code, 200, "{page}");
+    let stale_form = hidden_fields(&page, "/checks/1/ack");
+    a.up();
+    w.wait_status(1, "online");
+    // The second incident: the old page's button is pressed.
+    a.down();
+    w.wait_status(1, "offline");
+    let second: i64 = w.query("SELECT MAX(id) FROM check_events WHERE check_id = 1")[0];
+    assert!(second > first);
+    let (code, body) = browser.post("/checks/1/ack", &stale_form);
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains(&format!("Incident {first} of check 1 is no longer open"))
+            && body.contains(&format!("Incident {second} is open now")),
+        "{body}"
+    );
+    let acks: Vec<i64> = w.query("SELECT event_id FROM incident_acks");
+    assert!(acks.is_empty(), "{acks:?}");
+    // The second incident escalates; the first, shorter than the escalation, did not.
+    let pages = wait_requests(&pager, 1, 40);
+    assert_eq!(pages, [(1, "offline".to_string(), pages[0].2.clone())]);
+    let paged: Vec<i64> =
+        w.query("SELECT event_id FROM notification_outbox WHERE contact_id = 1 AND state = 'sent'");
+    assert_eq!(paged, [second]);
+    // The page as it is now acknowledges the open incident.
+    let (_, page) = browser.get("/checks/1");
+    let (code, body) = browser.post("/checks/1/ack", &hidden_fields(&page, "/checks/1/ack"));
+    assert_eq!(code, 303, "{body}");
+    let acks: Vec<(i64, String)> = w.query("SELECT event_id, acked_by FROM incident_acks");
+    assert_eq!(acks, [(second, "ops".to_string())]);
+    a.up();
+}
+
+/// `gobearmon user add NAME --role operator` with the password on stdin.
+fn add_operator(w: &World, name: &str, password: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gobearmon"))
+        .args(["user", "add", name, "--role", "operator", "--config"])
+        .arg(&w.cluster.workers[0].config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "user add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

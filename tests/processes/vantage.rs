@@ -309,10 +309,20 @@ fn canaries_turn_cut_workers_impaired_and_nobody_is_paged() {
                 .then_some(())
         },
     );
-    wait_until(Duration::from_secs(20), "no open alert in status", || {
-        let s = w.status()?;
-        s["alerts"].as_array()?.is_empty().then_some(())
-    });
+    // Only the bad row's alert stays open: the row is still there.
+    wait_until(
+        Duration::from_secs(20),
+        "no other open alert in status",
+        || {
+            let s = w.status()?;
+            let kinds: Vec<&str> = s["alerts"]
+                .as_array()?
+                .iter()
+                .filter_map(|a| a["kind"].as_str())
+                .collect();
+            (kinds == ["bad_row"]).then_some(())
+        },
+    );
     assert_eq!(
         w.count_subjects("worker impaired: w1"),
         1,
@@ -332,14 +342,22 @@ fn canaries_turn_cut_workers_impaired_and_nobody_is_paged() {
         w.admin_subjects()
     );
     assert!(w.smtp.messages_to("ops@test").is_empty(), "paged");
-    // The bad row was reported once, by name, although every round of the term reread it.
+    // The bad row was reported once, by its id, although every round of the term reread it;
+    // the mail names the URL.
     assert_eq!(
-        w.count_subjects(
-            "a canaries row cannot be used: canary \"gopher://127.0.0.1:7/bad-canary\""
-        ),
+        w.count_subjects("a row cannot be used: canaries 2"),
         1,
         "{:?}",
         w.admin_subjects()
+    );
+    let mails = w.smtp.messages_to("admin@test");
+    let bad = mails
+        .iter()
+        .find(|m| m["subject"].as_str().unwrap_or("").contains("canaries 2"))
+        .unwrap();
+    assert!(
+        bad.to_string().contains("gopher://127.0.0.1:7/bad-canary"),
+        "{bad}"
     );
 }
 
@@ -478,6 +496,7 @@ fn no_controller_is_alerted_once_then_resolved() {
 #[test]
 fn meta_alerts_open_once_per_outage_and_resolve_once() {
     use gobearmon::store::meta::{self, Opening};
+    const CHANNELS: &[&str] = &["email", "webhook"];
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (db, store) = rt.block_on(TestDb::installed("vantage_meta_store"));
     rt.block_on(async {
@@ -489,6 +508,7 @@ fn meta_alerts_open_once_per_outage_and_resolve_once() {
             node: "w1",
             message: "w9 is stale",
             detail: None,
+            channels: CHANNELS,
         };
         assert!(meta::open(&store, &o(1000)).await.unwrap());
         assert!(!meta::open(&store, &o(1000)).await.unwrap(), "open already");
@@ -499,12 +519,12 @@ fn meta_alerts_open_once_per_outage_and_resolve_once() {
             (open[0].started_ms, open[0].opened_by.as_str()),
             (1000, "w1")
         );
-        let row = meta::resolve(&store, "stale_worker", "w9", 5000)
+        let row = meta::resolve(&store, "stale_worker", "w9", 5000, "w1", CHANNELS)
             .await
             .unwrap();
         assert_eq!(row.map(|r| r.started_ms), Some(1000));
         assert!(
-            meta::resolve(&store, "stale_worker", "w9", 5001)
+            meta::resolve(&store, "stale_worker", "w9", 5001, "w1", CHANNELS)
                 .await
                 .unwrap()
                 .is_none()
@@ -518,7 +538,7 @@ fn meta_alerts_open_once_per_outage_and_resolve_once() {
 
         // No controller ever acted: nothing to say.
         assert_eq!(
-            meta::open_no_controller(&store, 10_000, 10_000, "w1")
+            meta::open_no_controller(&store, 10_000, 10_000, "w1", CHANNELS)
                 .await
                 .unwrap(),
             None
@@ -527,32 +547,32 @@ fn meta_alerts_open_once_per_outage_and_resolve_once() {
             .await
             .unwrap();
         assert_eq!(
-            meta::open_no_controller(&store, 4_000, 10_000, "w1")
+            meta::open_no_controller(&store, 4_000, 10_000, "w1", CHANNELS)
                 .await
                 .unwrap(),
             None
         );
         assert_eq!(
-            meta::open_no_controller(&store, 6_000, 10_000, "w1")
+            meta::open_no_controller(&store, 6_000, 10_000, "w1", CHANNELS)
                 .await
                 .unwrap(),
             Some(5_000)
         );
         assert_eq!(
-            meta::open_no_controller(&store, 6_000, 10_000, "w3")
+            meta::open_no_controller(&store, 6_000, 10_000, "w3", CHANNELS)
                 .await
                 .unwrap(),
             None
         );
         assert!(
-            meta::resolve(&store, meta::NO_CONTROLLER, "", 11_000)
+            meta::resolve(&store, meta::NO_CONTROLLER, "", 11_000, "w1", CHANNELS)
                 .await
                 .unwrap()
                 .is_some()
         );
         // Resolved, and the stamp unchanged: the same outage is not opened again.
         assert_eq!(
-            meta::open_no_controller(&store, 6_000, 12_000, "w3")
+            meta::open_no_controller(&store, 6_000, 12_000, "w3", CHANNELS)
                 .await
                 .unwrap(),
             None
@@ -567,7 +587,208 @@ fn meta_alerts_open_once_per_outage_and_resolve_once() {
             .await
             .unwrap();
         assert_eq!(at, Some((5_000, "w2".to_string())));
+        // Each opening and resolving queued one notice per channel, and only those.
+        let queued: Vec<(String, i64, String, String)> = conn
+            .query(
+                "SELECT kind, started_ms, event, channel FROM meta_alert_deliveries \
+                 ORDER BY id",
+            )
+            .await
+            .unwrap();
+        let want = |kind: &str, started: i64, event: &str| {
+            ["email", "webhook"].map(|c| (kind.to_string(), started, event.to_string(), c.into()))
+        };
+        let expected: Vec<_> = [
+            want("stale_worker", 1000, "opened"),
+            want("stale_worker", 1000, "resolved"),
+            want("stale_worker", 7000, "opened"),
+            want("no_controller", 5000, "opened"),
+            want("no_controller", 5000, "resolved"),
+        ]
+        .concat();
+        assert_eq!(queued, expected);
         drop(conn);
         db.drop_db().await;
     });
+}
+
+/// The delivery queue on real MariaDB: a claimed row is not claimed again while its lease
+/// runs, a retry comes back when due, an outcome is recorded only under its own claim, and a
+/// sent row is done.
+#[test]
+fn meta_alert_deliveries_are_claimed_once_retried_and_recorded_under_their_claim() {
+    use gobearmon::store::meta::{self, Opening};
+    use gobearmon::store::meta_queue::{self, Outcome};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (db, store) = rt.block_on(TestDb::installed("vantage_meta_queue"));
+    rt.block_on(async {
+        let o = Opening {
+            kind: "stale_worker",
+            subject: "w9",
+            started_ms: 1000,
+            now_ms: 1010,
+            node: "w1",
+            message: "w9 is stale",
+            detail: None,
+            channels: &["email", "webhook"],
+        };
+        assert!(meta::open(&store, &o).await.unwrap());
+        let lease = Duration::from_secs(60);
+        let (first, rows) = meta_queue::claim(&store, "w1", 16, lease).await.unwrap();
+        let channels: Vec<&str> = rows.iter().map(|d| d.channel.as_str()).collect();
+        assert_eq!(channels, ["email", "webhook"]);
+        assert_eq!(
+            (rows[0].attempts, rows[0].message.as_str()),
+            (0, "w9 is stale")
+        );
+        let (_, again) = meta_queue::claim(&store, "w2", 16, lease).await.unwrap();
+        assert!(again.is_empty(), "claimed twice: {again:?}");
+        // The email went; the webhook is to be tried again at once.
+        let sent = Outcome::Sent;
+        assert!(
+            meta_queue::record(&store, rows[0].id, first, &sent)
+                .await
+                .unwrap()
+        );
+        let retry = Outcome::Retry {
+            wait: Duration::ZERO,
+            error: "answered 503".into(),
+        };
+        assert!(
+            meta_queue::record(&store, rows[1].id, first, &retry)
+                .await
+                .unwrap()
+        );
+        let (second, rows) = meta_queue::claim(&store, "w2", 16, lease).await.unwrap();
+        assert_eq!(rows.len(), 1, "only the webhook is due again: {rows:?}");
+        assert_eq!((rows[0].channel.as_str(), rows[0].attempts), ("webhook", 1));
+        // The first claim is over: its late record writes nothing.
+        assert!(
+            !meta_queue::record(&store, rows[0].id, first, &sent)
+                .await
+                .unwrap()
+        );
+        assert!(
+            meta_queue::record(&store, rows[0].id, second, &sent)
+                .await
+                .unwrap()
+        );
+        let (_, rows) = meta_queue::claim(&store, "w3", 16, lease).await.unwrap();
+        assert!(rows.is_empty(), "{rows:?}");
+        assert_eq!(meta_queue::counts(&store).await.unwrap(), (0, 0));
+        db.drop_db().await;
+    });
+}
+
+/// Kills a worker that is not the acting controller (there are three) and returns its id.
+fn kill_a_standby(w: &mut World) -> String {
+    let acting = w.cluster.acting_controller().unwrap();
+    let victim = (0..3).find(|&i| i != acting).unwrap();
+    w.cluster.workers[victim].kill9();
+    w.cluster.worker_ids[victim].clone()
+}
+
+/// The requests of `hook` about a stale-worker alert being opened, with their answers.
+fn stale_opened(hook: &Receiver) -> Vec<u16> {
+    hook.received()
+        .iter()
+        .filter(|r| {
+            let b: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            b["kind"] == "stale_worker" && b["event"] == "opened"
+        })
+        .map(|r| r.status)
+        .collect()
+}
+
+/// An admin webhook that takes the connection and never answers: the controller's alive stamp
+/// goes on, so the standby raises no false "no controller", while the webhook is tried (and
+/// retried) and the alert reaches the admin by mail.
+#[test]
+fn a_blackholed_admin_webhook_raises_no_false_no_controller_alert() {
+    let _serial = testkit::cluster::serial();
+    let hook_rt = tokio::runtime::Runtime::new().unwrap();
+    let hook = hook_rt.block_on(Receiver::start(Behaviour::Hang));
+    let (target, _target) = listener();
+    let more = keys([
+        ("no_controller_alert", Ms(3000).into()),
+        ("stale_worker_alert", Ms(2000).into()),
+        ("admin_webhook", hook.url("/meta").into()),
+    ]);
+    let mut w = World::start("vantage_blackhole", Default::default(), more, &seed(target));
+    w.wait_reporting();
+    let victim = kill_a_standby(&mut w);
+    // Three attempts, each held for the whole delivery_timeout (3 s): at least 6 s in which a
+    // stamp waiting behind them would have aged past no_controller_alert (3 s).
+    wait_until(Duration::from_secs(60), "three webhook attempts", || {
+        (stale_opened(&hook).len() >= 3).then_some(())
+    });
+    let stamp: Vec<i64> = w.query("SELECT at_ms FROM controller_alive WHERE id = 1");
+    assert!(stamp[0] > wall_ms() - 3000, "stale stamp: {stamp:?}");
+    let raised: Vec<u64> = w
+        .query("SELECT COUNT(*) FROM meta_alerts WHERE kind = 'no_controller' AND started_ms >= 0");
+    assert_eq!(raised, [0], "{:?}", w.admin_subjects());
+    assert_eq!(
+        w.count_subjects("no controller"),
+        0,
+        "{:?}",
+        w.admin_subjects()
+    );
+    // The mail channel is not held up by the webhook: the alert went out by mail, once.
+    let stale = format!("worker {victim} is stale");
+    wait_until(Duration::from_secs(20), "the stale-worker mail", || {
+        (w.count_subjects(&stale) >= 1).then_some(())
+    });
+    assert_eq!(w.count_subjects(&stale), 1, "{:?}", w.admin_subjects());
+}
+
+/// An admin webhook that answers 503 for 20 s, then recovers: the alert is retried with
+/// backoff until the webhook takes it, and arrives there once (and once by mail).
+#[test]
+fn an_admin_webhook_down_for_a_while_gets_the_alert_once_it_recovers() {
+    let _serial = testkit::cluster::serial();
+    let hook_rt = tokio::runtime::Runtime::new().unwrap();
+    let hook = hook_rt.block_on(Receiver::start(Behaviour::FailFirst(
+        503,
+        Duration::from_secs(20),
+    )));
+    let (target, _target) = listener();
+    let more = keys([
+        ("stale_worker_alert", Ms(2000).into()),
+        ("admin_webhook", hook.url("/meta").into()),
+        ("delivery_attempts", 60.into()),
+        ("delivery_backoff_max", Ms(1000).into()),
+    ]);
+    let mut w = World::start("vantage_hook503", Default::default(), more, &seed(target));
+    w.wait_reporting();
+    let victim = kill_a_standby(&mut w);
+    wait_until(
+        Duration::from_secs(60),
+        "the webhook to take the alert",
+        || stale_opened(&hook).contains(&200).then_some(()),
+    );
+    // Requests already on their way land; then nothing more comes for the alert.
+    hook_rt.block_on(hook.settled_count(Duration::from_secs(3)));
+    let answers = stale_opened(&hook);
+    assert_eq!(
+        answers.iter().filter(|&&s| s == 200).count(),
+        1,
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().filter(|&&s| s == 503).count() >= 3,
+        "retried while down: {answers:?}"
+    );
+    let stale = format!("worker {victim} is stale");
+    assert_eq!(w.count_subjects(&stale), 1, "{:?}", w.admin_subjects());
+    let rows: Vec<(String, String)> = w.query(
+        "SELECT channel, CAST(state AS CHAR) FROM meta_alert_deliveries \
+         WHERE kind = 'stale_worker' AND event = 'opened' ORDER BY channel",
+    );
+    assert_eq!(
+        rows,
+        [
+            ("email".into(), "sent".into()),
+            ("webhook".into(), "sent".into())
+        ]
+    );
 }

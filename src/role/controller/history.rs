@@ -11,12 +11,22 @@
 //!   small batch per transaction with a pause between batches.
 //!
 //! A fenced write ends the term, as for flips.
+//!
+//! Losses and failures reach the admin once each, as meta-alerts ([`Losses`], [`Failing`]):
+//! results dropped from the buffer (`history_dropped`, opened at the first drop, resolved
+//! once a write succeeds without drops), and a round that failed [`FAIL_ALERT_AFTER`] times
+//! in a row (`history_failing`, subject `write` or `upkeep`, resolved by its next success).
+//! Both are counted on `/metrics`.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use super::ControllerHost;
 use super::owner::{HISTORY_BUFFER, Msg};
 use super::term::TermHandle;
+use super::watch::{Wanted, open_alert, resolve_alert};
 use crate::history::rollup::Period;
+use crate::notify::meta::AlertKind;
 use crate::notify::unix_ms;
 use crate::store::StoreError;
 use crate::store::history::{self, PRUNE_BATCH, RawResult};
@@ -31,16 +41,119 @@ const HOURS_PER_ROUND: u32 = 24;
 /// Pruning batches per upkeep round at most, and the pause between two.
 const PRUNE_BATCHES_PER_ROUND: u32 = 200;
 const PRUNE_PAUSE: Duration = Duration::from_millis(50);
+/// Failed rounds in a row before the admin is told: a round or two can fail on a database
+/// hiccup that the next round mends; three writes (15 s) or three upkeeps (3 min) cannot.
+const FAIL_ALERT_AFTER: u32 = 3;
+
+/// Results dropped from the history since the last clean write, and whether the admin has
+/// been told (the alert is open).
+#[derive(Debug, Default)]
+struct Losses {
+    dropped: u64,
+    since_ms: i64,
+    told: bool,
+}
+
+impl Losses {
+    /// Counts `n` dropped results and opens the alert if it is not open yet (tried again each
+    /// round while the database does not answer).
+    async fn dropped(&mut self, host: &ControllerHost, n: u64) {
+        if n == 0 && (self.dropped == 0 || self.told) {
+            return;
+        }
+        if self.dropped == 0 {
+            self.since_ms = unix_ms(SystemTime::now());
+        }
+        self.dropped += n;
+        host.stats.history_dropped.fetch_add(n, Ordering::Relaxed);
+        if !self.told {
+            let w = Wanted {
+                started_ms: self.since_ms,
+                message: crate::notify::text::history_dropped(self.dropped, self.since_ms),
+                detail: None,
+            };
+            self.told = open_alert(host, AlertKind::HistoryDropped, "", &w).await;
+        }
+    }
+
+    /// A write went through with nothing dropped since the last round: the loss is over.
+    async fn clean(&mut self, host: &ControllerHost) {
+        if self.told {
+            resolve_alert(host, AlertKind::HistoryDropped, "").await;
+        }
+        *self = Losses::default();
+    }
+}
+
+/// A history round (`write`, `upkeep`) that may keep failing.
+#[derive(Debug)]
+struct Failing {
+    round: &'static str,
+    failures: u32,
+    since_ms: i64,
+    told: bool,
+}
+
+impl Failing {
+    fn new(round: &'static str) -> Failing {
+        Failing {
+            round,
+            failures: 0,
+            since_ms: 0,
+            told: false,
+        }
+    }
+
+    /// One more failure; the admin is told at [`FAIL_ALERT_AFTER`]: by a meta-alert, or by
+    /// the rate-limited notice when the database cannot take one.
+    async fn failed(&mut self, host: &ControllerHost, error: &StoreError) {
+        if self.failures == 0 {
+            self.since_ms = unix_ms(SystemTime::now());
+        }
+        self.failures += 1;
+        let counter = match self.round {
+            "write" => &host.stats.history_write_failures,
+            _ => &host.stats.history_upkeep_failures,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if self.told || self.failures < FAIL_ALERT_AFTER {
+            return;
+        }
+        let message =
+            crate::notify::text::history_failing(self.round, self.failures, &error.to_string());
+        let w = Wanted {
+            started_ms: self.since_ms,
+            message,
+            detail: None,
+        };
+        if !open_alert(host, AlertKind::HistoryFailing, self.round, &w).await {
+            host.tell_admin_subject(
+                AlertKind::HistoryFailing.subject(self.round, false),
+                w.message,
+            );
+        }
+        self.told = true;
+    }
+
+    async fn succeeded(&mut self, host: &ControllerHost) {
+        if self.told {
+            resolve_alert(host, AlertKind::HistoryFailing, self.round).await;
+        }
+        *self = Failing::new(self.round);
+    }
+}
 
 /// Writes the owner's results as raw history until the term ends.
 pub(super) async fn write_loop(term: TermHandle) {
     let mut pending: Vec<RawResult> = Vec::new();
+    let mut losses = Losses::default();
+    let mut failing = Failing::new("write");
     loop {
         tokio::select! {
             _ = term.token.cancelled() => return,
             _ = tokio::time::sleep(WRITE_EVERY) => {}
         }
-        let Some((batch, dropped)) = term.ask(|reply| Msg::TakeHistory { reply }).await else {
+        let Some((batch, mut dropped)) = term.ask(|reply| Msg::TakeHistory { reply }).await else {
             return;
         };
         if dropped > 0 {
@@ -50,22 +163,31 @@ pub(super) async fn write_loop(term: TermHandle) {
         if pending.len() > HISTORY_BUFFER {
             let excess = pending.len() - HISTORY_BUFFER;
             pending.drain(..excess);
+            dropped += excess as u64;
             tracing::warn!(
                 dropped = excess,
                 "history results dropped: the database is away"
             );
         }
+        let host = term.host();
+        losses.dropped(host, dropped).await;
         if pending.is_empty() || !term.may_act() {
             continue;
         }
-        let host = term.host();
         match history::write_raw(&host.store, term.epoch, &host.node, &pending).await {
-            Ok(()) => pending = Vec::new(),
+            Ok(()) => {
+                pending = Vec::new();
+                failing.succeeded(host).await;
+                if dropped == 0 {
+                    losses.clean(host).await;
+                }
+            }
             Err(e) => {
                 if fenced(&term, &e) {
                     return;
                 }
                 tracing::warn!(error = %e, rows = pending.len(), "cannot write result history yet");
+                failing.failed(host, &e).await;
             }
         }
     }
@@ -73,6 +195,7 @@ pub(super) async fn write_loop(term: TermHandle) {
 
 /// Rolls up and prunes until the term ends.
 pub(super) async fn upkeep_loop(term: TermHandle) {
+    let mut failing = Failing::new("upkeep");
     loop {
         tokio::select! {
             _ = term.token.cancelled() => return,
@@ -81,11 +204,15 @@ pub(super) async fn upkeep_loop(term: TermHandle) {
         if !term.may_act() {
             continue;
         }
-        if let Err(e) = upkeep(&term).await {
-            if fenced(&term, &e) {
-                return;
+        match upkeep(&term).await {
+            Ok(()) => failing.succeeded(term.host()).await,
+            Err(e) => {
+                if fenced(&term, &e) {
+                    return;
+                }
+                tracing::warn!(error = %e, "history upkeep failed; trying again later");
+                failing.failed(term.host(), &e).await;
             }
-            tracing::warn!(error = %e, "history upkeep failed; trying again later");
         }
     }
 }

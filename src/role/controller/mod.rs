@@ -25,6 +25,7 @@ mod owner;
 mod policy;
 mod push;
 mod rate;
+pub mod stats;
 pub mod status;
 mod term;
 pub mod watch;
@@ -79,8 +80,13 @@ pub struct ControllerHost {
     pub beats: std::sync::atomic::AtomicU64,
     /// What the per-check `/metrics` series keep between scrapes.
     metrics: tokio::sync::Mutex<metrics::MetricsCache>,
-    /// Meta-alerts to `[smtp] admin` and `admin_webhook`.
-    pub meta: crate::notify::meta::MetaNotifier,
+    /// Meta-alerts to `[smtp] admin` and `admin_webhook` (one attempt each; the queue in
+    /// MySQL retries).
+    pub meta: Arc<crate::notify::meta::MetaNotifier>,
+    /// Wakes this node's meta-alert delivery when it queued one.
+    meta_wake: Arc<tokio::sync::Notify>,
+    /// Counters for `/metrics`.
+    pub stats: stats::HostStats,
     /// The open meta-alerts and the database's canaries, as last read.
     pub vantage: watch::VantageState,
 }
@@ -128,7 +134,9 @@ impl ControllerHost {
             admin,
             beats: std::sync::atomic::AtomicU64::new(0),
             metrics: Default::default(),
-            meta,
+            meta: Arc::new(meta),
+            meta_wake: Arc::default(),
+            stats: stats::HostStats::default(),
             vantage: watch::VantageState::default(),
         }))
     }
@@ -148,6 +156,22 @@ impl ControllerHost {
             .route(status::PATH_SUMMARY, get(api::summary))
             .signed(self.signer.clone(), Allow::Trusted);
         work.merge(status).with_state(slot)
+    }
+
+    /// Delivers the queued meta-alerts until `shutdown` (on every controller-capable worker,
+    /// acting or not: see [`crate::notify::meta_delivery`]).
+    pub async fn deliver_meta_alerts(self: Arc<Self>, shutdown: CancellationToken) {
+        crate::notify::meta_delivery::MetaDelivery {
+            store: self.store.clone(),
+            node: self.node.0.clone(),
+            notifier: self.meta.clone(),
+            admin: self.admin_mail.clone(),
+            config: self.config.delivery.clone(),
+            stats: self.stats.meta.clone(),
+            wake: self.meta_wake.clone(),
+        }
+        .run(shutdown)
+        .await
     }
 
     /// Tells the admin (the notifier rate-limits each kind).

@@ -1,7 +1,8 @@
 //! One controller term: raise the epoch fence, load the catalog, run the term's tasks until
 //! it is cancelled, then wait for all of them. Every task the term starts is tracked here and
 //! ends with it: the owner, the flip writer, the outbox dispatcher, the reload and flush
-//! loops, the push reader, and the history writer and upkeep.
+//! loops, the push reader, the alive stamp and the meta-alerts, and the history writer and
+//! upkeep.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -195,6 +196,11 @@ fn spawn_loops(tasks: &TaskTracker, handle: &TermHandle, outbox: &WakeHandle) {
             ),
         ));
     }
+    tasks.spawn(ends_term(
+        handle.token.clone(),
+        "alive stamp",
+        super::watch::alive_loop(handle.clone()),
+    ));
     tasks.spawn(ends_term(
         handle.token.clone(),
         "meta-alerts",

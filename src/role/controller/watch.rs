@@ -2,10 +2,17 @@
 //! workers, a stuck outbox, viewserver members down, a fence that could not be raised) and the
 //! no-controller alert of every controller-capable worker.
 //!
-//! - [`run`], a task of each term: every [`period`] it stamps the controller alive in MySQL,
-//!   hands the database's canaries to the poll replies, judges what it sees ([`judge`], pure)
-//!   and opens or resolves alerts to match ([`plan`], pure). Opening and resolving go through
-//!   [`crate::store::meta`], so an alert another controller already sent is not sent again.
+//! - [`alive_loop`], a task of each term on its own: every [`period`] it stamps the controller
+//!   alive in MySQL, and nothing else, so no slow send or read can make standbys think the
+//!   controller is gone.
+//! - [`run`], a task of each term: every [`period`] it hands the database's canaries to the
+//!   poll replies, judges what it sees ([`judge`], pure) and opens or resolves alerts to match
+//!   ([`plan`], pure). Every reload period it reads the rows that cannot be used as written
+//!   (`canaries`, and `sms`/`voice` contacts with `max_per_hour` of 0 or less): each is a
+//!   `bad_row` alert until fixed. Opening and resolving go through [`crate::store::meta`],
+//!   which queues the notice in the same transaction, so an alert another controller
+//!   already opened is not sent again; the queue is delivered by
+//!   [`crate::notify::meta_delivery`], never by this task.
 //! - [`no_controller_loop`], on every controller-capable worker while it is not acting: when
 //!   no controller has stamped itself alive for `no_controller_alert`, it opens that alert
 //!   (once between all of them); the next acting controller resolves it.
@@ -24,7 +31,7 @@ use super::{ControllerHost, ControllerSlot};
 use crate::canary::CanaryReport;
 use crate::config::MetaAlertConfig;
 use crate::model::NodeId;
-use crate::notify::meta::{AlertEvent, AlertKind, MetaAlert};
+use crate::notify::meta::{AlertEvent, AlertKind};
 use crate::notify::unix_ms;
 use crate::store::meta::{self as store_meta, AlertRow, Opening};
 
@@ -98,6 +105,9 @@ pub struct Seen {
     pub oldest_pending: Option<Duration>,
     /// Per viewserver member: since when it has not answered (Unix ms), `None` if it does.
     pub members: Vec<(String, Option<i64>)>,
+    /// The rows that cannot be used as written, when they were read this round: (subject,
+    /// message). `None`: not read, so open `bad_row` alerts are left as they are.
+    pub bad_rows: Option<Vec<(String, String)>>,
 }
 
 /// An alert's kind and subject.
@@ -194,7 +204,55 @@ pub fn judge(seen: &Seen, cfg: &MetaAlertConfig) -> (Wants, Keys) {
             );
         }
     }
+    judge_bad_rows(seen, &mut wanted, &mut judged);
     (wanted, judged)
+}
+
+/// Each bad row read this round is wanted open.
+fn judge_bad_rows(seen: &Seen, wanted: &mut Wants, judged: &mut Keys) {
+    for (subject, message) in seen.bad_rows.iter().flatten() {
+        judged.insert((AlertKind::BadRow, subject.clone()));
+        wanted.insert(
+            (AlertKind::BadRow, subject.clone()),
+            Wanted {
+                // Like an impairment: the open row keeps it from repeating.
+                started_ms: seen.now_ms,
+                message: message.clone(),
+                detail: None,
+            },
+        );
+    }
+}
+
+/// The open alerts [`judge`] could not know of but judged all the same: with the bad rows
+/// read this round, every open `bad_row` alert not among them was fixed.
+pub fn judged_open(seen: &Seen, open: &Keys, judged: &mut Keys) {
+    if seen.bad_rows.is_some() {
+        judged.extend(open.iter().filter(|k| k.0 == AlertKind::BadRow).cloned());
+    }
+}
+
+/// The bad rows of `canaries` (id, url) and of `contacts` (id, type, max_per_hour), as
+/// (subject, message); `default_cap` is `[twilio] max_per_hour`.
+pub fn bad_rows(
+    canaries: &[(i64, String)],
+    caps: &[(i64, String, i64)],
+    default_cap: u32,
+) -> Vec<(String, String)> {
+    let (_, bad) = crate::canary::parse_each(canaries.iter().map(|(_, u)| u.as_str()));
+    let canaries = bad.into_iter().map(|(i, e)| {
+        (
+            format!("canaries {}", canaries[i].0),
+            crate::notify::text::bad_canary(&e.to_string()),
+        )
+    });
+    let contacts = caps.iter().map(|(id, kind, max)| {
+        (
+            format!("contacts {id}"),
+            crate::notify::text::bad_cap(*id, kind, *max, default_cap),
+        )
+    });
+    canaries.chain(contacts).collect()
 }
 
 fn impaired_message(node: &str, r: &CanaryReport) -> String {
@@ -228,8 +286,8 @@ fn now_ms() -> i64 {
     unix_ms(SystemTime::now())
 }
 
-/// Opens an alert through the store and sends it when this node opened it. False when the
-/// database could not be asked.
+/// Opens an alert through the store, which queues its notice when this node opened it.
+/// False when the database could not be asked.
 pub(super) async fn open_alert(
     host: &ControllerHost,
     kind: AlertKind,
@@ -244,16 +302,11 @@ pub(super) async fn open_alert(
         node: &host.node.0,
         message: &w.message,
         detail: w.detail.as_deref(),
+        channels: host.meta.channels(),
     };
     match store_meta::open(&host.store, &opening).await {
         Ok(true) => {
-            let alert = MetaAlert {
-                kind,
-                subject: subject.to_string(),
-                started_ms: w.started_ms,
-                message: w.message.clone(),
-            };
-            host.meta.send(&alert, AlertEvent::Opened).await;
+            queued(host, kind, subject, AlertEvent::Opened);
             true
         }
         Ok(false) => true,
@@ -264,47 +317,89 @@ pub(super) async fn open_alert(
     }
 }
 
-/// Resolves an alert through the store and sends the recovery when this node resolved it.
+/// Logs an alert this node queued and wakes its delivery.
+fn queued(host: &ControllerHost, kind: AlertKind, subject: &str, event: AlertEvent) {
+    tracing::warn!(kind = kind.as_str(), %subject, event = event.as_str(), "meta-alert");
+    if host.meta.channels().is_empty() {
+        tracing::error!(
+            kind = kind.as_str(),
+            %subject,
+            "a meta-alert has nowhere to go: set [smtp] admin or [controller] admin_webhook"
+        );
+    }
+    host.meta_wake.notify_one();
+}
+
+/// Resolves an alert through the store, which queues the recovery when this node resolved it.
 pub(super) async fn resolve_alert(host: &ControllerHost, kind: AlertKind, subject: &str) {
-    match store_meta::resolve(&host.store, kind.as_str(), subject, now_ms()).await {
-        Ok(Some(row)) => {
-            let alert = MetaAlert {
-                kind,
-                subject: subject.to_string(),
-                started_ms: row.started_ms,
-                message: row.message,
-            };
-            host.meta.send(&alert, AlertEvent::Resolved).await;
-        }
+    let channels = host.meta.channels();
+    let resolved = store_meta::resolve(
+        &host.store,
+        kind.as_str(),
+        subject,
+        now_ms(),
+        &host.node.0,
+        channels,
+    );
+    match resolved.await {
+        Ok(Some(_)) => queued(host, kind, subject, AlertEvent::Resolved),
         Ok(None) => {}
         Err(e) => tracing::warn!(kind = kind.as_str(), error = %e, "cannot resolve a meta-alert"),
     }
 }
 
-/// Opens the no-controller alert when it is due and sends it if this node opened it.
+/// Opens the no-controller alert when it is due (its notice queued when this node opened it).
 async fn check_no_controller(host: &ControllerHost) {
     let now = now_ms();
     let cutoff = now - host.config.meta.no_controller.as_millis() as i64;
-    match store_meta::open_no_controller(&host.store, cutoff, now, &host.node.0).await {
-        Ok(Some(started_ms)) => {
-            let message = match store_meta::open_alerts(&host.store).await {
-                Ok(rows) => rows
-                    .into_iter()
-                    .find(|r| r.kind == store_meta::NO_CONTROLLER)
-                    .map(|r| r.message),
-                Err(_) => None,
-            }
-            .unwrap_or_else(|| "No controller has acted for a while.".into());
-            let alert = MetaAlert {
-                kind: AlertKind::NoController,
-                subject: String::new(),
-                started_ms,
-                message,
-            };
-            host.meta.send(&alert, AlertEvent::Opened).await;
-        }
+    let channels = host.meta.channels();
+    match store_meta::open_no_controller(&host.store, cutoff, now, &host.node.0, channels).await {
+        Ok(Some(_)) => queued(host, AlertKind::NoController, "", AlertEvent::Opened),
         Ok(None) => {}
         Err(e) => tracing::debug!(error = %e, "cannot check for a controller"),
+    }
+}
+
+/// The term's alive stamp, a task of its own; see the module documentation.
+pub(super) async fn alive_loop(term: TermHandle) {
+    let host = term.host().clone();
+    let period = period(&host.config.meta);
+    // The first round looks for the gap before this term, before stamping over it.
+    check_no_controller(&host).await;
+    loop {
+        if !term.may_act() {
+            return term.token.cancelled().await;
+        }
+        if let Err(e) =
+            store_meta::stamp_alive(&host.store, term.epoch, &host.node.0, now_ms()).await
+        {
+            tracing::debug!(error = %e, "cannot stamp the controller alive");
+        }
+        tokio::select! {
+            _ = term.token.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// The bad rows of `canaries` and `contacts`, and the canaries' URLs for the poll replies;
+/// `None` when the database did not answer.
+async fn read_rows(host: &ControllerHost) -> Option<(Vec<String>, Vec<(String, String)>)> {
+    let canaries = store_meta::canaries(&host.store).await;
+    let caps = store_meta::bad_caps(&host.store).await;
+    match (canaries, caps) {
+        (Ok(canaries), Ok(caps)) => {
+            let bad = bad_rows(&canaries, &caps, host.config.delivery.paid_max_per_hour);
+            for (subject, message) in &bad {
+                tracing::warn!(%subject, %message, "a row cannot be used as written");
+            }
+            let urls = canaries.into_iter().map(|(_, u)| u).collect();
+            Some((urls, bad))
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::debug!(error = %e, "cannot read canaries and contacts' caps");
+            None
+        }
     }
 }
 
@@ -319,42 +414,21 @@ pub(super) async fn run(term: TermHandle) {
         .iter()
         .map(|a| (a.clone(), None))
         .collect();
-    // The first round looks for the gap before this term, before stamping over it.
-    check_no_controller(&host).await;
-    let mut next_canaries = Instant::now();
-    // Bad rows of table `canaries` already reported (once each per term).
-    let mut told_bad: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut next_rows = Instant::now();
     loop {
         if !term.may_act() {
             return term.token.cancelled().await;
         }
-        if let Err(e) =
-            store_meta::stamp_alive(&host.store, term.epoch, &host.node.0, now_ms()).await
-        {
-            tracing::debug!(error = %e, "cannot stamp the controller alive");
-        }
         resolve_alert(&host, AlertKind::NoController, "").await;
-        if Instant::now() >= next_canaries {
-            next_canaries = Instant::now() + host.config.reload_period;
-            match store_meta::canaries(&host.store).await {
-                Ok(urls) => {
-                    let (_, bad) = crate::canary::parse_all(urls.iter().map(String::as_str));
-                    for e in bad {
-                        let problem = e.to_string();
-                        if told_bad.insert(problem.clone()) {
-                            tracing::warn!(error = %problem, "a row of table canaries cannot be used; workers skip it");
-                            host.tell_admin_subject(
-                                format!("gobearmon: a canaries row cannot be used: {problem}"),
-                                format!(
-                                    "A row of table canaries cannot be used: {problem}\n\
-                                     Workers skip it and run the others; fix or delete the row.\n"
-                                ),
-                            );
-                        }
-                    }
-                    *lock(&host.vantage.canaries) = Some(urls);
-                }
-                Err(e) => tracing::debug!(error = %e, "cannot read canaries"),
+        let mut bad = None;
+        if Instant::now() >= next_rows {
+            next_rows = Instant::now() + host.config.reload_period;
+            if let Some((urls, rows)) = read_rows(&host).await {
+                *lock(&host.vantage.canaries) = Some(urls);
+                host.stats
+                    .bad_rows
+                    .store(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                bad = Some(rows);
             }
         }
         let Some(workers) = term.ask(|reply| Msg::Workers { reply }).await else {
@@ -370,6 +444,7 @@ pub(super) async fn run(term: TermHandle) {
             workers,
             oldest_pending,
             members,
+            bad_rows: bad,
         };
         if let Ok(rows) = store_meta::open_alerts(&host.store).await {
             reconcile(&host, &seen, &rows).await;
@@ -395,7 +470,8 @@ async fn reconcile(host: &ControllerHost, seen: &Seen, rows: &[AlertRow]) {
             resolve_alert(host, *kind, subject).await;
         }
     }
-    let (wanted, judged) = judge(seen, &host.config.meta);
+    let (wanted, mut judged) = judge(seen, &host.config.meta);
+    judged_open(seen, &open, &mut judged);
     let (to_open, to_resolve) = plan(&wanted, &judged, &open);
     for ((kind, subject), w) in to_open {
         if !open_alert(host, *kind, subject, w).await {
@@ -533,6 +609,7 @@ mod tests {
                 ("vs2".into(), Some(1_000_000_000 - 61_000)),
                 ("vs3".into(), Some(1_000_000_000 - 59_000)),
             ],
+            bad_rows: None,
         };
         let (wanted, judged) = judge(&seen, &cfg());
         let keys: Vec<_> = wanted.keys().cloned().collect();
@@ -591,6 +668,51 @@ mod tests {
         );
         // Already open: nothing to send again.
         let open: BTreeSet<_> = [key(AlertKind::WorkerImpaired, "w1")].into();
+        let (to_open, to_resolve) = plan(&wanted, &judged, &open);
+        assert!(to_open.is_empty() && to_resolve.is_empty());
+    }
+
+    #[test]
+    fn bad_rows_are_named_by_table_and_id_and_resolve_once_fixed() {
+        let canaries = [
+            (3, "tcp://127.0.0.1:9".to_string()),
+            (4, "gopher://127.0.0.1:7/x".to_string()),
+        ];
+        let caps = [(7, "sms".to_string(), 0), (8, "voice".to_string(), -2)];
+        let bad = bad_rows(&canaries, &caps, 30);
+        let subjects: Vec<&str> = bad.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(subjects, ["canaries 4", "contacts 7", "contacts 8"]);
+        assert!(bad[0].1.contains("gopher://127.0.0.1:7/x"), "{}", bad[0].1);
+        assert!(
+            bad[1].1.contains("= 0") && bad[1].1.contains("30"),
+            "{}",
+            bad[1].1
+        );
+        let seen = Seen {
+            now_ms: 5_000,
+            bad_rows: Some(bad[1..].to_vec()),
+            ..Seen::default()
+        };
+        let (wanted, mut judged) = judge(&seen, &cfg());
+        // canaries 4 was fixed: read this round and no longer bad, so resolved; contacts 7
+        // is open already and stays so; contacts 8 opens.
+        let open: Keys = [
+            key(AlertKind::BadRow, "canaries 4"),
+            key(AlertKind::BadRow, "contacts 7"),
+        ]
+        .into();
+        judged_open(&seen, &open, &mut judged);
+        let (to_open, to_resolve) = plan(&wanted, &judged, &open);
+        let opened: Vec<_> = to_open.iter().map(|(k, _)| (*k).clone()).collect();
+        assert_eq!(opened, [key(AlertKind::BadRow, "contacts 8")]);
+        assert_eq!(to_resolve, [key(AlertKind::BadRow, "canaries 4")]);
+        // Not read this round: nothing about bad rows is judged.
+        let unread = Seen {
+            now_ms: 5_000,
+            ..Seen::default()
+        };
+        let (wanted, mut judged) = judge(&unread, &cfg());
+        judged_open(&unread, &open, &mut judged);
         let (to_open, to_resolve) = plan(&wanted, &judged, &open);
         assert!(to_open.is_empty() && to_resolve.is_empty());
     }

@@ -784,7 +784,7 @@ async fn check_page(
     };
     let (class, symbol, word) = state_of(s.status, s.enabled, maint.has(id));
     let operator = user.role == Role::Operator;
-    let open = incidents.iter().any(|i| i.end.is_none());
+    let open = incidents.iter().find(|i| i.end.is_none()).map(|i| i.id);
     let body = html! {
         p { a href="/" { "← All checks" } }
         h1 { (s.name) " " (state_html(class, symbol, word)) }
@@ -797,7 +797,7 @@ async fn check_page(
                 } @else {
                     (action_form(id, "resume", "Resume", &user.csrf))
                 }
-                @if open { (action_form(id, "ack", "Acknowledge the incident", &user.csrf)) }
+                @if let Some(event) = open { (ack_form(id, event, &user.csrf)) }
             }
         }
         h2 { "Latest result per location" }
@@ -1000,6 +1000,18 @@ fn action_form(id: i64, action: &str, label: &str, csrf: &str) -> Markup {
     }
 }
 
+/// The acknowledge button: it names the incident it was shown for, so a page left open past
+/// that incident's end cannot acknowledge the next one.
+fn ack_form(id: i64, event: i64, csrf: &str) -> Markup {
+    html! {
+        form method="post" action={ "/checks/" (id) "/ack" } class="inline" {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="event" value=(event);
+            button type="submit" id="do-ack" { "Acknowledge incident " (event) }
+        }
+    }
+}
+
 async fn pause(s: State<Web>, h: HeaderMap, p: Path<i64>, f: Form<CsrfForm>) -> Response {
     toggle(s, h, p, f, false).await
 }
@@ -1029,21 +1041,48 @@ async fn toggle(
     }
 }
 
+#[derive(Deserialize)]
+struct AckForm {
+    #[serde(default)]
+    csrf: String,
+    /// The incident the button was shown for.
+    event: Option<i64>,
+}
+
 async fn ack(
     State(web): State<Web>,
     headers: HeaderMap,
     Path(id): Path<i64>,
-    Form(f): Form<CsrfForm>,
+    Form(f): Form<AckForm>,
 ) -> Response {
     use crate::store::policy::Acked;
     let user = match require_operator(&web, &headers, &f.csrf).await {
         Ok(u) => u,
         Err(r) => return r,
     };
-    match crate::store::policy::ack(&web.store, CheckId(id), &user.name, "from the dashboard").await
+    let Some(event) = f.event else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "the form does not name the incident: reload the check page",
+        );
+    };
+    let by = &user.name;
+    match crate::store::policy::ack(
+        &web.store,
+        CheckId(id),
+        Some(event),
+        by,
+        "from the dashboard",
+    )
+    .await
     {
         Ok(Acked::Recorded { .. } | Acked::Already { .. }) => {
             Redirect::to(&format!("/checks/{id}")).into_response()
+        }
+        Ok(Acked::Stale { event, open }) => {
+            let how = "reload the check page to acknowledge it.";
+            let message = crate::notify::text::stale_ack(&id.to_string(), event, open, how);
+            error_page(StatusCode::CONFLICT, &message)
         }
         Ok(Acked::NoIncident) => error_page(StatusCode::CONFLICT, "the check has no open incident"),
         Ok(Acked::NoCheck) => error_page(StatusCode::NOT_FOUND, "no such check"),

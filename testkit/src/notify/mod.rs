@@ -596,6 +596,8 @@ impl Drop for SmtpServer {
 /// One request as received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The status it was answered with (0: never answered).
+    pub status: u16,
     pub method: String,
     pub path: String,
     pub headers: HeaderMap,
@@ -646,6 +648,9 @@ pub enum Behaviour {
     SlowOk(Duration),
     /// Never answers.
     Hang,
+    /// This status for this long after the first request, then 200 (a receiver that is down
+    /// for a while and recovers).
+    FailFirst(u16, Duration),
     /// Twilio: by the `To` field: `+1555000040x` -> a 400 error JSON, `+1555000050x` -> 500,
     /// anything else -> 201 with a new SID.
     Twilio,
@@ -655,6 +660,8 @@ pub enum Behaviour {
 struct ReceiverState {
     behaviour: Behaviour,
     log: Arc<Mutex<Vec<Received>>>,
+    /// When the first request arrived.
+    first: Arc<Mutex<Option<Instant>>>,
 }
 
 /// An axum server on 127.0.0.1:0 that records every request.
@@ -670,6 +677,7 @@ impl Receiver {
         let state = ReceiverState {
             behaviour,
             log: log.clone(),
+            first: Arc::default(),
         };
         let app = Router::new().fallback(handle).with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -734,14 +742,30 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let received = Received {
+        status: 0,
         method: method.to_string(),
         path: uri.path().to_string(),
         headers,
         body,
     };
     let to = received.field("To").unwrap_or_default();
-    state.log.lock().unwrap().push(received);
+    let first = *state.first.lock().unwrap().get_or_insert_with(Instant::now);
+    let status = match state.behaviour {
+        Behaviour::Status(code) => code,
+        Behaviour::FailFirst(code, period) if first.elapsed() < period => code,
+        Behaviour::FailFirst(..) | Behaviour::SlowOk(_) => 200,
+        Behaviour::Hang => 0,
+        Behaviour::Twilio if to.starts_with("+1555000040") => 400,
+        Behaviour::Twilio if to.starts_with("+1555000050") => 500,
+        Behaviour::Twilio => 201,
+    };
+    state
+        .log
+        .lock()
+        .unwrap()
+        .push(Received { status, ..received });
     match state.behaviour {
+        Behaviour::FailFirst(..) => StatusCode::from_u16(status).unwrap().into_response(),
         Behaviour::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
         Behaviour::SlowOk(pause) => {
             tokio::time::sleep(pause).await;
