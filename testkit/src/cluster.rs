@@ -306,7 +306,8 @@ impl Timings {
 /// [`Timings::default`], plain HTTP, no cgroups, a temporary directory).
 pub struct ClusterBuilder {
     bin: PathBuf,
-    database: String,
+    /// `[controller] database` of every worker.
+    databases: Vec<String>,
     viewservers: usize,
     workers: usize,
     timings: Timings,
@@ -361,6 +362,13 @@ impl ClusterBuilder {
     /// A whole section (`[smtp]`, `[twilio]`) in every worker's file.
     pub fn section(mut self, name: &str, keys: Table) -> Self {
         self.sections.insert(name.to_string(), keys.into());
+        self
+    }
+
+    /// `[controller] database` of every worker: these URLs (the nodes of a Galera cluster,
+    /// say) instead of the one given to [`Cluster::builder`].
+    pub fn databases(mut self, urls: &[String]) -> Self {
+        self.databases = urls.to_vec();
         self
     }
 
@@ -454,7 +462,7 @@ impl ClusterBuilder {
             timings: self.timings,
             pki,
             bin: self.bin,
-            database: self.database,
+            databases: self.databases,
             controller_keys: self.controller_keys,
             sections: self.sections,
             web_tokens: self.web_tokens,
@@ -501,7 +509,8 @@ pub struct Cluster {
     /// With `Some`, every node serves and dials TLS with a certificate from this CA.
     pub pki: Option<ClusterPki>,
     bin: PathBuf,
-    database: String,
+    /// `[controller] database` of every worker.
+    databases: Vec<String>,
     controller_keys: Table,
     sections: Table,
     web_tokens: Option<Vec<String>>,
@@ -534,7 +543,7 @@ impl Cluster {
     pub fn builder(bin: impl Into<PathBuf>, database: &str) -> ClusterBuilder {
         ClusterBuilder {
             bin: bin.into(),
-            database: database.to_string(),
+            databases: vec![database.to_string()],
             viewservers: 1,
             workers: 0,
             timings: Timings::default(),
@@ -591,7 +600,7 @@ impl Cluster {
         };
         file.controller = Some(ControllerSection {
             addr: caddr.clone(),
-            database: vec![self.database.clone()],
+            database: self.databases.clone(),
             reload_period,
             extra: self.controller_keys.clone(),
         });

@@ -2,7 +2,8 @@
 //! for the tests and benchmarks of the replicated store: each node its own `mariadbd`
 //! process with its own data directory, ports from the allocator, `wsrep_sst_method=rsync`.
 //! Nodes can be killed (`kill -9`), frozen (`SIGSTOP`), thawed and started again (they rejoin
-//! by IST). Starting the three takes about 30 s.
+//! by IST). Starting the three takes about 30 s. Every node dies with the thread that started
+//! it: start and restart them from the test's own thread.
 //!
 //! The test user is `gbm_test` with the password `gbm_test_pw`, allowed on every database;
 //! the anonymous users `mariadb-install-db` makes are dropped (they would shadow it).
@@ -127,6 +128,15 @@ impl Galera {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // The node dies with the thread that started it, however the test ends.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         node.child = Some(cmd.spawn().expect("start mariadbd"));
     }
 
