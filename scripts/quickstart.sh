@@ -6,9 +6,20 @@
 # starts a viewserver group of three and three workers on loopback, a small web server for
 # the healthy check and a webhook receiver that prints every notification, and shows the
 # flips as they happen. Ctrl-C stops everything it started.
+#
+#   scripts/quickstart.sh            one MariaDB server (the machine's, at 127.0.0.1:3306)
+#   scripts/quickstart.sh --galera   a three-node MariaDB Galera cluster on loopback
+#                                    (ports 33061-33063), `database` listing all three
 set -eu
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+
+GALERA=0
+case "${1:-}" in
+    --galera) GALERA=1 ;;
+    "") ;;
+    *) die "usage: scripts/quickstart.sh [--galera]" ;;
+esac
 
 log "building (release)"
 cargo build --release --quiet
@@ -17,13 +28,38 @@ DIR=$PWD/target/quickstart
 rm -rf "$DIR"
 mkdir -p "$DIR"
 
-ensure_mariadb
+PIDS=""
+cleanup() {
+    trap - INT TERM EXIT
+    log "stopping"
+    # The Galera nodes (started with their own pid files).
+    for f in "$DIR"/galera/n*/pid; do [ -f "$f" ] && PIDS="$PIDS $(cat "$f")"; done
+    # shellcheck disable=SC2086
+    [ -n "$PIDS" ] && kill $PIDS 2>/dev/null
+    wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+start() { # name, command...
+    name=$1; shift
+    "$@" >"$DIR/$name.log" 2>&1 &
+    PIDS="$PIDS $!"
+}
+
+DB_URLS='"mysql://gobearmon:gobearmon-demo@127.0.0.1:3306/gobearmon_demo"'
+if [ "$GALERA" = 1 ]; then
+    galera_start
+    sql() { mariadb -uroot -h127.0.0.1 -P33061 "$@"; }
+    DB_URLS='"mysql://gobearmon:gobearmon-demo@127.0.0.1:33061/gobearmon_demo", "mysql://gobearmon:gobearmon-demo@127.0.0.1:33062/gobearmon_demo", "mysql://gobearmon:gobearmon-demo@127.0.0.1:33063/gobearmon_demo"'
+else
+    ensure_mariadb
+    sql() { mariadb_root "$@"; }
+fi
 log "loading install.sql into gobearmon_demo"
-mariadb_root -e "DROP DATABASE IF EXISTS gobearmon_demo; CREATE DATABASE gobearmon_demo;
+sql -e "DROP DATABASE IF EXISTS gobearmon_demo; CREATE DATABASE gobearmon_demo;
   CREATE USER IF NOT EXISTS 'gobearmon'@'127.0.0.1' IDENTIFIED BY 'gobearmon-demo';
   GRANT ALL ON gobearmon_demo.* TO 'gobearmon'@'127.0.0.1';"
-mariadb_root gobearmon_demo < install.sql
-mariadb_root gobearmon_demo <<'SQL'
+sql gobearmon_demo < install.sql
+sql gobearmon_demo <<'SQL'
 INSERT INTO checks (id, name, type, data, check_interval, delay) VALUES
   (1, 'local web (healthy)', 'http', '{"url":"http://127.0.0.1:18080/","expect_status":200}', 5, 1),
   (2, 'nothing listens here (failing)', 'tcp', '{"address":"127.0.0.1:1","timeout":3}', 5, 1),
@@ -35,21 +71,6 @@ INSERT INTO status_pages (id, slug, title, description) VALUES
 INSERT INTO status_page_checks (page_id, check_id, group_name, display_name, sort_order) VALUES
   (1, 1, 'Web', 'Website', 1), (1, 2, 'Back end', 'Billing', 2);
 SQL
-
-PIDS=""
-cleanup() {
-    trap - INT TERM EXIT
-    log "stopping"
-    # shellcheck disable=SC2086
-    [ -n "$PIDS" ] && kill $PIDS 2>/dev/null
-    wait 2>/dev/null || true
-}
-trap cleanup INT TERM EXIT
-start() { # name, command...
-    name=$1; shift
-    "$@" >"$DIR/$name.log" 2>&1 &
-    PIDS="$PIDS $!"
-}
 
 # The healthy check's target and the webhook receiver.
 mkdir -p "$DIR/www" && echo ok > "$DIR/www/index.html"
@@ -94,7 +115,7 @@ addr = "127.0.0.1:1710$i"
 view_addr = $PEERS
 [controller]
 addr = "127.0.0.1:1720$i"
-database = ["mysql://gobearmon:gobearmon-demo@127.0.0.1:3306/gobearmon_demo"]
+database = [$DB_URLS]
 confirmations = 2
 reload_period = "2s"
 [web]

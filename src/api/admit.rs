@@ -10,7 +10,10 @@
 //!    ([`ConnState::mark_node`]). Node connections leave the counts below; they are never
 //!    shed, and they may idle longer ([`NODE_IDLE_TIMEOUT`]).
 //! 3. One source address holds at most `max_per_source` unauthenticated connections; a new
-//!    one beyond that is closed at once. One host can only crowd itself out.
+//!    one beyond that is closed at once. One host can only crowd itself out. This host's own
+//!    address (`127.0.0.1`, `::1`) is not capped: it is where the node's own CLI, a local
+//!    worker or viewserver member, and the quickstart's whole cluster connect from, and a
+//!    process on the host is no stranger. Rule 4 still bounds it.
 //! 4. The listener holds at most `max_connections` unauthenticated connections; a newcomer
 //!    beyond that closes the one that has been inactive longest (no byte read or written).
 //!    A node's fresh connection is the most recently active one while it handshakes and
@@ -132,7 +135,7 @@ impl Admission {
     pub fn admit(self: &Arc<Admission>, source: IpAddr) -> Result<Ticket, Refusal> {
         let mut book = self.lock();
         let from_source = book.per_source.get(&source).copied().unwrap_or(0);
-        if from_source >= self.limits.max_per_source {
+        if from_source >= self.limits.max_per_source && !is_this_host(source) {
             self.stats.refused_source.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::SourceFull);
         }
@@ -242,6 +245,18 @@ impl Book {
             if *n == 0 {
                 self.per_source.remove(&source);
             }
+        }
+    }
+}
+
+/// The host's own canonical loopback addresses (not the rest of 127.0.0.0/8, which tests use
+/// to stand for other hosts).
+fn is_this_host(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4 == std::net::Ipv4Addr::LOCALHOST,
+        IpAddr::V6(v6) => {
+            v6 == std::net::Ipv6Addr::LOCALHOST
+                || v6.to_ipv4_mapped() == Some(std::net::Ipv4Addr::LOCALHOST)
         }
     }
 }
@@ -407,6 +422,9 @@ mod tests {
         drop(t2);
         let _t3 = a.admit(ip(2)).unwrap();
         assert_eq!(a.stats.refused_source.load(Ordering::Relaxed), 1);
+        // This host's own address is not capped per source.
+        let local: Vec<Ticket> = (0..5).map(|_| a.admit(ip(1)).unwrap()).collect();
+        assert_eq!(local.len(), 5);
     }
 
     #[test]
@@ -434,12 +452,12 @@ mod tests {
     #[test]
     fn node_connections_are_never_shed_and_leave_the_counts() {
         let a = Admission::new(limits(2, 2));
-        let node = a.admit(ip(1)).unwrap();
+        let node = a.admit(ip(7)).unwrap();
         node.state().mark_node();
         // The node's source has room again, and the listener two unauthenticated slots.
-        let s1 = a.admit(ip(1)).unwrap();
-        let s2 = a.admit(ip(1)).unwrap();
-        assert_eq!(a.admit(ip(1)).err(), Some(Refusal::SourceFull));
+        let s1 = a.admit(ip(7)).unwrap();
+        let s2 = a.admit(ip(7)).unwrap();
+        assert_eq!(a.admit(ip(7)).err(), Some(Refusal::SourceFull));
         s1.state().touch_at(0);
         s2.state().touch_at(0);
         let mut strangers = Vec::new();
@@ -458,7 +476,7 @@ mod tests {
         assert_eq!(a.stats.open_nodes.load(Ordering::Relaxed), 0);
         // Only unauthenticated connections can be shed.
         let b = Admission::new(limits(16, 2));
-        let n = b.admit(ip(1)).unwrap();
+        let n = b.admit(ip(7)).unwrap();
         n.state().mark_node();
         assert!(!b.shed_least_active());
     }

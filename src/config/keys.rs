@@ -178,6 +178,8 @@ sections! {
         outbox_stuck_alert ["outboxStuckAlert"]: Duration = secs(600);
         /// Meta-alert: a viewserver member has not answered for this long.
         viewserver_down_alert ["viewserverDownAlert"]: Duration = secs(60);
+        /// Meta-alert: no database node has answered for this long (sent without the database).
+        db_down_alert: Duration = secs(30);
     }
 
     /// `[worker]`.

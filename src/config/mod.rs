@@ -192,6 +192,8 @@ pub struct MetaAlertConfig {
     pub outbox_stuck: Duration,
     /// A viewserver member has not answered for this long.
     pub viewserver_down: Duration,
+    /// No database node has answered for this long.
+    pub db_down: Duration,
 }
 
 /// `[controller]` keys of the notification outbox.

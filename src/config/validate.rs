@@ -301,6 +301,7 @@ impl Reader<'_> {
             stale_worker: k.stale_worker_alert,
             outbox_stuck: k.outbox_stuck_alert,
             viewserver_down: k.viewserver_down_alert,
+            db_down: k.db_down_alert,
         }
     }
 

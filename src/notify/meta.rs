@@ -45,10 +45,13 @@ pub enum AlertKind {
     HistoryDropped,
     /// A history round keeps failing (subject: `write` or `upkeep`).
     HistoryFailing,
+    /// No database node answers (subject: empty). Sent directly, never queued: the queue is
+    /// in the database.
+    DatabaseUnreachable,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 9] = [
+    pub const ALL: [AlertKind; 10] = [
         AlertKind::NoController,
         AlertKind::StaleWorker,
         AlertKind::WorkerImpaired,
@@ -58,6 +61,7 @@ impl AlertKind {
         AlertKind::BadRow,
         AlertKind::HistoryDropped,
         AlertKind::HistoryFailing,
+        AlertKind::DatabaseUnreachable,
     ];
 
     /// The name in `meta_alerts.kind`, the webhook and `status`.
@@ -72,6 +76,7 @@ impl AlertKind {
             AlertKind::BadRow => "bad_row",
             AlertKind::HistoryDropped => "history_dropped",
             AlertKind::HistoryFailing => "history_failing",
+            AlertKind::DatabaseUnreachable => "database_unreachable",
         }
     }
 
@@ -97,6 +102,7 @@ impl AlertKind {
             AlertKind::BadRow => format!("a row cannot be used: {subject}"),
             AlertKind::HistoryDropped => "check results were dropped from the history".into(),
             AlertKind::HistoryFailing => format!("history {subject} keeps failing"),
+            AlertKind::DatabaseUnreachable => "the database is unreachable".into(),
         };
         let prefix = AdminKind::MetaAlert.subject();
         if resolved {

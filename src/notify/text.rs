@@ -398,6 +398,21 @@ pub fn rfc3339_ms(unix_ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The body of the "database unreachable" meta-alert.
+pub fn database_unreachable(limit: std::time::Duration, nodes: usize) -> String {
+    let which = if nodes == 1 {
+        "The database server".to_string()
+    } else {
+        format!("None of the {nodes} database nodes")
+    };
+    format!(
+        "{which} has answered for {limit:?} ([controller] db_down_alert).\n\
+         Nothing can be recorded meanwhile. Checks keep running, and status changes detected \
+         now are kept in memory and recorded and notified, in order, once a node answers. \
+         The dead man's switch stops beating until then.\n"
+    )
+}
+
 /// The counters behind a listener's connection-pressure notice.
 #[derive(Debug, Clone, Copy)]
 pub struct PressureCounts {

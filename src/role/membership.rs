@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::rpc::RpcClient;
 use crate::view::View;
-use crate::view::group::{FencedOut, Heartbeat, HeartbeatReply, PATH_HEARTBEAT};
+use crate::view::group::{FencedOut, Heartbeat, HeartbeatReply, PATH_HEARTBEAT, PATH_NOTICE};
+use crate::view::types::{NoticeReply, NoticeRequest};
 
 /// The longest a worker heartbeats fast after its controller stopped answering: more than any
 /// sane `controller_timeout` plus an election.
@@ -313,6 +314,35 @@ impl Membership {
                 });
             }
         }
+    }
+
+    /// Opens or closes the group notice `key` (see [`crate::view::types::ViewCommand::Notice`]):
+    /// `Ok(true)` when this call changed it, so this node is the one to tell the admin;
+    /// `Err` when no member answered (the caller tells anyway: twice beats never).
+    pub async fn claim_notice(&self, key: &str, open: bool) -> Result<bool, String> {
+        let req = NoticeRequest {
+            key: key.to_string(),
+            open,
+            forwarded: false,
+        };
+        let leader = self.standing.borrow().leader_addr.clone();
+        let order = leader.iter().chain(
+            self.view_addrs
+                .iter()
+                .filter(|a| Some(*a) != leader.as_ref()),
+        );
+        let mut last = String::from("no viewserver member configured");
+        for addr in order {
+            match self
+                .client
+                .post::<_, NoticeReply>(addr, PATH_NOTICE, &req, Duration::from_secs(3))
+                .await
+            {
+                Ok(reply) => return Ok(reply.changed),
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        Err(last)
     }
 
     /// One heartbeat round: the first member that answers.

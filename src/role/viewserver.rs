@@ -20,8 +20,9 @@ use crate::config::{Config, Role};
 use crate::rpc::sign::Signer;
 use crate::rpc::{Allow, RpcClient, Sender, SignedRoutes};
 use crate::view::View;
-use crate::view::group::{Heartbeat, PATH_HEARTBEAT, PATH_STATE, ViewGroup};
+use crate::view::group::{Heartbeat, PATH_HEARTBEAT, PATH_NOTICE, PATH_STATE, ViewGroup};
 use crate::view::network::{PATH_APPEND, PATH_SNAPSHOT, PATH_VOTE};
+use crate::view::types::NoticeRequest;
 use crate::view::types::TypeConfig;
 
 type Shared = Arc<Node>;
@@ -123,6 +124,11 @@ pub async fn run(
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_STATE, post(member_state))
         .signed(signer.clone(), Allow::Members(members.clone()));
+    // Group notices: only holders of the cluster secret (controller-capable workers, and
+    // members forwarding to the leader).
+    let notices = Router::new()
+        .route(PATH_NOTICE, post(notice))
+        .signed(signer.clone(), Allow::Trusted);
     let heartbeats = Router::new()
         .route(PATH_HEARTBEAT, post(heartbeat))
         .route(PATH_VIEW, get(view))
@@ -132,6 +138,7 @@ pub async fn run(
         .route("/metrics", get(metrics))
         .route("/view", get(view))
         .merge(raft)
+        .merge(notices)
         .merge(heartbeats)
         .with_state(node);
     let served = serve(listener, router, shutdown.clone()).await;
@@ -195,6 +202,13 @@ async fn heartbeat(
         hb.from_sender(&sender)
     };
     match n.group.heartbeat(hb).await {
+        Ok(reply) => Json(reply).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn notice(State(n): State<Shared>, Json(req): Json<NoticeRequest>) -> Response {
+    match n.group.notice(req).await {
         Ok(reply) => Json(reply).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }

@@ -286,6 +286,11 @@ fn start_controller(
         parts.slot.clone(),
         tasks.shutdown.clone(),
     ));
+    tasks.spawn(super::controller::dbwatch::run(
+        host.clone(),
+        parts.slot.clone(),
+        tasks.shutdown.clone(),
+    ));
     tasks.spawn(super::controller::watch::no_controller_loop(
         host.clone(),
         parts.slot.clone(),

@@ -136,6 +136,16 @@ impl Nodes {
         }
     }
 
+    /// How many nodes are configured.
+    pub fn len(&self) -> usize {
+        self.health.len()
+    }
+
+    /// Whether no node is configured (never, for a built store).
+    pub fn is_empty(&self) -> bool {
+        self.health.is_empty()
+    }
+
     pub fn health(&self, i: usize) -> Health {
         Health::from_u8(self.health[i].load(Ordering::Relaxed))
     }

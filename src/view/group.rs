@@ -26,11 +26,13 @@ use tokio_util::sync::CancellationToken;
 use super::log_store::FileLogStore;
 use super::network::Network;
 use super::state_machine::ViewStateMachine;
-use super::types::{ControllerRef, Raft, View, ViewCommand};
+use super::types::{ControllerRef, NoticeReply, NoticeRequest, Raft, View, ViewCommand};
 use crate::config::ViewserverConfig;
 use crate::rpc::{RpcClient, RpcError};
 
 pub const PATH_HEARTBEAT: &str = "/view/heartbeat";
+/// Opens or closes a group notice ([`ViewCommand::Notice`]); holders of the cluster secret.
+pub const PATH_NOTICE: &str = "/view/notice";
 pub const PATH_STATE: &str = "/raft/state";
 
 /// A worker's heartbeat to the group.
@@ -359,6 +361,34 @@ impl ViewGroup {
                 Ok(self
                     .client
                     .post(&node.addr, PATH_HEARTBEAT, &hb, Duration::from_secs(2))
+                    .await?)
+            }
+            Err(e) => Err(HeartbeatError::Raft(e.to_string())),
+        }
+    }
+
+    /// Opens or closes a group notice through Raft (on a follower: forwarded once to the
+    /// leader). `changed` tells the asker whether it is the one to tell the admin.
+    pub async fn notice(&self, req: NoticeRequest) -> Result<NoticeReply, HeartbeatError> {
+        let cmd = ViewCommand::Notice {
+            key: req.key.clone(),
+            open: req.open,
+        };
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(NoticeReply {
+                changed: resp.data.accepted,
+            }),
+            Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(fwd))) => {
+                let (Some(node), false) = (fwd.leader_node, req.forwarded) else {
+                    return Err(HeartbeatError::NoLeader);
+                };
+                let req = NoticeRequest {
+                    forwarded: true,
+                    ..req
+                };
+                Ok(self
+                    .client
+                    .post(&node.addr, PATH_NOTICE, &req, Duration::from_secs(2))
                     .await?)
             }
             Err(e) => Err(HeartbeatError::Raft(e.to_string())),

@@ -27,6 +27,10 @@ struct SmData {
     last_applied: Option<LogId>,
     membership: Membership,
     view: View,
+    /// The open group notices ([`ViewCommand::Notice`]); absent in snapshots made before
+    /// notices existed.
+    #[serde(default)]
+    notices: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +178,13 @@ impl RaftStateMachine<TypeConfig> for ViewStateMachine {
                         false
                     }
                 }
+                EntryPayload::Normal(ViewCommand::Notice { key, open }) => {
+                    if open {
+                        inner.state.notices.insert(key)
+                    } else {
+                        inner.state.notices.remove(&key)
+                    }
+                }
             };
             replies.push(ViewReply {
                 accepted,
@@ -220,6 +231,7 @@ impl RaftStateMachine<TypeConfig> for ViewStateMachine {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),
                 view: state.view,
+                notices: state.notices,
             };
             inner.snapshot = Some(stored);
         }

@@ -64,6 +64,10 @@ pub enum ViewCommand {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<u64>,
     },
+    /// Opens (`open`) or closes the notice `key`: a fact about the cluster that one node must
+    /// tell the admin once, whichever node sees it (the database away). Accepted only when
+    /// it changes the notice's state, so of two nodes that try, one tells.
+    Notice { key: String, open: bool },
 }
 
 impl fmt::Display for ViewCommand {
@@ -79,6 +83,9 @@ impl fmt::Display for ViewCommand {
                 "name {} for epoch {epoch} ({reason})",
                 controller.as_ref().map_or("nobody", |c| c.node.as_str())
             ),
+            ViewCommand::Notice { key, open } => {
+                write!(f, "{} notice {key}", if *open { "open" } else { "close" })
+            }
         }
     }
 }
@@ -88,4 +95,20 @@ impl fmt::Display for ViewCommand {
 pub struct ViewReply {
     pub accepted: bool,
     pub view: View,
+}
+
+/// A node's request to open or close a group notice ([`ViewCommand::Notice`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeRequest {
+    pub key: String,
+    pub open: bool,
+    /// Set by a member forwarding the request to the leader.
+    #[serde(default)]
+    pub forwarded: bool,
+}
+
+/// Whether the request changed the notice: `true` means the asker is the one to tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoticeReply {
+    pub changed: bool,
 }

@@ -160,6 +160,7 @@ fn a_killed_node_and_a_killed_controller_lose_and_repeat_no_flip(
         let _ = c.disconnect().await;
     });
     let hook = rt.block_on(Receiver::start(Behaviour::Status(200)));
+    let admin = rt.block_on(Receiver::start(Behaviour::Status(200)));
     let mut ports: Vec<Port> = (0..BURST).map(|_| Port::new()).collect();
     let mut seed = format!(
         "INSERT INTO contacts (id,type,data) VALUES (1,'webhook','{}');",
@@ -184,6 +185,8 @@ fn a_killed_node_and_a_killed_controller_lose_and_repeat_no_flip(
             ("confirmations", 1.into()),
             // One webhook per flip, however many flip together (storms are not the subject).
             ("storm_flips", 100_000.into()),
+            ("admin_webhook", admin.url("/admin").into()),
+            ("db_down_alert", Ms(10_000).into()),
             ("delivery_backoff", Ms(200).into()),
             ("delivery_backoff_max", Ms(1000).into()),
         ]))
@@ -279,6 +282,43 @@ fn a_killed_node_and_a_killed_controller_lose_and_repeat_no_flip(
     g.thaw(frozen);
     let twice: Vec<i64> = all.iter().flat_map(|&id| [id, id]).collect();
     assert_eq!(pages("offline"), twice, "each new outage paged once");
+
+    // Phase 5: two of three nodes die; the survivor has no quorum, so no node is ready.
+    // The admin is told once, by the admin webhook, which needs no database; and told
+    // once more when the operator bootstraps the survivor and a node answers again.
+    let in_use = node_in_use(g);
+    let other = (in_use + 1) % 3;
+    g.kill9(in_use);
+    g.kill9(other);
+    let db_alerts = |event: &str| -> usize {
+        admin
+            .received()
+            .iter()
+            .filter(|r| {
+                let b: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                b["kind"] == "database_unreachable" && b["event"] == event
+            })
+            .count()
+    };
+    let lost = Instant::now();
+    wait_until(
+        Duration::from_secs(60),
+        "the admin told of the database",
+        || (db_alerts("opened") == 1).then_some(()),
+    );
+    eprintln!("quorum lost: the admin was told {:?} later", lost.elapsed());
+    // The operator's decision: the survivor becomes the primary component on its own.
+    let survivor = 3 - in_use - other;
+    g.root_exec(
+        survivor,
+        "SET GLOBAL wsrep_provider_options = 'pc.bootstrap=YES'",
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the admin told of the return",
+        || (db_alerts("resolved") == 1).then_some(()),
+    );
+    assert_eq!(db_alerts("opened"), 1, "told once");
 }
 
 /// The node the acting controller writes through: the one with the most connections of the

@@ -9,6 +9,10 @@
 //!   given up: the check goes back to its stored status (so the change is detected and
 //!   recorded again, and the engine never disagrees with the database), later flips of the
 //!   same check decided before that are dropped, and the admin is told.
+//! - While the store is away (no database node answers: [`crate::store::nodes`]), nothing
+//!   is given up: flips wait in order, up to [`KEPT_WHILE_AWAY`], and are written and
+//!   notified once a node answers; the admin hears of the outage from
+//!   [`super::dbwatch`]. Beyond that bound the oldest is given up as above.
 //! - A flip the database finds already recorded, or whose basis is gone (the stored status is
 //!   not its `from`), writes nothing; the check takes the stored status.
 //! - A fenced write ends the term.
@@ -34,6 +38,9 @@ const BATCH: usize = 100;
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Flips kept while the store is away (about 1 KB each): far more than an outage of the
+/// database decides, yet a bound on memory.
+const KEPT_WHILE_AWAY: usize = 100_000;
 
 /// Records the flips the owner sends until the term ends.
 pub(super) async fn run(
@@ -158,7 +165,14 @@ async fn failed_one(
     retry.attempts += 1;
     let attempts = retry.attempts;
     let since = *retry.failing_since.get_or_insert_with(Instant::now);
-    if !e.is_retryable() || since.elapsed() >= GIVE_UP_AFTER {
+    let away = term
+        .host()
+        .store
+        .nodes()
+        .unreachable_for(std::time::Instant::now())
+        .is_some();
+    let kept = away && queue.len() <= KEPT_WHILE_AWAY;
+    if !e.is_retryable() || (since.elapsed() >= GIVE_UP_AFTER && !kept) {
         if let Some(flip) = queue.pop_front() {
             given_up.insert(flip.write.check, flip.generation);
             give_up(term, queue, flip, e, attempts).await;

@@ -18,6 +18,7 @@
 
 mod api;
 pub mod beat;
+pub mod dbwatch;
 mod flips;
 mod history;
 pub mod metrics;

@@ -565,6 +565,7 @@ mod tests {
             stale_worker: Duration::from_secs(300),
             outbox_stuck: Duration::from_secs(600),
             viewserver_down: Duration::from_secs(60),
+            db_down: Duration::from_secs(30),
         }
     }
 
