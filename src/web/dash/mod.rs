@@ -760,7 +760,7 @@ async fn check_page(
     let now = v1::now_ms() / 1000;
     let span = span_of(q.span.as_deref());
     let params = match crate::store::webusers::check_definition(&web.store, CheckId(id)).await {
-        Ok(Some((t, data))) => format!("{:#?}", crate::probe::CheckSpec::parse(&t, &data)),
+        Ok(Some((_, data))) => crate::notify::redact::check_data(&data),
         Ok(None) => String::new(),
         Err(e) => return e.into(),
     };
@@ -808,7 +808,7 @@ async fn check_page(
         p class="muted" { "Oldest left, today right; hover a day for its figure." }
         (open_round_html(live.as_ref()))
         h2 { "Parameters" }
-        p class="muted" { "As the workers run it; secrets are redacted." }
+        p class="muted" { "The check's JSON as written, redacted as notifications are: secrets, bodies, payloads and token-like URL path segments are masked." }
         pre class="params" id="params" { (params) }
         (incidents_html(&incidents))
     };
