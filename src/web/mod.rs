@@ -75,8 +75,10 @@ pub struct Web {
     cluster: Option<Cluster>,
     /// Push checks' tokens and rate limits.
     push: Arc<push::PushDesk>,
-    /// Failed dashboard logins per address and user.
+    /// Dashboard login attempts per address and per (user, address).
     limiter: Arc<dash::auth::LoginLimiter>,
+    /// Bounds the password hashes running at once.
+    hashes: Arc<dash::auth::HashGate>,
     /// Sends the dashboard's test notifications (the controller's channels).
     deliverer: Option<Arc<dyn crate::notify::Deliverer>>,
     /// Badges made in the last minute.
@@ -106,6 +108,7 @@ impl Web {
             cluster: None,
             push: Arc::new(push::PushDesk::new()),
             limiter: Arc::new(dash::auth::LoginLimiter::default()),
+            hashes: Arc::new(dash::auth::HashGate::default()),
             secure_cookies: false,
             badges: Arc::new(dash::public::BadgeCache::default()),
             deliverer: None,
