@@ -82,7 +82,9 @@ pub struct Web {
     /// Sends the dashboard's test notifications (the controller's channels).
     deliverer: Option<Arc<dyn crate::notify::Deliverer>>,
     /// Badges made in the last minute.
-    badges: Arc<dash::public::BadgeCache>,
+    badges: Arc<dash::public::PublicCache>,
+    /// Status pages made in the last [`dash::public::STATUS_TTL`].
+    status_pages: Arc<dash::public::PublicCache>,
     /// Session cookies carry `Secure` (the listener serves HTTPS).
     secure_cookies: bool,
 }
@@ -110,7 +112,8 @@ impl Web {
             limiter: Arc::new(dash::auth::LoginLimiter::default()),
             hashes: Arc::new(dash::auth::HashGate::default()),
             secure_cookies: false,
-            badges: Arc::new(dash::public::BadgeCache::default()),
+            badges: Arc::new(dash::public::PublicCache::new(dash::public::BADGE_TTL)),
+            status_pages: Arc::new(dash::public::PublicCache::new(dash::public::STATUS_TTL)),
             deliverer: None,
         }
     }
