@@ -804,7 +804,7 @@ async fn check_page(
         v1::live_of(&web, id),
         latency_per_location(&web, id, now, span),
         ninety_days(&web, std::slice::from_ref(&info), now),
-        timeline::incidents(&web.store, Some(CheckId(id)), false, now),
+        timeline::incident_page(&web.store, Some(CheckId(id)), false, None, 50, now),
         in_maintenance(&web, now)
     );
     let Some(s) = (match summary {
