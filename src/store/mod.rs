@@ -375,3 +375,24 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The web pools are small whatever the URL says, so web traffic can hold no more than
+    /// this many connections; the controller's pools keep the URL's size.
+    #[test]
+    fn the_web_pools_are_small_whatever_the_url_says() {
+        let urls = [
+            Secret::new("mysql://u:p@127.0.0.1:9/d?pool_max=100"),
+            Secret::new("mysql://u:p@127.0.0.2:9/d"),
+        ];
+        let web = Store::for_web(&urls).unwrap();
+        assert!(web.inner.pools.iter().all(|p| p.max == WEB_POOL_MAX));
+        assert_eq!(web.timeouts().pool_wait, WEB_POOL_WAIT);
+        let main = Store::new(&urls).unwrap();
+        assert_eq!(main.inner.pools[0].max, 100);
+        assert!(main.inner.pools[1].max > WEB_POOL_MAX);
+    }
+}
