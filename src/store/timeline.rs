@@ -657,10 +657,8 @@ pub async fn incident_page(
         ""
     };
     params.push((limit as u64).into());
-    let next = format!(
-        "FROM check_events n WHERE n.check_id = e.check_id AND n.type = 'online' \
-         AND n.time IS NOT NULL AND (n.time, n.id) > (e.time, e.id) ORDER BY n.time, n.id LIMIT 1"
-    );
+    let next = "FROM check_events n WHERE n.check_id = e.check_id AND n.type = 'online' \
+         AND n.time IS NOT NULL AND (n.time, n.id) > (e.time, e.id) ORDER BY n.time, n.id LIMIT 1";
     let sql = format!(
         "SELECT e.id, e.check_id, UNIX_TIMESTAMP(e.time), e.message, e.confirmed_by, \
            (SELECT n.id {next}) AS end_id, (SELECT UNIX_TIMESTAMP(n.time) {next}) AS end_at \
@@ -671,49 +669,51 @@ pub async fn incident_page(
                ORDER BY p.time DESC, p.id DESC LIMIT 1), 'online') <> 'offline' \
          {having} ORDER BY e.time DESC, e.id DESC LIMIT ?"
     );
-    type Row = (
-        i64,
-        i64,
-        i64,
-        Option<String>,
-        Option<String>,
-        Option<i64>,
-        Option<i64>,
-    );
-    let rows: Vec<Row> = store
+    let rows: Vec<IncidentRow> = store
         .bounded("reading a page of incidents", async {
             let mut conn = store.conn().await?;
             Ok(conn.exec(sql, Params::Positional(params)).await?)
         })
         .await?;
-    let mut out: Vec<Incident> = rows
-        .into_iter()
-        .map(|(id, c, start, message, confirmed_by, end_event, end)| {
-            let flip = event((
-                id,
-                c,
-                Some(start),
-                Some("offline".into()),
-                message,
-                confirmed_by,
-            ));
-            let (message, confirmed_by) =
-                flip.map_or((None, Vec::new()), |f| (f.message, f.confirmed_by));
-            Incident {
-                check: CheckId(c),
-                id,
-                start,
-                end,
-                duration: end.unwrap_or(now) - start,
-                message,
-                confirmed_by,
-                end_event,
-                notifications: Vec::new(),
-            }
-        })
-        .collect();
+    let mut out: Vec<Incident> = rows.into_iter().map(|r| incident_of(r, now)).collect();
     attach_notifications(store, &mut out).await?;
     Ok(out)
+}
+
+/// A row of [`incident_page`]: the offline flip's id, check, time, message and confirmers,
+/// then the id and time of the online flip that ended it.
+type IncidentRow = (
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn incident_of(row: IncidentRow, now: i64) -> Incident {
+    let (id, check, start, message, confirmed_by, end_event, end) = row;
+    let flip = event((
+        id,
+        check,
+        Some(start),
+        Some("offline".into()),
+        message,
+        confirmed_by,
+    ));
+    let (message, confirmed_by) = flip.map_or((None, Vec::new()), |f| (f.message, f.confirmed_by));
+    Incident {
+        check: CheckId(check),
+        id,
+        start,
+        end,
+        duration: end.unwrap_or(now) - start,
+        message,
+        confirmed_by,
+        end_event,
+        notifications: Vec::new(),
+    }
 }
 
 /// The incidents of the checks `ids`, newest first, without their notifications (a public
