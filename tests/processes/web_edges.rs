@@ -383,6 +383,14 @@ fn a_status_page_flood_does_not_delay_a_flip() {
          INSERT INTO status_page_checks (page_id,check_id,group_name,display_name,sort_order) VALUES (1,1,'','',1);",
         hook.url("/hook")
     ));
+    // A flappy old service on the same page: 100,000 flips make each rendering of the page a
+    // real read.
+    w.exec(
+        "INSERT INTO checks (id,name,type,data,enabled) VALUES (2,'legacy','tcp','{}',0);
+         INSERT INTO status_page_checks (page_id,check_id,group_name,display_name,sort_order) VALUES (1,2,'','',2);
+         INSERT INTO check_events (check_id, type, time) SELECT 2, IF(seq % 2 = 0, 'offline', 'online'), \
+           NOW() - INTERVAL 100000 SECOND + INTERVAL seq SECOND FROM seq_1_to_100000;",
+    );
     w.wait_web(0);
     w.wait_web(1);
     wait_until(Duration::from_secs(30), "results for the check", || {
