@@ -540,6 +540,18 @@ CREATE TABLE IF NOT EXISTS web_sessions (
 	expires_at TIMESTAMP(3) NOT NULL,
 	KEY web_sessions_user (user_id)
 );
+-- web_sessions.password_stamp: SHA-256 (hex) of the user's password hash when the session
+-- began. A session is honoured only while it matches, so changing a password (by `gobearmon
+-- user add` or by SQL) ends every session of that user. Sessions from before have NULL and
+-- must log in again. Added when missing.
+SET @gbm_ddl = IF(
+	(SELECT COUNT(*) FROM information_schema.COLUMNS
+	 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'web_sessions' AND COLUMN_NAME = 'password_stamp') = 0,
+	'ALTER TABLE web_sessions ADD COLUMN password_stamp CHAR(64) NULL DEFAULT NULL',
+	'DO 0');
+PREPARE gbm_stmt FROM @gbm_ddl;
+EXECUTE gbm_stmt;
+DEALLOCATE PREPARE gbm_stmt;
 
 -- Public status pages (`/status/{slug}`, no login) and the checks each one shows.
 CREATE TABLE IF NOT EXISTS status_pages (

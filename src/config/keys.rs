@@ -208,6 +208,8 @@ sections! {
         canaries: Vec<String> = Vec::new();
         /// How often the canaries are probed (at least 200ms).
         canary_interval ["canaryInterval"]: Duration = secs(10);
+        /// When set, `/metrics` answers only `Authorization: Bearer` with this token.
+        metrics_token ["metricsToken"]: Option<Secret> = None;
     }
 
     /// `[viewserver]`.

@@ -246,6 +246,9 @@ pub struct WorkerConfig {
     pub canaries: Vec<String>,
     /// How often the canaries are probed.
     pub canary_interval: Duration,
+    /// `/metrics` answers only `Authorization: Bearer <this>` when set (16 characters or
+    /// more); otherwise it answers anyone who reaches the listener.
+    pub metrics_token: Option<Secret>,
 }
 
 /// `[viewserver]`.

@@ -353,6 +353,16 @@ impl Reader<'_> {
                 );
             }
         }
+        if let Some(t) = &k.metrics_token {
+            let n = t.expose().chars().count();
+            if n < 16 {
+                self.problem(
+                    "worker.metrics_token".into(),
+                    format!("a token of {n} characters (value hidden)"),
+                    "at least 16 characters",
+                );
+            }
+        }
         self.within(
             "worker.canary_interval",
             k.canary_interval,
@@ -372,6 +382,7 @@ impl Reader<'_> {
             key: k.key.clone(),
             canaries: k.canaries.clone(),
             canary_interval: k.canary_interval,
+            metrics_token: k.metrics_token.clone(),
         })
     }
 

@@ -11,17 +11,20 @@
 //!   ([`is_secret_name`]: it contains `token`, `secret`, `pass`, `pwd`, `auth`, `sig`,
 //!   `session`, `cred`, `key`, `cookie`, `jwt`, `otp`, `bearer` or `private`, ignoring `-`,
 //!   `_` and case);
-//! - an http `body`: never echoed;
+//! - an http `body` and a tcp `payload`: never echoed (a payload is often a login line);
 //! - every header value under `headers`, except those of a short list of harmless headers
 //!   ([`is_harmless_header`]: `Host`, `User-Agent`, `Accept`, `Content-Type`, ...).
 //!
 //! In every string of the data that is a URL ([`data_url`]):
 //! - the password of its user-info becomes `redacted` (`https://bob:redacted@host/`);
+//! - every token-like path segment becomes `redacted` ([`is_token_segment`]): webhook and
+//!   ping services put the credential in the path (Slack `/services/T0/B0/XXXX`, Telegram
+//!   `/bot123:AAH.../sendMessage`, healthchecks-style `/ping/<uuid>`);
 //! - the value of each query or fragment parameter whose name looks like a secret becomes
 //!   `redacted` (`?token=redacted&page=2`).
 //!
 //! In messages, a URL shows no query values at all ([`message_url`]: `?token=redacted&page=
-//! redacted`), no password and no fragment. Probe messages are written that way; a
+//! redacted`), no password, no fragment and no token-like path segment. Probe messages are written that way; a
 //! notification's message is also passed through [`message`], which masks the URLs in it and
 //! every secret of the check's data it quotes, whatever the worker that wrote it.
 //!
@@ -56,6 +59,23 @@ pub fn is_secret_name(name: &str) -> bool {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     WORDS.iter().any(|w| folded.contains(w))
+}
+
+/// Path segments this long or longer may be tokens. Slack's secret is 24 characters, a UUID
+/// 36, a Telegram bot token 45; the shorter ids beside them (`T0123ABCD`) are not secrets.
+const MIN_TOKEN_SEGMENT: usize = 16;
+
+/// Whether a URL path segment looks like a credential: at least [`MIN_TOKEN_SEGMENT`]
+/// characters from the token alphabet (letters, digits, `-`, `_`, `:`, `.`, `~`), and either
+/// holding a digit or holding no separator (`-`, `_`, `.`) at all. A readable path such as
+/// `/status-page-for-customers` stays; a UUID, a Slack secret or `bot123:AAH...` goes.
+pub fn is_token_segment(segment: &str) -> bool {
+    let token_chars = segment
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.' | '~' | '%'));
+    let has_digit = segment.chars().any(|c| c.is_ascii_digit());
+    let unbroken = !segment.contains(['-', '_', '.']);
+    segment.len() >= MIN_TOKEN_SEGMENT && token_chars && (has_digit || unbroken)
 }
 
 /// Whether the value of header `name` may be shown: a short list of headers that describe
@@ -126,7 +146,10 @@ fn redact_value(value: &mut Value, found: &mut dyn FnMut(&str)) -> bool {
             for (key, v) in map.iter_mut() {
                 changed |= if key.eq_ignore_ascii_case("headers") && v.is_object() {
                     redact_headers(v, found)
-                } else if is_secret_name(key) || key.eq_ignore_ascii_case("body") {
+                } else if is_secret_name(key)
+                    || key.eq_ignore_ascii_case("body")
+                    || key.eq_ignore_ascii_case("payload")
+                {
                     mask(v, found)
                 } else {
                     redact_value(v, found)
@@ -197,6 +220,7 @@ fn url_secrets(raw: &str) -> Option<(String, Vec<String>)> {
         secrets.push(pw.to_owned());
         u.set_password(Some(URL_MASK)).ok()?;
     }
+    mask_path(&mut u, &mut secrets);
     if let Some(q) = u.query().map(str::to_owned) {
         let masked = mask_pairs(&q, is_secret_name, &mut secrets);
         u.set_query(Some(&masked));
@@ -219,12 +243,39 @@ pub fn message_url(raw: &str) -> String {
     if u.password().is_some() && u.set_password(Some(URL_MASK)).is_err() {
         return unparsable_url(raw);
     }
+    mask_path(&mut u, &mut Vec::new());
     if let Some(q) = u.query().map(str::to_owned) {
         let masked = mask_pairs(&q, |_| true, &mut Vec::new());
         u.set_query(Some(&masked));
     }
     u.set_fragment(None);
     u.to_string()
+}
+
+/// Replaces every token-like segment of `u`'s path with [`URL_MASK`], passing each (decoded
+/// and as written) to `secrets`.
+fn mask_path(u: &mut url::Url, secrets: &mut Vec<String>) {
+    if u.cannot_be_a_base()
+        || !u
+            .path_segments()
+            .is_some_and(|mut s| s.any(is_token_segment))
+    {
+        return;
+    }
+    let path: Vec<String> = u
+        .path()
+        .split('/')
+        .map(|seg| {
+            if is_token_segment(seg) {
+                secrets.push(decoded(seg));
+                secrets.push(seg.to_owned());
+                URL_MASK.to_owned()
+            } else {
+                seg.to_owned()
+            }
+        })
+        .collect();
+    u.set_path(&path.join("/"));
 }
 
 fn unparsable_url(raw: &str) -> String {
@@ -242,7 +293,11 @@ fn unparsable_url(raw: &str) -> String {
         }
         None => head.to_owned(),
     };
-    format!("{shown}{cut}")
+    let shown: Vec<&str> = shown
+        .split('/')
+        .map(|seg| if is_token_segment(seg) { URL_MASK } else { seg })
+        .collect();
+    format!("{}{cut}", shown.join("/"))
 }
 
 /// `pairs` (`a=1&b=2`, as written in a URL) with the value of every parameter whose decoded
@@ -439,6 +494,45 @@ mod tests {
         let out = message("saw a+b%26c+d", r#"{"headers":{"X-Q":"a b&c d"}}"#);
         assert_eq!(out, "saw <redacted>");
         assert_eq!(message("plain text", "not json"), "plain text");
+    }
+
+    #[test]
+    fn token_like_path_segments_are_redacted() {
+        let slack = "https://hooks.slack.com/services/T0123ABCD/B0123ABCD/XXXXXXXXXXXXXXXXXXXXXXXX";
+        assert_eq!(
+            data_url(slack),
+            "https://hooks.slack.com/services/T0123ABCD/B0123ABCD/redacted"
+        );
+        let telegram = "https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw/sendMessage?chat_id=42";
+        assert_eq!(
+            message_url(telegram),
+            "https://api.telegram.org/redacted/sendMessage?chat_id=redacted"
+        );
+        let ping = "https://hc-ping.com/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+        assert_eq!(data_url(ping), "https://hc-ping.com/redacted");
+        // Readable paths and short ids stay.
+        let plain = "https://example.com/status-page-for-customers/v2/health";
+        assert_eq!(data_url(plain), plain);
+        assert_eq!(message_url(plain), plain);
+        // In check data and in messages, the token is gone wherever it is quoted.
+        let data = format!(r#"{{"url":"{slack}"}}"#);
+        assert!(!check_data(&data).contains("XXXXXXXX"));
+        let msg = message("POST XXXXXXXXXXXXXXXXXXXXXXXX failed", &data);
+        assert_eq!(msg, "POST <redacted> failed");
+        assert_eq!(
+            message_url("http://h:99999/ping/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d?x=1"),
+            "http://h:99999/ping/redacted?redacted",
+            "a URL that does not parse"
+        );
+    }
+
+    #[test]
+    fn a_tcp_payload_is_never_echoed() {
+        let out = check_data(r#"{"address":"db:6379","payload":"AUTH hunter22","expect":"+OK"}"#);
+        assert!(!out.contains("hunter22"), "{out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["payload"], REDACTED);
+        assert_eq!(v["expect"], "+OK");
     }
 
     #[test]

@@ -122,9 +122,15 @@ impl WebhookTarget {
     pub fn parse(data: &str) -> Result<WebhookTarget, DeliveryError> {
         let data = data.trim();
         let target = if data.starts_with('{') {
+            // Not serde's message: it quotes the offending value, which may be the secret,
+            // and this text is kept in `last_error` and shown on the dashboard.
             serde_json::from_str::<WebhookTarget>(data).map_err(|e| {
                 DeliveryError::never(format!(
-                    "webhook contact data is not {{\"url\":..,\"secret\":..,\"headers\":{{..}}}}: {e}"
+                    "webhook contact data is not {{\"url\":..,\"secret\":..,\"headers\":{{..}}}}: \
+                     {} at line {} column {}",
+                    json_problem(&e),
+                    e.line(),
+                    e.column()
                 ))
             })?
         } else {
@@ -136,6 +142,17 @@ impl WebhookTarget {
         };
         check_url(&target.url)?;
         Ok(target)
+    }
+}
+
+/// What kind of JSON problem `e` is, in words that quote nothing of the data.
+fn json_problem(e: &serde_json::Error) -> &'static str {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof => "not valid JSON",
+        // A wrong type, an unknown field, a missing `url`.
+        Category::Data => "a field is missing, unknown or of the wrong type",
+        Category::Io => "unreadable",
     }
 }
 
@@ -187,9 +204,13 @@ impl WebhookClient {
         let target = WebhookTarget::parse(data)?;
         let body = text::webhook_json(n);
         let mut headers = HeaderMap::new();
-        for (name, value) in &target.headers {
+        for (k, (name, value)) in target.headers.iter().enumerate() {
+            // Not the name itself: a misplaced token may be what is in it.
             let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                DeliveryError::never(format!("webhook header name {name:?} is not valid"))
+                DeliveryError::never(format!(
+                    "webhook header #{} (in name order) has a name that is not valid",
+                    k + 1
+                ))
             })?;
             let value = HeaderValue::from_str(value).map_err(|_| {
                 DeliveryError::never(format!("webhook header {name} has an invalid value"))
@@ -268,6 +289,34 @@ mod tests {
                 .unwrap_err()
                 .is_retryable()
         );
+    }
+
+    /// `last_error` keeps these messages and the dashboard shows them: none quotes the data.
+    #[tokio::test]
+    async fn config_errors_never_echo_the_offending_value() {
+        for data in [
+            r#"{"url":"http://h/","headers":"Bearer tok-SECRET-2"}"#,
+            r#"{"url":"http://h/","tok-SECRET-3":1}"#,
+            r#"{"url":"http://h/","secret":["tok-SECRET-4"]}"#,
+            r#"{"url":"tok-SECRET-5"}"#,
+            r#"{"url":"http://h/" "tok-SECRET-6"}"#,
+        ] {
+            let e = WebhookTarget::parse(data).unwrap_err();
+            assert!(!e.is_retryable(), "{data}");
+            assert!(!e.message.contains("SECRET"), "{data}: {}", e.message);
+        }
+        crate::tlsutil::install_default_provider();
+        let client = WebhookClient::new(reqwest::Client::new());
+        let n = crate::notify::Notification::test_message(SystemTime::now());
+        let e = client
+            .post_json(
+                r#"{"url":"http://127.0.0.1:9/","headers":{"Bearer tok-SECRET-7":"x"}}"#,
+                &n,
+            )
+            .await
+            .unwrap_err();
+        assert!(e.message.contains("header #1"), "{}", e.message);
+        assert!(!e.message.contains("SECRET"), "{}", e.message);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::controller::{ControllerError, ControllerHost, ControllerSlot};
 use super::membership::{Membership, wall_ms};
 use super::runner::Runner;
 use crate::api::{ListenerMetrics, NodeListener, Sample, metrics_response, ready_response, serve};
-use crate::config::{Config, ControllerConfig, Role, WorkerConfig};
+use crate::config::{Config, ControllerConfig, Role, Secret, WorkerConfig};
 use crate::lease::{Action, Fence, FenceReading, Inputs, Supervisor};
 use crate::notify::admin::Admin;
 use crate::probe::ProbeContext;
@@ -140,7 +140,7 @@ pub async fn run(
         disconnect_pause: worker.disconnect_pause,
         listeners: listener_metrics,
     });
-    let router = worker_router(node, parts.signer.clone());
+    let router = worker_router(node, parts.signer.clone(), worker.metrics_token.as_ref());
     let served = serve(listeners.worker, router, tasks.shutdown.clone()).await;
     drain(&runner, worker.num_threads).await;
     runs_done.cancel();
@@ -300,7 +300,7 @@ fn start_controller(
     if let Some(listener) = web {
         tracing::info!(addr = ?listener.local_addr().ok(), "serving the JSON API");
         let web = crate::web::router(
-            crate::web::Web::new(host.store.clone(), &config.web.api_tokens)
+            crate::web::Web::new(host.web_store.clone(), &config.web.api_tokens)
                 .with_live(live_check(parts.client.clone(), parts.membership.clone()))
                 .with_cluster(cluster(parts.client.clone(), parts.membership.clone()))
                 .with_secure_cookies(listener.is_tls())
@@ -314,14 +314,18 @@ fn start_controller(
 
 /// `/ready`, `/metrics` and `/disconnect`. A hand-over only from this node's operator: a
 /// request signed with this worker's own key, never a bare loopback request (a probe's
-/// redirect could make one).
-fn worker_router(node: Arc<Node>, signer: Arc<Signer>) -> Router {
+/// redirect could make one). `/metrics` behind `[worker] metrics_token` when set.
+fn worker_router(node: Arc<Node>, signer: Arc<Signer>, metrics_token: Option<&Secret>) -> Router {
     let own_only = Router::new()
         .route(PATH_DISCONNECT, post(disconnect_now))
         .signed(signer, Allow::Own);
+    let scrape = crate::web::BearerGate::around(
+        Router::new().route("/metrics", get(metrics)),
+        metrics_token,
+    );
     Router::new()
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+        .merge(scrape)
         .merge(own_only)
         .with_state(node)
 }

@@ -34,6 +34,10 @@ use sign::{
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Largest request body on every other path (heartbeats, polls, votes, commands).
 pub const SMALL_BODY: usize = 64 * 1024;
+/// Largest reply body a client reads; a longer one is refused before its signature is
+/// checked (the signature covers the whole body, so it must be read first). Larger than
+/// [`MAX_BODY`]: a status or poll answer lists every check.
+pub const MAX_REPLY: usize = 64 * 1024 * 1024;
 /// Longest a client may take to send a body once its headers are accepted.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -122,6 +126,10 @@ pub enum RpcError {
     /// altered on the way. Nothing of it is used.
     #[error("{addr} sent a reply that is not signed under this node's key ({why})")]
     Unauthentic { addr: String, why: &'static str },
+    /// The reply was larger than [`MAX_REPLY`]; nothing of it is used, and reading stopped
+    /// at the limit.
+    #[error("{addr} sent a reply over the limit of {limit} bytes")]
+    ReplyTooLarge { addr: String, limit: usize },
     /// The request is larger than its path accepts; not sent.
     #[error("request to {addr}{path} of {len} bytes is over the path's limit of {limit}")]
     TooLarge {
@@ -289,10 +297,7 @@ impl RpcClient {
             .unwrap_or("")
             .to_string();
         let tag = header(response.headers(), HEADER_REPLY_SIGNATURE).map(str::to_string);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| classify(addr, timeout, &e))?;
+        let body = read_capped(response, MAX_REPLY, addr, timeout).await?;
         let reply = Reply {
             status,
             responder,
@@ -363,6 +368,35 @@ struct Reply {
     /// `HEADER_REPLY_SIGNATURE`, if any.
     tag: Option<String>,
     body: Bytes,
+}
+
+/// The reply body, read no further than `limit` bytes: a declared length over it is
+/// refused before any of the body is read, a longer stream once it passes the limit.
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+    addr: &str,
+    timeout: Duration,
+) -> Result<Bytes, RpcError> {
+    let too_large = || RpcError::ReplyTooLarge {
+        addr: addr.to_string(),
+        limit,
+    };
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| classify(addr, timeout, &e))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
 }
 
 fn text_of(body: &[u8]) -> String {
@@ -588,6 +622,48 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, RpcError::Unreachable { .. }), "{err}");
         shutdown.cancel();
+    }
+
+    /// A reply is read no further than MAX_REPLY: not a declared huge length, not an endless
+    /// stream.
+    #[tokio::test]
+    async fn replies_over_the_limit_are_refused_before_their_signature_is_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A hostile server: one reply declares a huge length, the other streams without end.
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            for declared in [true, false] {
+                let (mut s, _) = tcp.accept().await.unwrap();
+                let mut head = [0u8; 4096];
+                let _ = s.read(&mut head).await;
+                let start: &[u8] = if declared {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 100000000000\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                };
+                tokio::spawn(async move {
+                    let _ = s.write_all(start).await;
+                    let chunk = format!("100000\r\n{}\r\n", "x".repeat(0x100000));
+                    while s.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        let signer = Arc::new(Signer::cluster(
+            &Secret::new("a-secret-of-some-length"),
+            "n1",
+        ));
+        let client = RpcClient::with_tls(signer, None).unwrap();
+        for _ in 0..2 {
+            let err = client
+                .get::<serde_json::Value>(&addr, "/status", Duration::from_secs(60))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, RpcError::ReplyTooLarge { limit, .. } if limit == MAX_REPLY),
+                "{err}"
+            );
+        }
     }
 
     /// Each path's body limit holds on both sides: a batch path takes JSON bodies up to

@@ -45,7 +45,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mysql_async::{Conn, Opts, OptsBuilder, Pool, Transaction, TxOpts};
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, Transaction, TxOpts};
 
 use crate::config::Secret;
 use crate::model::Epoch;
@@ -68,6 +68,12 @@ fn session_setup() -> String {
          wait_timeout = {SESSION_WAIT_TIMEOUT_SECS}"
     )
 }
+
+/// Connections per database URL of the web listener's pool ([`Store::for_web`]): enough for
+/// a page's parallel reads, small beside the server's `max_connections`.
+pub const WEB_POOL_MAX: usize = 4;
+/// How long a web request waits for one of them before it is answered 503.
+pub const WEB_POOL_WAIT: Duration = Duration::from_secs(5);
 
 /// The time limits of a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,12 +217,38 @@ impl Store {
 
     /// [`Store::new`] with other time limits (tests use short ones).
     pub fn with_timeouts(urls: &[Secret], timeouts: StoreTimeouts) -> Result<Store, StoreError> {
+        Store::build(urls, timeouts, None)
+    }
+
+    /// The web listener's own small pools (at most [`WEB_POOL_MAX`] connections per URL,
+    /// [`WEB_POOL_WAIT`] for one): the dashboard, the API, status pages, push endpoints and
+    /// `/metrics` use these, so however many requests arrive they can hold no connection
+    /// that the fence, flip and outbox transactions of the main pool need (DESIGN 8).
+    pub fn for_web(urls: &[Secret]) -> Result<Store, StoreError> {
+        let timeouts = StoreTimeouts {
+            pool_wait: WEB_POOL_WAIT,
+            operation: Duration::from_secs(15),
+            ..StoreTimeouts::default()
+        };
+        Store::build(urls, timeouts, Some(WEB_POOL_MAX))
+    }
+
+    /// Pools for `urls`; `max` overrides each URL's `pool_max`.
+    fn build(
+        urls: &[Secret],
+        timeouts: StoreTimeouts,
+        max: Option<usize>,
+    ) -> Result<Store, StoreError> {
         crate::tlsutil::install_default_provider();
         let mut pools = Vec::with_capacity(urls.len());
         for (i, url) in urls.iter().enumerate() {
-            let opts = Opts::from_url(url.expose()).map_err(|_| {
+            let mut opts = Opts::from_url(url.expose()).map_err(|_| {
                 StoreError::Schema(format!("database URL #{i} is not a valid mysql:// URL"))
             })?;
+            if let Some(constraints) = max.and_then(|m| PoolConstraints::new(0, m)) {
+                let pool = opts.pool_opts().clone().with_constraints(constraints);
+                opts = OptsBuilder::from_opts(opts).pool_opts(pool).into();
+            }
             let max = opts.pool_opts().constraints().max();
             let opts = OptsBuilder::from_opts(opts)
                 .tcp_keepalive(Some(Duration::from_secs(30)))
@@ -495,5 +527,26 @@ async fn probe_node(opts: &Opts, conn: &mut Option<Conn>) -> Option<nodes::Probe
             *conn = None;
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The web pools are small whatever the URL says, so web traffic can hold no more than
+    /// this many connections; the controller's pools keep the URL's size.
+    #[test]
+    fn the_web_pools_are_small_whatever_the_url_says() {
+        let urls = [
+            Secret::new("mysql://u:p@127.0.0.1:9/d?pool_max=100"),
+            Secret::new("mysql://u:p@127.0.0.2:9/d"),
+        ];
+        let web = Store::for_web(&urls).unwrap();
+        assert!(web.inner.pools.iter().all(|p| p.max == WEB_POOL_MAX));
+        assert_eq!(web.timeouts().pool_wait, WEB_POOL_WAIT);
+        let main = Store::new(&urls).unwrap();
+        assert_eq!(main.inner.pools[0].max, 100);
+        assert!(main.inner.pools[1].max > WEB_POOL_MAX);
     }
 }

@@ -624,6 +624,98 @@ pub async fn incidents(
     Ok(out)
 }
 
+/// One page of incidents, newest first (by start, then id), with their notifications: those
+/// of `check` (every check when `None`), only the open ones with `open_only`, starting after
+/// the incident `after` (the last id of the previous page). Paged in SQL: an incident is an
+/// offline flip whose previous known flip of the same check is not offline, ended by the
+/// check's next online flip, the same rule as [`uptime::incidents`]. Each start finds its
+/// neighbours through `check_events_check_time`; nothing but the page is read into memory.
+pub async fn incident_page(
+    store: &Store,
+    check: Option<CheckId>,
+    open_only: bool,
+    after: Option<i64>,
+    limit: usize,
+    now: i64,
+) -> Result<Vec<Incident>, StoreError> {
+    const KNOWN: &str = "type IN ('online', 'offline') AND time IS NOT NULL";
+    let mut params: Vec<Value> = Vec::new();
+    let mut filter = String::new();
+    if let Some(c) = check {
+        filter.push_str(" AND e.check_id = ?");
+        params.push(c.0.into());
+    }
+    if let Some(id) = after {
+        filter.push_str(
+            " AND (e.time, e.id) < (SELECT c.time, c.id FROM check_events c WHERE c.id = ?)",
+        );
+        params.push(id.into());
+    }
+    let having = if open_only {
+        "HAVING end_id IS NULL"
+    } else {
+        ""
+    };
+    params.push((limit as u64).into());
+    let next = "FROM check_events n WHERE n.check_id = e.check_id AND n.type = 'online' \
+         AND n.time IS NOT NULL AND (n.time, n.id) > (e.time, e.id) ORDER BY n.time, n.id LIMIT 1";
+    let sql = format!(
+        "SELECT e.id, e.check_id, UNIX_TIMESTAMP(e.time), e.message, e.confirmed_by, \
+           (SELECT n.id {next}) AS end_id, (SELECT UNIX_TIMESTAMP(n.time) {next}) AS end_at \
+         FROM check_events e \
+         WHERE e.type = 'offline' AND e.time IS NOT NULL{filter} \
+           AND COALESCE((SELECT p.type FROM check_events p WHERE p.check_id = e.check_id \
+               AND p.{KNOWN} AND (p.time, p.id) < (e.time, e.id) \
+               ORDER BY p.time DESC, p.id DESC LIMIT 1), 'online') <> 'offline' \
+         {having} ORDER BY e.time DESC, e.id DESC LIMIT ?"
+    );
+    let rows: Vec<IncidentRow> = store
+        .bounded("reading a page of incidents", async {
+            let mut conn = store.conn().await?;
+            Ok(conn.exec(sql, Params::Positional(params)).await?)
+        })
+        .await?;
+    let mut out: Vec<Incident> = rows.into_iter().map(|r| incident_of(r, now)).collect();
+    attach_notifications(store, &mut out).await?;
+    Ok(out)
+}
+
+/// A row of [`incident_page`]: the offline flip's id, check, time, message and confirmers,
+/// then the id and time of the online flip that ended it.
+type IncidentRow = (
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn incident_of(row: IncidentRow, now: i64) -> Incident {
+    let (id, check, start, message, confirmed_by, end_event, end) = row;
+    let flip = event((
+        id,
+        check,
+        Some(start),
+        Some("offline".into()),
+        message,
+        confirmed_by,
+    ));
+    let (message, confirmed_by) = flip.map_or((None, Vec::new()), |f| (f.message, f.confirmed_by));
+    Incident {
+        check: CheckId(check),
+        id,
+        start,
+        end,
+        duration: end.unwrap_or(now) - start,
+        message,
+        confirmed_by,
+        end_event,
+        notifications: Vec::new(),
+    }
+}
+
 /// The incidents of the checks `ids`, newest first, without their notifications (a public
 /// status page shows none).
 pub async fn incidents_of(

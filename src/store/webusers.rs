@@ -86,11 +86,12 @@ pub async fn user_by_name(store: &Store, name: &str) -> Result<Option<User>, Sto
     }))
 }
 
-/// Stores a session by the digest of its token.
+/// Stores a session by the digest of its token, stamped with the password hash the login was
+/// checked against: [`session`] honours it only while the user's hash is still that one.
 pub async fn create_session(
     store: &Store,
     token_sha256: &[u8; 32],
-    user_id: i64,
+    user: &User,
     csrf: &str,
     lifetime_secs: i64,
 ) -> Result<(), StoreError> {
@@ -101,15 +102,22 @@ pub async fn create_session(
     )
     .await?;
     conn.exec_drop(
-        "INSERT INTO web_sessions (token_sha256, user_id, csrf, expires_at) \
-         VALUES (?, ?, ?, CURRENT_TIMESTAMP(3) + INTERVAL ? SECOND)",
-        (token_sha256.as_slice(), user_id, csrf, lifetime_secs),
+        "INSERT INTO web_sessions (token_sha256, user_id, csrf, expires_at, password_stamp) \
+         VALUES (?, ?, ?, CURRENT_TIMESTAMP(3) + INTERVAL ? SECOND, SHA2(?, 256))",
+        (
+            token_sha256.as_slice(),
+            user.id,
+            csrf,
+            lifetime_secs,
+            &user.password_hash,
+        ),
     )
     .await?;
     Ok(())
 }
 
-/// The unexpired session with this token digest.
+/// The unexpired session with this token digest, while its user's password is the one it
+/// began under.
 pub async fn session(
     store: &Store,
     token_sha256: &[u8; 32],
@@ -119,7 +127,8 @@ pub async fn session(
         .exec_first(
             "SELECT u.id, u.name, u.role, s.csrf FROM web_sessions s \
              JOIN web_users u ON u.id = s.user_id \
-             WHERE s.token_sha256 = ? AND s.expires_at > CURRENT_TIMESTAMP(3)",
+             WHERE s.token_sha256 = ? AND s.expires_at > CURRENT_TIMESTAMP(3) \
+             AND s.password_stamp = SHA2(u.password_hash, 256)",
             (token_sha256.as_slice(),),
         )
         .await?;
@@ -224,7 +233,7 @@ pub async fn is_public(store: &Store, check: CheckId) -> Result<bool, StoreError
 }
 
 /// `checks.type` and `checks.data` of `check`, for its parameters as the dashboard shows them
-/// (parsed and redacted; the raw text never leaves the server).
+/// (redacted; the raw text never leaves the server).
 pub async fn check_definition(
     store: &Store,
     check: CheckId,

@@ -75,12 +75,16 @@ pub struct Web {
     cluster: Option<Cluster>,
     /// Push checks' tokens and rate limits.
     push: Arc<push::PushDesk>,
-    /// Failed dashboard logins per address and user.
+    /// Dashboard login attempts per address and per (user, address).
     limiter: Arc<dash::auth::LoginLimiter>,
+    /// Bounds the password hashes running at once.
+    hashes: Arc<dash::auth::HashGate>,
     /// Sends the dashboard's test notifications (the controller's channels).
     deliverer: Option<Arc<dyn crate::notify::Deliverer>>,
     /// Badges made in the last minute.
-    badges: Arc<dash::public::BadgeCache>,
+    badges: Arc<dash::public::PublicCache>,
+    /// Status pages made in the last [`dash::public::STATUS_TTL`].
+    status_pages: Arc<dash::public::PublicCache>,
     /// Session cookies carry `Secure` (the listener serves HTTPS).
     secure_cookies: bool,
 }
@@ -106,8 +110,10 @@ impl Web {
             cluster: None,
             push: Arc::new(push::PushDesk::new()),
             limiter: Arc::new(dash::auth::LoginLimiter::default()),
+            hashes: Arc::new(dash::auth::HashGate::default()),
             secure_cookies: false,
-            badges: Arc::new(dash::public::BadgeCache::default()),
+            badges: Arc::new(dash::public::PublicCache::new(dash::public::BADGE_TTL)),
+            status_pages: Arc::new(dash::public::PublicCache::new(dash::public::STATUS_TTL)),
             deliverer: None,
         }
     }
@@ -161,17 +167,51 @@ pub fn router(web: Web) -> Router {
         .with_state(web)
 }
 
-async fn authorize(State(web): State<Web>, request: Request, next: Next) -> Response {
-    let presented = request
+/// The token of the request's `Authorization: Bearer` header.
+fn bearer_of(request: &Request) -> Option<&str> {
+    request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
+        .map(str::trim)
+}
+
+async fn authorize(State(web): State<Web>, request: Request, next: Next) -> Response {
+    match bearer_of(&request) {
         Some(token) if web.accepts(token) => next.run(request).await,
         Some(_) => ApiError::unauthorized("the bearer token is not valid"),
         None => ApiError::unauthorized("an Authorization: Bearer token is required"),
+    }
+}
+
+/// One optional bearer token in front of some routes (`/metrics` under `[worker]
+/// metrics_token`), compared in constant time; without a token every request passes.
+#[derive(Clone)]
+pub struct BearerGate {
+    token: Option<Arc<[u8; 32]>>,
+}
+
+impl BearerGate {
+    /// `router`'s routes behind `token` (401 without it), or as they are for `None`.
+    pub fn around<S: Clone + Send + Sync + 'static>(
+        router: Router<S>,
+        token: Option<&Secret>,
+    ) -> Router<S> {
+        let gate = BearerGate {
+            token: token.map(|t| Arc::new(sha256(t.expose().as_bytes()))),
+        };
+        router.route_layer(axum::middleware::from_fn_with_state(gate, bearer_gate))
+    }
+}
+
+async fn bearer_gate(State(gate): State<BearerGate>, request: Request, next: Next) -> Response {
+    let Some(want) = &gate.token else {
+        return next.run(request).await;
+    };
+    match bearer_of(&request) {
+        Some(t) if bool::from(sha256(t.as_bytes()).ct_eq(&**want)) => next.run(request).await,
+        _ => ApiError::unauthorized("an Authorization: Bearer token is required"),
     }
 }
 

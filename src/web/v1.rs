@@ -17,7 +17,7 @@ use crate::history::{rfc3339, rfc3339_ms};
 use crate::model::CheckId;
 use crate::notify::unix_ms;
 use crate::store::history::latency_24h;
-use crate::store::timeline::{self, CheckInfo, Incident, LatestRow, NotificationState};
+use crate::store::timeline::{self, CheckInfo, LatestRow, NotificationState};
 
 type Answer<T> = Result<Json<T>, ApiError>;
 
@@ -590,18 +590,11 @@ async fn incident_page(
     let limit = limit(q.limit)?;
     let after = cursor_i64(q.cursor.as_deref())?;
     let now = now_ms() / 1000;
-    let all = timeline::incidents(&web.store, check, q.open.unwrap_or(false), now).await?;
-    // Newest first; the cursor is the id of the last incident of the previous page.
-    let skip = match after {
-        Some(id) => all
-            .iter()
-            .position(|i| i.id == id)
-            .map_or(all.len(), |p| p + 1),
-        None => 0,
-    };
-    let page: Vec<Incident> = all.into_iter().skip(skip).take(limit + 1).collect();
+    let open = q.open.unwrap_or(false);
+    let mut page = timeline::incident_page(&web.store, check, open, after, limit + 1, now).await?;
     let more = page.len() > limit;
-    let page: Vec<Incident> = page.into_iter().take(limit).collect();
+    page.truncate(limit);
+    // Newest first; the cursor is the id of the last incident of the page.
     let next_cursor = more
         .then(|| page.last().map(|i| i.id.to_string()))
         .flatten();

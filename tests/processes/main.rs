@@ -23,3 +23,4 @@ mod policy_e2e;
 mod push_e2e;
 mod tls;
 mod vantage;
+mod web_edges;

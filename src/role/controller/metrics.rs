@@ -61,7 +61,8 @@ pub async fn gather(
     {
         return Ok(m.clone());
     }
-    let store = &host.store;
+    // The web pools: a scrape storm waits on them, never on the controller's.
+    let store = &host.web_store;
     let mut checks = metrics::checks(store).await?;
     let live = match slot.handle() {
         Some(term) => term.ask(|reply| Msg::Live { reply }).await,

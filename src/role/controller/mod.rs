@@ -71,7 +71,11 @@ pub struct ControllerHost {
     pub config: ControllerConfig,
     /// `[history]`.
     pub history: HistoryConfig,
+    /// The pools of the fence, flip, outbox and history writes.
     pub store: Store,
+    /// The web listener's own small pools ([`Store::for_web`]): the dashboard, API, status
+    /// pages, push endpoints and `/metrics`, never the pools above.
+    pub web_store: Store,
     pub signer: Arc<Signer>,
     pub membership: Arc<Membership>,
     channels: Arc<Channels>,
@@ -107,6 +111,7 @@ impl ControllerHost {
         admin: Admin,
     ) -> Result<Arc<ControllerHost>, ControllerError> {
         let store = Store::new(&controller.database)?;
+        let web_store = Store::for_web(&controller.database)?;
         let channels = Channels::new(&config.smtp, &config.twilio, controller.delivery.timeout)
             .map_err(ControllerError::Channels)?;
         let Admin {
@@ -128,6 +133,7 @@ impl ControllerHost {
             config: controller,
             history: config.history.clone(),
             store,
+            web_store,
             signer,
             membership,
             channels: Arc::new(channels),

@@ -178,17 +178,23 @@ struct LoginQuery {
     failed: Option<String>,
 }
 
-async fn login_form(Query(q): Query<LoginQuery>) -> Response {
-    login_page(q.failed.as_deref(), StatusCode::OK)
+async fn login_form(State(web): State<Web>, Query(q): Query<LoginQuery>) -> Response {
+    login_page(&web, q.failed.as_deref(), StatusCode::OK)
 }
 
-fn login_page(failed: Option<&str>, status: StatusCode) -> Response {
+/// The login form with a fresh CSRF token, in its hidden field and in its cookie.
+fn login_page(web: &Web, failed: Option<&str>, status: StatusCode) -> Response {
+    let token = match auth::login_token() {
+        Ok(t) => t,
+        Err(e) => return e.into(),
+    };
     let body = html! {
         h1 { "Log in" }
         @if let Some(why) = failed {
             p class="error" role="alert" id="login-error" { (why) }
         }
         form method="post" action="/login" class="login" {
+            input type="hidden" name="csrf" value=(token);
             label for="name" { "User name" }
             input id="name" name="name" type="text" autocomplete="username" required autofocus;
             label for="password" { "Password" }
@@ -198,6 +204,17 @@ fn login_page(failed: Option<&str>, status: StatusCode) -> Response {
     };
     let mut r = page("Log in", None, body);
     *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(&auth::login_cookie(&token, web.secure_cookies)) {
+        r.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// A refused login, with `Retry-After`.
+fn login_refused(web: &Web, status: StatusCode, why: &str, secs: u64) -> Response {
+    let mut r = login_page(web, Some(why), status);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     r
 }
 
@@ -205,47 +222,65 @@ fn login_page(failed: Option<&str>, status: StatusCode) -> Response {
 struct LoginForm {
     name: String,
     password: String,
+    #[serde(default)]
+    csrf: String,
 }
 
+/// A login: its CSRF token, then its count ([`auth::LoginLimiter`]), then its password under
+/// the hash gate; the module doc of [`auth`] says what each refusal costs.
 async fn login(
     State(web): State<Web>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Response {
-    let now = Instant::now();
-    let name = f.name.trim().to_string();
-    if let Some(secs) = web.limiter.refused_for(peer.ip(), &name, now) {
-        return login_page(
-            Some(&format!(
-                "Too many failed logins: try again in {secs} seconds."
-            )),
-            StatusCode::TOO_MANY_REQUESTS,
-        );
+    if !auth::login_csrf_ok(&headers, &f.csrf) {
+        let why = "The login form expired or came from another page: try again.";
+        return login_page(&web, Some(why), StatusCode::FORBIDDEN);
     }
-    match auth::check_login(&web.store, &name, &f.password).await {
+    let name = f.name.trim();
+    let addr = peer.ip();
+    if let Err(secs) = web.limiter.admit(addr, name, Instant::now()) {
+        let why = format!("Too many failed logins: try again in {secs} seconds.");
+        return login_refused(&web, StatusCode::TOO_MANY_REQUESTS, &why, secs);
+    }
+    let checked = if f.password.len() > auth::MAX_PASSWORD || name.len() > 256 {
+        Ok(None)
+    } else {
+        auth::check_login(&web.store, &web.hashes, name, &f.password).await
+    };
+    match checked {
         Ok(Some(user)) => {
-            web.limiter.succeeded(&name);
-            match auth::start_session(&web.store, user.id).await {
-                Ok(token) => {
-                    tracing::info!(user = %name, "dashboard login");
-                    let mut r = Redirect::to("/").into_response();
-                    if let Ok(v) =
-                        HeaderValue::from_str(&auth::cookie(Some(&token), web.secure_cookies))
-                    {
-                        r.headers_mut().insert(header::SET_COOKIE, v);
-                    }
-                    r
-                }
-                Err(e) => e.into(),
-            }
+            web.limiter.succeeded(addr, name);
+            logged_in(&web, &user).await
         }
         Ok(None) => {
-            web.limiter.failed(peer.ip(), &name, now);
-            tracing::warn!(user = %name, addr = %peer.ip(), "dashboard login failed");
-            login_page(
-                Some("The user name or the password is wrong."),
-                StatusCode::UNAUTHORIZED,
-            )
+            tracing::warn!(user = %name.chars().take(64).collect::<String>(), %addr, "dashboard login failed");
+            let why = "The user name or the password is wrong.";
+            login_page(&web, Some(why), StatusCode::UNAUTHORIZED)
+        }
+        Err(auth::LoginError::Busy) => {
+            web.limiter.unchecked(addr, name);
+            let why = "The server is busy checking other logins: try again in a few seconds.";
+            login_refused(&web, StatusCode::SERVICE_UNAVAILABLE, why, 2)
+        }
+        Err(auth::LoginError::Store(e)) => {
+            web.limiter.unchecked(addr, name);
+            e.into()
+        }
+    }
+}
+
+/// Starts `user`'s session and sends the browser to the overview.
+async fn logged_in(web: &Web, user: &crate::store::webusers::User) -> Response {
+    match auth::start_session(&web.store, user).await {
+        Ok(token) => {
+            tracing::info!(user = %user.name, "dashboard login");
+            let mut r = Redirect::to("/").into_response();
+            if let Ok(v) = HeaderValue::from_str(&auth::cookie(Some(&token), web.secure_cookies)) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
         }
         Err(e) => e.into(),
     }
@@ -760,7 +795,7 @@ async fn check_page(
     let now = v1::now_ms() / 1000;
     let span = span_of(q.span.as_deref());
     let params = match crate::store::webusers::check_definition(&web.store, CheckId(id)).await {
-        Ok(Some((t, data))) => format!("{:#?}", crate::probe::CheckSpec::parse(&t, &data)),
+        Ok(Some((_, data))) => crate::notify::redact::check_data(&data),
         Ok(None) => String::new(),
         Err(e) => return e.into(),
     };
@@ -769,7 +804,7 @@ async fn check_page(
         v1::live_of(&web, id),
         latency_per_location(&web, id, now, span),
         ninety_days(&web, std::slice::from_ref(&info), now),
-        timeline::incidents(&web.store, Some(CheckId(id)), false, now),
+        timeline::incident_page(&web.store, Some(CheckId(id)), false, None, 50, now),
         in_maintenance(&web, now)
     );
     let Some(s) = (match summary {
@@ -808,7 +843,7 @@ async fn check_page(
         p class="muted" { "Oldest left, today right; hover a day for its figure." }
         (open_round_html(live.as_ref()))
         h2 { "Parameters" }
-        p class="muted" { "As the workers run it; secrets are redacted." }
+        p class="muted" { "The check's JSON as written, redacted as notifications are: secrets, bodies, payloads and token-like URL path segments are masked." }
         pre class="params" id="params" { (params) }
         (incidents_html(&incidents))
     };

@@ -5,7 +5,8 @@
 //! flips and uptime only: never a probe message, an address or a parameter.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -15,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{Markup, PreEscaped, html};
 
-use super::{duration_words, error_page, ninety_days, page, svg, when};
+use super::{duration_words, ninety_days, svg, when};
 use crate::history::rollup::DAY;
 use crate::model::{CheckId, CheckStatus};
 use crate::store::StoreError;
@@ -26,6 +27,12 @@ use crate::web::v1;
 
 /// How long a badge is kept (and may be cached by a client).
 pub const BADGE_TTL: Duration = Duration::from_secs(60);
+/// How long a status page is kept (and may be cached by a client): a flood of visitors costs
+/// the database one rendering per page per this long, and an outage shows within it.
+pub const STATUS_TTL: Duration = Duration::from_secs(15);
+/// Pages and badges kept at most; past it (a flood of made-up slugs) they are rendered
+/// without being kept, each still bounded by the web pool.
+pub const MAX_CACHED: usize = 1_000;
 
 pub(super) fn routes() -> Router<Web> {
     Router::new()
@@ -35,47 +42,125 @@ pub(super) fn routes() -> Router<Web> {
         .route("/badge/{id}/response-time/{file}", get(latency_badge))
 }
 
-/// Rendered badges by path, with when they were made.
-#[derive(Default)]
-pub struct BadgeCache {
-    entries: Mutex<HashMap<String, (Instant, String)>>,
+/// A public answer as kept: status, content type and body.
+#[derive(Clone)]
+pub struct Rendered {
+    status: StatusCode,
+    kind: &'static str,
+    body: String,
 }
 
-impl BadgeCache {
-    fn get(&self, key: &str, now: Instant) -> Option<String> {
-        let map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key)
-            .filter(|(at, _)| now.duration_since(*at) < BADGE_TTL)
-            .map(|(_, svg)| svg.clone())
+impl Rendered {
+    fn html(status: StatusCode, body: Markup) -> Rendered {
+        Rendered {
+            status,
+            kind: "text/html; charset=utf-8",
+            body: body.into_string(),
+        }
     }
 
-    fn put(&self, key: String, svg: String, now: Instant) {
+    fn text(status: StatusCode, body: &str) -> Rendered {
+        Rendered {
+            status,
+            kind: "text/plain; charset=utf-8",
+            body: body.to_string(),
+        }
+    }
+
+    fn svg(body: String) -> Rendered {
+        Rendered {
+            status: StatusCode::OK,
+            kind: "image/svg+xml",
+            body,
+        }
+    }
+
+    fn into_response(self, ttl: Duration) -> Response {
+        let mut r = (self.status, [(header::CONTENT_TYPE, self.kind)], self.body).into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={}", ttl.as_secs())) {
+            r.headers_mut().insert(header::CACHE_CONTROL, v);
+        }
+        r
+    }
+}
+
+/// One slot of a [`PublicCache`]: when it was made, and the answer once rendered. Callers
+/// arriving while it renders wait for that one rendering.
+type Slot = (Instant, Arc<tokio::sync::OnceCell<Rendered>>);
+
+/// Rendered public answers (status pages, badges) by path, each kept for its TTL. A miss is
+/// rendered once however many ask at the same time; a failed rendering is kept by nobody.
+pub struct PublicCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, Slot>>,
+}
+
+impl PublicCache {
+    pub fn new(ttl: Duration) -> PublicCache {
+        PublicCache {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// The slot for `key`: the live one, a fresh one, or `None` when the cache is full.
+    fn slot(&self, key: &str, now: Instant) -> Option<Arc<tokio::sync::OnceCell<Rendered>>> {
         let mut map = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, (at, _)| now.duration_since(*at) < BADGE_TTL);
-        map.insert(key, (now, svg));
+        if let Some((at, cell)) = map.get(key)
+            && now.duration_since(*at) < self.ttl
+        {
+            return Some(cell.clone());
+        }
+        if map.len() >= MAX_CACHED {
+            map.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
+            if map.len() >= MAX_CACHED {
+                return None;
+            }
+        }
+        let cell = Arc::new(tokio::sync::OnceCell::new());
+        map.insert(key.to_string(), (now, cell.clone()));
+        Some(cell)
+    }
+
+    /// The answer for `key`, kept or made by `make`; an error is answered, not kept.
+    async fn get_or_make(
+        &self,
+        key: &str,
+        make: impl Future<Output = Result<Rendered, Response>>,
+    ) -> Response {
+        let made = match self.slot(key, Instant::now()) {
+            Some(cell) => cell.get_or_try_init(|| make).await.cloned(),
+            None => make.await,
+        };
+        match made {
+            Ok(r) => r.into_response(self.ttl),
+            Err(e) => e,
+        }
     }
 }
 
 async fn status_page(State(web): State<Web>, Path(slug): Path<String>) -> Response {
+    let key = format!("status/{slug}");
+    web.status_pages
+        .get_or_make(&key, render_status_page(&web, &slug))
+        .await
+}
+
+/// A status page as everyone sees it.
+async fn render_status_page(web: &Web, slug: &str) -> Result<Rendered, Response> {
     let now = v1::now_ms() / 1000;
-    let p = match webusers::status_page(&web.store, &slug).await {
-        Ok(Some(p)) => p,
-        Ok(None) => return error_page(StatusCode::NOT_FOUND, "no such status page"),
-        Err(e) => return e.into(),
+    let Some(p) = webusers::status_page(&web.store, slug).await? else {
+        let body = super::layout(
+            "Error",
+            None,
+            html! { h1 { "Error" } p role="alert" { "no such status page" } },
+        );
+        return Ok(Rendered::html(StatusCode::NOT_FOUND, body));
     };
-    let on_page = match webusers::page_checks(&web.store, p.id).await {
-        Ok(c) => c,
-        Err(e) => return e.into(),
-    };
+    let on_page = webusers::page_checks(&web.store, p.id).await?;
     let wanted: Vec<i64> = on_page.iter().map(|pc| pc.check.0).collect();
-    let rows = match services(&web, &on_page, &wanted, now).await {
-        Ok(r) => r,
-        Err(e) => return e.into(),
-    };
-    let incidents = match timeline::incidents_of(&web.store, &wanted, now).await {
-        Ok(i) => i,
-        Err(e) => return e.into(),
-    };
+    let rows = services(web, &on_page, &wanted, now).await?;
+    let incidents = timeline::incidents_of(&web.store, &wanted, now).await?;
     let names: HashMap<i64, &str> = rows
         .iter()
         .map(|(_, n, i, _)| (i.id.0, n.as_str()))
@@ -111,7 +196,10 @@ async fn status_page(State(web): State<Web>, Path(slug): Path<String>) -> Respon
         }
         (recent_html(&recent, &names))
     };
-    page(&p.title, None, body)
+    Ok(Rendered::html(
+        StatusCode::OK,
+        super::layout(&p.title, None, body),
+    ))
 }
 
 /// One service of a status page: its group, its shown name, the check, its 90 days.
@@ -185,42 +273,18 @@ async fn badge(
     key: String,
     make: impl AsyncFnOnce(&Web, &timeline::CheckInfo) -> Result<String, crate::store::StoreError>,
 ) -> Response {
-    let now = Instant::now();
-    let svg = match web.badges.get(&key, now) {
-        Some(s) => s,
-        None => {
-            match webusers::is_public(&web.store, CheckId(id)).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    return (
-                        StatusCode::NOT_FOUND,
-                        "no badge: the check is on no public status page\n",
-                    )
-                        .into_response();
-                }
-                Err(e) => return e.into(),
-            }
-            let info = match timeline::checks(&web.store, Some(CheckId(id))).await {
-                Ok(mut c) => match c.pop() {
-                    Some(i) => i,
-                    None => return (StatusCode::NOT_FOUND, "no such check\n").into_response(),
-                },
-                Err(e) => return e.into(),
-            };
-            match make(web, &info).await {
-                Ok(s) => {
-                    web.badges.put(key, s.clone(), now);
-                    s
-                }
-                Err(e) => return e.into(),
-            }
+    let render = async {
+        if !webusers::is_public(&web.store, CheckId(id)).await? {
+            let why = "no badge: the check is on no public status page\n";
+            return Ok(Rendered::text(StatusCode::NOT_FOUND, why));
         }
+        let Some(info) = timeline::checks(&web.store, Some(CheckId(id))).await?.pop() else {
+            return Ok(Rendered::text(StatusCode::NOT_FOUND, "no such check\n"));
+        };
+        Ok(Rendered::svg(make(web, &info).await?))
     };
-    let mut r = ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response();
-    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={}", BADGE_TTL.as_secs())) {
-        r.headers_mut().insert(header::CACHE_CONTROL, v);
-    }
-    r
+    let render = async { render.await.map_err(|e: StoreError| Response::from(e)) };
+    web.badges.get_or_make(&key, render).await
 }
 
 async fn status_badge(State(web): State<Web>, Path(id): Path<i64>) -> Response {
@@ -335,12 +399,39 @@ mod tests {
         assert_eq!(mean_of_days(&days[1..2]), None);
     }
 
-    #[test]
-    fn the_badge_cache_forgets_after_its_ttl() {
-        let c = BadgeCache::default();
+    #[tokio::test]
+    async fn the_cache_renders_a_miss_once_keeps_it_for_its_ttl_and_holds_a_bounded_number() {
+        let c = PublicCache::new(BADGE_TTL);
+        let renders = std::sync::atomic::AtomicUsize::new(0);
+        let make = || async {
+            renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            Ok(Rendered::svg("<svg/>".into()))
+        };
+        // Concurrent misses share one rendering.
+        let answers =
+            futures_util::future::join_all((0..50).map(|_| c.get_or_make("k", make()))).await;
+        assert!(answers.iter().all(|r| r.status() == StatusCode::OK));
+        assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
         let t = Instant::now();
-        c.put("k".into(), "<svg/>".into(), t);
-        assert_eq!(c.get("k", t).as_deref(), Some("<svg/>"));
-        assert_eq!(c.get("k", t + BADGE_TTL), None);
+        let fresh = c.slot("k", t).unwrap();
+        assert!(fresh.initialized());
+        assert!(
+            !c.slot("k", t + BADGE_TTL).unwrap().initialized(),
+            "kept past its TTL"
+        );
+        // A failure is answered and not kept.
+        let failed = c
+            .get_or_make("e", async {
+                Err(StatusCode::SERVICE_UNAVAILABLE.into_response())
+            })
+            .await;
+        assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!c.slot("e", t).unwrap().initialized());
+        for k in 0..2 * MAX_CACHED {
+            let _ = c.slot(&format!("slug{k}"), t);
+        }
+        assert!(c.entries.lock().unwrap().len() <= MAX_CACHED);
+        assert!(c.slot("one-too-many", t).is_none());
     }
 }
