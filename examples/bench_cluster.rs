@@ -940,10 +940,15 @@ fn edges(c: &Common, outages: usize, interval: u64, per_listener: usize) {
     let hook = Receiver::start(&rt);
     seed_target(&rt, &c.db, &target, &hook, interval, 1);
     let confirmations = c.workers.min(2) as u32;
+    // Both phases flip the same check again and again: the flapping rule must not hold
+    // their notifications.
     let mut cl = start_cluster(
         c,
         Timings::shipped(),
-        keys([("confirmations", confirmations.into())]),
+        keys([
+            ("confirmations", confirmations.into()),
+            ("flap_flips", 10_000.into()),
+        ]),
     );
     wait_steady(&mut cl, Duration::from_secs(60));
     let mut rng = Rng::new();
