@@ -51,7 +51,8 @@ async fn login_form(c: &reqwest::Client, base: &str) -> (String, String) {
     (cookie, token)
 }
 
-/// POSTs a login with the form's token; the status and the session cookie, if one was set.
+/// POSTs a login with the form's token; the status (0: the connection was closed without an
+/// answer) and the session cookie, if one was set.
 async fn login(
     c: &reqwest::Client,
     base: &str,
@@ -59,13 +60,15 @@ async fn login(
     name: &str,
     password: &str,
 ) -> (u16, Option<String>) {
-    let r = c
+    let sent = c
         .post(format!("{base}/login"))
         .header("cookie", &form.0)
         .form(&[("name", name), ("password", password), ("csrf", &form.1)])
         .send()
-        .await
-        .unwrap();
+        .await;
+    // 0: no HTTP answer, the listener closed the connection at once (its source address
+    // holds `[listen] max_per_source` connections already).
+    let Ok(r) = sent else { return (0, None) };
     let session = r
         .headers()
         .get_all("set-cookie")
@@ -230,14 +233,16 @@ fn logins_are_bounded_sessions_follow_passwords_and_viewers_see_no_secrets() {
     let grew_mib = peak.load(Ordering::Relaxed).saturating_sub(before) / 1024;
     eprintln!("400 wrong logins: answers {counts:?}, RSS {before} KiB, +{grew_mib} MiB at peak");
     assert!(grew_mib < 300, "the node grew by {grew_mib} MiB");
+    // Refused: 429 from the login limiter, or closed at accept by the per-source cap
+    // (400 connections at once from one address).
     let refused: usize = counts
         .iter()
-        .filter(|(s, _)| *s == 429)
+        .filter(|(s, _)| [0, 429].contains(s))
         .map(|(_, n)| n)
         .sum();
-    assert!(refused > 300, "most answers are 429: {counts:?}");
+    assert!(refused > 300, "most attempts are refused: {counts:?}");
     assert!(
-        counts.iter().all(|(s, _)| [401, 429, 503].contains(s)),
+        counts.iter().all(|(s, _)| [0, 401, 429, 503].contains(s)),
         "{counts:?}"
     );
 
