@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 ensure_mariadb
 # Servers the integration tests start themselves: a DNS server, an SMTP server, and the tools
-# for network namespaces with packet loss.
-ensure_packages dnsmasq-base python3-aiosmtpd nftables iproute2 systemd chromium chromium-driver
+# for network namespaces with packet loss, and a three-node Galera cluster (tests/galera).
+ensure_packages dnsmasq-base python3-aiosmtpd nftables iproute2 systemd chromium chromium-driver \
+    galera-4 rsync
 
 log "creating the test user"
 mariadb_root <<'SQL'
