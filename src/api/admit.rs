@@ -55,8 +55,6 @@ pub enum Refusal {
 /// Counters of one listener, for `/metrics` and the admin notice.
 #[derive(Debug, Default)]
 pub struct ListenerStats {
-    /// Connections accepted and admitted.
-    pub admitted: AtomicU64,
     /// Connections closed at once because their source was at its cap (rule 3).
     pub refused_source: AtomicU64,
     /// Unauthenticated connections closed to make room for a newcomer (rule 4).
@@ -161,7 +159,6 @@ impl Admission {
         book.open.insert(id, state.clone());
         *book.per_source.entry(source).or_insert(0) += 1;
         book.unauthenticated += 1;
-        self.stats.admitted.fetch_add(1, Ordering::Relaxed);
         self.publish(&book);
         Ok(Ticket(state))
     }

@@ -89,7 +89,8 @@ pub async fn run(host: Arc<ControllerHost>, slot: ControllerSlot, shutdown: Canc
             .unreachable_for(std::time::Instant::now());
         let step = watch.step(away, host.config.meta.db_down, slot.epoch().is_some());
         if step == Step::Open {
-            since_ms = now_ms() - away.map_or(0, |d| d.as_millis() as i64);
+            let now_ms = crate::notify::unix_ms(std::time::SystemTime::now());
+            since_ms = now_ms - away.map_or(0, |d| d.as_millis() as i64);
         }
         if step != Step::Nothing {
             claim_and_tell(&host, step, since_ms).await;
@@ -153,10 +154,6 @@ async fn send(host: &ControllerHost, channel: Channel, alert: &MetaAlert, event:
         wait = (wait * 2).min(Duration::from_secs(60));
     }
     tracing::error!(?channel, "database alert not delivered after every attempt");
-}
-
-fn now_ms() -> i64 {
-    crate::notify::unix_ms(std::time::SystemTime::now())
 }
 
 #[cfg(test)]
